@@ -1,0 +1,185 @@
+"""The on-disk index directory: ``meta.json`` plus ``.npy`` arrays opened with ``mmap_mode="r"``.
+
+Arrays of format version 1:
+
+* ``postings_offsets`` int64 (vocab_size + 1): term ``t``'s postings are
+  ``postings_offsets[t]:postings_offsets[t + 1]`` (term-major CSR).
+* ``postings_docs`` uint32: internal doc ids, increasing within a term.
+* ``postings_impacts`` uint8: quantised weights (see ``index.quantize``).
+* ``doc_id_offsets`` int64 / ``doc_id_bytes`` uint8: the external id table (UTF-8).
+* ``doc_title_offsets`` int64 / ``doc_title_bytes`` uint8: document titles, for display.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+FORMAT_NAME = "lsr-index"
+FORMAT_VERSION = 1
+META_FILE = "meta.json"
+ARRAY_NAMES = (
+    "postings_offsets",
+    "postings_docs",
+    "postings_impacts",
+    "doc_id_offsets",
+    "doc_id_bytes",
+    "doc_title_offsets",
+    "doc_title_bytes",
+)
+
+
+class IndexFormatError(RuntimeError):
+    """The directory is not an index this version can read."""
+
+
+def sha256_file(path: Path, block: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_meta(directory: Path) -> dict:
+    """Read and check ``meta.json``: the format name and version must be ours."""
+    meta_path = Path(directory) / META_FILE
+    if not meta_path.is_file():
+        raise IndexFormatError(f"{directory} is not an index: {META_FILE} is missing")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as error:
+        raise IndexFormatError(f"{meta_path}: invalid JSON ({error})") from error
+    if meta.get("format") != FORMAT_NAME:
+        raise IndexFormatError(f"{meta_path}: format is {meta.get('format')!r}, not {FORMAT_NAME!r}")
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise IndexFormatError(
+            f"{directory}: index format version {version}, but this build reads version "
+            f"{FORMAT_VERSION}; rebuild it with `lsr index`"
+        )
+    return meta
+
+
+def verify_checksums(directory: Path) -> list[str]:
+    """Compare every array file with the sha256 recorded in ``meta.json``.
+
+    Returns:
+        One line per problem (empty when the index is intact).
+    """
+    meta = read_meta(directory)
+    problems = []
+    for name, info in meta["arrays"].items():
+        path = Path(directory) / info["file"]
+        if not path.is_file():
+            problems.append(f"{path}: missing")
+        elif (actual := sha256_file(path)) != info["sha256"]:
+            problems.append(f"{path}: sha256 {actual} does not match meta.json {info['sha256']}")
+    return problems
+
+
+class StringTable:
+    """Strings stored as one UTF-8 byte array and int64 offsets, read lazily from mmap."""
+
+    def __init__(self, offsets: np.ndarray, data: np.ndarray) -> None:
+        self.offsets = offsets
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i: int) -> str:
+        start, end = self.offsets[i], self.offsets[i + 1]
+        return bytes(self.data[start:end]).decode("utf-8")
+
+
+@dataclass
+class SparseIndex:
+    """An opened index: memory-mapped arrays plus the metadata that describes them."""
+
+    path: Path
+    meta: dict
+    postings_offsets: np.ndarray
+    postings_docs: np.ndarray
+    postings_impacts: np.ndarray
+    doc_ids: StringTable
+    doc_titles: StringTable
+
+    @classmethod
+    def open(cls, directory: str | Path, vocab_size: int | None = None) -> "SparseIndex":
+        """Open an index for reading.
+
+        Args:
+            directory: the index directory.
+            vocab_size: the query encoder's vocabulary size; a different one is refused.
+        """
+        directory = Path(directory)
+        meta = read_meta(directory)
+        if vocab_size is not None and meta["vocab_size"] != vocab_size:
+            raise IndexFormatError(
+                f"{directory}: index vocabulary has {meta['vocab_size']} terms but the query "
+                f"encoder has {vocab_size}; search it with the model it was built with "
+                f"({meta['encoder'].get('model')})"
+            )
+        arrays = {name: _open_array(directory, meta, name) for name in ARRAY_NAMES}
+        if len(arrays["postings_offsets"]) != meta["vocab_size"] + 1:
+            raise IndexFormatError(f"{directory}: postings_offsets does not match vocab_size")
+        return cls(
+            path=directory,
+            meta=meta,
+            postings_offsets=arrays["postings_offsets"],
+            postings_docs=arrays["postings_docs"],
+            postings_impacts=arrays["postings_impacts"],
+            doc_ids=StringTable(arrays["doc_id_offsets"], arrays["doc_id_bytes"]),
+            doc_titles=StringTable(arrays["doc_title_offsets"], arrays["doc_title_bytes"]),
+        )
+
+    @property
+    def num_docs(self) -> int:
+        return int(self.meta["num_docs"])
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.meta["vocab_size"])
+
+    @property
+    def scale(self) -> float:
+        return float(self.meta["quantization"]["scale"])
+
+    def size_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.path.iterdir() if p.is_file())
+
+    def to_scipy_docs(self):
+        """The quantised impacts as a doc-major ``(num_docs, vocab_size)`` scipy CSR matrix."""
+        import scipy.sparse as sp
+
+        by_term = sp.csr_matrix(
+            (self.postings_impacts.astype(np.float32), self.postings_docs, self.postings_offsets),
+            shape=(self.vocab_size, self.num_docs),
+        )
+        return by_term.T.tocsr()
+
+
+def load_array(path: Path) -> np.ndarray:
+    """``np.load`` memory-mapped; an empty array has no bytes to map, so it is read directly."""
+    try:
+        return np.load(path, mmap_mode="r")
+    except ValueError:
+        return np.load(path)
+
+
+def _open_array(directory: Path, meta: dict, name: str) -> np.ndarray:
+    info = meta["arrays"].get(name)
+    if info is None:
+        raise IndexFormatError(f"{directory}: meta.json lists no array {name!r}")
+    array = load_array(directory / info["file"])
+    if str(array.dtype) != info["dtype"] or list(array.shape) != info["shape"]:
+        raise IndexFormatError(
+            f"{directory / info['file']}: dtype {array.dtype} shape {list(array.shape)} "
+            f"differ from meta.json ({info['dtype']}, {info['shape']})"
+        )
+    return array

@@ -1,0 +1,97 @@
+"""Linear `uint8` quantisation of document weights with one global scale.
+
+An impact is ``round(weight / scale)`` clipped to ``[0, 255]``: ``scale`` is the weight of one
+impact level. Weights above ``255 * scale`` are clipped (and counted), never wrapped. Weights
+that round to 0 are dropped from the postings (and counted). Scores computed over impacts are
+multiplied by ``scale`` to come back to the encoder's units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+MAX_IMPACT = 255
+RESERVOIR_SIZE = 1 << 20
+
+
+@dataclass
+class QuantizationStats:
+    """What quantisation did to the postings; recorded in ``meta.json``."""
+
+    clipped: int = 0
+    zeroed: int = 0
+    kept: int = 0
+
+    def add(self, other: "QuantizationStats") -> None:
+        self.clipped += other.clipped
+        self.zeroed += other.zeroed
+        self.kept += other.kept
+
+
+def quantize(values: np.ndarray, scale: float) -> tuple[np.ndarray, QuantizationStats]:
+    """Quantise float weights to uint8 impacts.
+
+    Args:
+        values: float weights, any shape.
+        scale: weight of one impact level (> 0).
+
+    Returns:
+        The uint8 impacts (same shape) and the counts of clipped, zeroed and kept values.
+    """
+    if not scale > 0:
+        raise ValueError(f"quantisation scale must be positive, got {scale}")
+    levels = np.rint(np.asarray(values, dtype=np.float64) / scale)
+    clipped = int(np.count_nonzero(levels > MAX_IMPACT))
+    zeroed = int(np.count_nonzero(levels <= 0))
+    impacts = np.clip(levels, 0, MAX_IMPACT).astype(np.uint8)
+    return impacts, QuantizationStats(clipped, zeroed, impacts.size - zeroed)
+
+
+def scale_for(reference_weight: float) -> float:
+    """The scale that maps ``reference_weight`` to the top impact level 255."""
+    if not reference_weight > 0:
+        raise ValueError("cannot choose a quantisation scale: every document weight is zero")
+    return float(reference_weight) / MAX_IMPACT
+
+
+class WeightSample:
+    """Streaming maximum and a uniform reservoir sample of weights, for choosing a scale.
+
+    The scale is taken from a quantile of all weights seen (1.0 = the maximum, exact); lower
+    quantiles clip the few largest weights to gain resolution for the many small ones.
+    """
+
+    def __init__(self, seed: int = 0, capacity: int = RESERVOIR_SIZE) -> None:
+        self.maximum = 0.0
+        self.seen = 0
+        self._capacity = capacity
+        self._sample = np.empty(0, dtype=np.float32)
+        self._rng = np.random.default_rng(seed)
+
+    def update(self, values: np.ndarray) -> None:
+        values = np.asarray(values, dtype=np.float32).ravel()
+        if values.size == 0:
+            return
+        self.maximum = max(self.maximum, float(values.max()))
+        room = max(self._capacity - self._sample.size, 0)
+        head, tail = values[:room], values[room:]
+        if head.size:
+            self._sample = np.concatenate([self._sample, head])
+            self.seen += head.size
+        if tail.size:
+            # Algorithm R, vectorised: the n-th item of the stream replaces a random slot
+            # with probability capacity / n.
+            numbers = self.seen + np.arange(1, tail.size + 1)
+            slots = (self._rng.random(tail.size) * numbers).astype(np.int64)
+            keep = slots < self._capacity
+            self._sample[slots[keep]] = tail[keep]
+            self.seen += tail.size
+
+    def quantile(self, q: float) -> float:
+        if not 0 < q <= 1:
+            raise ValueError(f"scale quantile must be in (0, 1], got {q}")
+        if q == 1 or self._sample.size == 0:
+            return self.maximum
+        return float(np.quantile(self._sample, q))

@@ -1,0 +1,1 @@
+"""Query scorers over an opened `SparseIndex`."""

@@ -1,0 +1,142 @@
+"""Exhaustive term-at-a-time scorer: the correctness oracle for every faster scorer.
+
+Each query term's postings are accumulated into a dense float32 score array (query weight x
+uint8 impact), then the top k are taken by partial selection. Results hold only documents with
+a positive score, ordered by score descending and, on equal scores, by internal doc id
+ascending. Returned scores are in the encoder's units (impact sums times the index scale).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit, prange
+
+from index.format import SparseIndex
+from index.sparse_batch import SparseBatch
+
+# kernels
+
+
+@njit(cache=True, nogil=True)
+def _accumulate(q_terms, q_weights, offsets, docs, impacts, scores):
+    num_terms = offsets.shape[0] - 1
+    for j in range(q_terms.shape[0]):
+        t = q_terms[j]
+        if t >= num_terms:  # a term the index has never seen
+            continue
+        w = q_weights[j]
+        for p in range(offsets[t], offsets[t + 1]):
+            scores[docs[p]] += w * impacts[p]
+
+
+@njit(cache=True, nogil=True)
+def _top_k(scores, k, out_docs, out_scores):
+    """Write the top k positive scores into out_*; returns how many were written."""
+    candidates = np.flatnonzero(scores > 0)
+    m = candidates.shape[0]
+    if m == 0 or k == 0:
+        return 0
+    cand_scores = scores[candidates]
+    if m > k:
+        # The k-th largest score; everything above it is in, ties at it go by doc id.
+        threshold = np.partition(cand_scores, m - k)[m - k]
+        above = cand_scores > threshold
+        n_above = np.count_nonzero(above)
+        at = np.flatnonzero(cand_scores == threshold)[: k - n_above]
+        keep = np.concatenate((np.flatnonzero(above), at))
+        keep.sort()
+        candidates = candidates[keep]
+        cand_scores = cand_scores[keep]
+        m = k
+    # Candidates are in doc order, so a stable sort on -score breaks ties by doc id.
+    order = np.argsort(-cand_scores, kind="mergesort")
+    for r in range(m):
+        out_docs[r] = candidates[order[r]]
+        out_scores[r] = cand_scores[order[r]]
+    return m
+
+
+@njit(cache=True, nogil=True)
+def _search_one(q_terms, q_weights, offsets, docs, impacts, num_docs, k, out_docs, out_scores):
+    scores = np.zeros(num_docs, dtype=np.float32)
+    _accumulate(q_terms, q_weights, offsets, docs, impacts, scores)
+    return _top_k(scores, k, out_docs, out_scores)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _search_many(q_indptr, q_terms, q_weights, offsets, docs, impacts, num_docs, k, out_docs, out_scores, counts):
+    for q in prange(q_indptr.shape[0] - 1):
+        start, end = q_indptr[q], q_indptr[q + 1]
+        counts[q] = _search_one(
+            q_terms[start:end], q_weights[start:end], offsets, docs, impacts, num_docs, k,
+            out_docs[q], out_scores[q],
+        )
+
+
+# wrappers
+
+
+@dataclass
+class SearchResults:
+    """Top-k results for a batch of queries.
+
+    Attributes:
+        docs: ``(num_queries, k)`` int64 internal doc ids, -1 past ``counts[q]``.
+        scores: ``(num_queries, k)`` float32 scores in encoder units, 0 past ``counts[q]``.
+        counts: ``(num_queries,)`` number of results of each query.
+    """
+
+    docs: np.ndarray
+    scores: np.ndarray
+    counts: np.ndarray
+
+    def row(self, q: int) -> tuple[np.ndarray, np.ndarray]:
+        n = self.counts[q]
+        return self.docs[q, :n], self.scores[q, :n]
+
+
+def _check_k(k: int) -> int:
+    if int(k) < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    return int(k)
+
+
+def search_batch(index: SparseIndex, queries: SparseBatch, k: int = 10) -> SearchResults:
+    """Score every query of the batch exhaustively, in parallel over queries.
+
+    Args:
+        index: an opened index.
+        queries: query vectors with float weights (``vocab_size`` must match the index).
+        k: results per query.
+    """
+    k = _check_k(k)
+    if queries.vocab_size != index.vocab_size:
+        raise ValueError(f"query vocabulary {queries.vocab_size} differs from the index's {index.vocab_size}")
+    n = len(queries)
+    docs = np.full((n, k), -1, dtype=np.int64)
+    scores = np.zeros((n, k), dtype=np.float32)
+    counts = np.zeros(n, dtype=np.int64)
+    _search_many(
+        queries.indptr, queries.indices, queries.values,
+        index.postings_offsets, index.postings_docs, index.postings_impacts,
+        index.num_docs, k, docs, scores, counts,
+    )
+    return SearchResults(docs, scores * np.float32(index.scale), counts)
+
+
+def search(index: SparseIndex, terms: np.ndarray, weights: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Score one query; returns internal doc ids (int64) and scores (float32, encoder units)."""
+    k = _check_k(k)
+    terms = np.ascontiguousarray(terms, dtype=np.uint32)
+    weights = np.ascontiguousarray(weights, dtype=np.float32)
+    if terms.shape != weights.shape:
+        raise ValueError("query terms and weights differ in length")
+    docs = np.full(k, -1, dtype=np.int64)
+    scores = np.zeros(k, dtype=np.float32)
+    n = _search_one(
+        terms, weights, index.postings_offsets, index.postings_docs, index.postings_impacts,
+        index.num_docs, k, docs, scores,
+    )
+    return docs[:n], scores[:n] * np.float32(index.scale)
