@@ -1,7 +1,11 @@
 """Exhaustive term-at-a-time scorer: the correctness oracle for every faster scorer.
 
-Each query term's postings are accumulated into a dense float32 score array (query weight x
-uint8 impact), then the top k are taken by partial selection. Results hold only documents with
+Each query term's postings are accumulated into a dense float64 score array (query weight x
+uint8 impact), then the top k are taken by partial selection. float64 makes the sums exact in
+practice: a float32 weight times a uint8 impact has at most 32 significant bits, so a sum of
+such products has no rounding unless the query's weights span more than about 2^13, and the
+result does not depend on the order of accumulation (so scipy, or any later scorer, gets the
+very same scores and the same ranking). Results hold only documents with
 a positive score, ordered by score descending and, on equal scores, by internal doc id
 ascending. Returned scores are in the encoder's units (impact sums times the index scale).
 """
@@ -26,7 +30,7 @@ def _accumulate(q_terms, q_weights, offsets, docs, impacts, scores):
         t = q_terms[j]
         if t >= num_terms:  # a term the index has never seen
             continue
-        w = q_weights[j]
+        w = np.float64(q_weights[j])  # float32 x uint8 would round to float32
         for p in range(offsets[t], offsets[t + 1]):
             scores[docs[p]] += w * impacts[p]
 
@@ -60,7 +64,7 @@ def _top_k(scores, k, out_docs, out_scores):
 
 @njit(cache=True, nogil=True)
 def _search_one(q_terms, q_weights, offsets, docs, impacts, num_docs, k, out_docs, out_scores):
-    scores = np.zeros(num_docs, dtype=np.float32)
+    scores = np.zeros(num_docs, dtype=np.float64)
     _accumulate(q_terms, q_weights, offsets, docs, impacts, scores)
     return _top_k(scores, k, out_docs, out_scores)
 
@@ -84,7 +88,7 @@ class SearchResults:
 
     Attributes:
         docs: ``(num_queries, k)`` int64 internal doc ids, -1 past ``counts[q]``.
-        scores: ``(num_queries, k)`` float32 scores in encoder units, 0 past ``counts[q]``.
+        scores: ``(num_queries, k)`` float64 scores in encoder units, 0 past ``counts[q]``.
         counts: ``(num_queries,)`` number of results of each query.
     """
 
@@ -116,27 +120,27 @@ def search_batch(index: SparseIndex, queries: SparseBatch, k: int = 10) -> Searc
         raise ValueError(f"query vocabulary {queries.vocab_size} differs from the index's {index.vocab_size}")
     n = len(queries)
     docs = np.full((n, k), -1, dtype=np.int64)
-    scores = np.zeros((n, k), dtype=np.float32)
+    scores = np.zeros((n, k), dtype=np.float64)
     counts = np.zeros(n, dtype=np.int64)
     _search_many(
         queries.indptr, queries.indices, queries.values,
         index.postings_offsets, index.postings_docs, index.postings_impacts,
         index.num_docs, k, docs, scores, counts,
     )
-    return SearchResults(docs, scores * np.float32(index.scale), counts)
+    return SearchResults(docs, scores * index.scale, counts)
 
 
 def search(index: SparseIndex, terms: np.ndarray, weights: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
-    """Score one query; returns internal doc ids (int64) and scores (float32, encoder units)."""
+    """Score one query; returns internal doc ids (int64) and scores (float64, encoder units)."""
     k = _check_k(k)
     terms = np.ascontiguousarray(terms, dtype=np.uint32)
     weights = np.ascontiguousarray(weights, dtype=np.float32)
     if terms.shape != weights.shape:
         raise ValueError("query terms and weights differ in length")
     docs = np.full(k, -1, dtype=np.int64)
-    scores = np.zeros(k, dtype=np.float32)
+    scores = np.zeros(k, dtype=np.float64)
     n = _search_one(
         terms, weights, index.postings_offsets, index.postings_docs, index.postings_impacts,
         index.num_docs, k, docs, scores,
     )
-    return docs[:n], scores[:n] * np.float32(index.scale)
+    return docs[:n], scores[:n] * index.scale

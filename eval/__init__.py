@@ -1,0 +1,1 @@
+"""Evaluation: BEIR runs, metrics, reports, brute-force oracles and benchmarks."""

@@ -1,0 +1,170 @@
+"""`lsr eval beir`: index a BEIR dataset (if needed), run its queries, score and report."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from eval.metrics import evaluate
+from eval.report import machine_description, write_report
+from eval.runfile import Run, drop_self_hits, write_trec_run
+from index.format import SparseIndex, read_meta
+from index.scorers.exhaustive import search, search_batch
+from index.sparse_batch import SparseBatch
+
+
+@dataclass
+class BeirRunConfig:
+    """Everything that moves the numbers of one evaluation run."""
+
+    dataset: str
+    index_dir: Path | None = None
+    out_dir: Path | None = None
+    model: str | None = None
+    baseline: str | None = None
+    k: int = 1000
+    drop_self_hits: bool = False
+    batch_size: int = 32
+    scale_quantile: float = 1.0
+    command: str = ""
+
+
+def run_beir(config: BeirRunConfig) -> dict:
+    """Run one evaluation and write run files and the report; returns the report dict."""
+    from lsr.data.datasets import resolve_dataset
+
+    dataset = resolve_dataset(config.dataset)
+    out_dir = config.out_dir or Path("runs") / dataset.slug
+    index_dir = config.index_dir or out_dir / "index"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    qrels = dataset.qrels()
+    queries = {qid: text for qid, text in dataset.queries().items() if qid in qrels}
+    if not queries:
+        raise ValueError(f"{dataset.name}: no query has relevance judgments in split {dataset.split!r}")
+
+    encoder = _index_if_needed(dataset, index_dir, out_dir, config)
+    systems = {"splade": _run_sparse(encoder, index_dir, queries, qrels, out_dir, config)}
+    if config.baseline == "bm25":
+        systems["bm25 (pyserini)"] = _run_bm25(dataset, queries, qrels, out_dir, config)
+    index_meta = read_meta(index_dir)
+    report = {
+        "dataset": dataset.name,
+        "split": dataset.split,
+        "num_queries": len(queries),
+        "num_docs": index_meta["num_docs"],
+        "systems": systems,
+        "settings": {
+            "model": index_meta["encoder"]["model"],
+            "query_max_length": index_meta["encoder"]["query_max_length"],
+            "doc_max_length": index_meta["encoder"]["doc_max_length"],
+            "quantization": "uint8 scale {:.6g}".format(index_meta["quantization"]["scale"]),
+            "clipped": index_meta["quantization"]["clipped"],
+            "doc_order": index_meta["doc_order"],
+            "scorer": "exhaustive",
+            "k": config.k,
+            "drop_self_hits": config.drop_self_hits,
+        },
+        "index_dir": str(index_dir),
+        "machine": machine_description(),
+        "command": config.command,
+    }
+    write_report(report, out_dir)
+    return report
+
+
+def _index_if_needed(dataset, index_dir: Path, out_dir: Path, config: BeirRunConfig):
+    from lsr.encoders.splade import SpladeEncoder
+    from lsr.indexing import index_corpus
+
+    if (index_dir / "meta.json").is_file():
+        recorded = read_meta(index_dir)["encoder"]
+        if config.model is not None and config.model != recorded["model"]:
+            raise ValueError(
+                f"{index_dir} was built with model {recorded['model']!r}, not {config.model!r}; "
+                "pass another --index or remove it"
+            )
+        return SpladeEncoder(
+            recorded["model"], recorded["query_max_length"], recorded["doc_max_length"],
+            config.batch_size, recorded.get("pooling", "max"),
+        )
+    encoder = SpladeEncoder(config.model, batch_size=config.batch_size)
+    index_corpus(
+        dataset.iter_documents(), encoder, index_dir, dataset.name,
+        float_vectors_dir=out_dir / "doc-vectors", scale_quantile=config.scale_quantile,
+    )
+    return encoder
+
+
+def _run_sparse(encoder, index_dir: Path, queries: dict, qrels: dict, out_dir: Path, config: BeirRunConfig) -> dict:
+    index = SparseIndex.open(index_dir, vocab_size=encoder.vocab_size)
+    query_ids = list(queries)
+    started = time.perf_counter()
+    vectors = encoder.encode_queries([queries[q] for q in query_ids])
+    encode_ms = (time.perf_counter() - started) * 1000 / len(query_ids)
+    save_query_vectors(out_dir / "query-vectors.npz", query_ids, vectors)
+
+    results = search_batch(index, vectors, config.k)
+    run: Run = {}
+    for row, qid in enumerate(query_ids):
+        docs, scores = results.row(row)
+        run[qid] = {index.doc_ids[d]: float(s) for d, s in zip(docs, scores)}
+    if config.drop_self_hits:
+        run = drop_self_hits(run)
+    write_trec_run(run, out_dir / "run.splade.trec", "splade")
+    latencies = _single_query_latencies_ms(index, vectors, config.k)
+    meta = index.meta
+    return {
+        "metrics": evaluate(run, qrels),
+        "run_file": str(out_dir / "run.splade.trec"),
+        "efficiency": {
+            "mean_doc_nnz": meta["mean_doc_nnz"],
+            "mean_query_nnz": vectors.nnz / len(vectors),
+            "index_mb": index.size_bytes() / 2**20,
+            "encode_seconds": meta.get("encode_seconds"),
+            "mean_query_encode_ms": encode_ms,
+            "mean_search_ms": float(np.mean(latencies)),
+            "p50_search_ms": float(np.percentile(latencies, 50)),
+            "p99_search_ms": float(np.percentile(latencies, 99)),
+        },
+    }
+
+
+def _single_query_latencies_ms(index: SparseIndex, vectors: SparseBatch, k: int) -> np.ndarray:
+    """Search latency of each query alone, one thread, after one warm-up query."""
+    search(index, *vectors.row(0), k)
+    latencies = np.empty(len(vectors))
+    for q in range(len(vectors)):
+        started = time.perf_counter()
+        search(index, *vectors.row(q), k)
+        latencies[q] = (time.perf_counter() - started) * 1000
+    return latencies
+
+
+def save_query_vectors(path: Path, query_ids: list[str], vectors: SparseBatch) -> None:
+    np.savez(path, ids=np.array(query_ids), indptr=vectors.indptr, indices=vectors.indices,
+             values=vectors.values, vocab_size=vectors.vocab_size)
+
+
+def load_query_vectors(path: Path) -> tuple[list[str], SparseBatch]:
+    data = np.load(path)
+    batch = SparseBatch(data["indptr"], data["indices"], data["values"], int(data["vocab_size"]))
+    return [str(q) for q in data["ids"]], batch
+
+
+def _run_bm25(dataset, queries: dict, qrels: dict, out_dir: Path, config: BeirRunConfig) -> dict:
+    from eval.baselines.bm25 import bm25_run
+
+    started = time.perf_counter()
+    documents = ((d.doc_id, d.title, d.text) for d in dataset.iter_documents())
+    run = bm25_run(documents, queries, out_dir / "bm25-lucene", k=config.k)
+    if config.drop_self_hits:
+        run = drop_self_hits(run)
+    write_trec_run(run, out_dir / "run.bm25.trec", "bm25")
+    return {
+        "metrics": evaluate(run, qrels),
+        "run_file": str(out_dir / "run.bm25.trec"),
+        "efficiency": {"index_and_search_seconds": time.perf_counter() - started},
+    }

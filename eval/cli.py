@@ -1,0 +1,45 @@
+"""`lsr eval ...` subcommands, registered into `lsr` through the ``lsr.commands`` entry point."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("eval", help="evaluate on BEIR datasets")
+    kinds = parser.add_subparsers(dest="eval_kind", metavar="KIND", required=True)
+    beir = kinds.add_parser(
+        "beir",
+        help="index (if needed), search and score a BEIR dataset",
+        description="DATASET is an id such as beir/scifact/test or a BEIR folder.",
+    )
+    beir.add_argument("dataset", metavar="DATASET")
+    beir.add_argument("--index", type=Path, help="index directory (built there if missing)")
+    beir.add_argument("--out", type=Path, help="run directory (default runs/<dataset>)")
+    beir.add_argument("--model", help="encoder for a new index (default: the bundled SPLADE-tiny)")
+    beir.add_argument("--baseline", choices=["bm25"], help="also run a baseline beside the model")
+    beir.add_argument("-k", type=int, default=1000, help="results per query")
+    beir.add_argument("--batch-size", type=int, default=32)
+    beir.add_argument("--scale-quantile", type=float, default=1.0, help="quantisation of a new index")
+    beir.add_argument("--drop-self-hits", action="store_true",
+                      help="drop a retrieved doc whose id equals the query id (BEIR's option)")
+    beir.set_defaults(handler=run_beir_command)
+
+
+def run_beir_command(args: argparse.Namespace) -> int:
+    from eval.beir_runner import BeirRunConfig, run_beir
+    from eval.report import markdown_table
+
+    config = BeirRunConfig(
+        dataset=args.dataset, index_dir=args.index, out_dir=args.out, model=args.model,
+        baseline=args.baseline, k=args.k, drop_self_hits=args.drop_self_hits,
+        batch_size=args.batch_size, scale_quantile=args.scale_quantile,
+        command="lsr " + shlex.join(sys.argv[1:]),
+    )
+    report = run_beir(config)
+    print(f"\n{report['dataset']} ({report['num_queries']} queries, {report['num_docs']} docs)\n")
+    print(markdown_table(report["systems"]))
+    return 0

@@ -1,0 +1,56 @@
+"""Evaluation reports: one JSON with everything that moves the numbers, and a markdown table."""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+from eval.metrics import MEASURES
+
+
+def machine_description() -> dict:
+    import os
+
+    return {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()}
+
+
+def markdown_table(systems: dict[str, dict]) -> str:
+    """One row per system: the metrics, then efficiency columns where known."""
+    columns = list(MEASURES) + ["mean doc nnz", "mean query nnz", "index MB", "encode s", "query encode ms", "search ms"]
+    lines = ["| system | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for name, system in systems.items():
+        cells = [f"{system['metrics'][m]:.4f}" for m in MEASURES]
+        eff = system.get("efficiency", {})
+        for key, fmt in (
+            ("mean_doc_nnz", "{:.1f}"),
+            ("mean_query_nnz", "{:.1f}"),
+            ("index_mb", "{:.1f}"),
+            ("encode_seconds", "{:.1f}"),
+            ("mean_query_encode_ms", "{:.2f}"),
+            ("mean_search_ms", "{:.3f}"),
+        ):
+            cells.append(fmt.format(eff[key]) if eff.get(key) is not None else "-")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_report(report: dict, out_dir: Path) -> tuple[Path, Path]:
+    """Write ``report.json`` and ``report.md`` into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path = out_dir / "report.json"
+    json_path.write_text(json.dumps(report, indent=2))
+    md = [
+        f"# {report['dataset']} ({report['split']}, {report['num_queries']} queries)",
+        "",
+        markdown_table(report["systems"]),
+        "",
+        "Settings: " + ", ".join(f"{k}={v}" for k, v in report["settings"].items()),
+        "",
+        f"Machine: {report['machine']['platform']}, {report['machine']['cpus']} CPUs.",
+        f"Command: `{report['command']}`",
+        "",
+    ]
+    md_path = out_dir / "report.md"
+    md_path.write_text("\n".join(md))
+    return json_path, md_path

@@ -1,0 +1,1 @@
+"""Learned sparse retrieval: encoders, corpus and query loading, and the `lsr` command line."""

@@ -1,0 +1,1 @@
+"""The `lsr` subcommands owned by this package (registered through entry points)."""

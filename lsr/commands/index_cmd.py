@@ -1,0 +1,66 @@
+"""`lsr index CORPUS --out DIR` builds an index; `lsr index verify DIR` checks one."""
+
+from __future__ import annotations
+
+import argparse
+
+from lsr.encoders.models import DEFAULT_MODEL
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "index",
+        help="encode a corpus and write an index (or: lsr index verify DIR)",
+        description=(
+            "Encode CORPUS (a BEIR folder, a JSONL file or a dataset id such as beir/scifact/test) "
+            "and write a quantised inverted index to --out. `lsr index verify DIR` checks the "
+            "sha256 of every array of an existing index."
+        ),
+    )
+    parser.add_argument("corpus", metavar="CORPUS", nargs="+", help="corpus to index, or: verify DIR")
+    parser.add_argument("--out", help="index directory to create")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="Hugging Face masked-LM name or directory")
+    parser.add_argument("--doc-max-length", type=int, default=256)
+    parser.add_argument("--query-max-length", type=int, default=64, help="recorded for searching")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--scale-quantile", type=float, default=1.0,
+                        help="quantile of doc weights mapped to impact 255 (1.0 = maximum, no clipping)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing index")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.corpus[0] == "verify":
+        if len(args.corpus) != 2:
+            raise ValueError("usage: lsr index verify DIR")
+        return verify(args.corpus[1])
+    if len(args.corpus) != 1:
+        raise ValueError("give one CORPUS")
+    if not args.out:
+        raise ValueError("--out DIR is required")
+    from lsr.data.sources import open_corpus
+    from lsr.encoders.splade import SpladeEncoder
+    from lsr.indexing import index_corpus
+
+    name, documents = open_corpus(args.corpus[0])
+    encoder = SpladeEncoder(args.model, args.query_max_length, args.doc_max_length, args.batch_size)
+    out = index_corpus(documents, encoder, args.out, name, overwrite=args.overwrite,
+                       scale_quantile=args.scale_quantile)
+    from index.format import read_meta
+
+    meta = read_meta(out)
+    print(f"indexed {meta['num_docs']} documents, {meta['num_postings']} postings "
+          f"({meta['mean_doc_nnz']:.1f} terms/doc) into {out} in {meta['build_seconds']:.1f} s")
+    return 0
+
+
+def verify(directory: str) -> int:
+    from index.format import verify_checksums
+
+    problems = verify_checksums(directory)
+    for line in problems:
+        print(line)
+    if problems:
+        return 1
+    print(f"{directory}: all array checksums match meta.json")
+    return 0

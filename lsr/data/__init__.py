@@ -1,0 +1,1 @@
+"""Corpus, query and relevance-judgment loading."""

@@ -1,0 +1,1 @@
+"""Sparse encoders that turn text into `SparseBatch` vocabulary vectors."""

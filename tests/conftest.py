@@ -1,0 +1,47 @@
+"""Shared fixtures: the bundled encoder (loaded once) and a small real BEIR subset."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from lsr.data.datasets import data_dir
+
+
+@pytest.fixture(scope="session")
+def encoder():
+    from lsr.encoders.splade import SpladeEncoder
+
+    return SpladeEncoder(batch_size=8)
+
+
+@pytest.fixture(scope="session")
+def scifact_dir() -> Path:
+    root = data_dir()
+    if root is None or not (root / "beir" / "scifact").is_dir():
+        pytest.fail("the shared data directory (../shared/data or $LSR_DATA_DIR) is missing")
+    return root / "beir" / "scifact"
+
+
+@pytest.fixture
+def scifact_subset(tmp_path: Path, scifact_dir: Path) -> Path:
+    """A BEIR folder: the first 200 SciFact docs, and the test queries judged on them."""
+    folder = tmp_path / "scifact-200"
+    (folder / "qrels").mkdir(parents=True)
+    with gzip.open(scifact_dir / "corpus.jsonl.gz", "rt") as source:
+        lines = [next(source) for _ in range(200)]
+    (folder / "corpus.jsonl").write_text("".join(lines))
+    doc_ids = {json.loads(line)["_id"] for line in lines}
+    qrels = [row.split("\t") for row in (scifact_dir / "qrels" / "test.tsv").read_text().splitlines()[1:]]
+    kept = [row for row in qrels if row[1] in doc_ids]
+    (folder / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join("\t".join(r) + "\n" for r in kept)
+    )
+    query_ids = {row[0] for row in kept}
+    with gzip.open(scifact_dir / "queries.jsonl.gz", "rt") as source:
+        queries = [line for line in source if json.loads(line)["_id"] in query_ids]
+    (folder / "queries.jsonl").write_text("".join(queries))
+    return folder

