@@ -97,3 +97,23 @@ def test_unknown_dataset_lists_known_ids():
 def test_beir_folder_needs_a_corpus(tmp_path):
     with pytest.raises(UnknownDatasetError, match="no corpus.jsonl"):
         beir_folder(tmp_path)
+
+
+def test_ids_without_a_local_copy_go_to_ir_datasets(monkeypatch, tmp_path):
+    """Stands beside the real local-copy tests: ir_datasets would download here, so its loader
+    is replaced by an object with the same three iterators."""
+    from types import SimpleNamespace
+
+    import lsr.data.datasets as datasets
+
+    fake = SimpleNamespace(
+        docs_iter=lambda: iter([SimpleNamespace(doc_id="d1", title="T", text="x"),
+                                SimpleNamespace(doc_id="d2", text="y")]),
+        queries_iter=lambda: iter([SimpleNamespace(query_id="q1", text="x?")]),
+        qrels_iter=lambda: iter([SimpleNamespace(query_id="q1", doc_id="d1", relevance=2)]),
+    )
+    monkeypatch.setenv("LSR_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr(datasets, "_ir_datasets_load", lambda name: fake)
+    dataset = resolve_dataset("beir/nfcorpus/test")
+    assert [tuple(d) for d in dataset.iter_documents()] == [("d1", "T", "x"), ("d2", "", "y")]
+    assert dataset.queries() == {"q1": "x?"} and dataset.qrels() == {"q1": {"d1": 2}}

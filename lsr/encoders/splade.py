@@ -43,6 +43,9 @@ class SpladeEncoder:
         device: str = "cpu",
     ) -> None:
         from transformers import AutoModelForMaskedLM, AutoTokenizer
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # a weight-loading bar on every start is noise
 
         if pooling not in ("max", "sum"):
             raise ValueError(f"pooling must be 'max' or 'sum', got {pooling!r}")

@@ -1,0 +1,50 @@
+# Two commands on a fresh machine: `make run` (main job) and `make test` (default test suite).
+# Everything installs into .venv from this project's own files; torch 2.13.0 (a local CPU
+# wheel here) goes in first so nothing pulls a CUDA build.
+
+PYTHON ?= python3
+VENV ?= .venv
+PIP := $(VENV)/bin/pip
+PY := $(VENV)/bin/python
+LSR := $(VENV)/bin/lsr
+TORCH ?= torch==2.13.0
+
+.PHONY: run test install install-dev results bench-encode clean
+
+$(VENV)/bin/activate:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q $(TORCH)
+
+$(VENV)/.run-deps: pyproject.toml $(VENV)/bin/activate
+	$(PIP) install -q -e ".[eval,baselines]"
+	touch $@
+
+$(VENV)/.dev-deps: pyproject.toml $(VENV)/bin/activate
+	$(PIP) install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.run-deps
+
+install-dev: $(VENV)/.dev-deps
+
+# Main job: index BEIR SciFact with the bundled SPLADE model, evaluate it beside BM25, print the table.
+run: install
+	$(LSR) eval beir beir/scifact/test --baseline bm25
+
+# Default test suite (slow tests are deselected; `$(PY) -m pytest -m slow` runs them).
+test: install-dev
+	$(PY) -m pytest
+
+# Issue 2's recorded figures: SciFact and NFCorpus runs, brute-force oracles, encoder benchmark.
+results: install-dev
+	for d in scifact nfcorpus; do \
+	  rm -rf runs/beir-$$d-test && \
+	  $(LSR) eval beir beir/$$d/test --baseline bm25 --out runs/beir-$$d-test && \
+	  cp runs/beir-$$d-test/report.md eval/results/beir-$$d-test.md && \
+	  cp runs/beir-$$d-test/report.json eval/results/beir-$$d-test.json && \
+	  $(PY) eval/brute_force.py runs/beir-$$d-test --out eval/results/brute_force_beir-$$d-test.json || exit 1; \
+	done
+	$(PY) eval/bench_encode.py --docs 512 --out eval/results/bench_encode.json
+
+clean:
+	rm -rf runs

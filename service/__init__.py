@@ -1,0 +1,1 @@
+"""The FastAPI search service (a later issue); nothing here yet is wired into `lsr`."""
