@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,7 +81,11 @@ def _index_if_needed(dataset, index_dir: Path, out_dir: Path, config: BeirRunCon
     from lsr.indexing import index_corpus
 
     if (index_dir / "meta.json").is_file():
-        recorded = read_meta(index_dir)["encoder"]
+        meta = read_meta(index_dir)
+        recorded = meta["encoder"]
+        if meta.get("corpus") != dataset.name:
+            print(f"warning: {index_dir} was built from {meta.get('corpus')!r}, evaluating on "
+                  f"{dataset.name!r}", file=sys.stderr)
         if config.model is not None and config.model != recorded["model"]:
             raise ValueError(
                 f"{index_dir} was built with model {recorded['model']!r}, not {config.model!r}; "

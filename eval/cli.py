@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 from pathlib import Path
 
 
@@ -37,7 +36,7 @@ def run_beir_command(args: argparse.Namespace) -> int:
         dataset=args.dataset, index_dir=args.index, out_dir=args.out, model=args.model,
         baseline=args.baseline, k=args.k, drop_self_hits=args.drop_self_hits,
         batch_size=args.batch_size, scale_quantile=args.scale_quantile,
-        command="lsr " + shlex.join(sys.argv[1:]),
+        command="lsr " + shlex.join(args.argv),
     )
     report = run_beir(config)
     print(f"\n{report['dataset']} ({report['num_queries']} queries, {report['num_docs']} docs)\n")
