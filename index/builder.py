@@ -21,17 +21,21 @@ import numpy as np
 from numba import njit
 
 from index.format import (
-    ARRAY_NAMES,
+    ALL_ARRAY_NAMES,
     FORMAT_NAME,
     FORMAT_VERSION,
     META_FILE,
     load_array,
+    new_array_file,
     sha256_file,
 )
+from index.bmp_build import MAX_BLOCK_SIZE, build_bmp_arrays
 from index.quantize import QuantizationStats, WeightSample, quantize, scale_for
+from index.reorder import bp_order, random_order
 from index.sparse_batch import SparseBatch
 
 POSTINGS_PER_PASS = 1 << 23
+DEFAULT_BLOCK_SIZE = 32
 
 # kernels
 
@@ -49,7 +53,35 @@ def _scatter_postings(terms, impacts, docs, cursor, out_docs, out_impacts):
         cursor[t] = pos + 1
 
 
+@njit(cache=True, nogil=True)
+def _gather_rows(rows, indptr, terms, weights):
+    """The postings of docs ``rows`` (in that order), concatenated."""
+    total = 0
+    for r in rows:
+        total += indptr[r + 1] - indptr[r]
+    out_terms = np.empty(total, dtype=np.uint32)
+    out_weights = np.empty(total, dtype=np.float32)
+    pos = 0
+    for r in rows:
+        for p in range(indptr[r], indptr[r + 1]):
+            out_terms[pos] = terms[p]
+            out_weights[pos] = weights[p]
+            pos += 1
+    return out_terms, out_weights
+
+
+@njit(cache=True, nogil=True)
+def _gather_bytes(rows, offsets, data, out):
+    pos = 0
+    for r in rows:
+        for p in range(offsets[r], offsets[r + 1]):
+            out[pos] = data[p]
+            pos += 1
+
+
 # wrappers
+
+DOC_ORDERS = ("none", "bp", "random")
 
 
 class IndexBuilder:
@@ -62,7 +94,12 @@ class IndexBuilder:
         scale: fixed quantisation scale; by default chosen from the data.
         scale_quantile: quantile of all weights mapped to impact 255 (1.0 = the maximum).
         overwrite: replace an existing index at ``out_dir`` once the new one is complete.
-        float_vectors_dir: if given, also keep the float doc vectors there (doc-major CSR).
+        float_vectors_dir: if given, also keep the float doc vectors there (doc-major CSR,
+            in the index's doc order).
+        reorder: doc order of the index: ``none`` (input order), ``bp`` (recursive graph
+            bisection, see ``index.reorder``) or ``random``.
+        block_size: docs per block of the Block-Max Pruning arrays (1 to 256).
+        bp_options: ``leaf_size`` / ``max_iterations`` for ``index.reorder.bp_order``.
     """
 
     def __init__(
@@ -74,7 +111,17 @@ class IndexBuilder:
         scale_quantile: float = 1.0,
         overwrite: bool = False,
         float_vectors_dir: str | Path | None = None,
+        reorder: str = "none",
+        block_size: int = DEFAULT_BLOCK_SIZE,
+        bp_options: dict | None = None,
     ) -> None:
+        if reorder not in DOC_ORDERS:
+            raise ValueError(f"reorder must be one of {', '.join(DOC_ORDERS)}, got {reorder!r}")
+        if not 1 <= block_size <= MAX_BLOCK_SIZE:
+            raise ValueError(f"block size must be between 1 and {MAX_BLOCK_SIZE}, got {block_size}")
+        self.reorder = reorder
+        self.block_size = block_size
+        self.bp_options = dict(bp_options or {})
         self.out_dir = Path(out_dir)
         if self.out_dir.exists() and not overwrite:
             raise FileExistsError(f"{self.out_dir} already exists; pass overwrite to replace it")
@@ -133,17 +180,27 @@ class IndexBuilder:
             self.abort()
 
     def finish(self) -> Path:
-        """Quantise, write the term-major arrays and meta.json, and move the index into place."""
+        """Reorder, quantise, write every array and meta.json, and move the index into place."""
         try:
             for handle in self._files.values():
                 handle.close()
             scale = self.fixed_scale or scale_for(self._sample.quantile(self.scale_quantile))
-            stats = self._write_postings(scale)
-            self._write_string_table("id", "doc_id")
-            self._write_string_table("title", "doc_title")
+            started = time.perf_counter()
+            order = self._doc_order()
+            reorder_seconds = time.perf_counter() - started
+            stats = self._write_postings(scale, order)
+            self._write_string_table("id", "doc_id", order)
+            self._write_string_table("title", "doc_title", order)
             if self.float_vectors_dir is not None:
-                self._write_float_vectors()
-            self._write_meta(scale, stats)
+                self._write_float_vectors(order)
+            started = time.perf_counter()
+            num_blocks = build_bmp_arrays(
+                *(load_array(self.tmp_dir / f"{n}.npy") for n in ("postings_offsets", "postings_docs", "postings_impacts")),
+                self.num_docs, self.block_size, self.tmp_dir,
+            )
+            timings = {"reorder_seconds": round(reorder_seconds, 3),
+                       "bmp_seconds": round(time.perf_counter() - started, 3)}
+            self._write_meta(scale, stats, num_blocks, timings)
             shutil.rmtree(self.spill_dir)
             _move_into_place(self.tmp_dir, self.out_dir)
         except BaseException:
@@ -151,66 +208,86 @@ class IndexBuilder:
             raise
         return self.out_dir
 
+    def _doc_order(self) -> np.ndarray:
+        """``order[i]`` = the input position of the doc that gets internal id ``i``."""
+        if self.reorder == "random":
+            return random_order(self.num_docs, seed=self.bp_options.get("seed", 0))
+        if self.reorder == "bp" and self.num_docs > 1:
+            return bp_order(self._doc_indptr(), self._spill("terms", np.uint32), self.vocab_size,
+                            **{k: v for k, v in self.bp_options.items() if k != "seed"})
+        return np.arange(self.num_docs, dtype=np.int64)
+
+    def _doc_indptr(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self._spill("doc_nnz", np.int64))]).astype(np.int64)
+
+    def _permuted_chunks(self, order: np.ndarray):
+        """Yield ``(start, end, nnz, terms, weights)`` for new ids ``[start, end)``, about
+        POSTINGS_PER_PASS postings at a time (bounded memory)."""
+        indptr = self._doc_indptr()
+        terms, weights = self._spill("terms", np.uint32), self._spill("weights", np.float32)
+        nnz = np.diff(indptr)[order]
+        ends = np.cumsum(nnz)
+        start = 0
+        while start < len(order):
+            end = int(np.searchsorted(ends, (ends[start - 1] if start else 0) + POSTINGS_PER_PASS, side="right"))
+            end = min(max(end, start + 1), len(order))
+            chunk_terms, chunk_weights = _gather_rows(order[start:end], indptr, terms, weights)
+            yield start, end, nnz[start:end], chunk_terms, chunk_weights
+            start = end
+
     def _spill(self, name: str, dtype) -> np.ndarray:
         path = self.spill_dir / f"{name}.raw"
         if path.stat().st_size == 0:
             return np.empty(0, dtype=dtype)
         return np.memmap(path, dtype=dtype, mode="r")
 
-    def _doc_ranges(self, doc_nnz: np.ndarray):
-        """Split the docs into runs of about POSTINGS_PER_PASS postings (bounded memory)."""
-        indptr = np.concatenate([[0], np.cumsum(doc_nnz)])
-        start = 0
-        while start < len(doc_nnz):
-            end = int(np.searchsorted(indptr, indptr[start] + POSTINGS_PER_PASS, side="right")) - 1
-            end = max(end, start + 1)
-            yield start, min(end, len(doc_nnz)), indptr
-            start = end
-
-    def _write_postings(self, scale: float) -> QuantizationStats:
-        doc_nnz = self._spill("doc_nnz", np.int64)
-        terms = self._spill("terms", np.uint32)
-        weights = self._spill("weights", np.float32)
+    def _write_postings(self, scale: float, order: np.ndarray) -> QuantizationStats:
         df = np.zeros(self.vocab_size, dtype=np.int64)
         stats = QuantizationStats()
-        for start, end, indptr in self._doc_ranges(doc_nnz):
-            span = slice(indptr[start], indptr[end])
-            impacts, chunk_stats = quantize(weights[span], scale)
+        for _, _, _, terms, weights in self._permuted_chunks(order):
+            impacts, chunk_stats = quantize(weights, scale)
             stats.add(chunk_stats)
-            df += np.bincount(terms[span][impacts > 0], minlength=self.vocab_size)
+            df += np.bincount(terms[impacts > 0], minlength=self.vocab_size)
         offsets = np.concatenate([[0], np.cumsum(df)]).astype(np.int64)
-        out_docs = _new_array(self.tmp_dir, "postings_docs", np.uint32, int(offsets[-1]))
-        out_impacts = _new_array(self.tmp_dir, "postings_impacts", np.uint8, int(offsets[-1]))
+        out_docs = new_array_file(self.tmp_dir, "postings_docs", np.uint32, int(offsets[-1]))
+        out_impacts = new_array_file(self.tmp_dir, "postings_impacts", np.uint8, int(offsets[-1]))
         cursor = offsets[:-1].copy()
-        for start, end, indptr in self._doc_ranges(doc_nnz):
-            span = slice(indptr[start], indptr[end])
-            impacts, _ = quantize(weights[span], scale)
-            docs = np.repeat(np.arange(start, end, dtype=np.uint32), doc_nnz[start:end])
-            _scatter_postings(np.asarray(terms[span]), impacts, docs, cursor, out_docs, out_impacts)
-        out_docs.flush()
-        out_impacts.flush()
+        for start, end, nnz, terms, weights in self._permuted_chunks(order):
+            impacts, _ = quantize(weights, scale)
+            docs = np.repeat(np.arange(start, end, dtype=np.uint32), nnz)
+            _scatter_postings(terms, impacts, docs, cursor, out_docs, out_impacts)
+        if isinstance(out_docs, np.memmap):
+            out_docs.flush()
+            out_impacts.flush()
         del out_docs, out_impacts
         np.save(self.tmp_dir / "postings_offsets.npy", offsets)
         return stats
 
-    def _write_string_table(self, kind: str, name: str) -> None:
+    def _write_string_table(self, kind: str, name: str, order: np.ndarray) -> None:
         lens = self._spill(f"{kind}_lens", np.int64)
-        offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+        old_offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+        offsets = np.concatenate([[0], np.cumsum(np.asarray(lens)[order])]).astype(np.int64)
         np.save(self.tmp_dir / f"{name}_offsets.npy", offsets)
-        _raw_to_npy(self.spill_dir / f"{kind}_bytes.raw", self.tmp_dir / f"{name}_bytes.npy", np.uint8)
+        out = new_array_file(self.tmp_dir, f"{name}_bytes", np.uint8, int(offsets[-1]))
+        if out.size:
+            _gather_bytes(order, old_offsets, self._spill(f"{kind}_bytes", np.uint8), out)
+            out.flush()
 
-    def _write_float_vectors(self) -> None:
+    def _write_float_vectors(self, order: np.ndarray) -> None:
         target = self.float_vectors_dir
         target.mkdir(parents=True, exist_ok=True)
-        doc_nnz = self._spill("doc_nnz", np.int64)
-        np.save(target / "indptr.npy", np.concatenate([[0], np.cumsum(doc_nnz)]).astype(np.int64))
-        _raw_to_npy(self.spill_dir / "terms.raw", target / "indices.npy", np.uint32)
-        _raw_to_npy(self.spill_dir / "weights.raw", target / "values.npy", np.float32)
+        indptr = np.concatenate([[0], np.cumsum(np.diff(self._doc_indptr())[order])]).astype(np.int64)
+        np.save(target / "indptr.npy", indptr)
+        out_terms = new_array_file(target, "indices", np.uint32, int(indptr[-1]))
+        out_weights = new_array_file(target, "values", np.float32, int(indptr[-1]))
+        for start, end, _, terms, weights in self._permuted_chunks(order):
+            out_terms[indptr[start] : indptr[end]] = terms
+            out_weights[indptr[start] : indptr[end]] = weights
         (target / "meta.json").write_text(json.dumps({"vocab_size": self.vocab_size, "num_docs": self.num_docs}))
 
-    def _write_meta(self, scale: float, stats: QuantizationStats) -> None:
+    def _write_meta(self, scale: float, stats: QuantizationStats, num_blocks: int, timings: dict) -> None:
         arrays = {}
-        for name in ARRAY_NAMES:
+        for name in ALL_ARRAY_NAMES:
             path = self.tmp_dir / f"{name}.npy"
             array = load_array(path)
             arrays[name] = {
@@ -226,7 +303,11 @@ class IndexBuilder:
             "num_docs": self.num_docs,
             "num_postings": stats.kept,
             "mean_doc_nnz": self.num_postings / self.num_docs if self.num_docs else 0.0,
-            "doc_order": "input",
+            "doc_order": self.reorder,
+            "bp_options": self.bp_options if self.reorder != "none" else None,
+            "block_size": self.block_size,
+            "num_blocks": num_blocks,
+            **timings,
             "quantization": {
                 "method": "linear-uint8",
                 "scale": scale,
@@ -239,25 +320,6 @@ class IndexBuilder:
             "arrays": arrays,
         }
         (self.tmp_dir / META_FILE).write_text(json.dumps(meta, indent=2))
-
-
-def _new_array(directory: Path, name: str, dtype, length: int) -> np.ndarray:
-    """A writable .npy memmap (an empty array has nothing to map, so it is saved directly)."""
-    path = directory / f"{name}.npy"
-    if length == 0:
-        np.save(path, np.empty(0, dtype=dtype))
-        return np.empty(0, dtype=dtype)
-    return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(length,))
-
-
-def _raw_to_npy(raw_path: Path, npy_path: Path, dtype) -> None:
-    """Wrap a raw little-endian array file in an .npy header without loading it."""
-    dtype = np.dtype(dtype)
-    count = raw_path.stat().st_size // dtype.itemsize
-    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (count,)}
-    with open(npy_path, "wb") as out, open(raw_path, "rb") as raw:
-        np.lib.format.write_array_header_1_0(out, header)
-        shutil.copyfileobj(raw, out, 1 << 22)
 
 
 def _move_into_place(tmp_dir: Path, out_dir: Path) -> None:

@@ -1,6 +1,6 @@
 """The on-disk index directory: ``meta.json`` plus ``.npy`` arrays opened with ``mmap_mode="r"``.
 
-Arrays of format version 1:
+Arrays of format version 2 (version 1 had no doc reordering and no BMP arrays):
 
 * ``postings_offsets`` int64 (vocab_size + 1): term ``t``'s postings are
   ``postings_offsets[t]:postings_offsets[t + 1]`` (term-major CSR).
@@ -8,6 +8,11 @@ Arrays of format version 1:
 * ``postings_impacts`` uint8: quantised weights (see ``index.quantize``).
 * ``doc_id_offsets`` int64 / ``doc_id_bytes`` uint8: the external id table (UTF-8).
 * ``doc_title_offsets`` int64 / ``doc_title_bytes`` uint8: document titles, for display.
+* the Block-Max Pruning arrays of ``index.bmp_build`` (``BMP_ARRAY_NAMES``).
+
+Internal doc ids follow the doc order recorded in ``meta.json`` (``doc_order``: ``none`` keeps
+the input order, ``bp`` is recursive graph bisection, ``random`` a seeded shuffle); the id
+and title tables are in that order, so external ids are unaffected.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 FORMAT_NAME = "lsr-index"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 META_FILE = "meta.json"
 ARRAY_NAMES = (
     "postings_offsets",
@@ -31,6 +36,21 @@ ARRAY_NAMES = (
     "doc_title_offsets",
     "doc_title_bytes",
 )
+BMP_ARRAY_NAMES = (
+    "block_term_offsets",
+    "block_terms",
+    "block_entry_starts",
+    "block_post_offsets",
+    "block_post_docs",
+    "block_post_impacts",
+    "bm_dense_slot",
+    "bm_dense",
+    "bm_sparse_offsets",
+    "bm_sparse_blocks",
+    "bm_sparse_max",
+    "term_kth_impacts",
+)
+ALL_ARRAY_NAMES = ARRAY_NAMES + BMP_ARRAY_NAMES
 
 
 class IndexFormatError(RuntimeError):
@@ -98,6 +118,29 @@ class StringTable:
 
 
 @dataclass
+class BmpArrays:
+    """The Block-Max Pruning arrays of an index (layout in ``index.bmp_build``)."""
+
+    block_size: int
+    block_term_offsets: np.ndarray
+    block_terms: np.ndarray
+    block_entry_starts: np.ndarray
+    block_post_offsets: np.ndarray
+    block_post_docs: np.ndarray
+    block_post_impacts: np.ndarray
+    bm_dense_slot: np.ndarray
+    bm_dense: np.ndarray
+    bm_sparse_offsets: np.ndarray
+    bm_sparse_blocks: np.ndarray
+    bm_sparse_max: np.ndarray
+    term_kth_impacts: np.ndarray
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.block_term_offsets) - 1
+
+
+@dataclass
 class SparseIndex:
     """An opened index: memory-mapped arrays plus the metadata that describes them."""
 
@@ -108,6 +151,7 @@ class SparseIndex:
     postings_impacts: np.ndarray
     doc_ids: StringTable
     doc_titles: StringTable
+    bmp: BmpArrays
 
     @classmethod
     def open(cls, directory: str | Path, vocab_size: int | None = None) -> "SparseIndex":
@@ -125,7 +169,7 @@ class SparseIndex:
                 f"encoder has {vocab_size}; search it with the model it was built with "
                 f"({meta['encoder'].get('model')})"
             )
-        arrays = {name: _open_array(directory, meta, name) for name in ARRAY_NAMES}
+        arrays = {name: _open_array(directory, meta, name) for name in ALL_ARRAY_NAMES}
         if len(arrays["postings_offsets"]) != meta["vocab_size"] + 1:
             raise IndexFormatError(f"{directory}: postings_offsets does not match vocab_size")
         return cls(
@@ -136,6 +180,7 @@ class SparseIndex:
             postings_impacts=arrays["postings_impacts"],
             doc_ids=StringTable(arrays["doc_id_offsets"], arrays["doc_id_bytes"]),
             doc_titles=StringTable(arrays["doc_title_offsets"], arrays["doc_title_bytes"]),
+            bmp=BmpArrays(int(meta["block_size"]), **{n: arrays[n] for n in BMP_ARRAY_NAMES}),
         )
 
     @property
@@ -162,6 +207,17 @@ class SparseIndex:
             shape=(self.vocab_size, self.num_docs),
         )
         return by_term.T.tocsr()
+
+
+def new_array_file(directory: Path, name: str, dtype, shape) -> np.ndarray:
+    """A writable ``name.npy`` memmap; an empty array has nothing to map, so it is saved directly."""
+    path = Path(directory) / f"{name}.npy"
+    shape = (shape,) if np.isscalar(shape) else tuple(shape)
+    if int(np.prod(shape)) == 0:
+        array = np.empty(shape, dtype=dtype)
+        np.save(path, array)
+        return array
+    return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
 
 
 def load_array(path: Path) -> np.ndarray:

@@ -18,6 +18,7 @@ import numpy as np
 from numba import njit, prange
 
 from index.format import SparseIndex
+from index.scorers.query import canonical_batch, canonical_query
 from index.sparse_batch import SparseBatch
 
 # kernels
@@ -28,7 +29,7 @@ def _accumulate(q_terms, q_weights, offsets, docs, impacts, scores):
     num_terms = offsets.shape[0] - 1
     for j in range(q_terms.shape[0]):
         t = q_terms[j]
-        if t >= num_terms:  # a term the index has never seen
+        if t >= num_terms:  # a term the index has never seen (canonical queries have none)
             continue
         w = np.float64(q_weights[j])  # float32 x uint8 would round to float32
         for p in range(offsets[t], offsets[t + 1]):
@@ -116,8 +117,7 @@ def search_batch(index: SparseIndex, queries: SparseBatch, k: int = 10) -> Searc
         k: results per query.
     """
     k = _check_k(k)
-    if queries.vocab_size != index.vocab_size:
-        raise ValueError(f"query vocabulary {queries.vocab_size} differs from the index's {index.vocab_size}")
+    queries = canonical_batch(queries, index.vocab_size)
     n = len(queries)
     docs = np.full((n, k), -1, dtype=np.int64)
     scores = np.zeros((n, k), dtype=np.float64)
@@ -133,10 +133,7 @@ def search_batch(index: SparseIndex, queries: SparseBatch, k: int = 10) -> Searc
 def search(index: SparseIndex, terms: np.ndarray, weights: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
     """Score one query; returns internal doc ids (int64) and scores (float64, encoder units)."""
     k = _check_k(k)
-    terms = np.ascontiguousarray(terms, dtype=np.uint32)
-    weights = np.ascontiguousarray(weights, dtype=np.float32)
-    if terms.shape != weights.shape:
-        raise ValueError("query terms and weights differ in length")
+    terms, weights = canonical_query(terms, weights, index.vocab_size)
     docs = np.full(k, -1, dtype=np.int64)
     scores = np.zeros(k, dtype=np.float64)
     n = _search_one(

@@ -1,0 +1,45 @@
+"""One canonical form for query vectors, shared by every scorer.
+
+Terms sorted and unique, terms outside the index vocabulary dropped (no document has them),
+duplicate terms merged by summing their weights (in float64, then float32), zero weights
+dropped. Every scorer sees the same float32 weights in the same order, so every scorer adds
+the same products in the same order and they agree to the last bit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from index.sparse_batch import SparseBatch
+
+
+def canonical_query(terms, weights, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Canonical ``(terms uint32, weights float32)`` of one query."""
+    terms = np.asarray(terms).ravel()
+    weights = np.asarray(weights).ravel()
+    if terms.shape != weights.shape:
+        raise ValueError(f"query has {terms.size} terms but {weights.size} weights")
+    if terms.size and (terms.min() < 0 or not np.all(np.isfinite(weights))):
+        raise ValueError("query terms must be non-negative ids and weights finite")
+    known = terms < vocab_size
+    unique, inverse = np.unique(terms[known].astype(np.int64), return_inverse=True)
+    summed = np.zeros(len(unique), dtype=np.float64)
+    np.add.at(summed, inverse, weights[known].astype(np.float64))
+    summed = summed.astype(np.float32)
+    keep = summed != 0
+    return unique[keep].astype(np.uint32), summed[keep]
+
+
+def canonical_batch(queries: SparseBatch, vocab_size: int) -> SparseBatch:
+    """Canonical form of every row of a query batch."""
+    if queries.vocab_size != vocab_size:
+        raise ValueError(f"query vocabulary {queries.vocab_size} differs from the index's {vocab_size}")
+    matrix = sp.csr_matrix(
+        (queries.values.astype(np.float64), queries.indices.astype(np.int64), queries.indptr),
+        shape=(len(queries), vocab_size),
+    )
+    matrix.sum_duplicates()  # also sorts the terms of each row
+    matrix.data = matrix.data.astype(np.float32).astype(np.float64)
+    matrix.eliminate_zeros()
+    return SparseBatch(matrix.indptr, matrix.indices, matrix.data.astype(np.float32), vocab_size)
