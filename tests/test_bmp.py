@@ -1,0 +1,149 @@
+"""Block-max pruning against the exhaustive scorer and scipy on seeded random collections."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from index.builder import build_index
+from index.format import SparseIndex
+from index.scorers.bmp import bmp_search, bmp_search_batch
+from index.scorers.exhaustive import search, search_batch
+from index.scorers.query import canonical_query
+from index.sparse_batch import SparseBatch
+
+
+def build(path, docs: sp.csr_matrix, block_size: int, reorder: str = "none"):
+    batch = SparseBatch.from_scipy(docs)
+    ids = [f"d{i}" for i in range(docs.shape[0])]
+    build_index(path, [(ids, batch, None)], docs.shape[1], scale=1.0, block_size=block_size, reorder=reorder)
+    return SparseIndex.open(path)
+
+
+def scipy_top_k(index, terms, weights, k):
+    """Exact float64 scores over the stored impacts; positive only, ties by doc id."""
+    terms, weights = canonical_query(terms, weights, index.vocab_size)
+    q = sp.csr_matrix((weights.astype(np.float64), terms.astype(np.int64), [0, len(terms)]), shape=(1, index.vocab_size))
+    scores = (q @ index.to_scipy_docs().T.astype(np.float64)).toarray()[0]
+    positive = np.flatnonzero(scores > 0)
+    order = np.lexsort((positive, -scores[positive]))[:k]
+    return positive[order], scores[positive[order]]
+
+
+@st.composite
+def cases(draw):
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    num_docs = draw(st.integers(1, 300))
+    vocab = draw(st.sampled_from([5, 50, 400, 70_000]))
+    nnz_per_doc = draw(st.integers(0, 12))
+    rows, cols = [], []
+    for d in range(num_docs):
+        if rng.random() < 0.1:
+            continue  # an empty document
+        terms = rng.choice(min(vocab, 60), size=min(nnz_per_doc, min(vocab, 60)), replace=False)
+        if vocab > 65_536:
+            terms = terms + 65_500  # term ids past uint16
+        rows += [d] * len(terms)
+        cols += list(terms)
+    # Few distinct impacts make many ties, which is where exactness is hardest.
+    values = rng.choice([1, 2, 3, 255], size=len(rows)).astype(np.float32)
+    docs = sp.csr_matrix((values, (rows, cols)), shape=(num_docs, vocab))
+    if docs.nnz == 0:
+        docs = sp.csr_matrix(([1.0], ([0], [0])), shape=(num_docs, vocab))
+    q_len = draw(st.integers(0, 10))
+    q_terms = rng.choice(min(vocab, 60), size=q_len) + (65_500 if vocab > 65_536 else 0)  # duplicates allowed
+    q_terms = np.append(q_terms, vocab + 5)  # a term outside the vocabulary
+    q_weights = rng.choice([0.0, 0.5, 1.0, 1.25, 2.0], size=len(q_terms)).astype(np.float32)
+    k = draw(st.sampled_from([1, 3, 10, 100, 1000, 5000]))
+    block_size = draw(st.sampled_from([1, 8, 16, 32, 128]))
+    reorder = draw(st.sampled_from(["none", "bp", "random"]))
+    return docs, q_terms, q_weights, k, block_size, reorder
+
+
+@settings(max_examples=80, deadline=None)
+@given(cases())
+def test_safe_bmp_equals_exhaustive_equals_scipy(tmp_path_factory, case):
+    docs, terms, weights, k, block_size, reorder = case
+    index = build(tmp_path_factory.mktemp("ix") / "ix", docs, block_size, reorder)
+    expected_docs, expected_scores = scipy_top_k(index, terms, weights, k)
+    for found_docs, found_scores in (search(index, terms, weights, k), bmp_search(index, terms, weights, k)):
+        assert found_docs.tolist() == expected_docs.tolist()
+        assert found_scores.tolist() == expected_scores.tolist()
+
+
+@settings(max_examples=40, deadline=None)
+@given(cases(), st.sampled_from([0.3, 0.6, 0.9]), st.sampled_from([0.25, 0.5, 1.0]))
+def test_approximate_results_are_correctly_scored(tmp_path_factory, case, alpha, beta):
+    docs, terms, weights, k, block_size, reorder = case
+    index = build(tmp_path_factory.mktemp("ix") / "ix", docs, block_size, reorder)
+    found_docs, found_scores = bmp_search(index, terms, weights, k, alpha=alpha, beta=beta)
+    exact_docs, exact_scores = scipy_top_k(index, terms, weights, index.num_docs)
+    exact = dict(zip(exact_docs.tolist(), exact_scores.tolist()))
+    assert len(set(found_docs.tolist())) == len(found_docs) <= k
+    if beta == 1:  # every term kept: each returned score is the doc's exact score
+        assert all(exact[d] == s for d, s in zip(found_docs.tolist(), found_scores.tolist()))
+    else:  # fewer terms: a returned score never exceeds the exact one
+        assert all(s <= exact[d] + 1e-9 for d, s in zip(found_docs.tolist(), found_scores.tolist()))
+    assert list(found_scores) == sorted(found_scores, reverse=True)
+
+
+def test_all_zero_and_empty_queries(tmp_path):
+    docs = sp.random(100, 50, density=0.1, random_state=0, format="csr", dtype=np.float32) * 100
+    index = build(tmp_path / "ix", docs.ceil(), 8)
+    for terms, weights in (([], []), ([1, 2], [0.0, 0.0]), ([7, 7], [1.0, -1.0])):
+        found = bmp_search(index, np.array(terms, dtype=np.int64), np.array(weights, dtype=np.float32), 10)
+        assert found[0].size == 0
+
+
+def test_negative_weights_stay_exact(tmp_path):
+    rng = np.random.default_rng(1)
+    docs = sp.random(500, 40, density=0.2, random_state=rng, format="csr", dtype=np.float32) * 50
+    index = build(tmp_path / "ix", docs.ceil(), 16, "bp")
+    terms, weights = np.arange(10), np.array([1, -1, 2, 0.5, -0.25, 1, 1, 3, -2, 1], dtype=np.float32)
+    for k in (1, 10, 1000):
+        expected = scipy_top_k(index, terms, weights, k)
+        found = bmp_search(index, terms, weights, k)
+        assert found[0].tolist() == expected[0].tolist() and found[1].tolist() == expected[1].tolist()
+
+
+def test_batch_equals_single(tmp_path):
+    rng = np.random.default_rng(2)
+    docs = sp.random(2000, 300, density=0.03, random_state=rng, format="csr", dtype=np.float32) * 10
+    index = build(tmp_path / "ix", docs, 32, "bp")
+    queries = SparseBatch.from_scipy(sp.random(30, 300, density=0.05, random_state=rng, format="csr", dtype=np.float32))
+    for k, alpha, beta in ((10, 1.0, 1.0), (100, 1.0, 1.0), (10, 0.7, 0.5)):
+        batch = bmp_search_batch(index, queries, k, alpha, beta)
+        exhaustive = search_batch(index, queries, k)
+        for q in range(len(queries)):
+            single = bmp_search(index, *queries.row(q), k, alpha, beta)
+            assert np.array_equal(batch.row(q)[0], single[0]) and np.array_equal(batch.row(q)[1], single[1])
+            if alpha == beta == 1:
+                assert np.array_equal(exhaustive.row(q)[0], single[0])
+
+
+def test_bad_parameters(tmp_path):
+    docs = sp.csr_matrix(np.eye(4, dtype=np.float32))
+    index = build(tmp_path / "ix", docs, 2)
+    with pytest.raises(ValueError, match="alpha and beta must be in"):
+        bmp_search(index, [0], [1.0], 10, alpha=1.5)
+    with pytest.raises(ValueError, match="k must be at least 1"):
+        bmp_search(index, [0], [1.0], 0)
+    with pytest.raises(ValueError, match="block size must be between 1 and 256"):
+        build(tmp_path / "bad", docs, 300)
+
+
+@pytest.mark.skipif(os.environ.get("NUMBA_BOUNDSCHECK") == "1", reason="already bounds-checked")
+def test_kernels_under_numba_boundscheck(tmp_path):
+    """The oracle tests once more with every array access bounds-checked (fresh JIT cache)."""
+    env = dict(os.environ, NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"))
+    tests = ["tests/test_bmp.py", "tests/test_exhaustive.py", "tests/test_reorder.py"]
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "--hypothesis-seed=0", *tests],
+        env=env, capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)),
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
