@@ -13,7 +13,7 @@ from eval.metrics import evaluate
 from eval.report import machine_description, write_report
 from eval.runfile import Run, drop_self_hits, write_trec_run
 from index.format import SparseIndex, read_meta
-from index.scorers.exhaustive import search, search_batch
+from index.scorers.planner import search, search_batch
 from index.sparse_batch import SparseBatch
 
 
@@ -30,6 +30,9 @@ class BeirRunConfig:
     drop_self_hits: bool = False
     batch_size: int = 32
     scale_quantile: float = 1.0
+    reorder: str = "bp"
+    block_size: int = 32
+    scorer: str = "auto"
     command: str = ""
 
 
@@ -64,7 +67,8 @@ def run_beir(config: BeirRunConfig) -> dict:
             "quantization": "uint8 scale {:.6g}".format(index_meta["quantization"]["scale"]),
             "clipped": index_meta["quantization"]["clipped"],
             "doc_order": index_meta["doc_order"],
-            "scorer": "exhaustive",
+            "block_size": index_meta["block_size"],
+            "scorer": config.scorer,
             "k": config.k,
             "drop_self_hits": config.drop_self_hits,
         },
@@ -99,6 +103,7 @@ def _index_if_needed(dataset, index_dir: Path, out_dir: Path, config: BeirRunCon
     index_corpus(
         dataset.iter_documents(), encoder, index_dir, dataset.name,
         float_vectors_dir=out_dir / "doc-vectors", scale_quantile=config.scale_quantile,
+        reorder=config.reorder, block_size=config.block_size,
     )
     return encoder
 
@@ -111,7 +116,7 @@ def _run_sparse(encoder, index_dir: Path, queries: dict, qrels: dict, out_dir: P
     encode_ms = (time.perf_counter() - started) * 1000 / len(query_ids)
     save_query_vectors(out_dir / "query-vectors.npz", query_ids, vectors)
 
-    results = search_batch(index, vectors, config.k)
+    results = search_batch(index, vectors, config.k, config.scorer)
     run: Run = {}
     for row, qid in enumerate(query_ids):
         docs, scores = results.row(row)
@@ -119,7 +124,7 @@ def _run_sparse(encoder, index_dir: Path, queries: dict, qrels: dict, out_dir: P
     if config.drop_self_hits:
         run = drop_self_hits(run)
     write_trec_run(run, out_dir / "run.splade.trec", "splade")
-    latencies = _single_query_latencies_ms(index, vectors, config.k)
+    latencies = _single_query_latencies_ms(index, vectors, config.k, config.scorer)
     meta = index.meta
     return {
         "metrics": evaluate(run, qrels),
@@ -137,13 +142,13 @@ def _run_sparse(encoder, index_dir: Path, queries: dict, qrels: dict, out_dir: P
     }
 
 
-def _single_query_latencies_ms(index: SparseIndex, vectors: SparseBatch, k: int) -> np.ndarray:
+def _single_query_latencies_ms(index: SparseIndex, vectors: SparseBatch, k: int, scorer: str) -> np.ndarray:
     """Search latency of each query alone, one thread, after one warm-up query."""
-    search(index, *vectors.row(0), k)
+    search(index, *vectors.row(0), k, scorer)
     latencies = np.empty(len(vectors))
     for q in range(len(vectors)):
         started = time.perf_counter()
-        search(index, *vectors.row(q), k)
+        search(index, *vectors.row(q), k, scorer)
         latencies[q] = (time.perf_counter() - started) * 1000
     return latencies
 

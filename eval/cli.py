@@ -23,6 +23,9 @@ def register(subparsers) -> None:
     beir.add_argument("-k", type=int, default=1000, help="results per query")
     beir.add_argument("--batch-size", type=int, default=32)
     beir.add_argument("--scale-quantile", type=float, default=1.0, help="quantisation of a new index")
+    beir.add_argument("--reorder", choices=["bp", "none", "random"], default="bp", help="doc order of a new index")
+    beir.add_argument("--block-size", type=int, default=32, help="block size of a new index")
+    beir.add_argument("--scorer", choices=["auto", "exhaustive", "bmp"], default="auto")
     beir.add_argument("--drop-self-hits", action="store_true",
                       help="drop a retrieved doc whose id equals the query id (BEIR's option)")
     beir.set_defaults(handler=run_beir_command)
@@ -35,7 +38,8 @@ def run_beir_command(args: argparse.Namespace) -> int:
     config = BeirRunConfig(
         dataset=args.dataset, index_dir=args.index, out_dir=args.out, model=args.model,
         baseline=args.baseline, k=args.k, drop_self_hits=args.drop_self_hits,
-        batch_size=args.batch_size, scale_quantile=args.scale_quantile,
+        batch_size=args.batch_size, scale_quantile=args.scale_quantile, reorder=args.reorder,
+        block_size=args.block_size, scorer=args.scorer,
         command="lsr " + shlex.join(args.argv),
     )
     report = run_beir(config)

@@ -78,20 +78,26 @@ def _heap_offer(scores, docs, size, k, score, doc):
 
 @njit(cache=True, nogil=True)
 def _upper_bounds(q_terms, q_weights, num_blocks, dense_slot, bm_dense, sparse_offsets, sparse_blocks, sparse_max):
+    """Per block: the score bound, and a bit mask of the query terms (first 64) it holds."""
     ub = np.zeros(num_blocks, dtype=np.float32)
+    present = np.zeros(num_blocks, dtype=np.uint64)
     for j in range(q_terms.shape[0]):
         t, w = q_terms[j], np.float32(q_weights[j])
-        if w <= 0:  # a non-positive weight never raises a score: 0 is a valid bound
-            continue
+        bit = np.uint64(1) << np.uint64(min(j, 63))
         slot = dense_slot[t]
         if slot >= 0:
             row = bm_dense[slot]
             for blk in range(num_blocks):
-                ub[blk] += w * row[blk]
+                if row[blk] > 0:
+                    present[blk] |= bit
+                    if w > 0:  # a non-positive weight never raises a score: 0 is a valid bound
+                        ub[blk] += w * row[blk]
         else:
             for p in range(sparse_offsets[t], sparse_offsets[t + 1]):
-                ub[sparse_blocks[p]] += w * sparse_max[p]
-    return ub
+                present[sparse_blocks[p]] |= bit
+                if w > 0:
+                    ub[sparse_blocks[p]] += w * sparse_max[p]
+    return ub, present
 
 
 @njit(cache=True, nogil=True)
@@ -146,12 +152,14 @@ def _find(sorted_terms, lo, hi, term):
 
 
 @njit(cache=True, nogil=True)
-def _score_block(blk, q_terms, q_weights, block_size, num_docs, term_offsets, block_terms,
+def _score_block(blk, present, q_terms, q_weights, block_size, num_docs, term_offsets, block_terms,
                  entry_starts, post_offsets, post_docs, post_impacts, acc):
     lo, hi = term_offsets[blk], term_offsets[blk + 1]
     base = post_offsets[blk]
     block_end = post_offsets[blk + 1] - base
     for j in range(q_terms.shape[0]):  # query terms are sorted: search from the last hit on
+        if j < 63 and not (present >> np.uint64(j)) & np.uint64(1):
+            continue  # the block-max lists say this term is not in the block (bit 63: "maybe")
         e = _find(block_terms, lo, hi, q_terms[j])
         if e >= hi:
             break
@@ -171,7 +179,8 @@ def _bmp_search(q_terms, q_weights, k, alpha, block_size, num_docs, kth_impacts,
                 term_offsets, block_terms, entry_starts, post_offsets, post_docs, post_impacts,
                 out_docs, out_scores):
     num_blocks = term_offsets.shape[0] - 1
-    ub = _upper_bounds(q_terms, q_weights, num_blocks, dense_slot, bm_dense, sparse_offsets, sparse_blocks, sparse_max)
+    ub, present = _upper_bounds(q_terms, q_weights, num_blocks, dense_slot, bm_dense, sparse_offsets,
+                                sparse_blocks, sparse_max)
     # float32 sums of float32 products: relative error below (n + 1) * 2^-24; inflate by twice that.
     margin = np.float32(1.0 + (q_terms.shape[0] + 2) * 2.0 ** -23)
     for blk in range(num_blocks):
@@ -191,7 +200,7 @@ def _bmp_search(q_terms, q_weights, k, alpha, block_size, num_docs, kth_impacts,
         blk = order[i]
         if alpha * ub[blk] < threshold:
             continue
-        _score_block(blk, q_terms, q_weights, block_size, num_docs, term_offsets, block_terms,
+        _score_block(blk, present[blk], q_terms, q_weights, block_size, num_docs, term_offsets, block_terms,
                      entry_starts, post_offsets, post_docs, post_impacts, acc)
         first = blk * block_size
         for d in range(min(block_size, num_docs - first)):

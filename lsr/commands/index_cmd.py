@@ -25,6 +25,9 @@ def register(subparsers) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--scale-quantile", type=float, default=1.0,
                         help="quantile of doc weights mapped to impact 255 (1.0 = maximum, no clipping)")
+    parser.add_argument("--reorder", choices=["bp", "none", "random"], default="bp",
+                        help="doc order: recursive graph bisection (default), input order, or random")
+    parser.add_argument("--block-size", type=int, default=32, help="docs per block-max pruning block (1-256)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing index")
     parser.set_defaults(handler=run)
 
@@ -45,12 +48,14 @@ def run(args: argparse.Namespace) -> int:
     name, documents = open_corpus(args.corpus[0])
     encoder = SpladeEncoder(args.model, args.query_max_length, args.doc_max_length, args.batch_size)
     out = index_corpus(documents, encoder, args.out, name, overwrite=args.overwrite,
-                       scale_quantile=args.scale_quantile)
+                       scale_quantile=args.scale_quantile, reorder=args.reorder, block_size=args.block_size)
     from index.format import read_meta
 
     meta = read_meta(out)
     print(f"indexed {meta['num_docs']} documents, {meta['num_postings']} postings "
-          f"({meta['mean_doc_nnz']:.1f} terms/doc) into {out} in {meta['build_seconds']:.1f} s")
+          f"({meta['mean_doc_nnz']:.1f} terms/doc) into {out} in {meta['build_seconds']:.1f} s "
+          f"(doc order {meta['doc_order']}: {meta['reorder_seconds']:.1f} s; {meta['num_blocks']} blocks of "
+          f"{meta['block_size']})")
     return 0
 
 

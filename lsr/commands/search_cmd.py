@@ -10,12 +10,16 @@ def register(subparsers) -> None:
     parser.add_argument("index", metavar="DIR", help="index directory")
     parser.add_argument("query", help="query text")
     parser.add_argument("-k", type=int, default=10, help="number of results")
+    parser.add_argument("--scorer", choices=["auto", "exhaustive", "bmp"], default="auto",
+                        help="auto: exhaustive on small collections and long queries, block-max pruning otherwise")
+    parser.add_argument("--alpha", type=float, default=1.0, help="BMP bound factor; below 1 is approximate")
+    parser.add_argument("--beta", type=float, default=1.0, help="fraction of query terms kept; below 1 is approximate")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from index.format import SparseIndex, read_meta
-    from index.scorers.exhaustive import search
+    from index.scorers.planner import search
     from lsr.encoders.splade import SpladeEncoder
 
     encoder_meta = read_meta(args.index)["encoder"]
@@ -28,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     index = SparseIndex.open(args.index, vocab_size=encoder.vocab_size)
     query = encoder.encode_queries([args.query])
     terms, weights = query.row(0)
-    docs, scores = search(index, terms, weights, args.k)
+    docs, scores = search(index, terms, weights, args.k, args.scorer, args.alpha, args.beta)
     print(f"{'rank':>4}  {'doc id':<20} {'score':>8}  title")
     for rank, (doc, score) in enumerate(zip(docs, scores), start=1):
         title = index.doc_titles[doc]

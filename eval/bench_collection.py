@@ -1,0 +1,80 @@
+"""Shared by the engine benchmarks: load a grown collection, sample queries, build our index."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from index.builder import build_index
+from index.format import SparseIndex
+from index.sparse_batch import SparseBatch
+
+VOCAB_SIZE = 30522
+CHUNK = 50_000
+
+
+def load_docs(collection: Path, limit: int | None = None) -> SparseBatch:
+    """Doc vectors of a `make_bench_corpus.py` output (memory-mapped), the first ``limit`` docs."""
+    indptr = np.load(collection / "docs" / "indptr.npy")
+    if limit is not None:
+        indptr = indptr[: limit + 1]
+    indices = np.load(collection / "docs" / "indices.npy", mmap_mode="r")[: indptr[-1]]
+    values = np.load(collection / "docs" / "values.npy", mmap_mode="r")[: indptr[-1]]
+    return SparseBatch(indptr, indices, values, VOCAB_SIZE)
+
+
+def sample_queries(collection: Path, count: int, seed: int = 0) -> tuple[np.ndarray, SparseBatch]:
+    """A seeded uniform sample of the collection's queries (all sources mixed); ids and vectors."""
+    queries = SparseBatch(*(np.load(collection / "queries" / f"{n}.npy") for n in ("indptr", "indices", "values")),
+                          VOCAB_SIZE)
+    chosen = np.sort(np.random.default_rng(seed).choice(len(queries), size=min(count, len(queries)), replace=False))
+    return chosen, SparseBatch.from_scipy(queries.to_scipy()[chosen])
+
+
+def doc_chunks(docs: SparseBatch):
+    for start in range(0, len(docs), CHUNK):
+        end = min(start + CHUNK, len(docs))
+        a, b = docs.indptr[start], docs.indptr[end]
+        yield [f"d{i}" for i in range(start, end)], SparseBatch(
+            docs.indptr[start : end + 1] - a, docs.indices[a:b], docs.values[a:b], VOCAB_SIZE
+        ), None
+
+
+def build_or_open(docs: SparseBatch, index_dir: Path, **options) -> tuple[SparseIndex, float]:
+    """Build our index once (cached on disk by ``index_dir``); returns it and the build seconds."""
+    if (index_dir / "meta.json").is_file():
+        index = SparseIndex.open(index_dir)
+        return index, float(index.meta["build_seconds"])
+    started = time.perf_counter()
+    build_index(index_dir, doc_chunks(docs), VOCAB_SIZE, {"corpus": str(index_dir)}, **options)
+    return SparseIndex.open(index_dir), time.perf_counter() - started
+
+
+def doc_order(index: SparseIndex) -> np.ndarray:
+    """``order[i]`` = the collection position of internal doc ``i`` (ids are ``d<position>``)."""
+    return np.array([int(index.doc_ids[i][1:]) for i in range(index.num_docs)], dtype=np.int64)
+
+
+def time_queries(fn, queries: SparseBatch) -> tuple[np.ndarray, list]:
+    """Per-query latency in ms of ``fn(terms, weights)``, after one warm-up call; and results."""
+    fn(*queries.row(0))
+    latencies, results = np.empty(len(queries)), []
+    for q in range(len(queries)):
+        started = time.perf_counter()
+        results.append(fn(*queries.row(q)))
+        latencies[q] = (time.perf_counter() - started) * 1000
+    return latencies, results
+
+
+def summary(latencies: np.ndarray) -> dict:
+    return {"mean_ms": float(np.mean(latencies)), "p50_ms": float(np.percentile(latencies, 50)),
+            "p99_ms": float(np.percentile(latencies, 99))}
+
+
+def write_json(path: Path | None, result: dict) -> None:
+    text = json.dumps(result, indent=2)
+    if path is not None:
+        path.write_text(text + "\n")

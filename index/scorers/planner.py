@@ -1,0 +1,81 @@
+"""Pick a scorer per query: exhaustive for small collections and very long queries, BMP otherwise.
+
+Block-max pruning pays for its bucket sort and per-block lookups only when it can skip most
+blocks: on small collections the exhaustive scorer's single pass over a few postings lists
+is faster, and a very long query has loose block bounds (a sum over many terms) and costs a
+binary search per term per block. The two thresholds come from ``eval/bench_planner.py``
+(see ``eval/results/bench_planner.json``): the collection size and the query length at which
+safe BMP became faster than the exhaustive scorer on this machine.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from index.format import SparseIndex
+from index.scorers.bmp import bmp_search, bmp_search_batch
+from index.scorers.exhaustive import SearchResults
+from index.scorers.exhaustive import search as exhaustive_search
+from index.scorers.exhaustive import search_batch as exhaustive_search_batch
+from index.sparse_batch import SparseBatch
+
+MIN_DOCS_FOR_BMP = 300_000
+MAX_QUERY_TERMS_FOR_BMP = 64
+SCORERS = ("auto", "exhaustive", "bmp")
+
+
+def choose_scorer(index: SparseIndex, num_query_terms: int, alpha: float = 1.0, beta: float = 1.0) -> str:
+    """``"bmp"`` or ``"exhaustive"`` for one query (approximate settings always need BMP)."""
+    if alpha < 1 or beta < 1:
+        return "bmp"
+    if index.num_docs < MIN_DOCS_FOR_BMP or num_query_terms > MAX_QUERY_TERMS_FOR_BMP:
+        return "exhaustive"
+    return "bmp"
+
+
+def search(index: SparseIndex, terms, weights, k: int = 10, scorer: str = "auto", alpha: float = 1.0,
+           beta: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Search one query with the chosen scorer (``auto`` asks `choose_scorer`).
+
+    Returns:
+        Internal doc ids and scores, best first; every scorer gives the same result at
+        ``alpha = beta = 1``.
+    """
+    if scorer not in SCORERS:
+        raise ValueError(f"scorer must be one of {', '.join(SCORERS)}, got {scorer!r}")
+    if scorer == "auto":
+        scorer = choose_scorer(index, len(terms), alpha, beta)
+    if scorer == "exhaustive":
+        if alpha < 1 or beta < 1:
+            raise ValueError("the exhaustive scorer is exact: alpha and beta must be 1")
+        return exhaustive_search(index, terms, weights, k)
+    return bmp_search(index, terms, weights, k, alpha, beta)
+
+
+def search_batch(index: SparseIndex, queries: SparseBatch, k: int = 10, scorer: str = "auto",
+                 alpha: float = 1.0, beta: float = 1.0) -> SearchResults:
+    """Search a batch in parallel over queries; ``auto`` routes each query as `choose_scorer` does."""
+    if scorer not in SCORERS:
+        raise ValueError(f"scorer must be one of {', '.join(SCORERS)}, got {scorer!r}")
+    lengths = np.diff(queries.indptr)
+    if scorer == "auto":
+        use_bmp = np.array([choose_scorer(index, int(n), alpha, beta) == "bmp" for n in lengths], dtype=bool)
+    else:
+        use_bmp = np.full(len(queries), scorer == "bmp")
+    if use_bmp.all():
+        return bmp_search_batch(index, queries, k, alpha, beta)
+    if not use_bmp.any():
+        if alpha < 1 or beta < 1:
+            raise ValueError("the exhaustive scorer is exact: alpha and beta must be 1")
+        return exhaustive_search_batch(index, queries, k)
+    matrix = queries.to_scipy()
+    parts = {
+        True: bmp_search_batch(index, SparseBatch.from_scipy(matrix[use_bmp]), k, alpha, beta),
+        False: exhaustive_search_batch(index, SparseBatch.from_scipy(matrix[~use_bmp]), k),
+    }
+    merged = SearchResults(np.full((len(queries), k), -1, dtype=np.int64), np.zeros((len(queries), k)),
+                           np.zeros(len(queries), dtype=np.int64))
+    for flag, results in parts.items():
+        rows = np.flatnonzero(use_bmp == flag)
+        merged.docs[rows], merged.scores[rows], merged.counts[rows] = results.docs, results.scores, results.counts
+    return merged
