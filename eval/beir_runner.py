@@ -29,7 +29,7 @@ class BeirRunConfig:
     k: int = 1000
     drop_self_hits: bool = False
     batch_size: int = 32
-    scale_quantile: float = 1.0
+    quantization: str = "per-term"
     reorder: str = "bp"
     block_size: int = 32
     scorer: str = "auto"
@@ -64,7 +64,7 @@ def run_beir(config: BeirRunConfig) -> dict:
             "model": index_meta["encoder"]["model"],
             "query_max_length": index_meta["encoder"]["query_max_length"],
             "doc_max_length": index_meta["encoder"]["doc_max_length"],
-            "quantization": "uint8 scale {:.6g}".format(index_meta["quantization"]["scale"]),
+            "quantization": index_meta["quantization"]["method"],
             "clipped": index_meta["quantization"]["clipped"],
             "doc_order": index_meta["doc_order"],
             "block_size": index_meta["block_size"],
@@ -102,7 +102,7 @@ def _index_if_needed(dataset, index_dir: Path, out_dir: Path, config: BeirRunCon
     encoder = SpladeEncoder(config.model, batch_size=config.batch_size)
     index_corpus(
         dataset.iter_documents(), encoder, index_dir, dataset.name,
-        float_vectors_dir=out_dir / "doc-vectors", scale_quantile=config.scale_quantile,
+        float_vectors_dir=out_dir / "doc-vectors", quantization=config.quantization,
         reorder=config.reorder, block_size=config.block_size,
     )
     return encoder

@@ -4,7 +4,8 @@ Given a run directory written by ``lsr eval beir`` (its report, query vectors, f
 vectors, index and run file), this computes two brute-force runs and compares them with ours:
 
 * float: the unquantised doc vectors, scored exactly in float64;
-* quantised: the index's uint8 impacts times its scale, scored in float64.
+* quantised: the index's uint8 impacts, with the query weights scaled per term exactly as the
+  scorers scale them, scored in float64.
 
 Our run must match the quantised one (same ranking; metrics equal to 1e-6) and stay within
 0.002 nDCG@10 of the float one. The comparison is written as JSON.
@@ -28,6 +29,7 @@ from eval.metrics import evaluate
 from eval.report import machine_description
 from eval.runfile import Run, drop_self_hits, read_trec_run
 from index.format import SparseIndex, load_array
+from index.scorers.query import canonical_batch
 
 
 def top_k_rows(scores: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -40,11 +42,11 @@ def top_k_rows(scores: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]
     return out
 
 
-def brute_force_run(queries: sp.csr_matrix, docs: sp.csr_matrix, query_ids, doc_ids, k: int, scale: float = 1.0) -> Run:
-    """Exact top-k of ``scale * (queries @ docs.T)`` (scaling last keeps integer impact sums exact)."""
+def brute_force_run(queries: sp.csr_matrix, docs: sp.csr_matrix, query_ids, doc_ids, k: int) -> Run:
+    """Exact top-k of ``queries @ docs.T`` in float64."""
     run: Run = {}
     for start in range(0, queries.shape[0], 256):  # query blocks keep the dense scores small
-        block = (queries[start : start + 256] @ docs.T).toarray() * scale
+        block = (queries[start : start + 256] @ docs.T).toarray()
         for offset, (ranked, scores) in enumerate(top_k_rows(block, k)):
             run[query_ids[start + offset]] = {doc_ids[d]: float(s) for d, s in zip(ranked, scores)}
     return run
@@ -79,9 +81,10 @@ def compare(run_dir: Path) -> dict:
     query_ids, queries = load_query_vectors(run_dir / "query-vectors.npz")
     doc_ids = [index.doc_ids[i] for i in range(index.num_docs)]
     q = queries.to_scipy().astype(np.float64)
+    scaled = canonical_batch(queries, index.term_scales).to_scipy().astype(np.float64)
     runs = {
         "float": brute_force_run(q, load_float_docs(run_dir / "doc-vectors").astype(np.float64), query_ids, doc_ids, k),
-        "quantised": brute_force_run(q, index.to_scipy_docs().astype(np.float64), query_ids, doc_ids, k, index.scale),
+        "quantised": brute_force_run(scaled, index.to_scipy_docs().astype(np.float64), query_ids, doc_ids, k),
     }
     if report["settings"]["drop_self_hits"]:
         runs = {name: drop_self_hits(run) for name, run in runs.items()}

@@ -22,7 +22,8 @@ def register(subparsers) -> None:
     beir.add_argument("--baseline", choices=["bm25"], help="also run a baseline beside the model")
     beir.add_argument("-k", type=int, default=1000, help="results per query")
     beir.add_argument("--batch-size", type=int, default=32)
-    beir.add_argument("--scale-quantile", type=float, default=1.0, help="quantisation of a new index")
+    beir.add_argument("--quantization", choices=["per-term", "global"], default="per-term",
+                      help="uint8 scale per term or one for all (a new index)")
     beir.add_argument("--reorder", choices=["bp", "none", "random"], default="bp", help="doc order of a new index")
     beir.add_argument("--block-size", type=int, default=32, help="block size of a new index")
     beir.add_argument("--scorer", choices=["auto", "exhaustive", "bmp"], default="auto")
@@ -38,7 +39,7 @@ def run_beir_command(args: argparse.Namespace) -> int:
     config = BeirRunConfig(
         dataset=args.dataset, index_dir=args.index, out_dir=args.out, model=args.model,
         baseline=args.baseline, k=args.k, drop_self_hits=args.drop_self_hits,
-        batch_size=args.batch_size, scale_quantile=args.scale_quantile, reorder=args.reorder,
+        batch_size=args.batch_size, quantization=args.quantization, reorder=args.reorder,
         block_size=args.block_size, scorer=args.scorer,
         command="lsr " + shlex.join(args.argv),
     )

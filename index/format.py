@@ -6,6 +6,7 @@ Arrays of format version 2 (version 1 had no doc reordering and no BMP arrays):
   ``postings_offsets[t]:postings_offsets[t + 1]`` (term-major CSR).
 * ``postings_docs`` uint32: internal doc ids, increasing within a term.
 * ``postings_impacts`` uint8: quantised weights (see ``index.quantize``).
+* ``term_scales`` float32 (vocab_size): the weight of one impact level of each term.
 * ``doc_id_offsets`` int64 / ``doc_id_bytes`` uint8: the external id table (UTF-8).
 * ``doc_title_offsets`` int64 / ``doc_title_bytes`` uint8: document titles, for display.
 * the Block-Max Pruning arrays of ``index.bmp_build`` (``BMP_ARRAY_NAMES``).
@@ -28,6 +29,7 @@ FORMAT_NAME = "lsr-index"
 FORMAT_VERSION = 2
 META_FILE = "meta.json"
 ARRAY_NAMES = (
+    "term_scales",
     "postings_offsets",
     "postings_docs",
     "postings_impacts",
@@ -149,6 +151,7 @@ class SparseIndex:
     postings_offsets: np.ndarray
     postings_docs: np.ndarray
     postings_impacts: np.ndarray
+    term_scales: np.ndarray
     doc_ids: StringTable
     doc_titles: StringTable
     bmp: BmpArrays
@@ -178,6 +181,7 @@ class SparseIndex:
             postings_offsets=arrays["postings_offsets"],
             postings_docs=arrays["postings_docs"],
             postings_impacts=arrays["postings_impacts"],
+            term_scales=arrays["term_scales"],
             doc_ids=StringTable(arrays["doc_id_offsets"], arrays["doc_id_bytes"]),
             doc_titles=StringTable(arrays["doc_title_offsets"], arrays["doc_title_bytes"]),
             bmp=BmpArrays(int(meta["block_size"]), **{n: arrays[n] for n in BMP_ARRAY_NAMES}),
@@ -191,15 +195,11 @@ class SparseIndex:
     def vocab_size(self) -> int:
         return int(self.meta["vocab_size"])
 
-    @property
-    def scale(self) -> float:
-        return float(self.meta["quantization"]["scale"])
-
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.path.iterdir() if p.is_file())
 
     def to_scipy_docs(self):
-        """The quantised impacts as a doc-major ``(num_docs, vocab_size)`` scipy CSR matrix."""
+        """The uint8 impacts (not scaled) as a doc-major ``(num_docs, vocab_size)`` scipy CSR matrix."""
         import scipy.sparse as sp
 
         by_term = sp.csr_matrix(

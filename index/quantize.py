@@ -1,9 +1,10 @@
-"""Linear `uint8` quantisation of document weights with one global scale.
+"""Linear `uint8` quantisation of document weights.
 
 An impact is ``round(weight / scale)`` clipped to ``[0, 255]``: ``scale`` is the weight of one
-impact level. Weights above ``255 * scale`` are clipped (and counted), never wrapped. Weights
-that round to 0 are dropped from the postings (and counted). Scores computed over impacts are
-multiplied by ``scale`` to come back to the encoder's units.
+impact level, one per term (``per-term``: the term's largest weight maps to 255) or one for
+all (``global``). Weights above ``255 * scale`` are clipped (and counted), never wrapped.
+Weights that round to 0 are dropped from the postings (and counted). Scorers multiply each
+query weight by its term's scale, so scores come out in the encoder's units.
 """
 
 from __future__ import annotations
@@ -35,13 +36,13 @@ def quantize(values: np.ndarray, scale: float) -> tuple[np.ndarray, Quantization
 
     Args:
         values: float weights, any shape.
-        scale: weight of one impact level (> 0).
+        scale: weight of one impact level (> 0): a number, or one per value.
 
     Returns:
         The uint8 impacts (same shape) and the counts of clipped, zeroed and kept values.
     """
-    if not scale > 0:
-        raise ValueError(f"quantisation scale must be positive, got {scale}")
+    if not np.all(np.asarray(scale) > 0):
+        raise ValueError(f"quantisation scale must be positive, got {np.min(scale)}")
     levels = np.rint(np.asarray(values, dtype=np.float64) / scale)
     clipped = int(np.count_nonzero(levels > MAX_IMPACT))
     zeroed = int(np.count_nonzero(levels <= 0))

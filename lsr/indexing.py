@@ -35,7 +35,7 @@ def index_corpus(
         overwrite: replace an existing index once the new one is complete.
         show_progress: a progress bar over documents.
         float_vectors_dir: also keep the unquantised doc vectors there.
-        builder_options: passed to `IndexBuilder` (``scale``, ``scale_quantile``).
+        builder_options: passed to `IndexBuilder` (quantisation, doc order, block size).
 
     Returns:
         The index directory.

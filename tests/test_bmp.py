@@ -21,13 +21,13 @@ from index.sparse_batch import SparseBatch
 def build(path, docs: sp.csr_matrix, block_size: int, reorder: str = "none"):
     batch = SparseBatch.from_scipy(docs)
     ids = [f"d{i}" for i in range(docs.shape[0])]
-    build_index(path, [(ids, batch, None)], docs.shape[1], scale=1.0, block_size=block_size, reorder=reorder)
+    build_index(path, [(ids, batch, None)], docs.shape[1], quantization="global", scale=1.0, block_size=block_size, reorder=reorder)
     return SparseIndex.open(path)
 
 
 def scipy_top_k(index, terms, weights, k):
     """Exact float64 scores over the stored impacts; positive only, ties by doc id."""
-    terms, weights = canonical_query(terms, weights, index.vocab_size)
+    terms, weights = canonical_query(terms, weights, index.term_scales)
     q = sp.csr_matrix((weights.astype(np.float64), terms.astype(np.int64), [0, len(terms)]), shape=(1, index.vocab_size))
     scores = (q @ index.to_scipy_docs().T.astype(np.float64)).toarray()[0]
     positive = np.flatnonzero(scores > 0)

@@ -16,7 +16,7 @@ def build(tmp_path, docs: sp.csr_matrix, name="ix"):
     batch = SparseBatch.from_scipy(docs)
     # A fixed scale keeps impacts exact integers: the oracle sees the same numbers.
     build_index(tmp_path / name, [([f"d{i}" for i in range(docs.shape[0])], batch, None)],
-                docs.shape[1], scale=1.0)
+                docs.shape[1], quantization="global", scale=1.0)
     return SparseIndex.open(tmp_path / name)
 
 
@@ -105,10 +105,13 @@ def test_unknown_terms_empty_query_and_large_k(tmp_path):
         search(index, np.array([0]), np.array([1.0]), 0)
 
 
-def test_scores_come_back_in_encoder_units(tmp_path):
-    batch = SparseBatch.from_dicts([{0: 0.51, 1: 1.02}, {1: 0.2}], 4)
-    build_index(tmp_path / "ix", [(["a", "b"], batch, None)], 4)
+@pytest.mark.parametrize("quantization", ["per-term", "global"])
+def test_scores_come_back_in_encoder_units(tmp_path, quantization):
+    batch = SparseBatch.from_dicts([{0: 0.51, 1: 1.02}, {1: 0.2, 2: 0.01}], 4)
+    build_index(tmp_path / "ix", [(["a", "b"], batch, None)], 4, quantization=quantization)
     index = SparseIndex.open(tmp_path / "ix")
-    docs, scores = search(index, np.array([1]), np.array([2.0]), 2)
+    docs, scores = search(index, np.array([1, 2]), np.array([2.0, 1.0]), 2)
     assert docs.tolist() == [0, 1]
-    np.testing.assert_allclose(scores, [2.04, 0.4], atol=2 * index.scale)
+    np.testing.assert_allclose(scores, [2.04, 0.41], atol=2 * 1.02 / 255)
+    # Per term, the small weight of term 2 keeps its own resolution (a global scale zeroes it).
+    assert (index.term_scales[2] == np.float32(0.01 / 255)) == (quantization == "per-term")

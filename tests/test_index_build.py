@@ -38,10 +38,11 @@ def test_build_then_open_equals_quantised_input(tmp_path):
     docs = random_docs()
     build_index(tmp_path / "ix", chunks_of(docs, 64), VOCAB, {"encoder": {"model": "m"}})
     index = SparseIndex.open(tmp_path / "ix")
-    scale = index.scale
-    assert scale == pytest.approx(docs.data.max() / 255)
+    term_max = docs.max(axis=0).toarray()[0]
+    present = term_max > 0
+    np.testing.assert_allclose(index.term_scales[present], term_max[present] / 255, rtol=1e-6)
     expected = docs.copy()
-    expected.data = quantize(expected.data, scale)[0].astype(np.float32)
+    expected.data = quantize(expected.data, index.term_scales[expected.indices])[0].astype(np.float32)
     expected.eliminate_zeros()
     assert (index.to_scipy_docs() != expected).nnz == 0
     assert index.num_docs == 500 and index.meta["num_postings"] == expected.nnz
@@ -62,9 +63,21 @@ def test_build_is_independent_of_chunk_size(tmp_path):
 
 def test_clipping_is_recorded(tmp_path):
     docs = random_docs()
-    build_index(tmp_path / "ix", chunks_of(docs, 100), VOCAB, scale_quantile=0.9)
+    build_index(tmp_path / "ix", chunks_of(docs, 100), VOCAB, quantization="global", scale_quantile=0.9)
     quant = SparseIndex.open(tmp_path / "ix").meta["quantization"]
     assert quant["clipped"] == pytest.approx(0.1 * docs.nnz, rel=0.15)
+
+
+def test_global_scale_and_bad_quantization_options(tmp_path):
+    docs = random_docs()
+    build_index(tmp_path / "ix", chunks_of(docs, 100), VOCAB, quantization="global")
+    index = SparseIndex.open(tmp_path / "ix")
+    assert index.meta["quantization"]["scale"] == pytest.approx(docs.data.max() / 255)
+    assert np.all(index.term_scales == np.float32(index.meta["quantization"]["scale"]))
+    with pytest.raises(ValueError, match="apply to quantization='global' only"):
+        IndexBuilder(tmp_path / "other", VOCAB, scale=1.0)
+    with pytest.raises(ValueError, match="quantization must be one of"):
+        IndexBuilder(tmp_path / "other", VOCAB, quantization="log")
 
 
 def test_non_ascii_ids_and_empty_titles(tmp_path):

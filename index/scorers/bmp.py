@@ -282,12 +282,12 @@ def bmp_search(index: SparseIndex, terms, weights, k: int = 10, alpha: float = 1
     """
     k = _check_k(k)
     _check_alpha_beta(alpha, beta)
-    terms, weights = _keep_top_terms(*canonical_query(terms, weights, index.vocab_size), beta)
+    terms, weights = _keep_top_terms(*canonical_query(terms, weights, index.term_scales), beta)
     head, arrays = _index_arrays(index)
     docs = np.empty(k, dtype=np.int64)
     scores = np.empty(k, dtype=np.float64)
     n = _bmp_search(terms, weights, k, float(alpha), *head, _seed_column(k), *arrays, docs, scores)
-    return docs[:n], scores[:n] * index.scale
+    return docs[:n], scores[:n]
 
 
 def bmp_search_batch(index: SparseIndex, queries: SparseBatch, k: int = 10, alpha: float = 1.0,
@@ -295,7 +295,7 @@ def bmp_search_batch(index: SparseIndex, queries: SparseBatch, k: int = 10, alph
     """`bmp_search` for every query of a batch, in parallel over queries (numba threads)."""
     k = _check_k(k)
     _check_alpha_beta(alpha, beta)
-    queries = canonical_batch(queries, index.vocab_size)
+    queries = canonical_batch(queries, index.term_scales)
     if beta < 1:
         rows = [_keep_top_terms(*queries.row(q), beta) for q in range(len(queries))]
         queries = SparseBatch(
@@ -311,4 +311,4 @@ def bmp_search_batch(index: SparseIndex, queries: SparseBatch, k: int = 10, alph
     counts = np.zeros(n, dtype=np.int64)
     _bmp_search_many(queries.indptr, queries.indices, queries.values, k, float(alpha), *head,
                      _seed_column(k), *arrays, docs, scores, counts)
-    return SearchResults(docs, scores * index.scale, counts)
+    return SearchResults(docs, scores, counts)

@@ -7,7 +7,8 @@ such products has no rounding unless the query's weights span more than about 2^
 result does not depend on the order of accumulation (so scipy, or any later scorer, gets the
 very same scores and the same ranking). Results hold only documents with
 a positive score, ordered by score descending and, on equal scores, by internal doc id
-ascending. Returned scores are in the encoder's units (impact sums times the index scale).
+ascending. Returned scores are in the encoder's units (query weights are scaled per term, see
+``index.scorers.query``).
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ def search_batch(index: SparseIndex, queries: SparseBatch, k: int = 10) -> Searc
         k: results per query.
     """
     k = _check_k(k)
-    queries = canonical_batch(queries, index.vocab_size)
+    queries = canonical_batch(queries, index.term_scales)
     n = len(queries)
     docs = np.full((n, k), -1, dtype=np.int64)
     scores = np.zeros((n, k), dtype=np.float64)
@@ -127,17 +128,17 @@ def search_batch(index: SparseIndex, queries: SparseBatch, k: int = 10) -> Searc
         index.postings_offsets, index.postings_docs, index.postings_impacts,
         index.num_docs, k, docs, scores, counts,
     )
-    return SearchResults(docs, scores * index.scale, counts)
+    return SearchResults(docs, scores, counts)
 
 
 def search(index: SparseIndex, terms: np.ndarray, weights: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
     """Score one query; returns internal doc ids (int64) and scores (float64, encoder units)."""
     k = _check_k(k)
-    terms, weights = canonical_query(terms, weights, index.vocab_size)
+    terms, weights = canonical_query(terms, weights, index.term_scales)
     docs = np.full(k, -1, dtype=np.int64)
     scores = np.zeros(k, dtype=np.float64)
     n = _search_one(
         terms, weights, index.postings_offsets, index.postings_docs, index.postings_impacts,
         index.num_docs, k, docs, scores,
     )
-    return docs[:n], scores[:n] * index.scale
+    return docs[:n], scores[:n]

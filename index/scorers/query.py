@@ -2,8 +2,10 @@
 
 Terms sorted and unique, terms outside the index vocabulary dropped (no document has them),
 duplicate terms merged by summing their weights (in float64, then float32), zero weights
-dropped. Every scorer sees the same float32 weights in the same order, so every scorer adds
-the same products in the same order and they agree to the last bit.
+dropped; then each weight is multiplied by its term's quantisation scale (float32), so that
+weight x uint8 impact is in the encoder's units. Every scorer sees the same float32 weights in
+the same order, so every scorer adds the same products in the same order and they agree to
+the last bit.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ import scipy.sparse as sp
 from index.sparse_batch import SparseBatch
 
 
-def canonical_query(terms, weights, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Canonical ``(terms uint32, weights float32)`` of one query."""
+def canonical_query(terms, weights, term_scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Canonical ``(terms uint32, scaled weights float32)`` of one query."""
+    vocab_size = len(term_scales)
     terms = np.asarray(terms).ravel()
     weights = np.asarray(weights).ravel()
     if terms.shape != weights.shape:
@@ -28,11 +31,13 @@ def canonical_query(terms, weights, vocab_size: int) -> tuple[np.ndarray, np.nda
     np.add.at(summed, inverse, weights[known].astype(np.float64))
     summed = summed.astype(np.float32)
     keep = summed != 0
-    return unique[keep].astype(np.uint32), summed[keep]
+    terms = unique[keep].astype(np.uint32)
+    return terms, summed[keep] * term_scales[terms]
 
 
-def canonical_batch(queries: SparseBatch, vocab_size: int) -> SparseBatch:
+def canonical_batch(queries: SparseBatch, term_scales: np.ndarray) -> SparseBatch:
     """Canonical form of every row of a query batch."""
+    vocab_size = len(term_scales)
     if queries.vocab_size != vocab_size:
         raise ValueError(f"query vocabulary {queries.vocab_size} differs from the index's {vocab_size}")
     matrix = sp.csr_matrix(
@@ -42,4 +47,5 @@ def canonical_batch(queries: SparseBatch, vocab_size: int) -> SparseBatch:
     matrix.sum_duplicates()  # also sorts the terms of each row
     matrix.data = matrix.data.astype(np.float32).astype(np.float64)
     matrix.eliminate_zeros()
-    return SparseBatch(matrix.indptr, matrix.indices, matrix.data.astype(np.float32), vocab_size)
+    scaled = matrix.data.astype(np.float32) * term_scales[matrix.indices]
+    return SparseBatch(matrix.indptr, matrix.indices, scaled, vocab_size)

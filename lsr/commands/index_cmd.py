@@ -23,8 +23,11 @@ def register(subparsers) -> None:
     parser.add_argument("--doc-max-length", type=int, default=256)
     parser.add_argument("--query-max-length", type=int, default=64, help="recorded for searching")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--quantization", choices=["per-term", "global"], default="per-term",
+                        help="uint8 scale per term (default) or one for all terms")
     parser.add_argument("--scale-quantile", type=float, default=1.0,
-                        help="quantile of doc weights mapped to impact 255 (1.0 = maximum, no clipping)")
+                        help="with --quantization global: quantile of doc weights mapped to impact 255 "
+                             "(1.0 = maximum, no clipping; lower clips, counted)")
     parser.add_argument("--reorder", choices=["bp", "none", "random"], default="bp",
                         help="doc order: recursive graph bisection (default), input order, or random")
     parser.add_argument("--block-size", type=int, default=32, help="docs per block-max pruning block (1-256)")
@@ -48,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     name, documents = open_corpus(args.corpus[0])
     encoder = SpladeEncoder(args.model, args.query_max_length, args.doc_max_length, args.batch_size)
     out = index_corpus(documents, encoder, args.out, name, overwrite=args.overwrite,
-                       scale_quantile=args.scale_quantile, reorder=args.reorder, block_size=args.block_size)
+                       quantization=args.quantization, scale_quantile=args.scale_quantile, reorder=args.reorder, block_size=args.block_size)
     from index.format import read_meta
 
     meta = read_meta(out)
