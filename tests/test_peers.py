@@ -1,0 +1,239 @@
+"""Peer-engine adapters (eval.peers) against a scipy brute force on seeded random data.
+
+PISA over integer impacts with integer query weights is exact, so its top-k must match the
+brute force (scores exactly; doc ids up to ties at the cut). Seismic is approximate: every doc
+it returns must carry its true score, and with generous settings recall must be high.
+Each test builds a 3,000-doc collection in two small child processes; skipped when the engine's
+package is not installed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from eval.peers.base import ChildBuild, directory_size, run_build_child
+from index.quantize import quantize, scale_for
+from index.sparse_batch import SparseBatch
+
+N_DOCS, VOCAB, N_QUERIES, K = 3000, 700, 12, 10
+
+
+def _collection(seed: int = 7) -> tuple[SparseBatch, sp.csr_matrix]:
+    """Docs with integer weights 1..255 (one empty doc), and queries with weights 1..9."""
+    rng = np.random.default_rng(seed)
+    docs = sp.random(N_DOCS, VOCAB, density=0.03, random_state=rng, format="csr")
+    docs.data = rng.integers(1, 256, docs.nnz).astype(np.float32)
+    docs = docs.tolil()
+    docs[5, :] = 0  # an empty doc keeps its place
+    docs = docs.tocsr()
+    docs.eliminate_zeros()
+    queries = sp.random(N_QUERIES, VOCAB, density=0.02, random_state=rng, format="csr")
+    queries.data = rng.integers(1, 10, queries.nnz).astype(np.float32)
+    return SparseBatch.from_scipy(docs), queries
+
+
+def _query(queries: sp.csr_matrix, q: int) -> tuple[np.ndarray, np.ndarray]:
+    start, stop = queries.indptr[q], queries.indptr[q + 1]
+    return queries.indices[start:stop].astype(np.uint32), queries.data[start:stop]
+
+
+def _assert_exact_topk(ids: np.ndarray, scores: np.ndarray, true: np.ndarray, k: int) -> None:
+    """``ids``/``scores`` are a correct top-k of ``true`` (any order among equal scores)."""
+    expected = np.sort(true[true > 0])[::-1][:k]
+    assert ids.dtype == np.int64 and len(set(ids.tolist())) == len(ids)
+    np.testing.assert_array_equal(scores, expected)
+    np.testing.assert_array_equal(true[ids], scores)
+
+
+@pytest.fixture(scope="module")
+def collection():
+    return _collection()
+
+
+@pytest.fixture(scope="module")
+def pisa_index(tmp_path_factory, collection):
+    from eval.peers.pisa import PisaEngine, _pisathon
+
+    try:  # like pytest.importorskip, without importing pyterrier_pisa's PyTerrier front end
+        _pisathon()
+    except ImportError as err:
+        pytest.skip(f"pyterrier-pisa is not installed: {err}")
+    docs, _ = collection
+    engine = PisaEngine("maxscore", query_levels=None)
+    report = engine.build(docs, tmp_path_factory.mktemp("pisa"))
+    return engine, report
+
+
+@pytest.mark.parametrize("algorithm", ["maxscore", "block_max_wand", "block_max_maxscore"])
+def test_pisa_is_exact_on_integer_impacts(pisa_index, collection, algorithm):
+    engine = pisa_index[0].with_algorithm(algorithm)
+    docs, queries = collection
+    true_scores = (docs.to_scipy() @ queries.T).toarray().T  # (queries, docs)
+    for q in range(N_QUERIES):
+        ids, scores = engine.search(*_query(queries, q), K)
+        _assert_exact_topk(ids, scores, true_scores[q], K)
+
+
+def test_pisa_breaks_ties_by_doc_id(pisa_index, collection):
+    engine = pisa_index[0]
+    docs, queries = collection
+    true_scores = (docs.to_scipy() @ queries.T).toarray().T
+    for q in range(N_QUERIES):
+        ids, _ = engine.search(*_query(queries, q), K)
+        order = np.lexsort((np.arange(N_DOCS), -true_scores[q]))[: len(ids)]
+        np.testing.assert_array_equal(ids, order)
+
+
+def test_pisa_build_report(pisa_index):
+    engine, report = pisa_index
+    assert report.seconds > 0 and report.bytes_on_disk > 0
+    assert report.peak_rss_mb >= report.details["baseline_rss_mb"] > 0
+    assert report.details["impacts"] == "given integer" and report.details["postings"] > 0
+    assert report.details["convert_s"] > 0
+    assert engine.name.startswith("pisa(maxscore")
+
+
+def test_pisa_quantises_float_weights(tmp_path, collection):
+    """Float doc weights become uint8 impacts, float query weights 255 levels per query."""
+    from eval.peers.pisa import PisaEngine, _pisathon
+
+    try:
+        _pisathon()
+    except ImportError as err:
+        pytest.skip(f"pyterrier-pisa is not installed: {err}")
+    docs, queries = collection
+    rng = np.random.default_rng(3)
+    floats = SparseBatch(docs.indptr, docs.indices, docs.values * rng.random(docs.nnz) / 40, VOCAB)
+    engine = PisaEngine("maxscore")
+    report = engine.build(floats, tmp_path)
+    scale = scale_for(float(floats.values.max()))
+    assert report.details["impacts"] == "uint8" and report.details["scale"] == pytest.approx(scale)
+    impacts, _ = quantize(floats.values, scale)
+    impact_docs = sp.csr_matrix((impacts.astype(np.float64), docs.indices, docs.indptr))
+    for q in range(N_QUERIES):
+        terms, weights = _query(queries, q)
+        weights = weights * 0.37  # floats; levels = rint(w * 255 / max w)
+        levels = np.rint(weights * 255 / weights.max())
+        query = sp.csr_matrix((levels, terms, [0, len(terms)]), shape=(1, VOCAB))
+        true = (impact_docs @ query.T).toarray().ravel()
+        ids, scores = engine.search(terms, weights, K)
+        expected = np.sort(true[true > 0])[::-1][:K]
+        np.testing.assert_array_equal(true[ids], expected)
+        unit = weights.max() / 255 * scale  # scores come back in float units
+        np.testing.assert_allclose(scores, expected * unit, rtol=1e-5)
+
+
+def test_seismic_returns_true_scores_with_high_recall(tmp_path, collection):
+    pytest.importorskip("seismic")
+    from eval.peers.seismic import SeismicEngine
+
+    docs, queries = collection
+    # rows written in decreasing term order: the adapter must sort them for Seismic
+    flipped = _reverse_rows(docs)
+    engine = SeismicEngine(query_cut=1000, heap_factor=0.1, n_postings=N_DOCS, max_fraction=2.0)
+    report = engine.build(flipped, tmp_path)
+    assert report.bytes_on_disk > 0 and report.details["docs"] == N_DOCS
+    true_scores = (docs.to_scipy() @ queries.T).toarray().T
+    recalls = []
+    for q in range(N_QUERIES):
+        ids, scores = engine.search(*_query(queries, q), K)
+        assert ids.dtype == np.int64 and len(set(ids.tolist())) == len(ids) == K
+        assert np.all(np.diff(scores) <= 0)
+        # integer weights up to 255 are exact in Seismic's f16 values
+        np.testing.assert_allclose(true_scores[q][ids], scores, rtol=1e-6)
+        best = np.sort(true_scores[q])[::-1][K - 1]
+        recalls.append(np.mean(true_scores[q][ids] >= best))
+    assert np.mean(recalls) >= 0.95
+
+
+def test_seismic_accepts_unsorted_repeated_and_unknown_terms(tmp_path, collection):
+    pytest.importorskip("seismic")
+    from eval.peers.seismic import SeismicEngine
+
+    docs, queries = collection
+    engine = SeismicEngine(query_cut=1000, heap_factor=0.1, n_postings=N_DOCS, max_fraction=2.0)
+    engine.build(docs, tmp_path)
+    terms, weights = _query(queries, 0)
+    expected = engine.search(terms, weights, K)
+    # reversed, the first term split in two halves, plus ids past the vocabulary and u16 range
+    messy_terms = np.concatenate([terms[::-1], terms[:1], [VOCAB + 5, 70_000]])
+    messy_weights = np.concatenate([weights[::-1], [0], [1.0, 1.0]]).astype(np.float32)
+    messy_weights[len(terms) - 1] = weights[0] / 2
+    messy_weights[len(terms)] = weights[0] / 2
+    ids, scores = engine.with_search(1000, 0.1).search(messy_terms, messy_weights, K)
+    np.testing.assert_array_equal(ids, expected[0])
+    np.testing.assert_allclose(scores, expected[1], rtol=1e-6)
+
+
+def test_pisa_ignores_unknown_terms_and_term_order(pisa_index, collection):
+    engine = pisa_index[0]
+    _, queries = collection
+    terms, weights = _query(queries, 1)
+    expected = engine.search(terms, weights, K)
+    messy_terms = np.concatenate([terms[::-1], [VOCAB + 5, 10**9]])
+    messy_weights = np.concatenate([weights[::-1], [3.0, 3.0]])
+    ids, scores = engine.search(messy_terms, messy_weights, K)
+    np.testing.assert_array_equal(ids, expected[0])
+    np.testing.assert_array_equal(scores, expected[1])
+    assert engine.search(np.array([VOCAB + 1]), np.array([2.0]), K)[0].size == 0
+
+
+def test_build_child_reuses_memory_mapped_input(tmp_path, collection):
+    from eval.peers.base import _batch_files, load_batch, save_batch
+
+    docs, _ = collection
+    assert _batch_files(docs) is None  # in memory: the child gets a copy
+    spec = save_batch(docs, tmp_path)
+    mapped = load_batch(spec)
+    assert _batch_files(mapped) == spec  # memory-mapped whole from .npy files: passed as is
+
+
+def test_seismic_inner_format_keeps_doc_order(tmp_path, collection):
+    seismic = pytest.importorskip("seismic")
+    from eval.peers.seismic import write_inner_format
+
+    docs, _ = collection
+    path = tmp_path / "docs.bin"
+    write_inner_format(_reverse_rows(docs), path)
+    index = seismic.SeismicIndexRaw.build(str(path), n_postings=N_DOCS)
+    for row in (0, 5, 1234, N_DOCS - 1):
+        terms, values = index.get(row)
+        expected_terms, expected_values = docs.row(row)
+        np.testing.assert_array_equal(np.asarray(terms), expected_terms)
+        np.testing.assert_array_equal(np.asarray(values, dtype=np.float32), expected_values)
+
+
+def test_build_child_measures_its_own_memory_and_is_pinned(tmp_path):
+    ballast = np.ones(40_000_000)  # 320 MB in this process must not show in the child's peak
+    child = run_build_child("tests.test_peers:_probe", tmp_path / "out", {"megabytes": 80})
+    assert isinstance(child, ChildBuild) and ballast[0] == 1
+    assert child.result["cpus"] == 1 and child.result["rayon"] == "1"
+    assert 70 <= child.peak_rss_mb - child.baseline_rss_mb <= 200
+    assert child.peak_rss_mb < 300
+    assert directory_size(tmp_path / "out") == 1234
+
+
+def _probe(out_dir: Path, megabytes: int) -> dict:
+    """Runs in the build child of the test above."""
+    block = np.ones(megabytes * 2**20 // 8)
+    out_dir.mkdir(parents=True)
+    (out_dir / "file").write_bytes(b"x" * 1234)
+    return {
+        "cpus": len(os.sched_getaffinity(0)),
+        "rayon": os.environ.get("RAYON_NUM_THREADS"),
+        "sum": float(block.sum()),
+    }
+
+
+def _reverse_rows(batch: SparseBatch) -> SparseBatch:
+    indices, values = batch.indices.copy(), batch.values.copy()
+    for row in range(len(batch)):
+        start, stop = batch.indptr[row], batch.indptr[row + 1]
+        indices[start:stop] = indices[start:stop][::-1]
+        values[start:stop] = values[start:stop][::-1]
+    return SparseBatch(batch.indptr, indices, values, batch.vocab_size)
