@@ -1,0 +1,198 @@
+"""Our scorers against the peer engines, side by side on the same vectors in the same doc order.
+
+Builds our index (BP order) from a grown collection (``../shared/tools/make_bench_corpus.py``),
+hands the same docs in that order to every peer, runs the same sampled queries one at a time
+on one thread, and reports per engine: mean / p50 / p99 latency at k = 10 and k = 1000,
+recall@10 and @1000 against the exact float reference and against the engine's own quantised
+reference, build time (our reordering separately), index size on disk and build peak memory.
+Peers over our uint8 impacts (PISA, BMP's Rust reference) get the query weights scaled per
+term as our scorers use them; Seismic gets the float weights. Then the acceptance ratios of
+issue 3, the two-thread batch speed-up, a latency/recall plot, and JSON + markdown results.
+
+Usage:
+    python ../shared/tools/make_bench_corpus.py --docs 1000000 --out /tmp/bench-1m
+    python eval/bench_engines.py /tmp/bench-1m --out eval/results/bench_engines_1m
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numba
+import numpy as np
+import scipy.sparse as sp
+
+from eval.bench_collection import build_or_open, doc_order, load_docs, sample_queries, summary, write_json
+from eval.bench_engines_report import acceptance, markdown, plot
+from eval.peers.base import run_build_child
+from eval.report import machine_description
+from index.format import SparseIndex
+from index.scorers.bmp import bmp_search, bmp_search_batch
+from index.scorers.exhaustive import search
+from index.scorers.query import canonical_batch
+from index.sparse_batch import SparseBatch
+
+KS = (10, 1000)
+APPROXIMATE = ((0.95, 1.0), (0.9, 1.0), (0.8, 1.0), (0.7, 1.0), (0.9, 0.8), (0.8, 0.6))
+
+
+def build_ours(docs: SparseBatch, out_dir: Path, block_size: int) -> dict:
+    """Build our index (in a measured child process, see `run_build_child`)."""
+    index, seconds = build_or_open(docs, out_dir, reorder="bp", block_size=block_size)
+    return {key: index.meta[key] for key in ("reorder_seconds", "bmp_seconds", "build_seconds")}
+
+
+def exact_float_reference(docs: SparseBatch, order: np.ndarray, queries: SparseBatch, k: int) -> list[np.ndarray]:
+    """Top-k internal doc ids of exact float64 scoring (scipy), positive scores only."""
+    by_term = docs.to_scipy()[order].T.tocsr().astype(np.float64)
+    out = []
+    for q in range(len(queries)):
+        terms, weights = queries.row(q)
+        row = sp.csr_matrix((weights.astype(np.float64), terms.astype(np.int64), [0, len(terms)]),
+                            shape=(1, docs.vocab_size)) @ by_term
+        scores, ids = row.data, row.indices
+        best = np.lexsort((ids, -scores))[:k]
+        out.append(ids[best][scores[best] > 0].astype(np.int64))
+    return out
+
+
+def recall(found: list[np.ndarray], reference: list[np.ndarray], k: int) -> float:
+    return float(np.mean([len(set(f[:k].tolist()) & set(r[:k].tolist())) / max(min(len(r), k), 1)
+                         for f, r in zip(found, reference)]))
+
+
+def run_engine(name: str, fn, queries: SparseBatch, refs: dict, own: str) -> dict:
+    """Latency and recall of ``fn(terms, weights, k)`` at each k (one warm-up query first)."""
+    row = {"engine": name, "own_reference": own}
+    for k in KS:
+        fn(*queries.row(0), k)
+        latencies, results = np.empty(len(queries)), []
+        for q in range(len(queries)):
+            started = time.perf_counter()
+            docs, _ = fn(*queries.row(q), k)
+            latencies[q] = (time.perf_counter() - started) * 1000
+            results.append(np.asarray(docs, dtype=np.int64))
+        row[f"k{k}"] = {**summary(latencies),
+                        "recall_float": recall(results, refs["float"], k),
+                        "recall_own": recall(results, refs[own], k)}
+    print(f"{name:<42} k=10 {row['k10']['mean_ms']:8.3f} ms R {row['k10']['recall_float']:.4f}   "
+          f"k=1000 {row['k1000']['mean_ms']:8.3f} ms R {row['k1000']['recall_float']:.4f}", flush=True)
+    return row
+
+
+def batch_speedup(index: SparseIndex, queries: SparseBatch, k: int = 10, repeats: int = 3) -> dict:
+    """Queries per second of our safe BMP batch search with 1 and with 2 numba threads."""
+    qps = {}
+    for threads in (1, 2):
+        numba.set_num_threads(threads)
+        bmp_search_batch(index, queries, k)
+        best = min(_timed(lambda: bmp_search_batch(index, queries, k)) for _ in range(repeats))
+        qps[threads] = len(queries) / best
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    return {"qps_1_thread": qps[1], "qps_2_threads": qps[2], "speedup": qps[2] / qps[1]}
+
+
+def _timed(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def our_engines(index: SparseIndex) -> list[tuple[str, object]]:
+    engines = [("ours exhaustive", lambda t, w, k: search(index, t, w, k)),
+               ("ours bmp safe", lambda t, w, k: bmp_search(index, t, w, k))]
+    for alpha, beta in APPROXIMATE:
+        engines.append((f"ours bmp alpha={alpha} beta={beta}",
+                        lambda t, w, k, a=alpha, b=beta: bmp_search(index, t, w, k, a, b)))
+    return engines
+
+
+def peer_engines(args, index: SparseIndex, float_docs: SparseBatch, work_dir: Path):
+    """Yield ``(name, search fn, own reference, build report)`` for each peer asked for."""
+    impacts = SparseBatch.from_scipy(index.to_scipy_docs())  # our uint8 impacts, in our order
+    if "pisa" in args.peers:
+        from eval.peers.pisa import PisaEngine
+
+        pisa = PisaEngine("maxscore", build_threads=args.build_threads)
+        report = pisa.build(impacts, work_dir / "pisa")
+        for algorithm in ("maxscore", "block_max_wand"):
+            engine = pisa.with_algorithm(algorithm)
+            yield f"pisa {algorithm}", engine.search, "quantised", report
+    if "bmp" in args.peers:
+        from eval.peers.bmp import BmpEngine
+
+        for block_size in args.bmp_block_sizes:
+            engine = BmpEngine(block_size=block_size)
+            report = engine.build_from_index(index, work_dir / f"bmp-{block_size}")
+            yield f"bmp b={block_size}", engine.search, "quantised", report
+    if "seismic" in args.peers:
+        from eval.peers.seismic import SeismicEngine
+
+        seismic = SeismicEngine(n_postings=args.seismic_postings, build_threads=args.build_threads)
+        report = seismic.build(float_docs, work_dir / "seismic")
+        for query_cut, heap_factor in ((5, 0.9), (10, 0.9), (20, 0.8), (30, 0.7), (50, 0.6)):
+            engine = seismic.with_search(query_cut, heap_factor)
+            yield f"seismic qc={query_cut} hf={heap_factor}", engine.search, "float", report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("collection", type=Path, help="output folder of make_bench_corpus.py")
+    parser.add_argument("--docs", type=int, help="use the first N docs")
+    parser.add_argument("--queries", type=int, default=500)
+    parser.add_argument("--block-size", type=int, default=32)
+    parser.add_argument("--peers", default="pisa,bmp,seismic")
+    parser.add_argument("--bmp-block-sizes", default="8,16,32,64")
+    parser.add_argument("--seismic-postings", type=int, default=1000)
+    parser.add_argument("--build-threads", type=int, default=2)
+    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/lsr-bench-engines"))
+    parser.add_argument("--out", type=Path, help="results prefix: writes .json, .md and .png")
+    args = parser.parse_args(argv)
+    args.peers = args.peers.split(",") if args.peers else []
+    args.bmp_block_sizes = [int(b) for b in args.bmp_block_sizes.split(",")]
+    command = "python eval/bench_engines.py " + " ".join(sys.argv[1:] if argv is None else argv)
+
+    docs = load_docs(args.collection, args.docs)
+    work_dir = args.work_dir / f"{args.collection.name}-{len(docs)}"
+    ours_dir = work_dir / f"ours-b{args.block_size}"
+    child = run_build_child("eval.bench_engines:build_ours", ours_dir, {"block_size": args.block_size},
+                            docs=docs, threads=args.build_threads)
+    index = SparseIndex.open(ours_dir)
+    order = doc_order(index)
+    float_docs = SparseBatch.from_scipy(docs.to_scipy()[order])
+    _, queries = sample_queries(args.collection, args.queries)
+    scaled = canonical_batch(queries, index.term_scales)  # what our scorers (and impact peers) see
+    started = time.perf_counter()
+    refs = {"float": exact_float_reference(docs, order, queries, max(KS)),
+            "quantised": [search(index, *queries.row(q), max(KS))[0] for q in range(len(queries))]}
+    print(f"references in {time.perf_counter() - started:.1f} s", flush=True)
+
+    ours_build = {"seconds": child.result["build_seconds"], "reorder_seconds": child.result["reorder_seconds"],
+                  "bytes_on_disk": index.size_bytes(), "peak_rss_mb": child.peak_rss_mb}
+    rows = []
+    for name, fn in our_engines(index):
+        rows.append({**run_engine(name, fn, queries, refs, "quantised"), "build": ours_build})
+    for name, fn, own, report in peer_engines(args, index, float_docs, work_dir):
+        query_set = queries if own == "float" else scaled
+        build = {"seconds": report.seconds, "bytes_on_disk": report.bytes_on_disk,
+                 "peak_rss_mb": report.peak_rss_mb, "notes": report.notes}
+        rows.append({**run_engine(name, fn, query_set, refs, own), "build": build})
+    result = {
+        "collection": str(args.collection), "docs": len(docs), "queries": len(queries),
+        "block_size": args.block_size, "engines": rows, "batch": batch_speedup(index, queries),
+        "machine": machine_description(), "command": command,
+    }
+    result["acceptance"] = acceptance(result)
+    if args.out:
+        write_json(args.out.with_suffix(".json"), result)
+        args.out.with_suffix(".md").write_text(markdown(result))
+        plot(result, args.out.with_suffix(".png"))
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
