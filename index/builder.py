@@ -1,8 +1,9 @@
 """Build an index from a stream of `SparseBatch` chunks in bounded memory.
 
 Chunks are spilled to disk doc-major as they arrive (float weights, term ids, ids, titles).
-``finish()`` then chooses the quantisation scale, counts the surviving postings per term and
-scatters the spill into term-major arrays memory-mapped on disk, so memory stays bounded by the
+``finish()`` then chooses the doc order and the quantisation scales, counts the surviving
+postings per term and scatters the spill into temporary term-major arrays memory-mapped on
+disk, from which ``index.bmp_build`` derives the index's postings; memory stays bounded by the
 chunk size and the vocabulary, not by the corpus. Everything is written into a temporary
 directory beside the target and renamed into place only when complete: an interrupted build
 leaves no half-written index and never touches an existing one.
@@ -29,7 +30,7 @@ from index.format import (
     new_array_file,
     sha256_file,
 )
-from index.bmp_build import MAX_BLOCK_SIZE, build_bmp_arrays
+from index.bmp_build import MAX_BLOCK_SIZE, finish_postings
 from index.quantize import MAX_IMPACT, QuantizationStats, WeightSample, quantize, scale_for
 from index.reorder import bp_order, random_order
 from index.sparse_batch import SparseBatch
@@ -207,10 +208,7 @@ class IndexBuilder:
             if self.float_vectors_dir is not None:
                 self._write_float_vectors(order)
             started = time.perf_counter()
-            num_blocks = build_bmp_arrays(
-                *(load_array(self.tmp_dir / f"{n}.npy") for n in ("postings_offsets", "postings_docs", "postings_impacts")),
-                self.num_docs, self.block_size, self.tmp_dir,
-            )
+            num_blocks = finish_postings(self.tmp_dir, self.num_docs, self.block_size)
             timings = {"reorder_seconds": round(reorder_seconds, 3),
                        "bmp_seconds": round(time.perf_counter() - started, 3)}
             self._write_meta(stats, num_blocks, timings)

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
-from index.bmp_build import build_bmp_arrays
+from index.bmp_build import finish_postings
 from index.builder import DEFAULT_BLOCK_SIZE, _move_into_place
 from index.ciff_protobuf import (INT32_MAX, MAX_POSTING_BYTES, CiffFormatError, CiffHeader, DelimitedReader,
                                  PostingsListDecoder, WireError, decode_doc_records, encode_doc_records,
@@ -56,9 +56,12 @@ DOC_RECORDS_PER_CHUNK = 1 << 16
 
 
 @njit(cache=True, nogil=True)
-def _doc_lengths(docs, impacts, out):
-    for i in range(docs.shape[0]):
-        out[docs[i]] += impacts[i]
+def _doc_lengths(block_size, block_post_offsets, block_post_docs, block_post_impacts, out):
+    """Sum of each doc's impacts, from the forward index (block by block)."""
+    for blk in range(block_post_offsets.shape[0] - 1):
+        first = blk * block_size
+        for p in range(block_post_offsets[blk], block_post_offsets[blk + 1]):
+            out[first + block_post_docs[p]] += block_post_impacts[p]
 
 
 # wrappers
@@ -89,7 +92,8 @@ def export_ciff(index: SparseIndex | str | Path, path: str | Path, terms: Sequen
         raise ValueError(f"CIFF doc ids are int32: {index.num_docs} documents do not fit")
     order, names = _export_terms(index, terms)
     doclengths = np.zeros(index.num_docs, dtype=np.int64)
-    _doc_lengths(index.postings_docs, index.postings_impacts, doclengths)
+    _doc_lengths(index.bmp.block_size, index.bmp.block_post_offsets, index.bmp.block_post_docs,
+                 index.bmp.block_post_impacts, doclengths)
     total = int(doclengths.sum())
     header = CiffHeader(
         num_postings_lists=len(order), num_docs=index.num_docs,
@@ -123,7 +127,7 @@ def _default_description(index: SparseIndex) -> str:
 
 def _export_terms(index: SparseIndex, terms: Sequence[str] | None) -> tuple[list[int], list[bytes]]:
     """Term ids with postings and their UTF-8 names, sorted by name bytes."""
-    ids = np.flatnonzero(np.diff(index.postings_offsets) > 0).tolist()
+    ids = np.flatnonzero(np.diff(index.bmp.term_entry_offsets) > 0).tolist()
     if terms is not None and ids and ids[-1] >= len(terms):
         raise ValueError(f"terms has {len(terms)} strings but the index has postings for term id {ids[-1]}")
     named = sorted(((str(t) if terms is None else terms[t]).encode("utf-8"), t) for t in ids)
@@ -134,13 +138,12 @@ def _export_terms(index: SparseIndex, terms: Sequence[str] | None) -> tuple[list
 
 
 def _write_postings_lists(out, index: SparseIndex, order: list[int], names: list[bytes]) -> None:
-    offsets, docs, impacts = index.postings_offsets, index.postings_docs, index.postings_impacts
     scratch = np.empty(0, dtype=np.uint8)
     for term, name in zip(order, names):
-        start, end = int(offsets[term]), int(offsets[term + 1])
-        if scratch.size < MAX_POSTING_BYTES * (end - start):
-            scratch = np.empty(max(MAX_POSTING_BYTES * (end - start), 2 * scratch.size), dtype=np.uint8)
-        head, body = encode_postings_list(name, docs[start:end], impacts[start:end], scratch)
+        docs, impacts = index.term_postings(term)
+        if scratch.size < MAX_POSTING_BYTES * len(docs):
+            scratch = np.empty(max(MAX_POSTING_BYTES * len(docs), 2 * scratch.size), dtype=np.uint8)
+        head, body = encode_postings_list(name, docs, impacts, scratch)
         out.write(head)
         out.write(body)
 
@@ -345,7 +348,7 @@ def _import_doc_records(reader: DelimitedReader, header: CiffHeader, tmp: Path) 
 def _finish(tmp: Path, term_ids: list[int], counts: list[int], vocab_size: int, num_docs: int, scale,
             block_size: int) -> dict:
     """Every array of the index: postings in term id order, id tables, term scales, BMP."""
-    offsets = _write_postings(tmp, np.array(term_ids, dtype=np.int64), np.array(counts, dtype=np.int64), vocab_size)
+    _write_postings(tmp, np.array(term_ids, dtype=np.int64), np.array(counts, dtype=np.int64), vocab_size)
     lens = np.fromfile(tmp / "id_lens.raw", dtype=np.int64)
     np.save(tmp / "doc_id_offsets.npy", np.concatenate([[0], np.cumsum(lens)]).astype(np.int64))
     header = {"descr": "|u1", "fortran_order": False, "shape": ((tmp / "ids.raw").stat().st_size,)}
@@ -357,9 +360,8 @@ def _finish(tmp: Path, term_ids: list[int], counts: list[int], vocab_size: int, 
     np.save(tmp / "term_scales.npy", np.broadcast_to(np.asarray(scale, dtype=np.float32), (vocab_size,)).copy())
     for name in ("docs.raw", "impacts.raw", "ids.raw", "id_lens.raw"):
         (tmp / name).unlink()
-    docs, impacts = (load_array(tmp / f"postings_{n}.npy") for n in ("docs", "impacts"))
     started = time.perf_counter()
-    num_blocks = build_bmp_arrays(offsets, docs, impacts, num_docs, block_size, tmp)
+    num_blocks = finish_postings(tmp, num_docs, block_size)
     return {"doc_order": "none", "bp_options": None, "block_size": block_size, "num_blocks": num_blocks,
             "bmp_seconds": round(time.perf_counter() - started, 3)}
 

@@ -2,14 +2,12 @@
 
 Arrays of format version 2 (version 1 had no doc reordering and no BMP arrays):
 
-* ``postings_offsets`` int64 (vocab_size + 1): term ``t``'s postings are
-  ``postings_offsets[t]:postings_offsets[t + 1]`` (term-major CSR).
-* ``postings_docs`` uint32: internal doc ids, increasing within a term.
-* ``postings_impacts`` uint8: quantised weights (see ``index.quantize``).
+* the postings, as a per-block forward index with a term view of it, block maxima and
+  top-k seeds (``POSTINGS_ARRAY_NAMES``, layout in ``index.bmp_build``); impacts are uint8
+  quantised weights (see ``index.quantize``);
 * ``term_scales`` float32 (vocab_size): the weight of one impact level of each term.
 * ``doc_id_offsets`` int64 / ``doc_id_bytes`` uint8: the external id table (UTF-8).
 * ``doc_title_offsets`` int64 / ``doc_title_bytes`` uint8: document titles, for display.
-* the Block-Max Pruning arrays of ``index.bmp_build`` (``BMP_ARRAY_NAMES``).
 
 Internal doc ids follow the doc order recorded in ``meta.json`` (``doc_order``: ``none`` keeps
 the input order, ``bp`` is recursive graph bisection, ``random`` a seeded shuffle); the id
@@ -30,29 +28,27 @@ FORMAT_VERSION = 2
 META_FILE = "meta.json"
 ARRAY_NAMES = (
     "term_scales",
-    "postings_offsets",
-    "postings_docs",
-    "postings_impacts",
     "doc_id_offsets",
     "doc_id_bytes",
     "doc_title_offsets",
     "doc_title_bytes",
 )
-BMP_ARRAY_NAMES = (
+POSTINGS_ARRAY_NAMES = (
     "block_term_offsets",
     "block_terms",
     "block_entry_starts",
     "block_post_offsets",
     "block_post_docs",
     "block_post_impacts",
+    "term_entry_offsets",
+    "term_entry_blocks",
+    "term_entry_ids",
+    "term_entry_max",
     "bm_dense_slot",
     "bm_dense",
-    "bm_sparse_offsets",
-    "bm_sparse_blocks",
-    "bm_sparse_max",
     "term_kth_impacts",
 )
-ALL_ARRAY_NAMES = ARRAY_NAMES + BMP_ARRAY_NAMES
+ALL_ARRAY_NAMES = ARRAY_NAMES + POSTINGS_ARRAY_NAMES
 
 
 class IndexFormatError(RuntimeError):
@@ -121,7 +117,7 @@ class StringTable:
 
 @dataclass
 class BmpArrays:
-    """The Block-Max Pruning arrays of an index (layout in ``index.bmp_build``)."""
+    """The postings of an index: forward index, term view, block maxima (``index.bmp_build``)."""
 
     block_size: int
     block_term_offsets: np.ndarray
@@ -130,11 +126,12 @@ class BmpArrays:
     block_post_offsets: np.ndarray
     block_post_docs: np.ndarray
     block_post_impacts: np.ndarray
+    term_entry_offsets: np.ndarray
+    term_entry_blocks: np.ndarray
+    term_entry_ids: np.ndarray
+    term_entry_max: np.ndarray
     bm_dense_slot: np.ndarray
     bm_dense: np.ndarray
-    bm_sparse_offsets: np.ndarray
-    bm_sparse_blocks: np.ndarray
-    bm_sparse_max: np.ndarray
     term_kth_impacts: np.ndarray
 
     @property
@@ -148,9 +145,6 @@ class SparseIndex:
 
     path: Path
     meta: dict
-    postings_offsets: np.ndarray
-    postings_docs: np.ndarray
-    postings_impacts: np.ndarray
     term_scales: np.ndarray
     doc_ids: StringTable
     doc_titles: StringTable
@@ -173,18 +167,15 @@ class SparseIndex:
                 f"({meta['encoder'].get('model')})"
             )
         arrays = {name: _open_array(directory, meta, name) for name in ALL_ARRAY_NAMES}
-        if len(arrays["postings_offsets"]) != meta["vocab_size"] + 1:
-            raise IndexFormatError(f"{directory}: postings_offsets does not match vocab_size")
+        if len(arrays["term_entry_offsets"]) != meta["vocab_size"] + 1:
+            raise IndexFormatError(f"{directory}: term_entry_offsets does not match vocab_size")
         return cls(
             path=directory,
             meta=meta,
-            postings_offsets=arrays["postings_offsets"],
-            postings_docs=arrays["postings_docs"],
-            postings_impacts=arrays["postings_impacts"],
             term_scales=arrays["term_scales"],
             doc_ids=StringTable(arrays["doc_id_offsets"], arrays["doc_id_bytes"]),
             doc_titles=StringTable(arrays["doc_title_offsets"], arrays["doc_title_bytes"]),
-            bmp=BmpArrays(int(meta["block_size"]), **{n: arrays[n] for n in BMP_ARRAY_NAMES}),
+            bmp=BmpArrays(int(meta["block_size"]), **{n: arrays[n] for n in POSTINGS_ARRAY_NAMES}),
         )
 
     @property
@@ -199,14 +190,37 @@ class SparseIndex:
         return sum(p.stat().st_size for p in self.path.iterdir() if p.is_file())
 
     def to_scipy_docs(self):
-        """The uint8 impacts (not scaled) as a doc-major ``(num_docs, vocab_size)`` scipy CSR matrix."""
+        """The uint8 impacts (not scaled) as a doc-major ``(num_docs, vocab_size)`` scipy CSR
+        matrix (materialised: for tests, oracles and small indexes)."""
         import scipy.sparse as sp
 
-        by_term = sp.csr_matrix(
-            (self.postings_impacts.astype(np.float32), self.postings_docs, self.postings_offsets),
-            shape=(self.vocab_size, self.num_docs),
-        )
-        return by_term.T.tocsr()
+        b = self.bmp
+        entry_lengths = np.diff(np.append(b.block_entry_starts.astype(np.int64), 0))
+        block_of_entry = np.repeat(np.arange(b.num_blocks), np.diff(b.block_term_offsets))
+        # Entry lengths: next start minus this start, except at each block's last entry.
+        block_ends = np.diff(b.block_post_offsets)
+        last = b.block_term_offsets[1:][np.diff(b.block_term_offsets) > 0] - 1
+        entry_lengths[last] = block_ends[block_of_entry[last]] - b.block_entry_starts[last]
+        posting_block = np.repeat(block_of_entry, entry_lengths)
+        docs = posting_block * b.block_size + b.block_post_docs
+        terms = np.repeat(b.block_terms, entry_lengths).astype(np.int64)
+        return sp.csr_matrix((b.block_post_impacts.astype(np.float32), (docs, terms)),
+                             shape=(self.num_docs, self.vocab_size))
+
+    def term_postings(self, term: int) -> tuple[np.ndarray, np.ndarray]:
+        """One term's postings: internal doc ids (uint32, increasing) and uint8 impacts."""
+        b = self.bmp
+        span = slice(b.term_entry_offsets[term], b.term_entry_offsets[term + 1])
+        blocks = b.term_entry_blocks[span].astype(np.int64)
+        entries = b.term_entry_ids[span].astype(np.int64)
+        starts = b.block_post_offsets[blocks] + b.block_entry_starts[entries]
+        is_last = entries + 1 >= b.block_term_offsets[blocks + 1]
+        next_start = b.block_entry_starts[np.minimum(entries + 1, len(b.block_entry_starts) - 1)]
+        ends = np.where(is_last, b.block_post_offsets[blocks + 1], b.block_post_offsets[blocks] + next_start)
+        positions = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)]) if len(starts) else np.empty(0, np.int64)
+        offsets_in_block = b.block_post_docs[positions].astype(np.int64)
+        doc_blocks = np.repeat(blocks, ends - starts)
+        return (doc_blocks * b.block_size + offsets_in_block).astype(np.uint32), b.block_post_impacts[positions]
 
 
 def new_array_file(directory: Path, name: str, dtype, shape) -> np.ndarray:

@@ -25,6 +25,14 @@ VOCAB = 300
 ARRAYS = ("postings_offsets", "postings_docs", "postings_impacts", "term_scales")
 
 
+def term_major(index):
+    """The index's postings as term-major CSR arrays (offsets, doc ids, uint8 impacts)."""
+    by_term = index.to_scipy_docs().T.tocsr()
+    by_term.sort_indices()
+    return {"postings_offsets": by_term.indptr, "postings_docs": by_term.indices,
+            "postings_impacts": by_term.data.astype(np.uint8), "term_scales": np.asarray(index.term_scales)}
+
+
 def random_index(path, n=400, seed=0, **options):
     matrix = sp.random(n, VOCAB, density=0.03, random_state=seed, format="lil", dtype=np.float32) * 3
     matrix[7] = 0  # an empty document
@@ -71,8 +79,11 @@ def test_round_trip_gives_identical_index(tmp_path, name):
     export_ciff(original, tmp_path / name, description="round trip")
     import_ciff(tmp_path / name, tmp_path / "back", scale=original.term_scales, meta={"encoder": {"model": "m"}})
     back = SparseIndex.open(tmp_path / "back")
+    before, after = term_major(original), term_major(back)
     for array in ARRAYS:
-        assert np.array_equal(getattr(original, array), getattr(back, array)), array
+        assert np.array_equal(before[array], after[array]), array
+    for name in ("block_terms", "block_entry_starts", "block_post_docs", "block_post_impacts", "term_entry_max"):
+        assert np.array_equal(getattr(original.bmp, name), getattr(back.bmp, name)), name
     assert [back.doc_ids[i] for i in range(back.num_docs)] == [original.doc_ids[i] for i in range(original.num_docs)]
     assert back.vocab_size == VOCAB and back.num_docs == 400
     assert back.meta["source"]["description"] == "round trip" and back.meta["source"]["format"] == "ciff"
@@ -89,8 +100,9 @@ def test_header_counts_and_doclengths(tmp_path):
     index = random_index(tmp_path / "ix", n=50)
     export_ciff(index, tmp_path / "x.ciff")
     header = read_ciff_header(tmp_path / "x.ciff")
-    df = np.diff(index.postings_offsets)
-    total = int(index.postings_impacts.sum(dtype=np.int64))
+    postings = term_major(index)
+    df = np.diff(postings["postings_offsets"])
+    total = int(postings["postings_impacts"].sum(dtype=np.int64))
     assert (header.num_postings_lists, header.total_postings_lists) == (np.count_nonzero(df), VOCAB)
     assert (header.num_docs, header.total_docs, header.total_terms_in_collection) == (50, 50, total)
     assert header.average_doclength == pytest.approx(total / 50)
@@ -105,16 +117,19 @@ def test_term_strings_sorted_and_mapped_back(tmp_path):
     lists = read_lists(tmp_path / "x.ciff")
     names = [term for term, _, _ in lists]
     assert names == sorted(names, key=lambda s: s.encode())
-    assert len(names) == np.count_nonzero(np.diff(index.postings_offsets))
+    postings = term_major(index)
+    assert len(names) == np.count_nonzero(np.diff(postings["postings_offsets"]))
     term, docs, tfs = lists[names.index("tok5")]
-    start, end = index.postings_offsets[5], index.postings_offsets[6]
-    assert docs == index.postings_docs[start:end].tolist() and tfs == index.postings_impacts[start:end].tolist()
+    start, end = postings["postings_offsets"][5], postings["postings_offsets"][6]
+    assert docs == postings["postings_docs"][start:end].tolist()
+    assert tfs == postings["postings_impacts"][start:end].tolist()
     vocab = {s: i for i, s in enumerate(vocab_list)}
     import_ciff(tmp_path / "x.ciff", tmp_path / "back", vocab=vocab, scale=index.term_scales)
     back = SparseIndex.open(tmp_path / "back")
     assert back.vocab_size == VOCAB
+    before, after = term_major(index), term_major(back)
     for array in ARRAYS:
-        assert np.array_equal(getattr(index, array), getattr(back, array))
+        assert np.array_equal(before[array], after[array])
     with pytest.raises(ValueError, match="same string"):
         export_ciff(index, tmp_path / "y.ciff", terms=["a"] * VOCAB)
     with pytest.raises(ValueError, match="terms has 2 strings"):
@@ -202,8 +217,9 @@ def test_tf_above_255_clipped_and_zero_dropped_counted(tmp_path):
     write_ciff(tmp_path / "x.ciff", lists, [(0, "a", 0), (1, "b", 0), (2, "c", 0)])
     import_ciff(tmp_path / "x.ciff", tmp_path / "ix", vocab_size=6, scale=0.5)
     index = SparseIndex.open(tmp_path / "ix")
-    assert index.postings_offsets.tolist() == [0, 2, 2, 2, 2, 3, 3]
-    assert index.postings_docs.tolist() == [0, 2, 2] and index.postings_impacts.tolist() == [255, 7, 255]
+    postings = term_major(index)
+    assert postings["postings_offsets"].tolist() == [0, 2, 2, 2, 2, 3, 3]
+    assert postings["postings_docs"].tolist() == [0, 2, 2] and postings["postings_impacts"].tolist() == [255, 7, 255]
     quant = index.meta["quantization"]
     assert (quant["clipped"], quant["zeroed"], quant["scale"], index.meta["num_postings"]) == (1, 1, 0.5, 3)
 
@@ -244,7 +260,9 @@ def test_unknown_fields_are_skipped(tmp_path):
     (tmp_path / "x.ciff").write_bytes(delimited(header, postings, record0, record1))
     import_ciff(tmp_path / "x.ciff", tmp_path / "ix")
     index = SparseIndex.open(tmp_path / "ix")
-    assert index.vocab_size == 2 and index.postings_docs.tolist() == [1] and index.postings_impacts.tolist() == [9]
+    stored = term_major(index)
+    assert index.vocab_size == 2 and stored["postings_docs"].tolist() == [1]
+    assert stored["postings_impacts"].tolist() == [9]
     assert [index.doc_ids[0], index.doc_ids[1]] == ["a", "b"]
     (tmp_path / "bad.ciff").write_bytes(delimited(header, postings, record0, bytes.fromhex("08 01 4f")))
     with pytest.raises(CiffFormatError, match=r"bad\.ciff: byte 50: doc record #1: unsupported wire type"):
@@ -288,7 +306,7 @@ def test_bmp_reads_our_export(tmp_path):
     bmp.ciff2bmp(ciff_file=str(tmp_path / "x.ciff"), output=str(tmp_path / "x.bmp"), bsize=block, compress_range=False)
     searcher = bmp.Searcher(str(tmp_path / "x.bmp"))
     position = {doc_id: i for i, doc_id in enumerate(ids)}
-    present = np.flatnonzero(np.diff(index.postings_offsets[:-1]) > 0)
+    present = np.flatnonzero(np.diff(term_major(index)["postings_offsets"][:-1]) > 0)
     for _ in range(30):
         terms = rng.choice(present, rng.integers(1, 8), replace=False)
         weights = rng.integers(1, 33, len(terms)).astype(np.float32)

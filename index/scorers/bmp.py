@@ -77,7 +77,8 @@ def _heap_offer(scores, docs, size, k, score, doc):
 
 
 @njit(cache=True, nogil=True)
-def _upper_bounds(q_terms, q_weights, num_blocks, dense_slot, bm_dense, sparse_offsets, sparse_blocks, sparse_max):
+def _upper_bounds(q_terms, q_weights, num_blocks, dense_slot, bm_dense, term_entry_offsets, term_entry_blocks,
+                  term_entry_max):
     """Per block: the score bound, and a bit mask of the query terms (first 64) it holds."""
     ub = np.zeros(num_blocks, dtype=np.float32)
     present = np.zeros(num_blocks, dtype=np.uint64)
@@ -93,10 +94,10 @@ def _upper_bounds(q_terms, q_weights, num_blocks, dense_slot, bm_dense, sparse_o
                     if w > 0:  # a non-positive weight never raises a score: 0 is a valid bound
                         ub[blk] += w * row[blk]
         else:
-            for p in range(sparse_offsets[t], sparse_offsets[t + 1]):
-                present[sparse_blocks[p]] |= bit
+            for x in range(term_entry_offsets[t], term_entry_offsets[t + 1]):
+                present[term_entry_blocks[x]] |= bit
                 if w > 0:
-                    ub[sparse_blocks[p]] += w * sparse_max[p]
+                    ub[term_entry_blocks[x]] += w * term_entry_max[x]
     return ub, present
 
 
@@ -175,12 +176,12 @@ def _score_block(blk, present, q_terms, q_weights, block_size, num_docs, term_of
 
 @njit(cache=True, nogil=True)
 def _bmp_search(q_terms, q_weights, k, alpha, block_size, num_docs, kth_impacts, seed_column,
-                dense_slot, bm_dense, sparse_offsets, sparse_blocks, sparse_max,
+                dense_slot, bm_dense, term_entry_offsets, term_entry_blocks, term_entry_max,
                 term_offsets, block_terms, entry_starts, post_offsets, post_docs, post_impacts,
                 out_docs, out_scores):
     num_blocks = term_offsets.shape[0] - 1
-    ub, present = _upper_bounds(q_terms, q_weights, num_blocks, dense_slot, bm_dense, sparse_offsets,
-                                sparse_blocks, sparse_max)
+    ub, present = _upper_bounds(q_terms, q_weights, num_blocks, dense_slot, bm_dense, term_entry_offsets,
+                                term_entry_blocks, term_entry_max)
     # float32 sums of float32 products: relative error below (n + 1) * 2^-24; inflate by twice that.
     margin = np.float32(1.0 + (q_terms.shape[0] + 2) * 2.0 ** -23)
     for blk in range(num_blocks):
@@ -219,14 +220,14 @@ def _bmp_search(q_terms, q_weights, k, alpha, block_size, num_docs, kth_impacts,
 
 @njit(cache=True, nogil=True, parallel=True)
 def _bmp_search_many(q_indptr, q_terms, q_weights, k, alpha, block_size, num_docs, kth_impacts, seed_column,
-                     dense_slot, bm_dense, sparse_offsets, sparse_blocks, sparse_max,
+                     dense_slot, bm_dense, term_entry_offsets, term_entry_blocks, term_entry_max,
                      term_offsets, block_terms, entry_starts, post_offsets, post_docs, post_impacts,
                      out_docs, out_scores, counts):
     for q in prange(q_indptr.shape[0] - 1):
         start, end = q_indptr[q], q_indptr[q + 1]
         counts[q] = _bmp_search(
             q_terms[start:end], q_weights[start:end], k, alpha, block_size, num_docs, kth_impacts, seed_column,
-            dense_slot, bm_dense, sparse_offsets, sparse_blocks, sparse_max,
+            dense_slot, bm_dense, term_entry_offsets, term_entry_blocks, term_entry_max,
             term_offsets, block_terms, entry_starts, post_offsets, post_docs, post_impacts,
             out_docs[q], out_scores[q],
         )
@@ -259,7 +260,7 @@ def _index_arrays(index: SparseIndex) -> tuple:
     return (
         bmp.block_size, index.num_docs, bmp.term_kth_impacts,
     ), (
-        bmp.bm_dense_slot, bmp.bm_dense, bmp.bm_sparse_offsets, bmp.bm_sparse_blocks, bmp.bm_sparse_max,
+        bmp.bm_dense_slot, bmp.bm_dense, bmp.term_entry_offsets, bmp.term_entry_blocks, bmp.term_entry_max,
         bmp.block_term_offsets, bmp.block_terms, bmp.block_entry_starts, bmp.block_post_offsets,
         bmp.block_post_docs, bmp.block_post_impacts,
     )
