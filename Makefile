@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 LSR := $(VENV)/bin/lsr
 TORCH ?= torch==2.13.0
 
-.PHONY: run test install install-dev results bench-encode clean
+.PHONY: run test install install-dev results bench-engines clean
 
 $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,16 @@ results: install-dev
 	  $(PY) eval/brute_force.py runs/beir-$$d-test --out eval/results/brute_force_beir-$$d-test.json || exit 1; \
 	done
 	$(PY) eval/bench_encode.py --docs 512 --out eval/results/bench_encode.json
+
+# Issue 3's figures: the query engine against PISA, BMP and Seismic on a grown 1M-doc collection.
+BENCH_DIR ?= /tmp/bench-1m
+SMALL_BENCH_DIR ?= /tmp/bench-100k
+bench-engines: install-dev
+	test -d $(SMALL_BENCH_DIR) || $(PY) ../shared/tools/make_bench_corpus.py --docs 100000 --out $(SMALL_BENCH_DIR)
+	test -d $(BENCH_DIR) || $(PY) ../shared/tools/make_bench_corpus.py --docs 1000000 --out $(BENCH_DIR)
+	$(PY) eval/bench_quantization.py $(SMALL_BENCH_DIR) --out eval/results/quantization.json
+	$(PY) eval/bench_planner.py $(BENCH_DIR) --out eval/results/bench_planner.json
+	$(PY) eval/bench_engines.py $(BENCH_DIR) --out eval/results/bench_engines_1m
 
 clean:
 	rm -rf runs

@@ -56,12 +56,12 @@ DOC_RECORDS_PER_CHUNK = 1 << 16
 
 
 @njit(cache=True, nogil=True)
-def _doc_lengths(block_size, block_post_offsets, block_post_docs, block_post_impacts, out):
-    """Sum of each doc's impacts, from the forward index (block by block)."""
-    for blk in range(block_post_offsets.shape[0] - 1):
-        first = blk * block_size
-        for p in range(block_post_offsets[blk], block_post_offsets[blk + 1]):
-            out[first + block_post_docs[p]] += block_post_impacts[p]
+def _doc_lengths(block_size, term_entry_blocks, term_entry_starts, term_post_docs, term_post_impacts, out):
+    """Sum of each doc's impacts, entry by entry."""
+    for x in range(term_entry_blocks.shape[0]):
+        first = term_entry_blocks[x] * block_size
+        for p in range(term_entry_starts[x], term_entry_starts[x + 1]):
+            out[first + term_post_docs[p]] += term_post_impacts[p]
 
 
 # wrappers
@@ -92,8 +92,9 @@ def export_ciff(index: SparseIndex | str | Path, path: str | Path, terms: Sequen
         raise ValueError(f"CIFF doc ids are int32: {index.num_docs} documents do not fit")
     order, names = _export_terms(index, terms)
     doclengths = np.zeros(index.num_docs, dtype=np.int64)
-    _doc_lengths(index.bmp.block_size, index.bmp.block_post_offsets, index.bmp.block_post_docs,
-                 index.bmp.block_post_impacts, doclengths)
+    b = index.bmp
+    _doc_lengths(b.block_size, b.term_entry_blocks, b.term_entry_starts, b.term_post_docs, b.term_post_impacts,
+                 doclengths)
     total = int(doclengths.sum())
     header = CiffHeader(
         num_postings_lists=len(order), num_docs=index.num_docs,

@@ -34,16 +34,15 @@ ARRAY_NAMES = (
     "doc_title_bytes",
 )
 POSTINGS_ARRAY_NAMES = (
-    "block_term_offsets",
-    "block_terms",
-    "block_entry_starts",
-    "block_post_offsets",
-    "block_post_docs",
-    "block_post_impacts",
     "term_entry_offsets",
     "term_entry_blocks",
-    "term_entry_ids",
     "term_entry_max",
+    "term_entry_starts",
+    "term_post_docs",
+    "term_post_impacts",
+    "block_term_offsets",
+    "block_terms",
+    "block_entry_ids",
     "bm_dense_slot",
     "bm_dense",
     "term_kth_impacts",
@@ -120,16 +119,15 @@ class BmpArrays:
     """The postings of an index: forward index, term view, block maxima (``index.bmp_build``)."""
 
     block_size: int
-    block_term_offsets: np.ndarray
-    block_terms: np.ndarray
-    block_entry_starts: np.ndarray
-    block_post_offsets: np.ndarray
-    block_post_docs: np.ndarray
-    block_post_impacts: np.ndarray
     term_entry_offsets: np.ndarray
     term_entry_blocks: np.ndarray
-    term_entry_ids: np.ndarray
     term_entry_max: np.ndarray
+    term_entry_starts: np.ndarray
+    term_post_docs: np.ndarray
+    term_post_impacts: np.ndarray
+    block_term_offsets: np.ndarray
+    block_terms: np.ndarray
+    block_entry_ids: np.ndarray
     bm_dense_slot: np.ndarray
     bm_dense: np.ndarray
     term_kth_impacts: np.ndarray
@@ -195,32 +193,21 @@ class SparseIndex:
         import scipy.sparse as sp
 
         b = self.bmp
-        entry_lengths = np.diff(np.append(b.block_entry_starts.astype(np.int64), 0))
-        block_of_entry = np.repeat(np.arange(b.num_blocks), np.diff(b.block_term_offsets))
-        # Entry lengths: next start minus this start, except at each block's last entry.
-        block_ends = np.diff(b.block_post_offsets)
-        last = b.block_term_offsets[1:][np.diff(b.block_term_offsets) > 0] - 1
-        entry_lengths[last] = block_ends[block_of_entry[last]] - b.block_entry_starts[last]
-        posting_block = np.repeat(block_of_entry, entry_lengths)
-        docs = posting_block * b.block_size + b.block_post_docs
-        terms = np.repeat(b.block_terms, entry_lengths).astype(np.int64)
-        return sp.csr_matrix((b.block_post_impacts.astype(np.float32), (docs, terms)),
+        entry_lengths = np.diff(b.term_entry_starts.astype(np.int64))
+        docs = np.repeat(b.term_entry_blocks.astype(np.int64) * b.block_size, entry_lengths) + b.term_post_docs
+        per_term = np.diff(b.term_entry_starts[b.term_entry_offsets].astype(np.int64))
+        terms = np.repeat(np.arange(self.vocab_size), per_term)
+        return sp.csr_matrix((b.term_post_impacts.astype(np.float32), (docs, terms)),
                              shape=(self.num_docs, self.vocab_size))
 
     def term_postings(self, term: int) -> tuple[np.ndarray, np.ndarray]:
         """One term's postings: internal doc ids (uint32, increasing) and uint8 impacts."""
         b = self.bmp
-        span = slice(b.term_entry_offsets[term], b.term_entry_offsets[term + 1])
-        blocks = b.term_entry_blocks[span].astype(np.int64)
-        entries = b.term_entry_ids[span].astype(np.int64)
-        starts = b.block_post_offsets[blocks] + b.block_entry_starts[entries]
-        is_last = entries + 1 >= b.block_term_offsets[blocks + 1]
-        next_start = b.block_entry_starts[np.minimum(entries + 1, len(b.block_entry_starts) - 1)]
-        ends = np.where(is_last, b.block_post_offsets[blocks + 1], b.block_post_offsets[blocks] + next_start)
-        positions = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)]) if len(starts) else np.empty(0, np.int64)
-        offsets_in_block = b.block_post_docs[positions].astype(np.int64)
-        doc_blocks = np.repeat(blocks, ends - starts)
-        return (doc_blocks * b.block_size + offsets_in_block).astype(np.uint32), b.block_post_impacts[positions]
+        entries = slice(b.term_entry_offsets[term], b.term_entry_offsets[term + 1])
+        starts = b.term_entry_starts[b.term_entry_offsets[term] : b.term_entry_offsets[term + 1] + 1].astype(np.int64)
+        postings = slice(starts[0], starts[-1]) if len(starts) else slice(0, 0)
+        first_docs = np.repeat(b.term_entry_blocks[entries].astype(np.int64) * b.block_size, np.diff(starts))
+        return (first_docs + b.term_post_docs[postings]).astype(np.uint32), np.asarray(b.term_post_impacts[postings])
 
 
 def new_array_file(directory: Path, name: str, dtype, shape) -> np.ndarray:

@@ -48,7 +48,7 @@ def test_build_then_open_equals_quantised_input(tmp_path):
     assert index.num_docs == 500 and index.meta["num_postings"] == expected.nnz
     assert [index.doc_ids[i] for i in (0, 5, 499)] == ["doc-0", "doc-5", "doc-499"]
     assert index.doc_titles[7] == "title 7"
-    assert isinstance(index.bmp.block_post_impacts, np.memmap)
+    assert isinstance(index.bmp.term_post_impacts, np.memmap)
     by_term = expected.T.tocsr()
     for term in range(0, VOCAB, 7):  # the term view gives the same postings
         docs, impacts = index.term_postings(term)
@@ -62,7 +62,7 @@ def test_build_is_independent_of_chunk_size(tmp_path):
     build_index(tmp_path / "a", chunks_of(docs, 7), VOCAB)
     build_index(tmp_path / "b", chunks_of(docs, 500), VOCAB)
     a, b = SparseIndex.open(tmp_path / "a"), SparseIndex.open(tmp_path / "b")
-    for name in ("block_terms", "block_entry_starts", "block_post_docs", "block_post_impacts", "term_entry_max"):
+    for name in ("block_terms", "block_entry_ids", "term_entry_starts", "term_post_docs", "term_post_impacts"):
         assert np.array_equal(getattr(a.bmp, name), getattr(b.bmp, name))
 
 
@@ -152,12 +152,12 @@ def test_other_vocabulary_is_refused(tmp_path):
 
 def test_verify_detects_a_corrupted_array(tmp_path):
     build_index(tmp_path / "ix", chunks_of(random_docs(), 100), VOCAB)
-    path = tmp_path / "ix" / "block_post_impacts.npy"
+    path = tmp_path / "ix" / "term_post_impacts.npy"
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF
     path.write_bytes(bytes(data))
     problems = verify_checksums(tmp_path / "ix")
-    assert len(problems) == 1 and "block_post_impacts.npy: sha256" in problems[0]
+    assert len(problems) == 1 and "term_post_impacts.npy: sha256" in problems[0]
 
 
 def test_rejects_bad_batches(tmp_path):

@@ -6,7 +6,8 @@
    for every query term, so docs and blocks below the largest such product cannot make the
    top k (``kth_t`` is the stored k-th largest impact of the term, for k = 10, 100, 1000).
 3. Blocks above the seed are bucket-sorted by bound and visited best first; each is scored
-   through the per-block forward index into a block-local float64 accumulator (exact sums,
+   through the per-block forward index (a binary search per query term, then that term's
+   postings in the block) into a block-local float64 accumulator (exact sums,
    see ``index.scorers.exhaustive``) and its docs offered to a top-k heap.
 4. The search stops at the first bucket whose bound, times ``alpha``, is below the current
    k-th score. A block whose bound equals the k-th score is still scored, so a doc that ties
@@ -153,11 +154,9 @@ def _find(sorted_terms, lo, hi, term):
 
 
 @njit(cache=True, nogil=True)
-def _score_block(blk, present, q_terms, q_weights, block_size, num_docs, term_offsets, block_terms,
-                 entry_starts, post_offsets, post_docs, post_impacts, acc):
-    lo, hi = term_offsets[blk], term_offsets[blk + 1]
-    base = post_offsets[blk]
-    block_end = post_offsets[blk + 1] - base
+def _score_block(blk, present, q_terms, q_weights, block_term_offsets, block_terms, block_entry_ids,
+                 term_entry_starts, term_post_docs, term_post_impacts, acc):
+    lo, hi = block_term_offsets[blk], block_term_offsets[blk + 1]
     for j in range(q_terms.shape[0]):  # query terms are sorted: search from the last hit on
         if j < 63 and not (present >> np.uint64(j)) & np.uint64(1):
             continue  # the block-max lists say this term is not in the block (bit 63: "maybe")
@@ -168,18 +167,18 @@ def _score_block(blk, present, q_terms, q_weights, block_size, num_docs, term_of
         if block_terms[e] != q_terms[j]:
             continue
         w = np.float64(q_weights[j])
-        end = entry_starts[e + 1] if e + 1 < term_offsets[blk + 1] else block_end
-        for p in range(base + entry_starts[e], base + end):
-            acc[post_docs[p]] += w * post_impacts[p]
+        x = block_entry_ids[e]
+        for p in range(term_entry_starts[x], term_entry_starts[x + 1]):
+            acc[term_post_docs[p]] += w * term_post_impacts[p]
         lo = e + 1
 
 
 @njit(cache=True, nogil=True)
 def _bmp_search(q_terms, q_weights, k, alpha, block_size, num_docs, kth_impacts, seed_column,
                 dense_slot, bm_dense, term_entry_offsets, term_entry_blocks, term_entry_max,
-                term_offsets, block_terms, entry_starts, post_offsets, post_docs, post_impacts,
+                block_term_offsets, block_terms, block_entry_ids, term_entry_starts, term_post_docs, term_post_impacts,
                 out_docs, out_scores):
-    num_blocks = term_offsets.shape[0] - 1
+    num_blocks = block_term_offsets.shape[0] - 1
     ub, present = _upper_bounds(q_terms, q_weights, num_blocks, dense_slot, bm_dense, term_entry_offsets,
                                 term_entry_blocks, term_entry_max)
     # float32 sums of float32 products: relative error below (n + 1) * 2^-24; inflate by twice that.
@@ -201,8 +200,8 @@ def _bmp_search(q_terms, q_weights, k, alpha, block_size, num_docs, kth_impacts,
         blk = order[i]
         if alpha * ub[blk] < threshold:
             continue
-        _score_block(blk, present[blk], q_terms, q_weights, block_size, num_docs, term_offsets, block_terms,
-                     entry_starts, post_offsets, post_docs, post_impacts, acc)
+        _score_block(blk, present[blk], q_terms, q_weights, block_term_offsets, block_terms, block_entry_ids,
+                     term_entry_starts, term_post_docs, term_post_impacts, acc)
         first = blk * block_size
         for d in range(min(block_size, num_docs - first)):
             score = acc[d]
@@ -221,14 +220,14 @@ def _bmp_search(q_terms, q_weights, k, alpha, block_size, num_docs, kth_impacts,
 @njit(cache=True, nogil=True, parallel=True)
 def _bmp_search_many(q_indptr, q_terms, q_weights, k, alpha, block_size, num_docs, kth_impacts, seed_column,
                      dense_slot, bm_dense, term_entry_offsets, term_entry_blocks, term_entry_max,
-                     term_offsets, block_terms, entry_starts, post_offsets, post_docs, post_impacts,
-                     out_docs, out_scores, counts):
+                     block_term_offsets, block_terms, block_entry_ids, term_entry_starts, term_post_docs,
+                     term_post_impacts, out_docs, out_scores, counts):
     for q in prange(q_indptr.shape[0] - 1):
         start, end = q_indptr[q], q_indptr[q + 1]
         counts[q] = _bmp_search(
             q_terms[start:end], q_weights[start:end], k, alpha, block_size, num_docs, kth_impacts, seed_column,
             dense_slot, bm_dense, term_entry_offsets, term_entry_blocks, term_entry_max,
-            term_offsets, block_terms, entry_starts, post_offsets, post_docs, post_impacts,
+            block_term_offsets, block_terms, block_entry_ids, term_entry_starts, term_post_docs, term_post_impacts,
             out_docs[q], out_scores[q],
         )
 
@@ -261,8 +260,8 @@ def _index_arrays(index: SparseIndex) -> tuple:
         bmp.block_size, index.num_docs, bmp.term_kth_impacts,
     ), (
         bmp.bm_dense_slot, bmp.bm_dense, bmp.term_entry_offsets, bmp.term_entry_blocks, bmp.term_entry_max,
-        bmp.block_term_offsets, bmp.block_terms, bmp.block_entry_starts, bmp.block_post_offsets,
-        bmp.block_post_docs, bmp.block_post_impacts,
+        bmp.block_term_offsets, bmp.block_terms, bmp.block_entry_ids, bmp.term_entry_starts, bmp.term_post_docs,
+        bmp.term_post_impacts,
     )
 
 

@@ -1,7 +1,7 @@
 """Exhaustive term-at-a-time scorer: the correctness oracle for every faster scorer.
 
-Each query term's postings (its entries in the term view of the forward index, block by
-block, see ``index.bmp_build``) are accumulated into a dense float64 score array (query weight x
+Each query term's postings (term-major, partitioned by block, see ``index.bmp_build``) are
+accumulated into a dense float64 score array (query weight x
 uint8 impact), then the top k are taken by partial selection. float64 makes the sums exact in
 practice: a float32 weight times a uint8 impact has at most 32 significant bits, so a sum of
 such products has no rounding unless the query's weights span more than about 2^13, and the
@@ -27,10 +27,9 @@ from index.sparse_batch import SparseBatch
 
 
 @njit(cache=True, nogil=True)
-def _accumulate(q_terms, q_weights, block_size, term_entry_offsets, term_entry_blocks, term_entry_ids,
-                block_term_offsets, block_entry_starts, block_post_offsets, block_post_docs,
-                block_post_impacts, scores):
-    """Term at a time: each query term's entries (block by block) into the dense scores."""
+def _accumulate(q_terms, q_weights, block_size, term_entry_offsets, term_entry_blocks, term_entry_starts,
+                term_post_docs, term_post_impacts, scores):
+    """Term at a time: each query term's postings, one sequential sweep, into the dense scores."""
     num_terms = term_entry_offsets.shape[0] - 1
     for j in range(q_terms.shape[0]):
         t = q_terms[j]
@@ -38,16 +37,9 @@ def _accumulate(q_terms, q_weights, block_size, term_entry_offsets, term_entry_b
             continue
         w = np.float64(q_weights[j])  # float32 x uint8 would round to float32
         for x in range(term_entry_offsets[t], term_entry_offsets[t + 1]):
-            blk = term_entry_blocks[x]
-            e = term_entry_ids[x]
-            base = block_post_offsets[blk]
-            if e + 1 < block_term_offsets[blk + 1]:
-                end = base + block_entry_starts[e + 1]
-            else:
-                end = block_post_offsets[blk + 1]
-            first = blk * block_size
-            for p in range(base + block_entry_starts[e], end):
-                scores[first + block_post_docs[p]] += w * block_post_impacts[p]
+            first = term_entry_blocks[x] * block_size
+            for p in range(term_entry_starts[x], term_entry_starts[x + 1]):
+                scores[first + term_post_docs[p]] += w * term_post_impacts[p]
 
 
 @njit(cache=True, nogil=True)
@@ -78,20 +70,19 @@ def _top_k(scores, k, out_docs, out_scores):
 
 
 @njit(cache=True, nogil=True)
-def _search_one(q_terms, q_weights, num_docs, k, block_size, teo, teb, tei, bto, bes, bpo, bpd, bpi,
-                out_docs, out_scores):
+def _search_one(q_terms, q_weights, num_docs, k, block_size, teo, teb, tes, tpd, tpi, out_docs, out_scores):
     scores = np.zeros(num_docs, dtype=np.float64)
-    _accumulate(q_terms, q_weights, block_size, teo, teb, tei, bto, bes, bpo, bpd, bpi, scores)
+    _accumulate(q_terms, q_weights, block_size, teo, teb, tes, tpd, tpi, scores)
     return _top_k(scores, k, out_docs, out_scores)
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _search_many(q_indptr, q_terms, q_weights, num_docs, k, block_size, teo, teb, tei, bto, bes, bpo, bpd, bpi,
+def _search_many(q_indptr, q_terms, q_weights, num_docs, k, block_size, teo, teb, tes, tpd, tpi,
                  out_docs, out_scores, counts):
     for q in prange(q_indptr.shape[0] - 1):
         start, end = q_indptr[q], q_indptr[q + 1]
         counts[q] = _search_one(q_terms[start:end], q_weights[start:end], num_docs, k, block_size,
-                                teo, teb, tei, bto, bes, bpo, bpd, bpi, out_docs[q], out_scores[q])
+                                teo, teb, tes, tpd, tpi, out_docs[q], out_scores[q])
 
 
 # wrappers
@@ -117,10 +108,10 @@ class SearchResults:
 
 
 def _postings(index: SparseIndex) -> tuple:
-    """The arrays the exhaustive kernels walk: the term view and the forward index."""
+    """The arrays the exhaustive kernels walk: the term-major postings."""
     b = index.bmp
-    return (b.block_size, b.term_entry_offsets, b.term_entry_blocks, b.term_entry_ids, b.block_term_offsets,
-            b.block_entry_starts, b.block_post_offsets, b.block_post_docs, b.block_post_impacts)
+    return (b.block_size, b.term_entry_offsets, b.term_entry_blocks, b.term_entry_starts, b.term_post_docs,
+            b.term_post_impacts)
 
 
 def _check_k(k: int) -> int:
