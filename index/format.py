@@ -42,7 +42,10 @@ POSTINGS_ARRAY_NAMES = (
     "term_post_impacts",
     "block_term_offsets",
     "block_terms",
-    "block_entry_ids",
+    "block_entry_starts",
+    "block_post_offsets",
+    "block_post_docs",
+    "block_post_impacts",
     "bm_dense_slot",
     "bm_dense",
     "term_kth_impacts",
@@ -127,7 +130,10 @@ class BmpArrays:
     term_post_impacts: np.ndarray
     block_term_offsets: np.ndarray
     block_terms: np.ndarray
-    block_entry_ids: np.ndarray
+    block_entry_starts: np.ndarray
+    block_post_offsets: np.ndarray
+    block_post_docs: np.ndarray
+    block_post_impacts: np.ndarray
     bm_dense_slot: np.ndarray
     bm_dense: np.ndarray
     term_kth_impacts: np.ndarray

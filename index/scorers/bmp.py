@@ -84,21 +84,21 @@ def _upper_bounds(q_terms, q_weights, num_blocks, dense_slot, bm_dense, term_ent
     ub = np.zeros(num_blocks, dtype=np.float32)
     present = np.zeros(num_blocks, dtype=np.uint64)
     for j in range(q_terms.shape[0]):
-        t, w = q_terms[j], np.float32(q_weights[j])
-        bit = np.uint64(1) << np.uint64(min(j, 63))
+        t = q_terms[j]
+        # A non-positive weight never raises a score: 0 is a valid bound for it.
+        w = max(np.float32(q_weights[j]), np.float32(0.0))
+        shift = np.uint64(min(j, 63))
         slot = dense_slot[t]
         if slot >= 0:
             row = bm_dense[slot]
-            for blk in range(num_blocks):
-                if row[blk] > 0:
-                    present[blk] |= bit
-                    if w > 0:  # a non-positive weight never raises a score: 0 is a valid bound
-                        ub[blk] += w * row[blk]
+            for blk in range(num_blocks):  # branch-free, so it vectorises
+                ub[blk] += w * row[blk]
+                present[blk] |= np.uint64(row[blk] > 0) << shift
         else:
             for x in range(term_entry_offsets[t], term_entry_offsets[t + 1]):
-                present[term_entry_blocks[x]] |= bit
-                if w > 0:
-                    ub[term_entry_blocks[x]] += w * term_entry_max[x]
+                blk = term_entry_blocks[x]
+                ub[blk] += w * term_entry_max[x]
+                present[blk] |= np.uint64(1) << shift
     return ub, present
 
 
@@ -154,9 +154,11 @@ def _find(sorted_terms, lo, hi, term):
 
 
 @njit(cache=True, nogil=True)
-def _score_block(blk, present, q_terms, q_weights, block_term_offsets, block_terms, block_entry_ids,
-                 term_entry_starts, term_post_docs, term_post_impacts, acc):
+def _score_block(blk, present, q_terms, q_weights, block_term_offsets, block_terms, block_entry_starts,
+                 block_post_offsets, block_post_docs, block_post_impacts, acc):
     lo, hi = block_term_offsets[blk], block_term_offsets[blk + 1]
+    base = block_post_offsets[blk]
+    block_end = block_post_offsets[blk + 1] - base
     for j in range(q_terms.shape[0]):  # query terms are sorted: search from the last hit on
         if j < 63 and not (present >> np.uint64(j)) & np.uint64(1):
             continue  # the block-max lists say this term is not in the block (bit 63: "maybe")
@@ -167,17 +169,17 @@ def _score_block(blk, present, q_terms, q_weights, block_term_offsets, block_ter
         if block_terms[e] != q_terms[j]:
             continue
         w = np.float64(q_weights[j])
-        x = block_entry_ids[e]
-        for p in range(term_entry_starts[x], term_entry_starts[x + 1]):
-            acc[term_post_docs[p]] += w * term_post_impacts[p]
+        end = block_entry_starts[e + 1] if e + 1 < block_term_offsets[blk + 1] else block_end
+        for p in range(base + block_entry_starts[e], base + end):
+            acc[block_post_docs[p]] += w * block_post_impacts[p]
         lo = e + 1
 
 
 @njit(cache=True, nogil=True)
 def _bmp_search(q_terms, q_weights, k, alpha, block_size, num_docs, kth_impacts, seed_column,
                 dense_slot, bm_dense, term_entry_offsets, term_entry_blocks, term_entry_max,
-                block_term_offsets, block_terms, block_entry_ids, term_entry_starts, term_post_docs, term_post_impacts,
-                out_docs, out_scores):
+                block_term_offsets, block_terms, block_entry_starts, block_post_offsets, block_post_docs,
+                block_post_impacts, out_docs, out_scores):
     num_blocks = block_term_offsets.shape[0] - 1
     ub, present = _upper_bounds(q_terms, q_weights, num_blocks, dense_slot, bm_dense, term_entry_offsets,
                                 term_entry_blocks, term_entry_max)
@@ -200,8 +202,8 @@ def _bmp_search(q_terms, q_weights, k, alpha, block_size, num_docs, kth_impacts,
         blk = order[i]
         if alpha * ub[blk] < threshold:
             continue
-        _score_block(blk, present[blk], q_terms, q_weights, block_term_offsets, block_terms, block_entry_ids,
-                     term_entry_starts, term_post_docs, term_post_impacts, acc)
+        _score_block(blk, present[blk], q_terms, q_weights, block_term_offsets, block_terms, block_entry_starts,
+                     block_post_offsets, block_post_docs, block_post_impacts, acc)
         first = blk * block_size
         for d in range(min(block_size, num_docs - first)):
             score = acc[d]
@@ -220,15 +222,15 @@ def _bmp_search(q_terms, q_weights, k, alpha, block_size, num_docs, kth_impacts,
 @njit(cache=True, nogil=True, parallel=True)
 def _bmp_search_many(q_indptr, q_terms, q_weights, k, alpha, block_size, num_docs, kth_impacts, seed_column,
                      dense_slot, bm_dense, term_entry_offsets, term_entry_blocks, term_entry_max,
-                     block_term_offsets, block_terms, block_entry_ids, term_entry_starts, term_post_docs,
-                     term_post_impacts, out_docs, out_scores, counts):
+                     block_term_offsets, block_terms, block_entry_starts, block_post_offsets, block_post_docs,
+                     block_post_impacts, out_docs, out_scores, counts):
     for q in prange(q_indptr.shape[0] - 1):
         start, end = q_indptr[q], q_indptr[q + 1]
         counts[q] = _bmp_search(
             q_terms[start:end], q_weights[start:end], k, alpha, block_size, num_docs, kth_impacts, seed_column,
             dense_slot, bm_dense, term_entry_offsets, term_entry_blocks, term_entry_max,
-            block_term_offsets, block_terms, block_entry_ids, term_entry_starts, term_post_docs, term_post_impacts,
-            out_docs[q], out_scores[q],
+            block_term_offsets, block_terms, block_entry_starts, block_post_offsets, block_post_docs,
+            block_post_impacts, out_docs[q], out_scores[q],
         )
 
 
@@ -260,8 +262,8 @@ def _index_arrays(index: SparseIndex) -> tuple:
         bmp.block_size, index.num_docs, bmp.term_kth_impacts,
     ), (
         bmp.bm_dense_slot, bmp.bm_dense, bmp.term_entry_offsets, bmp.term_entry_blocks, bmp.term_entry_max,
-        bmp.block_term_offsets, bmp.block_terms, bmp.block_entry_ids, bmp.term_entry_starts, bmp.term_post_docs,
-        bmp.term_post_impacts,
+        bmp.block_term_offsets, bmp.block_terms, bmp.block_entry_starts, bmp.block_post_offsets,
+        bmp.block_post_docs, bmp.block_post_impacts,
     )
 
 
