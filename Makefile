@@ -53,6 +53,7 @@ bench-engines: install-dev
 	test -d $(SMALL_BENCH_DIR) || $(PY) ../shared/tools/make_bench_corpus.py --docs 100000 --out $(SMALL_BENCH_DIR)
 	test -d $(BENCH_DIR) || $(PY) ../shared/tools/make_bench_corpus.py --docs 1000000 --out $(BENCH_DIR)
 	$(PY) eval/bench_quantization.py $(SMALL_BENCH_DIR) --out eval/results/quantization.json
+	$(PY) eval/bench_block_size.py $(BENCH_DIR) --out eval/results/bench_block_size.json
 	$(PY) eval/bench_planner.py $(BENCH_DIR) --out eval/results/bench_planner.json
 	$(PY) eval/bench_engines.py $(BENCH_DIR) --out eval/results/bench_engines_1m
 

@@ -31,7 +31,7 @@ class BeirRunConfig:
     batch_size: int = 32
     quantization: str = "per-term"
     reorder: str = "bp"
-    block_size: int = 32
+    block_size: int = 8
     scorer: str = "auto"
     command: str = ""
 

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("collection", type=Path)
     parser.add_argument("--sizes", default="100000,300000,1000000")
     parser.add_argument("--queries", type=int, default=500)
-    parser.add_argument("--block-size", type=int, default=32)
+    parser.add_argument("--block-size", type=int, default=8)
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/lsr-bench-planner"))
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)

@@ -25,7 +25,7 @@ def register(subparsers) -> None:
     beir.add_argument("--quantization", choices=["per-term", "global"], default="per-term",
                       help="uint8 scale per term or one for all (a new index)")
     beir.add_argument("--reorder", choices=["bp", "none", "random"], default="bp", help="doc order of a new index")
-    beir.add_argument("--block-size", type=int, default=32, help="block size of a new index")
+    beir.add_argument("--block-size", type=int, default=8, help="block size of a new index")
     beir.add_argument("--scorer", choices=["auto", "exhaustive", "bmp"], default="auto")
     beir.add_argument("--drop-self-hits", action="store_true",
                       help="drop a retrieved doc whose id equals the query id (BEIR's option)")

@@ -36,7 +36,7 @@ from index.reorder import bp_order, random_order
 from index.sparse_batch import SparseBatch
 
 POSTINGS_PER_PASS = 1 << 23
-DEFAULT_BLOCK_SIZE = 32
+DEFAULT_BLOCK_SIZE = 8  # fastest of 8, 16, 32 on 1M docs (README, engine benchmark)
 
 # kernels
 

@@ -30,7 +30,7 @@ def register(subparsers) -> None:
                              "(1.0 = maximum, no clipping; lower clips, counted)")
     parser.add_argument("--reorder", choices=["bp", "none", "random"], default="bp",
                         help="doc order: recursive graph bisection (default), input order, or random")
-    parser.add_argument("--block-size", type=int, default=32, help="docs per block-max pruning block (1-256)")
+    parser.add_argument("--block-size", type=int, default=8, help="docs per block-max pruning block (1-256)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing index")
     parser.set_defaults(handler=run)
 
