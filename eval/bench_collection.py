@@ -78,3 +78,20 @@ def write_json(path: Path | None, result: dict) -> None:
     text = json.dumps(result, indent=2)
     if path is not None:
         path.write_text(text + "\n")
+
+
+def collection_from_run(run_dir: Path, out_dir: Path) -> Path:
+    """A benchmark collection (the layout of ``make_bench_corpus.py``) from a ``lsr eval beir``
+    run directory: its float doc vectors and its encoded queries, so real encoded BEIR data
+    goes through the same engine benchmark."""
+    if (out_dir / "docs" / "indptr.npy").is_file():
+        return out_dir
+    (out_dir / "docs").mkdir(parents=True, exist_ok=True)
+    (out_dir / "queries").mkdir(parents=True, exist_ok=True)
+    for name in ("indptr", "indices", "values"):
+        np.save(out_dir / "docs" / f"{name}.npy", np.load(run_dir / "doc-vectors" / f"{name}.npy"))
+    queries = np.load(run_dir / "query-vectors.npz")
+    for name in ("indptr", "indices", "values"):
+        np.save(out_dir / "queries" / f"{name}.npy", queries[name])
+    (out_dir / "meta.json").write_text(json.dumps({"source": str(run_dir)}))
+    return out_dir

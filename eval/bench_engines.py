@@ -25,7 +25,8 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
-from eval.bench_collection import build_or_open, doc_order, load_docs, sample_queries, summary, write_json
+from eval.bench_collection import (build_or_open, collection_from_run, doc_order, load_docs, sample_queries, summary,
+                                   write_json)
 from eval.bench_engines_report import acceptance, markdown, plot
 from eval.peers.base import run_build_child
 from eval.report import machine_description
@@ -140,7 +141,10 @@ def peer_engines(args, index: SparseIndex, float_docs: SparseBatch, work_dir: Pa
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("collection", type=Path, help="output folder of make_bench_corpus.py")
+    parser.add_argument("collection", type=Path,
+                        help="output folder of make_bench_corpus.py, or with --beir-run a folder to create")
+    parser.add_argument("--beir-run", type=Path,
+                        help="take docs and queries from a `lsr eval beir` run directory (real encoded BEIR data)")
     parser.add_argument("--docs", type=int, help="use the first N docs")
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--block-size", type=int, default=8)
@@ -155,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     args.bmp_block_sizes = [int(b) for b in args.bmp_block_sizes.split(",")]
     command = "python eval/bench_engines.py " + " ".join(sys.argv[1:] if argv is None else argv)
 
+    if args.beir_run is not None:
+        collection_from_run(args.beir_run, args.collection)
     docs = load_docs(args.collection, args.docs)
     work_dir = args.work_dir / f"{args.collection.name}-{len(docs)}"
     ours_dir = work_dir / f"ours-b{args.block_size}"

@@ -23,6 +23,11 @@ def test_rule(index, monkeypatch):
     monkeypatch.setattr(planner, "MIN_DOCS_FOR_BMP", 1000)
     assert planner.choose_scorer(index, 10) == "bmp"
     assert planner.choose_scorer(index, planner.MAX_QUERY_TERMS_FOR_BMP + 1) == "exhaustive"
+    assert planner.choose_scorer(index, 10, k=1000) == "exhaustive"  # large k needs a larger collection
+    monkeypatch.setattr(planner, "MIN_DOCS_FOR_BMP_LONG_QUERIES", 2000)
+    monkeypatch.setattr(planner, "MIN_DOCS_FOR_BMP_LARGE_K", 2000)
+    assert planner.choose_scorer(index, planner.MAX_QUERY_TERMS_FOR_BMP + 1) == "bmp"
+    assert planner.choose_scorer(index, 10, k=1000) == "bmp"
 
 
 def test_every_scorer_gives_the_same_results(index, monkeypatch):

@@ -2,10 +2,17 @@
 
 Block-max pruning pays for its bucket sort and per-block lookups only when it can skip most
 blocks: on small collections the exhaustive scorer's single pass over a few postings lists
-is faster, and a very long query has loose block bounds (a sum over many terms) and costs a
-binary search per term per block. The two thresholds come from ``eval/bench_planner.py``
-(see ``eval/results/bench_planner.json``): the collection size and the query length at which
-safe BMP became faster than the exhaustive scorer on this machine.
+is faster, and so it is for large k (the k-th score, the pruning threshold, stays low) and
+for very long queries (loose block bounds, a binary search per term per block). The
+thresholds are the measured crossovers of ``eval/bench_planner.py`` (block size 8, BP order,
+``eval/results/bench_planner.json``), mean latency on 2 cores:
+
+* k = 10: BMP won at 100k docs (0.63 against 1.54 ms) except for queries of more than 64
+  terms (4.5 against 4.0 ms), and everywhere from 300k docs on;
+* k = 1000: the exhaustive scorer won at 100k and 300k docs (4.7 against 6.3 ms at 300k),
+  BMP at 1M (10.2 against 16.9 ms).
+
+Sizes between the measured ones go to the exhaustive scorer; k up to 100 follows the k = 10 rule.
 """
 
 from __future__ import annotations
@@ -19,16 +26,25 @@ from index.scorers.exhaustive import search as exhaustive_search
 from index.scorers.exhaustive import search_batch as exhaustive_search_batch
 from index.sparse_batch import SparseBatch
 
-MIN_DOCS_FOR_BMP = 300_000
+MIN_DOCS_FOR_BMP = 100_000  # small k
+MIN_DOCS_FOR_BMP_LONG_QUERIES = 300_000  # small k, more than MAX_QUERY_TERMS_FOR_BMP terms
 MAX_QUERY_TERMS_FOR_BMP = 64
+MIN_DOCS_FOR_BMP_LARGE_K = 1_000_000
+LARGE_K = 100  # k above this follows the k = 1000 measurements
 SCORERS = ("auto", "exhaustive", "bmp")
 
 
-def choose_scorer(index: SparseIndex, num_query_terms: int, alpha: float = 1.0, beta: float = 1.0) -> str:
+def choose_scorer(index: SparseIndex, num_query_terms: int, alpha: float = 1.0, beta: float = 1.0,
+                  k: int = 10) -> str:
     """``"bmp"`` or ``"exhaustive"`` for one query (approximate settings always need BMP)."""
     if alpha < 1 or beta < 1:
         return "bmp"
-    if index.num_docs < MIN_DOCS_FOR_BMP or num_query_terms > MAX_QUERY_TERMS_FOR_BMP:
+    docs = index.num_docs
+    if k > LARGE_K:
+        return "bmp" if docs >= MIN_DOCS_FOR_BMP_LARGE_K else "exhaustive"
+    if docs < MIN_DOCS_FOR_BMP:
+        return "exhaustive"
+    if num_query_terms > MAX_QUERY_TERMS_FOR_BMP and docs < MIN_DOCS_FOR_BMP_LONG_QUERIES:
         return "exhaustive"
     return "bmp"
 
@@ -44,7 +60,7 @@ def search(index: SparseIndex, terms, weights, k: int = 10, scorer: str = "auto"
     if scorer not in SCORERS:
         raise ValueError(f"scorer must be one of {', '.join(SCORERS)}, got {scorer!r}")
     if scorer == "auto":
-        scorer = choose_scorer(index, len(terms), alpha, beta)
+        scorer = choose_scorer(index, len(terms), alpha, beta, k)
     if scorer == "exhaustive":
         if alpha < 1 or beta < 1:
             raise ValueError("the exhaustive scorer is exact: alpha and beta must be 1")
@@ -59,7 +75,7 @@ def search_batch(index: SparseIndex, queries: SparseBatch, k: int = 10, scorer: 
         raise ValueError(f"scorer must be one of {', '.join(SCORERS)}, got {scorer!r}")
     lengths = np.diff(queries.indptr)
     if scorer == "auto":
-        use_bmp = np.array([choose_scorer(index, int(n), alpha, beta) == "bmp" for n in lengths], dtype=bool)
+        use_bmp = np.array([choose_scorer(index, int(n), alpha, beta, k) == "bmp" for n in lengths], dtype=bool)
     else:
         use_bmp = np.full(len(queries), scorer == "bmp")
     if use_bmp.all():
