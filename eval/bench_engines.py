@@ -134,7 +134,7 @@ def peer_engines(args, index: SparseIndex, float_docs: SparseBatch, work_dir: Pa
 
         seismic = SeismicEngine(n_postings=args.seismic_postings, build_threads=args.build_threads)
         report = seismic.build(float_docs, work_dir / "seismic")
-        for query_cut, heap_factor in ((5, 0.9), (10, 0.9), (20, 0.8), (30, 0.7), (50, 0.6)):
+        for query_cut, heap_factor in ((10, 0.9), (20, 0.8), (40, 0.7), (60, 0.6), (100, 0.5)):
             engine = seismic.with_search(query_cut, heap_factor)
             yield f"seismic qc={query_cut} hf={heap_factor}", engine.search, "float", report
 
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--block-size", type=int, default=8)
     parser.add_argument("--peers", default="pisa,bmp,seismic")
     parser.add_argument("--bmp-block-sizes", default="8,16,32,64")
-    parser.add_argument("--seismic-postings", type=int, default=1000)
+    parser.add_argument("--seismic-postings", type=int, default=3000)
     parser.add_argument("--build-threads", type=int, default=2)
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/lsr-bench-engines"))
     parser.add_argument("--out", type=Path, help="results prefix: writes .json, .md and .png")

@@ -21,7 +21,9 @@ query terms (their scores stay exact for the terms kept): both approximate.
 from __future__ import annotations
 
 import math
+import threading
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -79,10 +81,11 @@ def _heap_offer(scores, docs, size, k, score, doc):
 
 @njit(cache=True, nogil=True)
 def _upper_bounds(q_terms, q_weights, num_blocks, dense_slot, bm_dense, term_entry_offsets, term_entry_blocks,
-                  term_entry_max):
-    """Per block: the score bound, and a bit mask of the query terms (first 64) it holds."""
-    ub = np.zeros(num_blocks, dtype=np.float32)
-    present = np.zeros(num_blocks, dtype=np.uint64)
+                  term_entry_max, ub, present):
+    """Per block, into ub and present: the score bound, and a bit mask of the query terms
+    (first 64) it holds."""
+    ub[:] = 0
+    present[:] = 0
     for j in range(q_terms.shape[0]):
         t = q_terms[j]
         # A non-positive weight never raises a score: 0 is a valid bound for it.
@@ -99,7 +102,6 @@ def _upper_bounds(q_terms, q_weights, num_blocks, dense_slot, bm_dense, term_ent
                 blk = term_entry_blocks[x]
                 ub[blk] += w * term_entry_max[x]
                 present[blk] |= np.uint64(1) << shift
-    return ub, present
 
 
 @njit(cache=True, nogil=True)
@@ -117,8 +119,9 @@ def _seed_threshold(q_terms, q_weights, kth_impacts, seed_column):
 
 
 @njit(cache=True, nogil=True)
-def _order_blocks(ub, floor):
-    """Blocks with a bound >= floor, bucket-sorted by bound descending; also their bucket ids."""
+def _order_blocks(ub, floor, order, bucket_of):
+    """Blocks with a bound >= floor, bucket-sorted by bound descending, into order (and their
+    bucket ids into bucket_of); returns how many, and the bucket scale."""
     top = 0.0
     for blk in range(ub.shape[0]):
         top = max(top, ub[blk])
@@ -130,15 +133,13 @@ def _order_blocks(ub, floor):
     starts = np.zeros(NUM_BUCKETS + 1, dtype=np.int64)
     for b in range(NUM_BUCKETS):
         starts[b + 1] = starts[b] + counts[b]
-    order = np.empty(starts[NUM_BUCKETS], dtype=np.int64)
-    bucket_of = np.empty(starts[NUM_BUCKETS], dtype=np.int64)
     for blk in range(ub.shape[0]):
         if ub[blk] > 0 and ub[blk] >= floor:
             b = NUM_BUCKETS - 1 - int(ub[blk] * scale)
             order[starts[b]] = blk
             bucket_of[starts[b]] = b
             starts[b] += 1
-    return order, bucket_of, scale
+    return starts[NUM_BUCKETS - 1], scale
 
 
 @njit(cache=True, nogil=True)
@@ -179,21 +180,21 @@ def _score_block(blk, present, q_terms, q_weights, block_term_offsets, block_ter
 def _bmp_search(q_terms, q_weights, k, alpha, block_size, num_docs, kth_impacts, seed_column,
                 dense_slot, bm_dense, term_entry_offsets, term_entry_blocks, term_entry_max,
                 block_term_offsets, block_terms, block_entry_starts, block_post_offsets, block_post_docs,
-                block_post_impacts, out_docs, out_scores):
+                block_post_impacts, ub, present, order, bucket_of, out_docs, out_scores):
     num_blocks = block_term_offsets.shape[0] - 1
-    ub, present = _upper_bounds(q_terms, q_weights, num_blocks, dense_slot, bm_dense, term_entry_offsets,
-                                term_entry_blocks, term_entry_max)
+    _upper_bounds(q_terms, q_weights, num_blocks, dense_slot, bm_dense, term_entry_offsets,
+                  term_entry_blocks, term_entry_max, ub, present)
     # float32 sums of float32 products: relative error below (n + 1) * 2^-24; inflate by twice that.
     margin = np.float32(1.0 + (q_terms.shape[0] + 2) * 2.0 ** -23)
     for blk in range(num_blocks):
         ub[blk] *= margin
     seed = _seed_threshold(q_terms, q_weights, kth_impacts, seed_column)
-    order, bucket_of, scale = _order_blocks(ub, seed)
+    num_ordered, scale = _order_blocks(ub, seed, order, bucket_of)
     heap_scores = np.empty(k, dtype=np.float64)
     heap_docs = np.empty(k, dtype=np.int64)
     size = 0
     acc = np.zeros(block_size, dtype=np.float64)
-    for i in range(order.shape[0]):
+    for i in range(num_ordered):
         threshold = heap_scores[0] if size == k else seed
         # Everything from this bucket on is bounded by its upper edge.
         edge = (NUM_BUCKETS - bucket_of[i]) / scale * (1.0 + 1e-9)  # covers rounding of the division
@@ -223,15 +224,22 @@ def _bmp_search(q_terms, q_weights, k, alpha, block_size, num_docs, kth_impacts,
 def _bmp_search_many(q_indptr, q_terms, q_weights, k, alpha, block_size, num_docs, kth_impacts, seed_column,
                      dense_slot, bm_dense, term_entry_offsets, term_entry_blocks, term_entry_max,
                      block_term_offsets, block_terms, block_entry_starts, block_post_offsets, block_post_docs,
-                     block_post_impacts, out_docs, out_scores, counts):
-    for q in prange(q_indptr.shape[0] - 1):
-        start, end = q_indptr[q], q_indptr[q + 1]
-        counts[q] = _bmp_search(
-            q_terms[start:end], q_weights[start:end], k, alpha, block_size, num_docs, kth_impacts, seed_column,
-            dense_slot, bm_dense, term_entry_offsets, term_entry_blocks, term_entry_max,
-            block_term_offsets, block_terms, block_entry_starts, block_post_offsets, block_post_docs,
-            block_post_impacts, out_docs[q], out_scores[q],
-        )
+                     block_post_impacts, workers, out_docs, out_scores, counts):
+    num_blocks = block_term_offsets.shape[0] - 1
+    num_queries = q_indptr.shape[0] - 1
+    for w in prange(workers):  # one workspace per worker, reused for its queries
+        ub = np.empty(num_blocks, dtype=np.float32)
+        present = np.empty(num_blocks, dtype=np.uint64)
+        order = np.empty(num_blocks, dtype=np.int64)
+        bucket_of = np.empty(num_blocks, dtype=np.int64)
+        for q in range(w, num_queries, workers):
+            start, end = q_indptr[q], q_indptr[q + 1]
+            counts[q] = _bmp_search(
+                q_terms[start:end], q_weights[start:end], k, alpha, block_size, num_docs, kth_impacts,
+                seed_column, dense_slot, bm_dense, term_entry_offsets, term_entry_blocks, term_entry_max,
+                block_term_offsets, block_terms, block_entry_starts, block_post_offsets, block_post_docs,
+                block_post_impacts, ub, present, order, bucket_of, out_docs[q], out_scores[q],
+            )
 
 
 # wrappers
@@ -254,6 +262,19 @@ def _keep_top_terms(terms: np.ndarray, weights: np.ndarray, beta: float) -> tupl
 def _check_alpha_beta(alpha: float, beta: float) -> None:
     if not 0 < alpha <= 1 or not 0 < beta <= 1:
         raise ValueError(f"alpha and beta must be in (0, 1], got alpha={alpha}, beta={beta}")
+
+
+_workspaces = threading.local()
+
+
+def _workspace(num_blocks: int) -> tuple:
+    """This thread's scratch arrays for one search (reused: large fresh allocations cost page faults)."""
+    cached = getattr(_workspaces, "arrays", None)
+    if cached is None or cached[0].shape[0] != num_blocks:
+        cached = (np.empty(num_blocks, np.float32), np.empty(num_blocks, np.uint64),
+                  np.empty(num_blocks, np.int64), np.empty(num_blocks, np.int64))
+        _workspaces.arrays = cached
+    return cached
 
 
 def _index_arrays(index: SparseIndex) -> tuple:
@@ -288,7 +309,8 @@ def bmp_search(index: SparseIndex, terms, weights, k: int = 10, alpha: float = 1
     head, arrays = _index_arrays(index)
     docs = np.empty(k, dtype=np.int64)
     scores = np.empty(k, dtype=np.float64)
-    n = _bmp_search(terms, weights, k, float(alpha), *head, _seed_column(k), *arrays, docs, scores)
+    n = _bmp_search(terms, weights, k, float(alpha), *head, _seed_column(k), *arrays,
+                    *_workspace(index.bmp.num_blocks), docs, scores)
     return docs[:n], scores[:n]
 
 
@@ -311,6 +333,7 @@ def bmp_search_batch(index: SparseIndex, queries: SparseBatch, k: int = 10, alph
     docs = np.full((n, k), -1, dtype=np.int64)
     scores = np.zeros((n, k), dtype=np.float64)
     counts = np.zeros(n, dtype=np.int64)
+    workers = max(1, min(numba.get_num_threads(), n))
     _bmp_search_many(queries.indptr, queries.indices, queries.values, k, float(alpha), *head,
-                     _seed_column(k), *arrays, docs, scores, counts)
+                     _seed_column(k), *arrays, workers, docs, scores, counts)
     return SearchResults(docs, scores, counts)
