@@ -92,7 +92,7 @@ def export_ciff(index: SparseIndex | str | Path, path: str | Path, terms: Sequen
         raise ValueError(f"CIFF doc ids are int32: {index.num_docs} documents do not fit")
     order, names = _export_terms(index, terms)
     doclengths = np.zeros(index.num_docs, dtype=np.int64)
-    b = index.bmp
+    b = index.postings
     _doc_lengths(b.block_size, b.term_entry_blocks, b.term_entry_starts, b.term_post_docs, b.term_post_impacts,
                  doclengths)
     total = int(doclengths.sum())
@@ -128,7 +128,7 @@ def _default_description(index: SparseIndex) -> str:
 
 def _export_terms(index: SparseIndex, terms: Sequence[str] | None) -> tuple[list[int], list[bytes]]:
     """Term ids with postings and their UTF-8 names, sorted by name bytes."""
-    ids = np.flatnonzero(np.diff(index.bmp.term_entry_offsets) > 0).tolist()
+    ids = np.flatnonzero(np.diff(index.postings.term_entry_offsets) > 0).tolist()
     if terms is not None and ids and ids[-1] >= len(terms):
         raise ValueError(f"terms has {len(terms)} strings but the index has postings for term id {ids[-1]}")
     named = sorted(((str(t) if terms is None else terms[t]).encode("utf-8"), t) for t in ids)

@@ -118,7 +118,7 @@ class StringTable:
 
 
 @dataclass
-class BmpArrays:
+class PostingsArrays:
     """The postings of an index: forward index, term view, block maxima (``index.bmp_build``)."""
 
     block_size: int
@@ -152,7 +152,7 @@ class SparseIndex:
     term_scales: np.ndarray
     doc_ids: StringTable
     doc_titles: StringTable
-    bmp: BmpArrays
+    postings: PostingsArrays
 
     @classmethod
     def open(cls, directory: str | Path, vocab_size: int | None = None) -> "SparseIndex":
@@ -179,7 +179,7 @@ class SparseIndex:
             term_scales=arrays["term_scales"],
             doc_ids=StringTable(arrays["doc_id_offsets"], arrays["doc_id_bytes"]),
             doc_titles=StringTable(arrays["doc_title_offsets"], arrays["doc_title_bytes"]),
-            bmp=BmpArrays(int(meta["block_size"]), **{n: arrays[n] for n in POSTINGS_ARRAY_NAMES}),
+            postings=PostingsArrays(int(meta["block_size"]), **{n: arrays[n] for n in POSTINGS_ARRAY_NAMES}),
         )
 
     @property
@@ -198,7 +198,7 @@ class SparseIndex:
         matrix (materialised: for tests, oracles and small indexes)."""
         import scipy.sparse as sp
 
-        b = self.bmp
+        b = self.postings
         entry_lengths = np.diff(b.term_entry_starts.astype(np.int64))
         docs = np.repeat(b.term_entry_blocks.astype(np.int64) * b.block_size, entry_lengths) + b.term_post_docs
         per_term = np.diff(b.term_entry_starts[b.term_entry_offsets].astype(np.int64))
@@ -208,7 +208,7 @@ class SparseIndex:
 
     def term_postings(self, term: int) -> tuple[np.ndarray, np.ndarray]:
         """One term's postings: internal doc ids (uint32, increasing) and uint8 impacts."""
-        b = self.bmp
+        b = self.postings
         entries = slice(b.term_entry_offsets[term], b.term_entry_offsets[term + 1])
         starts = b.term_entry_starts[b.term_entry_offsets[term] : b.term_entry_offsets[term + 1] + 1].astype(np.int64)
         postings = slice(starts[0], starts[-1]) if len(starts) else slice(0, 0)

@@ -48,7 +48,7 @@ def test_build_then_open_equals_quantised_input(tmp_path):
     assert index.num_docs == 500 and index.meta["num_postings"] == expected.nnz
     assert [index.doc_ids[i] for i in (0, 5, 499)] == ["doc-0", "doc-5", "doc-499"]
     assert index.doc_titles[7] == "title 7"
-    assert isinstance(index.bmp.term_post_impacts, np.memmap)
+    assert isinstance(index.postings.term_post_impacts, np.memmap)
     by_term = expected.T.tocsr()
     for term in range(0, VOCAB, 7):  # the term view gives the same postings
         docs, impacts = index.term_postings(term)
@@ -63,7 +63,7 @@ def test_build_is_independent_of_chunk_size(tmp_path):
     build_index(tmp_path / "b", chunks_of(docs, 500), VOCAB)
     a, b = SparseIndex.open(tmp_path / "a"), SparseIndex.open(tmp_path / "b")
     for name in ("block_terms", "block_entry_starts", "block_post_docs", "term_entry_starts", "term_post_impacts"):
-        assert np.array_equal(getattr(a.bmp, name), getattr(b.bmp, name))
+        assert np.array_equal(getattr(a.postings, name), getattr(b.postings, name))
 
 
 def test_clipping_is_recorded(tmp_path):

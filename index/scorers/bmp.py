@@ -278,7 +278,7 @@ def _workspace(num_blocks: int) -> tuple:
 
 
 def _index_arrays(index: SparseIndex) -> tuple:
-    bmp = index.bmp
+    bmp = index.postings
     return (
         bmp.block_size, index.num_docs, bmp.term_kth_impacts,
     ), (
@@ -310,7 +310,7 @@ def bmp_search(index: SparseIndex, terms, weights, k: int = 10, alpha: float = 1
     docs = np.empty(k, dtype=np.int64)
     scores = np.empty(k, dtype=np.float64)
     n = _bmp_search(terms, weights, k, float(alpha), *head, _seed_column(k), *arrays,
-                    *_workspace(index.bmp.num_blocks), docs, scores)
+                    *_workspace(index.postings.num_blocks), docs, scores)
     return docs[:n], scores[:n]
 
 

@@ -109,7 +109,7 @@ class SearchResults:
 
 def _postings(index: SparseIndex) -> tuple:
     """The arrays the exhaustive kernels walk: the term-major postings."""
-    b = index.bmp
+    b = index.postings
     return (b.block_size, b.term_entry_offsets, b.term_entry_blocks, b.term_entry_starts, b.term_post_docs,
             b.term_post_impacts)
 
