@@ -2,9 +2,9 @@
 
 Builds our index (BP order) on prefixes of a grown collection, times both exact scorers on the
 same sampled queries (single thread, k = 10 and 1000) and reports, per collection size, the
-mean latency of each, and at the largest size the latency by query length. The planner's
-``MIN_DOCS_FOR_BMP`` is the smallest measured size where BMP wins at k = 10, and
-``MAX_QUERY_TERMS_FOR_BMP`` the longest query-length bucket where it still wins.
+mean latency of each at both k, and the k = 10 latency by query length. The thresholds of
+``index/scorers/planner.py`` are the crossovers read off this output: the smallest measured
+size where BMP wins at each k, and the query length above which it loses at that size.
 
 Usage:
     python ../shared/tools/make_bench_corpus.py --docs 1000000 --out /tmp/bench-1m

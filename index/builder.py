@@ -127,6 +127,7 @@ class IndexBuilder:
         if quantization == "per-term" and (scale is not None or scale_quantile != 1.0):
             raise ValueError("scale and scale_quantile apply to quantization='global' only")
         self.quantization = quantization
+        self.global_scale: float | None = None  # chosen in finish() with quantization="global"
         if reorder not in DOC_ORDERS:
             raise ValueError(f"reorder must be one of {', '.join(DOC_ORDERS)}, got {reorder!r}")
         if not 1 <= block_size <= MAX_BLOCK_SIZE:
