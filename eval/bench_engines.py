@@ -42,13 +42,13 @@ APPROXIMATE = ((0.97, 1.0), (0.95, 1.0), (0.9, 1.0), (0.8, 1.0), (0.7, 1.0), (0.
 
 def build_ours(docs: SparseBatch, out_dir: Path, block_size: int) -> dict:
     """Build our index (in a measured child process, see `run_build_child`)."""
-    index, seconds = build_or_open(docs, out_dir, reorder="bp", block_size=block_size)
+    index, _ = build_or_open(docs, out_dir, reorder="bp", block_size=block_size)
     return {key: index.meta[key] for key in ("reorder_seconds", "bmp_seconds", "build_seconds")}
 
 
-def exact_float_reference(docs: SparseBatch, order: np.ndarray, queries: SparseBatch, k: int) -> list[np.ndarray]:
-    """Top-k internal doc ids of exact float64 scoring (scipy), positive scores only."""
-    by_term = docs.to_scipy()[order].T.tocsr().astype(np.float64)
+def exact_float_reference(docs: SparseBatch, queries: SparseBatch, k: int) -> list[np.ndarray]:
+    """Top-k doc ids (rows of ``docs``) of exact float64 scoring (scipy), positive scores only."""
+    by_term = docs.to_scipy().T.tocsr().astype(np.float64)
     out = []
     for q in range(len(queries)):
         terms, weights = queries.row(q)
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     _, queries = sample_queries(args.collection, args.queries)
     scaled = canonical_batch(queries, index.term_scales)  # what our scorers (and impact peers) see
     started = time.perf_counter()
-    refs = {"float": exact_float_reference(docs, order, queries, max(KS)),
+    refs = {"float": exact_float_reference(float_docs, queries, max(KS)),
             "quantised": [search(index, *queries.row(q), max(KS))[0] for q in range(len(queries))]}
     print(f"references in {time.perf_counter() - started:.1f} s", flush=True)
 
