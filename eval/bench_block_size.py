@@ -21,7 +21,7 @@ import numpy as np
 from eval.bench_collection import build_or_open, load_docs, sample_queries, summary, time_queries, write_json
 from eval.report import machine_description
 from index.bmp_build import build_bmp_arrays
-from index.format import POSTINGS_ARRAY_NAMES, SparseIndex, load_array, sha256_file
+from index.format import POSTINGS_ARRAY_NAMES, SparseIndex, describe_arrays
 from index.scorers.bmp import bmp_search
 
 
@@ -39,11 +39,8 @@ def with_block_size(index: SparseIndex, block_size: int, out_dir: Path) -> Spars
     num_blocks = build_bmp_arrays(by_term.indptr.astype(np.int64), by_term.indices.astype(np.uint32), impacts,
                                   index.num_docs, block_size, out_dir)
     np.save(out_dir / "term_post_impacts.npy", impacts)
-    meta = dict(index.meta, block_size=block_size, num_blocks=num_blocks)
-    for name in POSTINGS_ARRAY_NAMES:
-        array = load_array(out_dir / f"{name}.npy")
-        meta["arrays"][name] = {"file": f"{name}.npy", "dtype": str(array.dtype), "shape": list(array.shape),
-                                "sha256": sha256_file(out_dir / f"{name}.npy")}
+    arrays = {**index.meta["arrays"], **describe_arrays(out_dir, POSTINGS_ARRAY_NAMES)}
+    meta = dict(index.meta, block_size=block_size, num_blocks=num_blocks, arrays=arrays)
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=2))
     return SparseIndex.open(out_dir)
 

@@ -22,13 +22,11 @@ import numpy as np
 from numba import njit
 
 from index.format import (
-    ALL_ARRAY_NAMES,
     FORMAT_NAME,
     FORMAT_VERSION,
     META_FILE,
-    load_array,
+    describe_arrays,
     new_array_file,
-    sha256_file,
 )
 from index.bmp_build import MAX_BLOCK_SIZE, finish_postings
 from index.quantize import MAX_IMPACT, QuantizationStats, WeightSample, quantize, scale_for
@@ -309,16 +307,6 @@ class IndexBuilder:
         (target / "meta.json").write_text(json.dumps({"vocab_size": self.vocab_size, "num_docs": self.num_docs}))
 
     def _write_meta(self, stats: QuantizationStats, num_blocks: int, timings: dict) -> None:
-        arrays = {}
-        for name in ALL_ARRAY_NAMES:
-            path = self.tmp_dir / f"{name}.npy"
-            array = load_array(path)
-            arrays[name] = {
-                "file": path.name,
-                "dtype": str(array.dtype),
-                "shape": list(array.shape),
-                "sha256": sha256_file(path),
-            }
         meta = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
@@ -340,7 +328,7 @@ class IndexBuilder:
             },
             "build_seconds": round(time.perf_counter() - self._started, 3),
             **self.extra_meta,
-            "arrays": arrays,
+            "arrays": describe_arrays(self.tmp_dir),
         }
         (self.tmp_dir / META_FILE).write_text(json.dumps(meta, indent=2))
 

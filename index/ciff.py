@@ -44,8 +44,8 @@ from index.builder import DEFAULT_BLOCK_SIZE, _move_into_place
 from index.ciff_protobuf import (INT32_MAX, MAX_POSTING_BYTES, CiffFormatError, CiffHeader, DelimitedReader,
                                  PostingsListDecoder, WireError, decode_doc_records, encode_doc_records,
                                  encode_postings_list, encode_varint)
-from index.format import (ALL_ARRAY_NAMES, FORMAT_NAME, FORMAT_VERSION, META_FILE, SparseIndex, load_array,
-                          new_array_file, sha256_file)
+from index.format import (FORMAT_NAME, FORMAT_VERSION, META_FILE, SparseIndex, describe_arrays,
+                          new_array_file)
 from index.quantize import MAX_IMPACT, QuantizationStats
 
 __all__ = ["CiffFormatError", "CiffHeader", "export_ciff", "import_ciff", "read_ciff_header"]
@@ -393,11 +393,7 @@ def _write_postings(tmp: Path, term_ids: np.ndarray, counts: np.ndarray, vocab_s
 
 def _write_meta(tmp: Path, vocab_size: int, num_docs: int, scale, stats: QuantizationStats, layout: dict,
                 extra: dict, started: float) -> None:
-    arrays = {}
-    for name in ALL_ARRAY_NAMES:
-        array = load_array(tmp / f"{name}.npy")
-        arrays[name] = {"file": f"{name}.npy", "dtype": str(array.dtype), "shape": list(array.shape),
-                        "sha256": sha256_file(tmp / f"{name}.npy")}
+    arrays = describe_arrays(tmp)
     per_term = np.ndim(scale) == 1
     meta = {
         "format": FORMAT_NAME, "format_version": FORMAT_VERSION,

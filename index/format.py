@@ -85,6 +85,17 @@ def read_meta(directory: Path) -> dict:
     return meta
 
 
+def describe_arrays(directory: Path, names=ALL_ARRAY_NAMES) -> dict:
+    """The ``meta.json`` entries (file, dtype, shape, sha256) of the named ``.npy`` arrays."""
+    entries = {}
+    for name in names:
+        path = Path(directory) / f"{name}.npy"
+        array = load_array(path)
+        entries[name] = {"file": path.name, "dtype": str(array.dtype), "shape": list(array.shape),
+                         "sha256": sha256_file(path)}
+    return entries
+
+
 def verify_checksums(directory: Path) -> list[str]:
     """Compare every array file with the sha256 recorded in ``meta.json``.
 
