@@ -5,9 +5,11 @@ hands the same docs in that order to every peer, runs the same sampled queries o
 on one thread, and reports per engine: mean / p50 / p99 latency at k = 10 and k = 1000,
 recall@10 and @1000 against the exact float reference and against the engine's own quantised
 reference, build time (our reordering separately), index size on disk and build peak memory.
-Peers over our uint8 impacts (PISA, BMP's Rust reference) get the query weights scaled per
-term as our scorers use them; Seismic gets the float weights. Then the acceptance ratios of
-issue 3, the two-thread batch speed-up, a latency/recall plot, and JSON + markdown results.
+Peers over our uint8 impacts (PISA, BMP's Rust reference, Lucene through pyserini) get the
+query weights scaled per term as our scorers use them; Seismic gets the float weights. A peer
+whose build fails (out of memory on a large collection, say) is reported as failed and the run
+goes on. Then the acceptance ratios of issue 3, the two-thread batch speed-up, a
+latency/recall plot, and JSON + markdown results.
 
 Usage:
     python ../shared/tools/make_bench_corpus.py --docs 1000000 --out /tmp/bench-1m
@@ -20,6 +22,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -37,7 +40,10 @@ from index.scorers.query import canonical_batch
 from index.sparse_batch import SparseBatch
 
 KS = (10, 1000)
-APPROXIMATE = ((0.97, 1.0), (0.95, 1.0), (0.9, 1.0), (0.8, 1.0), (0.7, 1.0), (0.9, 0.8))
+APPROXIMATE = ((0.99, 1.0), (0.98, 1.0), (0.97, 1.0), (0.95, 1.0), (0.9, 1.0), (0.8, 1.0), (0.7, 1.0), (0.9, 0.8))
+BLOCK_BUDGETS = (2000, 1000, 500, 250)  # max_blocks: anytime search
+# Seismic (query_cut, heap_factor): from fast and loose to slow and near-exact.
+SEISMIC_SEARCHES = ((10, 0.9), (20, 0.8), (40, 0.7), (60, 0.6), (100, 0.5), (200, 0.4))
 
 
 def build_ours(docs: SparseBatch, out_dir: Path, block_size: int) -> dict:
@@ -108,35 +114,69 @@ def our_engines(index: SparseIndex) -> list[tuple[str, object]]:
     for alpha, beta in APPROXIMATE:
         engines.append((f"ours bmp alpha={alpha} beta={beta}",
                         lambda t, w, k, a=alpha, b=beta: bmp_search(index, t, w, k, a, b)))
+    for budget in BLOCK_BUDGETS:
+        engines.append((f"ours bmp max_blocks={budget}",
+                        lambda t, w, k, m=budget: bmp_search(index, t, w, k, max_blocks=m)))
     return engines
 
 
+class PeerBuildFailed(NamedTuple):
+    """A peer whose build failed (out of memory, say): the run goes on and reports it."""
+
+    engine: str
+    error: str
+
+
 def peer_engines(args, index: SparseIndex, float_docs: SparseBatch, work_dir: Path):
-    """Yield ``(name, search fn, own reference, build report)`` for each peer asked for."""
+    """Yield ``(name, search fn, own reference, build report)`` for each peer asked for, or a
+    `PeerBuildFailed` for a build that failed."""
     impacts = SparseBatch.from_scipy(index.to_scipy_docs())  # our uint8 impacts, in our order
     if "pisa" in args.peers:
         from eval.peers.pisa import PisaEngine
 
         pisa = PisaEngine("maxscore", build_threads=args.build_threads)
-        report = pisa.build(impacts, work_dir / "pisa")
-        for algorithm in ("maxscore", "block_max_wand"):
-            engine = pisa.with_algorithm(algorithm)
-            yield f"pisa {algorithm}", engine.search, "quantised", report
+        report = yield from _build("pisa", lambda: pisa.build(impacts, work_dir / "pisa"))
+        if report is not None:
+            for algorithm in ("maxscore", "block_max_wand"):
+                engine = pisa.with_algorithm(algorithm)
+                yield f"pisa {algorithm}", engine.search, "quantised", report
     if "bmp" in args.peers:
         from eval.peers.bmp import BmpEngine
 
         for block_size in args.bmp_block_sizes:
             engine = BmpEngine(block_size=block_size)
-            report = engine.build_from_index(index, work_dir / f"bmp-{block_size}")
-            yield f"bmp b={block_size}", engine.search, "quantised", report
+            name = f"bmp b={block_size}"
+            report = yield from _build(name, lambda: engine.build_from_index(index, work_dir / f"bmp-{block_size}"))
+            if report is not None:
+                yield name, engine.search, "quantised", report
     if "seismic" in args.peers:
         from eval.peers.seismic import SeismicEngine
 
-        seismic = SeismicEngine(n_postings=args.seismic_postings, build_threads=args.build_threads)
-        report = seismic.build(float_docs, work_dir / "seismic")
-        for query_cut, heap_factor in ((10, 0.9), (20, 0.8), (40, 0.7), (60, 0.6), (100, 0.5)):
-            engine = seismic.with_search(query_cut, heap_factor)
-            yield f"seismic qc={query_cut} hf={heap_factor}", engine.search, "float", report
+        for n_postings in args.seismic_postings:  # its posting-list cap bounds recall at large k
+            seismic = SeismicEngine(n_postings=n_postings, build_threads=args.build_threads)
+            report = yield from _build(f"seismic np={n_postings}",
+                                       lambda: seismic.build(float_docs, work_dir / f"seismic-{n_postings}"))
+            for query_cut, heap_factor in SEISMIC_SEARCHES if report is not None else ():
+                engine = seismic.with_search(query_cut, heap_factor)
+                yield f"seismic np={n_postings} qc={query_cut} hf={heap_factor}", engine.search, "float", report
+    if "pyserini" in args.peers:
+        from eval.peers.pyserini_impact import PyseriniImpactEngine
+
+        lucene = PyseriniImpactEngine(build_threads=args.build_threads)
+        report = yield from _build("pyserini impact", lambda: lucene.build(impacts, work_dir / "pyserini"))
+        if report is not None:
+            yield "pyserini impact", lucene.search, "quantised", report
+
+
+def _build(name: str, build):
+    """Run one peer build (a generator step of `peer_engines`): its report, or None after
+    yielding a `PeerBuildFailed` (a build child that died raises RuntimeError)."""
+    try:
+        return build()
+    except RuntimeError as err:
+        print(f"{name}: build failed: {err}", flush=True)
+        yield PeerBuildFailed(name, str(err)[-2000:])
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,15 +188,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--docs", type=int, help="use the first N docs")
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--block-size", type=int, default=8)
-    parser.add_argument("--peers", default="pisa,bmp,seismic")
+    parser.add_argument("--peers", default="pisa,bmp,seismic,pyserini")
     parser.add_argument("--bmp-block-sizes", default="8,16,32,64")
-    parser.add_argument("--seismic-postings", type=int, default=3000)
+    parser.add_argument("--seismic-postings", default="3000,10000",
+                        help="Seismic builds, one per posting-list cap (comma-separated)")
     parser.add_argument("--build-threads", type=int, default=2)
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/lsr-bench-engines"))
     parser.add_argument("--out", type=Path, help="results prefix: writes .json, .md and .png")
     args = parser.parse_args(argv)
     args.peers = args.peers.split(",") if args.peers else []
     args.bmp_block_sizes = [int(b) for b in args.bmp_block_sizes.split(",")]
+    args.seismic_postings = [int(n) for n in args.seismic_postings.split(",")]
     command = "python eval/bench_engines.py " + " ".join(sys.argv[1:] if argv is None else argv)
 
     if args.beir_run is not None:
@@ -181,14 +223,20 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name, fn in our_engines(index):
         rows.append({**run_engine(name, fn, queries, refs, "quantised"), "build": ours_build})
-    for name, fn, own, report in peer_engines(args, index, float_docs, work_dir):
+    failures = []
+    for peer in peer_engines(args, index, float_docs, work_dir):
+        if isinstance(peer, PeerBuildFailed):
+            failures.append(peer._asdict())
+            continue
+        name, fn, own, report = peer
         query_set = queries if own == "float" else scaled
         build = {"seconds": report.seconds, "bytes_on_disk": report.bytes_on_disk,
                  "peak_rss_mb": report.peak_rss_mb, "notes": report.notes}
         rows.append({**run_engine(name, fn, query_set, refs, own), "build": build})
     result = {
         "collection": str(args.collection), "docs": len(docs), "queries": len(queries),
-        "block_size": args.block_size, "engines": rows, "batch": batch_speedup(index, queries),
+        "block_size": args.block_size, "engines": rows, "failed_builds": failures,
+        "batch": batch_speedup(index, queries),
         "machine": machine_description(), "command": command,
     }
     result["acceptance"] = acceptance(result)

@@ -55,7 +55,7 @@ def cases(draw):
     docs = sp.csr_matrix((values, (rows, cols)), shape=(num_docs, vocab))
     if docs.nnz == 0:
         docs = sp.csr_matrix(([1.0], ([0], [0])), shape=(num_docs, vocab))
-    q_len = draw(st.integers(0, 10))
+    q_len = draw(st.integers(0, 40))  # past SPARSE_MASK_BITS distinct sparse terms too
     q_terms = rng.choice(min(vocab, 60), size=q_len) + (65_500 if vocab > 65_536 else 0)  # duplicates allowed
     q_terms = np.append(q_terms, vocab + 5)  # a term outside the vocabulary
     q_weights = rng.choice([0.0, 0.5, 1.0, 1.25, 2.0], size=len(q_terms)).astype(np.float32)
@@ -77,11 +77,12 @@ def test_safe_bmp_equals_exhaustive_equals_scipy(tmp_path_factory, case):
 
 
 @settings(max_examples=40, deadline=None)
-@given(cases(), st.sampled_from([0.3, 0.6, 0.9]), st.sampled_from([0.25, 0.5, 1.0]))
-def test_approximate_results_are_correctly_scored(tmp_path_factory, case, alpha, beta):
+@given(cases(), st.sampled_from([0.3, 0.6, 0.9, 1.0]), st.sampled_from([0.25, 0.5, 1.0]),
+       st.sampled_from([None, 1, 2, 5]))
+def test_approximate_results_are_correctly_scored(tmp_path_factory, case, alpha, beta, max_blocks):
     docs, terms, weights, k, block_size, reorder = case
     index = build(tmp_path_factory.mktemp("ix") / "ix", docs, block_size, reorder)
-    found_docs, found_scores = bmp_search(index, terms, weights, k, alpha=alpha, beta=beta)
+    found_docs, found_scores = bmp_search(index, terms, weights, k, alpha=alpha, beta=beta, max_blocks=max_blocks)
     exact_docs, exact_scores = scipy_top_k(index, terms, weights, index.num_docs)
     exact = dict(zip(exact_docs.tolist(), exact_scores.tolist()))
     assert len(set(found_docs.tolist())) == len(found_docs) <= k
@@ -90,6 +91,21 @@ def test_approximate_results_are_correctly_scored(tmp_path_factory, case, alpha,
     else:  # fewer terms: a returned score never exceeds the exact one
         assert all(s <= exact[d] + 1e-9 for d, s in zip(found_docs.tolist(), found_scores.tolist()))
     assert list(found_scores) == sorted(found_scores, reverse=True)
+    if max_blocks is not None:  # docs come from at most max_blocks blocks
+        assert len(set((found_docs // index.postings.block_size).tolist())) <= max_blocks
+
+
+def test_a_block_budget_past_the_needed_blocks_is_exact(tmp_path):
+    rng = np.random.default_rng(3)
+    docs = sp.random(3000, 200, density=0.05, random_state=rng, format="csr", dtype=np.float32) * 20
+    index = build(tmp_path / "ix", docs.ceil(), 8, "bp")
+    queries = sp.random(20, 200, density=0.1, random_state=rng, format="csr", dtype=np.float32)
+    for q in range(queries.shape[0]):
+        terms, weights = queries[q].indices, queries[q].data
+        expected = search(index, terms, weights, 10)
+        assert all(np.array_equal(a, b) for a, b in zip(bmp_search(index, terms, weights, 10, max_blocks=10**6), expected))
+        one = bmp_search(index, terms, weights, 10, max_blocks=1)  # the best-bound block alone
+        assert len(set((one[0] // 8).tolist())) <= 1
 
 
 def test_all_zero_and_empty_queries(tmp_path):
@@ -116,13 +132,14 @@ def test_batch_equals_single(tmp_path):
     docs = sp.random(2000, 300, density=0.03, random_state=rng, format="csr", dtype=np.float32) * 10
     index = build(tmp_path / "ix", docs, 32, "bp")
     queries = SparseBatch.from_scipy(sp.random(30, 300, density=0.05, random_state=rng, format="csr", dtype=np.float32))
-    for k, alpha, beta in ((10, 1.0, 1.0), (100, 1.0, 1.0), (10, 0.7, 0.5)):
-        batch = bmp_search_batch(index, queries, k, alpha, beta)
+    for k, alpha, beta, max_blocks in ((10, 1.0, 1.0, None), (100, 1.0, 1.0, None), (10, 0.7, 0.5, None),
+                                       (10, 1.0, 1.0, 3)):
+        batch = bmp_search_batch(index, queries, k, alpha, beta, max_blocks)
         exhaustive = search_batch(index, queries, k)
         for q in range(len(queries)):
-            single = bmp_search(index, *queries.row(q), k, alpha, beta)
+            single = bmp_search(index, *queries.row(q), k, alpha, beta, max_blocks)
             assert np.array_equal(batch.row(q)[0], single[0]) and np.array_equal(batch.row(q)[1], single[1])
-            if alpha == beta == 1:
+            if alpha == beta == 1 and max_blocks is None:
                 assert np.array_equal(exhaustive.row(q)[0], single[0])
 
 
@@ -131,6 +148,9 @@ def test_bad_parameters(tmp_path):
     index = build(tmp_path / "ix", docs, 2)
     with pytest.raises(ValueError, match="alpha and beta must be in"):
         bmp_search(index, [0], [1.0], 10, alpha=1.5)
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="max_blocks must be a positive integer"):
+            bmp_search(index, [0], [1.0], 10, max_blocks=bad)
     with pytest.raises(ValueError, match="k must be at least 1"):
         bmp_search(index, [0], [1.0], 0)
     with pytest.raises(ValueError, match="block size must be between 1 and 256"):

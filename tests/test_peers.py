@@ -1,10 +1,11 @@
 """Peer-engine adapters (eval.peers) against a scipy brute force on seeded random data.
 
-PISA over integer impacts with integer query weights is exact, so its top-k must match the
-brute force (scores exactly; doc ids up to ties at the cut). Seismic is approximate: every doc
-it returns must carry its true score, and with generous settings recall must be high.
+PISA and Lucene (pyserini impact search) over integer impacts with integer query weights are
+exact, so their top-k must match the brute force (scores exactly; doc ids too, both break ties
+by doc id). Seismic is approximate: every doc it returns must carry its true score, and with
+generous settings recall must be high.
 Each test builds a 3,000-doc collection in two small child processes; skipped when the engine's
-package is not installed.
+package (for Lucene: pyserini, pyjnius or Java 21+) is not installed.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from eval.baselines.java import JavaNotFoundError
 from eval.peers.base import ChildBuild, directory_size, run_build_child
 from index.quantize import quantize, scale_for
 from index.sparse_batch import SparseBatch
@@ -181,6 +183,136 @@ def test_pisa_ignores_unknown_terms_and_term_order(pisa_index, collection):
     np.testing.assert_array_equal(ids, expected[0])
     np.testing.assert_array_equal(scores, expected[1])
     assert engine.search(np.array([VOCAB + 1]), np.array([2.0]), K)[0].size == 0
+
+
+TIED = (9, 10, 99, 100, 1000, N_DOCS - 1)  # as strings, "10" < "100" < "1000" < "2999" < "9"
+
+
+def _with_tied_docs(docs: SparseBatch) -> SparseBatch:
+    """``docs`` plus two extra terms (``VOCAB``, ``VOCAB + 1``) found only in the `TIED` docs."""
+    matrix = sp.hstack([docs.to_scipy(), sp.csr_matrix((N_DOCS, 2), dtype=np.float32)]).tolil()
+    for row in TIED:
+        matrix[row, VOCAB], matrix[row, VOCAB + 1] = 200, 150
+    return SparseBatch.from_scipy(matrix.tocsr())
+
+
+@pytest.fixture(scope="module")
+def lucene_index(tmp_path_factory, collection):
+    from eval.peers.pyserini_impact import PyseriniImpactEngine, require_lucene
+
+    try:
+        require_lucene()
+    except (ImportError, JavaNotFoundError) as err:
+        pytest.skip(f"pyserini impact search is not available: {err}")
+    docs = _with_tied_docs(collection[0])
+    # two threads: two input files, interleaved Lucene doc ids, merged into one segment
+    engine = PyseriniImpactEngine(None, build_threads=2, warmup_s=0.1)
+    report = engine.build(docs, tmp_path_factory.mktemp("pyserini"))
+    return engine, report, docs
+
+
+def test_lucene_is_exact_and_breaks_ties_by_doc_id(lucene_index, collection):
+    engine, _, docs = lucene_index
+    _, queries = collection
+    true_scores = (docs.to_scipy()[:, :VOCAB] @ queries.T).toarray().T  # (queries, docs)
+    for q in range(N_QUERIES):
+        for k in (K, 200):
+            ids, scores = engine.search(*_query(queries, q), k)
+            _assert_exact_topk(ids, scores, true_scores[q], k)
+            order = np.lexsort((np.arange(N_DOCS), -true_scores[q]))[: len(ids)]
+            np.testing.assert_array_equal(ids, order)
+    ids, scores = engine.search(np.array([VOCAB, VOCAB + 1]), np.array([1.0, 1.0]), 4)
+    assert ids.tolist() == list(TIED[:4]) and scores.tolist() == [350.0] * 4
+
+
+def test_lucene_quantises_float_query_weights(lucene_index, collection):
+    """Float query weights become 255 levels per query; scores come back in float units."""
+    engine = lucene_index[0].with_query_levels(255)
+    docs = lucene_index[2].to_scipy()[:, :VOCAB].astype(np.float64)
+    _, queries = collection
+    for q in range(N_QUERIES):
+        terms, weights = _query(queries, q)
+        weights = weights * 0.37
+        levels = np.rint(weights * 255 / weights.max())
+        query = sp.csr_matrix((levels, terms, [0, len(terms)]), shape=(1, VOCAB))
+        true = (docs @ query.T).toarray().ravel()  # integer scores, up to about 10**6
+        ids, scores = engine.search(terms, weights, K)
+        np.testing.assert_array_equal(ids, np.lexsort((np.arange(N_DOCS), -true))[:K])
+        np.testing.assert_allclose(scores, true[ids] * weights.max() / 255, rtol=1e-6)
+
+
+def test_lucene_sums_repeated_terms_and_ignores_unknown_ones(lucene_index, collection):
+    engine = lucene_index[0]
+    _, queries = collection
+    terms, weights = _query(queries, 1)
+    expected = engine.search(terms, weights, K)
+    half = weights[0] // 2  # the first term twice, its integer weight split in two
+    messy_terms = np.concatenate([terms[::-1], terms[:1], [VOCAB + 5, 10**9]])
+    messy_weights = np.concatenate([weights[::-1], [half], [3.0, 3.0]])
+    messy_weights[len(terms) - 1] = weights[0] - half
+    ids, scores = engine.search(messy_terms, messy_weights, K)
+    np.testing.assert_array_equal(ids, expected[0])
+    np.testing.assert_array_equal(scores, expected[1])
+    assert engine.search(np.array([VOCAB + 7]), np.array([2.0]), K)[0].size == 0
+    assert engine.search(terms, np.zeros(len(terms)), K)[0].size == 0
+
+
+def test_lucene_build_report(lucene_index):
+    engine, report, _ = lucene_index
+    assert report.seconds > 0 and report.bytes_on_disk > 0
+    assert report.peak_rss_mb >= report.details["baseline_rss_mb"] > 0
+    details = report.details
+    assert details["impacts"] == "given integer" and details["files"] == 2
+    assert details["indexed"] == N_DOCS - 1 and details["empty"] == 1  # doc 5 has no terms
+    assert details["errors"] == 0 and details["convert_s"] > 0
+    assert details["sum_impacts"] > details["postings"] > 0
+    assert engine.name == "pyserini-impact(q=None)"
+
+
+def test_lucene_collection_holds_quantised_impacts(tmp_path, collection):
+    """The convert phase alone (no Java): JSON lines with padded ids and uint8 impacts."""
+    import json
+
+    from eval.peers.pyserini_impact import write_collection
+
+    docs = collection[0]
+    rng = np.random.default_rng(3)
+    floats = SparseBatch(docs.indptr, docs.indices, docs.values * rng.random(docs.nnz) / 40, VOCAB)
+    meta = write_collection(floats, tmp_path, files=2)
+    scale = scale_for(float(floats.values.max()))
+    assert meta["impacts"] == "uint8" and meta["scale"] == pytest.approx(scale)
+    impacts, stats = quantize(floats.values, scale)
+    assert meta["zeroed"] == stats.zeroed and meta["postings"] == np.count_nonzero(impacts)
+    files = sorted((tmp_path / "collection").iterdir())
+    lines = [json.loads(line) for file in files for line in file.read_text().splitlines()]
+    assert len(files) == 2 and len(lines) == N_DOCS
+    assert [line["id"] for line in lines[:2]] == ["0000", "0001"] and lines[5]["vector"] == {}
+    for row in (0, 1234, N_DOCS - 1):
+        start, stop = docs.indptr[row], docs.indptr[row + 1]
+        expected = {
+            str(t): int(v) for t, v in zip(docs.indices[start:stop], impacts[start:stop]) if v
+        }
+        assert lines[row] == {"id": f"{row:04d}", "contents": "", "vector": expected}
+
+
+def test_lucene_says_what_is_missing(monkeypatch, tmp_path, collection):
+    from eval.peers import pyserini_impact
+    from eval.peers.pyserini_impact import PyseriniImpactEngine
+
+    engine = PyseriniImpactEngine()
+    with pytest.raises(RuntimeError, match="build"):
+        engine.search(np.array([1]), np.array([1.0]), K)
+    with pytest.raises(FileNotFoundError, match="no pyserini impact index"):
+        engine.open(tmp_path)
+    monkeypatch.setattr(pyserini_impact, "find_java_home", lambda: None)
+    monkeypatch.setattr(pyserini_impact, "anserini_jar", lambda: tmp_path / "anserini.jar")
+    with pytest.raises(JavaNotFoundError, match="Java 21"):
+        engine.build(collection[0], tmp_path)
+    monkeypatch.setattr(pyserini_impact, "anserini_jar", lambda: None)
+    hint = r'pyserini is not installed: pip install "lsr\[baselines\]"'
+    with pytest.raises(ImportError, match=hint):
+        engine.build(collection[0], tmp_path)
+    assert not (tmp_path / "pyserini").exists()  # failed before any child process
 
 
 def test_build_child_reuses_memory_mapped_input(tmp_path, collection):

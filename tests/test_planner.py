@@ -20,6 +20,7 @@ def index(tmp_path):
 def test_rule(index, monkeypatch):
     assert planner.choose_scorer(index, 10) == "exhaustive"  # a small collection
     assert planner.choose_scorer(index, 10, alpha=0.9) == "bmp"  # approximate needs BMP
+    assert planner.choose_scorer(index, 10, max_blocks=100) == "bmp"
     monkeypatch.setattr(planner, "MIN_DOCS_FOR_BMP", 1000)
     assert planner.choose_scorer(index, 10) == "bmp"
     assert planner.choose_scorer(index, planner.MAX_QUERY_TERMS_FOR_BMP + 1) == "exhaustive"
@@ -51,3 +52,5 @@ def test_bad_scorer_and_approximate_exhaustive(index):
         planner.search(index, [1], [1.0], 10, "wand")
     with pytest.raises(ValueError, match="exhaustive scorer is exact"):
         planner.search(index, [1], [1.0], 10, "exhaustive", alpha=0.5)
+    with pytest.raises(ValueError, match="exhaustive scorer is exact"):
+        planner.search(index, [1], [1.0], 10, "exhaustive", max_blocks=5)

@@ -35,9 +35,9 @@ SCORERS = ("auto", "exhaustive", "bmp")
 
 
 def choose_scorer(index: SparseIndex, num_query_terms: int, alpha: float = 1.0, beta: float = 1.0,
-                  k: int = 10) -> str:
+                  k: int = 10, max_blocks: int | None = None) -> str:
     """``"bmp"`` or ``"exhaustive"`` for one query (approximate settings always need BMP)."""
-    if alpha < 1 or beta < 1:
+    if _approximate(alpha, beta, max_blocks):
         return "bmp"
     docs = index.num_docs
     if k > LARGE_K:
@@ -49,44 +49,52 @@ def choose_scorer(index: SparseIndex, num_query_terms: int, alpha: float = 1.0, 
     return "bmp"
 
 
+def _approximate(alpha: float, beta: float, max_blocks: int | None) -> bool:
+    return alpha < 1 or beta < 1 or max_blocks is not None
+
+
+def _check_exact(alpha: float, beta: float, max_blocks: int | None) -> None:
+    if _approximate(alpha, beta, max_blocks):
+        raise ValueError("the exhaustive scorer is exact: alpha and beta must be 1 and max_blocks None")
+
+
 def search(index: SparseIndex, terms, weights, k: int = 10, scorer: str = "auto", alpha: float = 1.0,
-           beta: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+           beta: float = 1.0, max_blocks: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Search one query with the chosen scorer (``auto`` asks `choose_scorer`).
 
     Returns:
         Internal doc ids and scores, best first; every scorer gives the same result at
-        ``alpha = beta = 1``.
+        ``alpha = beta = 1`` without ``max_blocks``.
     """
     if scorer not in SCORERS:
         raise ValueError(f"scorer must be one of {', '.join(SCORERS)}, got {scorer!r}")
     if scorer == "auto":
-        scorer = choose_scorer(index, len(terms), alpha, beta, k)
+        scorer = choose_scorer(index, len(terms), alpha, beta, k, max_blocks)
     if scorer == "exhaustive":
-        if alpha < 1 or beta < 1:
-            raise ValueError("the exhaustive scorer is exact: alpha and beta must be 1")
+        _check_exact(alpha, beta, max_blocks)
         return exhaustive_search(index, terms, weights, k)
-    return bmp_search(index, terms, weights, k, alpha, beta)
+    return bmp_search(index, terms, weights, k, alpha, beta, max_blocks)
 
 
 def search_batch(index: SparseIndex, queries: SparseBatch, k: int = 10, scorer: str = "auto",
-                 alpha: float = 1.0, beta: float = 1.0) -> SearchResults:
+                 alpha: float = 1.0, beta: float = 1.0, max_blocks: int | None = None) -> SearchResults:
     """Search a batch in parallel over queries; ``auto`` routes each query as `choose_scorer` does."""
     if scorer not in SCORERS:
         raise ValueError(f"scorer must be one of {', '.join(SCORERS)}, got {scorer!r}")
     lengths = np.diff(queries.indptr)
     if scorer == "auto":
-        use_bmp = np.array([choose_scorer(index, int(n), alpha, beta, k) == "bmp" for n in lengths], dtype=bool)
+        use_bmp = np.array([choose_scorer(index, int(n), alpha, beta, k, max_blocks) == "bmp" for n in lengths],
+                           dtype=bool)
     else:
         use_bmp = np.full(len(queries), scorer == "bmp")
     if use_bmp.all():
-        return bmp_search_batch(index, queries, k, alpha, beta)
+        return bmp_search_batch(index, queries, k, alpha, beta, max_blocks)
     if not use_bmp.any():
-        if alpha < 1 or beta < 1:
-            raise ValueError("the exhaustive scorer is exact: alpha and beta must be 1")
+        _check_exact(alpha, beta, max_blocks)
         return exhaustive_search_batch(index, queries, k)
     matrix = queries.to_scipy()
     parts = {
-        True: bmp_search_batch(index, SparseBatch.from_scipy(matrix[use_bmp]), k, alpha, beta),
+        True: bmp_search_batch(index, SparseBatch.from_scipy(matrix[use_bmp]), k, alpha, beta, max_blocks),
         False: exhaustive_search_batch(index, SparseBatch.from_scipy(matrix[~use_bmp]), k),
     }
     merged = SearchResults(np.full((len(queries), k), -1, dtype=np.int64), np.zeros((len(queries), k)),

@@ -14,6 +14,7 @@ def register(subparsers) -> None:
                         help="auto: exhaustive on small collections and long queries, block-max pruning otherwise")
     parser.add_argument("--alpha", type=float, default=1.0, help="BMP bound factor; below 1 is approximate")
     parser.add_argument("--beta", type=float, default=1.0, help="fraction of query terms kept; below 1 is approximate")
+    parser.add_argument("--max-blocks", type=int, help="BMP stops after scoring this many blocks (approximate)")
     parser.set_defaults(handler=run)
 
 
@@ -32,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     index = SparseIndex.open(args.index, vocab_size=encoder.vocab_size)
     query = encoder.encode_queries([args.query])
     terms, weights = query.row(0)
-    docs, scores = search(index, terms, weights, args.k, args.scorer, args.alpha, args.beta)
+    docs, scores = search(index, terms, weights, args.k, args.scorer, args.alpha, args.beta, args.max_blocks)
     print(f"{'rank':>4}  {'doc id':<20} {'score':>8}  title")
     for rank, (doc, score) in enumerate(zip(docs, scores), start=1):
         title = index.doc_titles[doc]
