@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from numba import njit
 
 from index.builder import build_index
 from index.format import SparseIndex
@@ -56,6 +57,80 @@ def build_or_open(docs: SparseBatch, index_dir: Path, **options) -> tuple[Sparse
 def doc_order(index: SparseIndex) -> np.ndarray:
     """``order[i]`` = the collection position of internal doc ``i`` (ids are ``d<position>``)."""
     return np.array([int(index.doc_ids[i][1:]) for i in range(index.num_docs)], dtype=np.int64)
+
+
+@njit(cache=True, nogil=True)
+def _gather_rows(indptr, indices, values, order, out_indptr, out_indices, out_values):
+    pos = 0
+    for i in range(order.shape[0]):
+        for p in range(indptr[order[i]], indptr[order[i] + 1]):
+            out_indices[pos] = indices[p]
+            out_values[pos] = values[p]
+            pos += 1
+        out_indptr[i + 1] = pos
+
+
+@njit(cache=True, nogil=True)
+def _doc_major_counts(term_entry_blocks, term_entry_starts, term_post_docs, block_size, counts):
+    for x in range(term_entry_blocks.shape[0]):
+        first = np.int64(term_entry_blocks[x]) * block_size
+        for p in range(term_entry_starts[x], term_entry_starts[x + 1]):
+            counts[first + term_post_docs[p]] += 1
+
+
+@njit(cache=True, nogil=True)
+def _doc_major_fill(term_entry_offsets, term_entry_blocks, term_entry_starts, term_post_docs, term_post_impacts,
+                    block_size, cursor, out_indices, out_values):
+    for t in range(term_entry_offsets.shape[0] - 1):  # terms ascending: each doc's row comes out sorted
+        for x in range(term_entry_offsets[t], term_entry_offsets[t + 1]):
+            first = np.int64(term_entry_blocks[x]) * block_size
+            for p in range(term_entry_starts[x], term_entry_starts[x + 1]):
+                doc = first + term_post_docs[p]
+                out_indices[cursor[doc]] = t
+                out_values[cursor[doc]] = term_post_impacts[p]
+                cursor[doc] += 1
+
+
+def _new_batch_files(out_dir: Path, rows: int, nnz: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return tuple(np.lib.format.open_memmap(out_dir / f"{name}.npy", mode="w+", dtype=dtype, shape=(size,))
+                 for name, dtype, size in (("indptr", np.int64, rows + 1), ("indices", np.uint32, max(nnz, 1)),
+                                           ("values", np.float32, max(nnz, 1))))
+
+
+def _open_batch_files(out_dir: Path, nnz: int) -> SparseBatch:
+    indptr, indices, values = (np.load(out_dir / f"{n}.npy", mmap_mode="r") for n in ("indptr", "indices", "values"))
+    if nnz == 0:  # a memory map cannot be empty: the files hold one unused slot
+        indices, values = indices[:0], values[:0]
+    return SparseBatch(indptr, indices, values, VOCAB_SIZE)
+
+
+def reordered_docs(docs: SparseBatch, order: np.ndarray, out_dir: Path) -> SparseBatch:
+    """Rows of ``docs`` in ``order``, written to memory-mapped ``.npy`` files in ``out_dir``: a
+    4M-doc collection does not fit in memory twice, and peers get the files by path."""
+    indptr, indices, values = _new_batch_files(out_dir, len(order), docs.nnz)
+    indptr[0] = 0
+    _gather_rows(docs.indptr, docs.indices, docs.values, np.asarray(order, dtype=np.int64), indptr, indices, values)
+    for array in (indptr, indices, values):
+        array.flush()
+    return _open_batch_files(out_dir, docs.nnz)
+
+
+def impact_docs(index: SparseIndex, out_dir: Path) -> SparseBatch:
+    """Our index's uint8 impacts, doc-major in internal doc order, on memory-mapped files (as
+    `SparseIndex.to_scipy_docs`, without holding the collection in memory)."""
+    p = index.postings
+    counts = np.zeros(index.num_docs, dtype=np.int64)
+    _doc_major_counts(p.term_entry_blocks, p.term_entry_starts, p.term_post_docs, p.block_size, counts)
+    nnz = int(counts.sum())
+    indptr, indices, values = _new_batch_files(out_dir, index.num_docs, nnz)
+    indptr[0] = 0
+    np.cumsum(counts, out=indptr[1:])
+    _doc_major_fill(p.term_entry_offsets, p.term_entry_blocks, p.term_entry_starts, p.term_post_docs,
+                    p.term_post_impacts, p.block_size, np.array(indptr[:-1]), indices, values)
+    for array in (indptr, indices, values):
+        array.flush()
+    return _open_batch_files(out_dir, nnz)
 
 
 def time_queries(fn, queries: SparseBatch) -> tuple[np.ndarray, list]:

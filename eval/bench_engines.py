@@ -19,6 +19,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 import time
 from pathlib import Path
@@ -28,8 +29,8 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
-from eval.bench_collection import (build_or_open, collection_from_run, doc_order, load_docs, sample_queries, summary,
-                                   write_json)
+from eval.bench_collection import (build_or_open, collection_from_run, doc_order, impact_docs, load_docs,
+                                   reordered_docs, sample_queries, summary, write_json)
 from eval.bench_engines_report import acceptance, markdown, plot
 from eval.peers.base import run_build_child
 from eval.report import machine_description
@@ -41,6 +42,7 @@ from index.sparse_batch import SparseBatch
 
 KS = (10, 1000)
 APPROXIMATE = ((0.99, 1.0), (0.98, 1.0), (0.97, 1.0), (0.95, 1.0), (0.9, 1.0), (0.8, 1.0), (0.7, 1.0), (0.9, 0.8))
+REFERENCE_CHUNK = 500_000  # docs scored at a time by the float reference
 BLOCK_BUDGETS = (2000, 1000, 500, 250)  # max_blocks: anytime search
 # Seismic (query_cut, heap_factor): from fast and loose to slow and near-exact.
 SEISMIC_SEARCHES = ((10, 0.9), (20, 0.8), (40, 0.7), (60, 0.6), (100, 0.5), (200, 0.4))
@@ -52,18 +54,28 @@ def build_ours(docs: SparseBatch, out_dir: Path, block_size: int) -> dict:
     return {key: index.meta[key] for key in ("reorder_seconds", "bmp_seconds", "build_seconds")}
 
 
-def exact_float_reference(docs: SparseBatch, queries: SparseBatch, k: int) -> list[np.ndarray]:
-    """Top-k doc ids (rows of ``docs``) of exact float64 scoring (scipy), positive scores only."""
-    by_term = docs.to_scipy().T.tocsr().astype(np.float64)
-    out = []
-    for q in range(len(queries)):
-        terms, weights = queries.row(q)
-        row = sp.csr_matrix((weights.astype(np.float64), terms.astype(np.int64), [0, len(terms)]),
-                            shape=(1, docs.vocab_size)) @ by_term
-        scores, ids = row.data, row.indices
-        best = np.lexsort((ids, -scores))[:k]
-        out.append(ids[best][scores[best] > 0].astype(np.int64))
-    return out
+def exact_float_reference(docs: SparseBatch, queries: SparseBatch, k: int,
+                          chunk: int = REFERENCE_CHUNK) -> list[np.ndarray]:
+    """Top-k doc ids (rows of ``docs``) of exact float64 scoring (scipy), positive scores only,
+    ties by doc id. Docs go in chunks, so a 4M-doc collection needs no full float64 copy."""
+    query_rows = [sp.csr_matrix((w.astype(np.float64), t.astype(np.int64), [0, len(t)]), shape=(1, docs.vocab_size))
+                  for t, w in (queries.row(q) for q in range(len(queries)))]
+    best_ids = [np.empty(0, np.int64) for _ in query_rows]
+    best_scores = [np.empty(0, np.float64) for _ in query_rows]
+    for start in range(0, len(docs), chunk):
+        end = min(start + chunk, len(docs))
+        a, b = docs.indptr[start], docs.indptr[end]
+        part = sp.csr_matrix((np.asarray(docs.values[a:b], np.float64), np.asarray(docs.indices[a:b], np.int64),
+                              docs.indptr[start:end + 1] - a), shape=(end - start, docs.vocab_size))
+        by_term = part.T.tocsr()
+        for q, row in enumerate(query_rows):
+            hits = row @ by_term
+            ids = np.concatenate([best_ids[q], hits.indices.astype(np.int64) + start])
+            scores = np.concatenate([best_scores[q], hits.data])
+            # earlier chunks hold lower ids, so keeping k after each chunk keeps the right ties
+            keep = np.lexsort((ids, -scores))[:k]
+            best_ids[q], best_scores[q] = ids[keep], scores[keep]
+    return [ids[scores > 0] for ids, scores in zip(best_ids, best_scores)]
 
 
 def recall(found: list[np.ndarray], reference: list[np.ndarray], k: int) -> float:
@@ -130,7 +142,7 @@ class PeerBuildFailed(NamedTuple):
 def peer_engines(args, index: SparseIndex, float_docs: SparseBatch, work_dir: Path):
     """Yield ``(name, search fn, own reference, build report)`` for each peer asked for, or a
     `PeerBuildFailed` for a build that failed."""
-    impacts = SparseBatch.from_scipy(index.to_scipy_docs())  # our uint8 impacts, in our order
+    impacts = impact_docs(index, work_dir / "impact-docs")  # our uint8 impacts, in our order
     if "pisa" in args.peers:
         from eval.peers.pisa import PisaEngine
 
@@ -138,8 +150,8 @@ def peer_engines(args, index: SparseIndex, float_docs: SparseBatch, work_dir: Pa
         report = yield from _build("pisa", lambda: pisa.build(impacts, work_dir / "pisa"))
         if report is not None:
             for algorithm in ("maxscore", "block_max_wand"):
-                engine = pisa.with_algorithm(algorithm)
-                yield f"pisa {algorithm}", engine.search, "quantised", report
+                yield f"pisa {algorithm}", pisa.with_algorithm(algorithm).search, "quantised", report
+        del pisa  # each engine is dropped once measured: on 4M docs they do not all fit in memory
     if "bmp" in args.peers:
         from eval.peers.bmp import BmpEngine
 
@@ -149,6 +161,7 @@ def peer_engines(args, index: SparseIndex, float_docs: SparseBatch, work_dir: Pa
             report = yield from _build(name, lambda: engine.build_from_index(index, work_dir / f"bmp-{block_size}"))
             if report is not None:
                 yield name, engine.search, "quantised", report
+            del engine
     if "seismic" in args.peers:
         from eval.peers.seismic import SeismicEngine
 
@@ -157,8 +170,9 @@ def peer_engines(args, index: SparseIndex, float_docs: SparseBatch, work_dir: Pa
             report = yield from _build(f"seismic np={n_postings}",
                                        lambda: seismic.build(float_docs, work_dir / f"seismic-{n_postings}"))
             for query_cut, heap_factor in SEISMIC_SEARCHES if report is not None else ():
-                engine = seismic.with_search(query_cut, heap_factor)
-                yield f"seismic np={n_postings} qc={query_cut} hf={heap_factor}", engine.search, "float", report
+                yield (f"seismic np={n_postings} qc={query_cut} hf={heap_factor}",
+                       seismic.with_search(query_cut, heap_factor).search, "float", report)
+            del seismic
     if "pyserini" in args.peers:
         from eval.peers.pyserini_impact import PyseriniImpactEngine
 
@@ -166,6 +180,7 @@ def peer_engines(args, index: SparseIndex, float_docs: SparseBatch, work_dir: Pa
         report = yield from _build("pyserini impact", lambda: lucene.build(impacts, work_dir / "pyserini"))
         if report is not None:
             yield "pyserini impact", lucene.search, "quantised", report
+        del lucene
 
 
 def _build(name: str, build):
@@ -210,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
                             docs=docs, threads=args.build_threads)
     index = SparseIndex.open(ours_dir)
     order = doc_order(index)
-    float_docs = SparseBatch.from_scipy(docs.to_scipy()[order])
+    float_docs = reordered_docs(docs, order, work_dir / "float-docs")
     _, queries = sample_queries(args.collection, args.queries)
     scaled = canonical_batch(queries, index.term_scales)  # what our scorers (and impact peers) see
     started = time.perf_counter()
@@ -233,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         build = {"seconds": report.seconds, "bytes_on_disk": report.bytes_on_disk,
                  "peak_rss_mb": report.peak_rss_mb, "notes": report.notes}
         rows.append({**run_engine(name, fn, query_set, refs, own), "build": build})
+        del fn, peer
+        gc.collect()
     result = {
         "collection": str(args.collection), "docs": len(docs), "queries": len(queries),
         "block_size": args.block_size, "engines": rows, "failed_builds": failures,

@@ -1,0 +1,116 @@
+"""Where a BMP query's time goes, and how much of it an approximate search can save.
+
+On a built index and its grown collection (``make_bench_corpus.py`` output; the index made by
+`eval/bench_engines.py`), single thread, k = 10 by default:
+
+- the *fixed cost* of a query: `bmp_search` with ``max_blocks=1`` (bounds of every block, the
+  candidate pass and sort, one block scored, the Python wrapper). The rest of a search's time
+  is scoring blocks;
+- per setting (safe, ``alpha`` values, ``max_blocks`` budgets): mean latency, the part above
+  the fixed cost, recall@10 against the exact float reference and against safe BMP, and the
+  ratio of its scoring time to safe BMP's (what the latency ratio would be with no fixed cost);
+- per query, from the block bounds: how many blocks a safe search must score (bound >= the
+  final k-th score, so it cannot stop before), and how many of those come, in visiting order,
+  before the block of the last top-k doc (after that block, the safe search only proves).
+
+Usage:
+    python eval/profile_bmp.py /tmp/bench-1m /tmp/lsr-bench-engines/bench-1m-1000000/ours-b8 \\
+        --out eval/results/profile_bmp_1m.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from eval.bench_collection import doc_order, load_docs, sample_queries, time_queries, write_json
+from eval.bench_engines import exact_float_reference, recall
+from eval.report import machine_description
+from index.format import SparseIndex
+from index.scorers.bmp import _upper_bounds, bmp_search
+from index.scorers.query import canonical_query
+from index.sparse_batch import SparseBatch
+
+ALPHAS = (0.99, 0.97, 0.95, 0.9)
+BUDGETS = (2000, 1000, 500, 250, 100)
+
+
+def must_score_profile(index: SparseIndex, queries: SparseBatch, k: int) -> dict:
+    """Blocks a safe search must score, and how many of them it visits before its last hit."""
+    p = index.postings
+    ub = np.empty(p.num_blocks, np.float32)
+    mask = np.empty(p.num_blocks, np.uint16)
+    must, until_last_hit = [], []
+    for q in range(len(queries)):
+        docs, scores = bmp_search(index, *queries.row(q), k)
+        if len(docs) < k:
+            continue
+        terms, weights = canonical_query(*queries.row(q), index.term_scales)
+        _upper_bounds(terms, weights, p.num_blocks, p.bm_dense_slot, p.bm_dense, p.term_entry_offsets,
+                      p.term_entry_blocks, p.term_entry_max, ub, mask, np.empty(len(terms), np.int64))
+        bound = ub.astype(np.float64)
+        needed = bound >= scores[-1]
+        hit_blocks = np.unique(docs // p.block_size)
+        must.append(int(needed.sum()))
+        # visiting order is by bound, best first: blocks visited no later than the weakest hit block
+        until_last_hit.append(int((needed & (bound >= bound[hit_blocks].min())).sum()))
+    must, until_last_hit = np.array(must), np.array(until_last_hit)
+    return {
+        "queries": int(len(must)),
+        "must_score_mean": float(must.mean()), "must_score_p50": float(np.median(must)),
+        "must_score_p99": float(np.percentile(must, 99)),
+        "before_last_hit_mean": float(until_last_hit.mean()),
+        "before_last_hit_p50": float(np.median(until_last_hit)),
+        "share_after_last_hit": float(1 - until_last_hit.sum() / max(must.sum(), 1)),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("collection", type=Path)
+    parser.add_argument("index", type=Path)
+    parser.add_argument("--queries", type=int, default=500)
+    parser.add_argument("-k", type=int, default=10)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    index = SparseIndex.open(args.index)
+    _, queries = sample_queries(args.collection, args.queries)
+    float_docs = SparseBatch.from_scipy(load_docs(args.collection).to_scipy()[doc_order(index)])
+    reference = exact_float_reference(float_docs, queries, args.k)
+    del float_docs
+
+    settings = {"safe": {}, **{f"alpha={a}": {"alpha": a} for a in ALPHAS},
+                **{f"max_blocks={b}": {"max_blocks": b} for b in BUDGETS}}
+    fixed, _ = time_queries(lambda t, w: bmp_search(index, t, w, args.k, max_blocks=1), queries)
+    rows, safe_docs, safe_scoring = {}, None, None
+    for name, options in settings.items():
+        latencies, results = time_queries(lambda t, w, o=options: bmp_search(index, t, w, args.k, **o), queries)
+        docs = [r[0] for r in results]
+        if name == "safe":
+            safe_docs, safe_scoring = docs, latencies.mean() - fixed.mean()
+        scoring = latencies.mean() - fixed.mean()
+        rows[name] = {"mean_ms": float(latencies.mean()), "scoring_ms": float(scoring),
+                      "recall_float": recall(docs, reference, args.k), "recall_safe": recall(docs, safe_docs, args.k),
+                      "latency_ratio_to_safe": None, "scoring_ratio_to_safe": float(scoring / safe_scoring)}
+        rows[name]["latency_ratio_to_safe"] = float(latencies.mean() / rows["safe"]["mean_ms"])
+        print(f"{name:>16}: {latencies.mean():.3f} ms (scoring {scoring:.3f}), R@{args.k} float "
+              f"{rows[name]['recall_float']:.4f}, x safe {rows[name]['latency_ratio_to_safe']:.3f}, "
+              f"scoring x safe {rows[name]['scoring_ratio_to_safe']:.3f}", flush=True)
+    result = {
+        "collection": str(args.collection), "index": str(args.index), "docs": index.num_docs,
+        "queries": len(queries), "k": args.k,
+        "fixed_ms": {"mean": float(fixed.mean()), "p50": float(np.median(fixed))},
+        "settings": rows, "blocks": must_score_profile(index, queries, args.k),
+        "machine": machine_description(),
+        "command": "python eval/profile_bmp.py " + " ".join(sys.argv[1:] if argv is None else argv),
+    }
+    print(f"fixed cost {result['fixed_ms']['mean']:.3f} ms mean; blocks {result['blocks']}")
+    write_json(args.out, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
