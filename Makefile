@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 LSR := $(VENV)/bin/lsr
 TORCH ?= torch==2.13.0
 
-.PHONY: run test install install-dev results bench-engines clean
+.PHONY: run test install install-dev results bench-engines bench-engines-4m clean
 
 $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,17 @@ bench-engines: install-dev
 	$(PY) eval/bench_block_size.py $(BENCH_DIR) --out eval/results/bench_block_size.json
 	$(PY) eval/bench_planner.py $(BENCH_DIR) --out eval/results/bench_planner.json
 	$(PY) eval/bench_engines.py $(BENCH_DIR) --out eval/results/bench_engines_1m
+	$(PY) eval/profile_bmp.py $(BENCH_DIR) /tmp/lsr-bench-engines/$(notdir $(BENCH_DIR))-1000000/ours-b8 \
+	  --out eval/results/profile_bmp_1m.json
+
+# The same table on 4M docs (no targets): how each engine's cost grows. BMP's Rust build holds
+# the whole collection in memory, so only its smallest-footprint block size fits in 24 GB;
+# Lucene's build time grows with the sum of the impacts (about 40 min here), so it is left out.
+BENCH_4M_DIR ?= /tmp/bench-4m
+bench-engines-4m: install-dev
+	test -d $(BENCH_4M_DIR) || $(PY) ../shared/tools/make_bench_corpus.py --docs 4000000 --out $(BENCH_4M_DIR)
+	$(PY) eval/bench_engines.py $(BENCH_4M_DIR) --peers pisa,bmp,seismic --bmp-block-sizes 64 \
+	  --seismic-postings 3000 --out eval/results/bench_engines_4m
 
 clean:
 	rm -rf runs
