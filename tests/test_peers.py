@@ -153,6 +153,17 @@ def test_seismic_returns_true_scores_with_high_recall(tmp_path, collection):
     assert np.mean(recalls) >= 0.95
 
 
+def test_seismic_rebuild_replaces_the_earlier_index(tmp_path, collection):
+    pytest.importorskip("seismic")
+    from eval.peers.seismic import SeismicEngine
+
+    docs, _ = collection
+    sizes = [SeismicEngine(n_postings=N_DOCS).build(docs, tmp_path).bytes_on_disk for _ in range(2)]
+    files = sorted(p.name for p in (tmp_path / "seismic").iterdir())
+    assert files == ["index.index.seismic", "lsr_seismic.json"]  # no stale copy beside it
+    assert sizes[1] < 1.5 * sizes[0]  # Seismic's clustering is not deterministic to the byte
+
+
 def test_seismic_accepts_unsorted_repeated_and_unknown_terms(tmp_path, collection):
     pytest.importorskip("seismic")
     from eval.peers.seismic import SeismicEngine

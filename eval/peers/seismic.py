@@ -257,12 +257,12 @@ def _clean_query(terms: np.ndarray, weights: np.ndarray, dim: int) -> tuple[np.n
 
 def _save(index: Any, out_dir: Path) -> None:
     """Saves to ``index.index.seismic``: pyseismic-lsr 0.5.4 documents that it appends the
-    suffix but writes to the bare path, so we accept either and settle on the suffixed name."""
+    suffix but writes to the bare path, so we accept either and settle on the suffixed name.
+    A file left there by an earlier build is replaced, never kept beside the new one."""
     bare = out_dir / _INDEX_FILE
     index.save(str(bare))
-    target = _index_path(out_dir)
-    if not target.exists() and bare.is_file():
-        bare.rename(target)
+    if bare.is_file():
+        bare.replace(_index_path(out_dir))
 
 
 def _index_path(index_dir: Path) -> Path:
