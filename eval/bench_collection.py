@@ -71,24 +71,33 @@ def _gather_rows(indptr, indices, values, order, out_indptr, out_indices, out_va
 
 
 @njit(cache=True, nogil=True)
-def _doc_major_counts(term_entry_blocks, term_entry_starts, term_post_docs, block_size, counts):
-    for x in range(term_entry_blocks.shape[0]):
-        first = np.int64(term_entry_blocks[x]) * block_size
-        for p in range(term_entry_starts[x], term_entry_starts[x + 1]):
-            counts[first + term_post_docs[p]] += 1
+def _doc_major_counts(block_post_offsets, block_post_docs, block_size, counts):
+    for blk in range(block_post_offsets.shape[0] - 1):
+        for p in range(block_post_offsets[blk], block_post_offsets[blk + 1]):
+            counts[blk * block_size + block_post_docs[p]] += 1
 
 
 @njit(cache=True, nogil=True)
-def _doc_major_fill(term_entry_offsets, term_entry_blocks, term_entry_starts, term_post_docs, term_post_impacts,
-                    block_size, cursor, out_indices, out_values):
-    for t in range(term_entry_offsets.shape[0] - 1):  # terms ascending: each doc's row comes out sorted
-        for x in range(term_entry_offsets[t], term_entry_offsets[t + 1]):
-            first = np.int64(term_entry_blocks[x]) * block_size
-            for p in range(term_entry_starts[x], term_entry_starts[x + 1]):
-                doc = first + term_post_docs[p]
-                out_indices[cursor[doc]] = t
-                out_values[cursor[doc]] = term_post_impacts[p]
-                cursor[doc] += 1
+def _doc_major_fill(block_term_offsets, block_terms, block_entry_starts, block_post_offsets, block_post_docs,
+                    block_post_impacts, block_size, indptr, out_indices, out_values):
+    """Block by block through the forward index (terms ascending within a block), so each doc's
+    row comes out sorted and the output is written in order: scattering term-major postings
+    into file-backed arrays instead made the kernel rewrite the same dirty pages for an hour."""
+    cursor = np.empty(block_size, dtype=np.int64)
+    num_docs = indptr.shape[0] - 1
+    for blk in range(block_post_offsets.shape[0] - 1):
+        first = blk * block_size
+        for d in range(min(block_size, num_docs - first)):
+            cursor[d] = indptr[first + d]
+        base, block_end = block_post_offsets[blk], block_post_offsets[blk + 1]
+        for e in range(block_term_offsets[blk], block_term_offsets[blk + 1]):
+            start = base + block_entry_starts[e]
+            end = base + block_entry_starts[e + 1] if e + 1 < block_term_offsets[blk + 1] else block_end
+            for p in range(start, end):
+                d = block_post_docs[p]
+                out_indices[cursor[d]] = block_terms[e]
+                out_values[cursor[d]] = block_post_impacts[p]
+                cursor[d] += 1
 
 
 def _new_batch_files(out_dir: Path, rows: int, nnz: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -120,14 +129,15 @@ def impact_docs(index: SparseIndex, out_dir: Path) -> SparseBatch:
     """Our index's uint8 impacts, doc-major in internal doc order, on memory-mapped files (as
     `SparseIndex.to_scipy_docs`, without holding the collection in memory)."""
     p = index.postings
-    counts = np.zeros(index.num_docs, dtype=np.int64)
-    _doc_major_counts(p.term_entry_blocks, p.term_entry_starts, p.term_post_docs, p.block_size, counts)
+    counts = np.zeros(max(index.num_docs, p.num_blocks * p.block_size), dtype=np.int64)
+    _doc_major_counts(p.block_post_offsets, p.block_post_docs, p.block_size, counts)
+    counts = counts[: index.num_docs]
     nnz = int(counts.sum())
     indptr, indices, values = _new_batch_files(out_dir, index.num_docs, nnz)
     indptr[0] = 0
     np.cumsum(counts, out=indptr[1:])
-    _doc_major_fill(p.term_entry_offsets, p.term_entry_blocks, p.term_entry_starts, p.term_post_docs,
-                    p.term_post_impacts, p.block_size, np.array(indptr[:-1]), indices, values)
+    _doc_major_fill(p.block_term_offsets, p.block_terms, p.block_entry_starts, p.block_post_offsets,
+                    p.block_post_docs, p.block_post_impacts, p.block_size, np.array(indptr), indices, values)
     for array in (indptr, indices, values):
         array.flush()
     return _open_batch_files(out_dir, nnz)
