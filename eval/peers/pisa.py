@@ -49,7 +49,7 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
+from numba import njit
 
 from eval.peers.base import BuildReport, phased_report, run_build_child
 from index.quantize import quantize, scale_for
@@ -231,14 +231,20 @@ def write_collection(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tfs, info = _impacts(docs.values, impact_scale)
-    matrix = sp.csr_matrix((tfs, docs.indices, docs.indptr), shape=(len(docs), docs.vocab_size))
-    matrix.eliminate_zeros()
-    by_term = matrix.tocsc()  # doc ids come out sorted within each term
-    del matrix
-    present = np.flatnonzero(np.diff(by_term.indptr))
+    # A term-major copy by counting sort, in uint32: scipy's tocsc() of a 4M-doc collection
+    # held three copies in 64-bit indices and ran out of memory on 24 GB.
+    term_indptr = np.zeros(docs.vocab_size + 1, dtype=np.int64)
+    _count_terms(docs.indices, tfs, term_indptr)
+    np.cumsum(term_indptr, out=term_indptr)
+    term_docs = np.empty(int(term_indptr[-1]), dtype=np.uint32)
+    term_tfs = np.empty(int(term_indptr[-1]), dtype=np.uint32)
+    doc_lengths = np.zeros(len(docs), dtype=np.int64)
+    _fill_terms(docs.indptr, docs.indices, tfs, term_indptr[:-1].copy(), term_docs, term_tfs, doc_lengths)
+    del tfs
+    present = np.flatnonzero(np.diff(term_indptr))
     names = np.array([str(t) for t in present.tolist()])
     order = np.argsort(names, kind="stable")  # PISA's lexicon is sorted as strings
-    _write_postings(out_dir, by_term, present[order], len(docs))
+    _write_postings(out_dir, term_indptr, term_docs, term_tfs, present[order], doc_lengths)
     (out_dir / "fwd.terms").write_text("".join(f"{name}\n" for name in names[order].tolist()))
     with open(out_dir / "fwd.documents", "w") as out:
         for start in range(0, len(docs), 100_000):
@@ -248,7 +254,7 @@ def write_collection(
     meta = {
         "vocab_size": docs.vocab_size,
         "docs": len(docs),
-        "postings": int(by_term.nnz),
+        "postings": int(term_indptr[-1]),
         "terms": int(present.size),
         **info,
     }
@@ -280,6 +286,28 @@ def build_index(
     return {"encoding": encoding, "block_size": block_size}
 
 
+@njit(cache=True, nogil=True)
+def _count_terms(indices, tfs, counts):
+    """counts[t + 1]: postings of term t with a non-zero frequency."""
+    for p in range(indices.shape[0]):
+        if tfs[p] > 0:
+            counts[indices[p] + 1] += 1
+
+
+@njit(cache=True, nogil=True)
+def _fill_terms(indptr, indices, tfs, cursor, term_docs, term_tfs, doc_lengths):
+    """Postings by term, docs ascending within a term (docs are visited in order); and each
+    doc's length, the sum of its frequencies."""
+    for doc in range(indptr.shape[0] - 1):
+        for p in range(indptr[doc], indptr[doc + 1]):
+            if tfs[p] > 0:
+                t = indices[p]
+                term_docs[cursor[t]] = doc
+                term_tfs[cursor[t]] = tfs[p]
+                cursor[t] += 1
+                doc_lengths[doc] += tfs[p]
+
+
 def _impacts(
     values: np.ndarray, impact_scale: float | None
 ) -> tuple[np.ndarray, dict[str, Any]]:
@@ -300,16 +328,15 @@ def _impacts(
 
 
 def _write_postings(
-    out_dir: Path, by_term: sp.csc_matrix, terms: np.ndarray, n_docs: int
+    out_dir: Path, indptr: np.ndarray, doc_ids: np.ndarray, freqs: np.ndarray, terms: np.ndarray,
+    doc_lengths: np.ndarray,
 ) -> None:
     """PISA's binary_freq_collection: ``inv.docs``, ``inv.freqs``, ``inv.sizes`` (all uint32).
 
     ``inv.docs`` is ``[1, n_docs]`` then, per term, ``[length, doc ids...]``; ``inv.freqs`` is,
     per term, ``[length, freqs...]``; ``inv.sizes`` is ``[n_docs, doc lengths...]``.
     """
-    indptr = by_term.indptr
-    doc_ids = by_term.indices.astype(np.uint32, copy=False)
-    freqs = by_term.data.astype(np.uint32, copy=False)
+    n_docs = len(doc_lengths)
     with open(out_dir / "inv.docs", "wb") as f_docs, open(out_dir / "inv.freqs", "wb") as f_freqs:
         f_docs.write(np.array([1, n_docs], dtype=np.uint32).tobytes())
         for term in terms.tolist():
@@ -319,10 +346,9 @@ def _write_postings(
             f_docs.write(doc_ids[start:stop].tobytes())
             f_freqs.write(header)
             f_freqs.write(freqs[start:stop].tobytes())
-    sizes = np.bincount(by_term.indices, weights=by_term.data, minlength=n_docs)
     with open(out_dir / "inv.sizes", "wb") as f_sizes:
         f_sizes.write(np.uint32(n_docs).tobytes())
-        f_sizes.write(np.minimum(sizes, 2**32 - 1).astype(np.uint32).tobytes())
+        f_sizes.write(np.minimum(doc_lengths, 2**32 - 1).astype(np.uint32).tobytes())
 
 
 def _pisathon() -> ModuleType:
