@@ -21,7 +21,7 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from eval.baselines.java import start_jvm
+from eval.baselines.java import run_index_collection, start_jvm
 
 logger = logging.getLogger(__name__)
 
@@ -83,26 +83,14 @@ def build_index(
     collection_dir.mkdir(parents=True, exist_ok=True)
     written = _write_collection(documents, collection_dir / "docs.jsonl")
 
-    start_jvm()
-    from jnius import autoclass
-
-    options = autoclass("java.util.ArrayList")()
-    for option in (
+    counters = run_index_collection([
         "-collection", "JsonCollection",
         "-generator", "DefaultLuceneDocumentGenerator",
         "-input", str(collection_dir),
         "-index", str(index_dir),
         "-threads", str(threads),
         "-quiet",
-    ):  # fmt: skip
-        options.add(option)
-    args = autoclass("io.anserini.index.IndexCollection$Args")()
-    # Parsed by Anserini's own parser so its defaults (analyzer, stemmer, stopwords) apply; a
-    # bad option raises here instead of IndexCollection.main printing it and returning.
-    autoclass("org.kohsuke.args4j.CmdLineParser")(args).parseArgument(options)
-    indexer = autoclass("io.anserini.index.IndexCollection")(args)
-    indexer.run()
-    counters = indexer.getCounters()
+    ])  # fmt: skip
     indexed = counters.indexed.get()
     if indexed != written:
         # Anserini skips documents whose contents are blank, as pyserini's indexes do.

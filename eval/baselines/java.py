@@ -64,6 +64,27 @@ def start_jvm() -> None:
     import jnius  # noqa: F401  (importing jnius starts the JVM)
 
 
+def run_index_collection(options: list[str]):
+    """Runs Anserini's ``IndexCollection`` in this process's JVM (started by `start_jvm`) with
+    command-line ``options``; returns its counters (``indexed``, ``empty``, ``errors``, ...).
+
+    The options go through Anserini's own parser, so its defaults (analyzer, stemmer,
+    stopwords) apply, and a bad option raises here instead of ``IndexCollection.main``
+    printing it and returning.
+    """
+    start_jvm()
+    from jnius import autoclass
+
+    java_options = autoclass("java.util.ArrayList")()
+    for option in options:
+        java_options.add(option)
+    args = autoclass("io.anserini.index.IndexCollection$Args")()
+    autoclass("org.kohsuke.args4j.CmdLineParser")(args).parseArgument(java_options)
+    indexer = autoclass("io.anserini.index.IndexCollection")(args)
+    indexer.run()
+    return indexer.getCounters()
+
+
 def find_java_home() -> Path | None:
     """Returns the home of the first Java 21+ found, or None.
 

@@ -48,6 +48,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from index.quantize import quantize, scale_for
 from index.sparse_batch import SparseBatch
 
 _ARRAYS = ("indptr", "indices", "values")
@@ -106,6 +107,31 @@ class ChildBuild:
     peak_rss_mb: float | None  # the child's VmHWM after the function returned
     baseline_rss_mb: float | None  # the child's VmHWM before the build function ran
     threads: int
+
+
+MAX_INTEGER_IMPACT = 2**31 - 1  # PISA's and Lucene's term frequencies are signed 32-bit
+
+
+def integer_impacts(values: np.ndarray, impact_scale: float | None) -> tuple[np.ndarray, dict[str, Any]]:
+    """Integer impacts (uint32) for an engine that takes term frequencies, and how they were got.
+
+    Weights that already are integers in ``[0, MAX_INTEGER_IMPACT]`` are taken as they are
+    unless ``impact_scale`` is given; otherwise they are quantised with `index.quantize.quantize`
+    (scale = ``impact_scale``, or largest weight / 255).
+    """
+    values = np.asarray(values)
+    integral = values.size == 0 or (
+        float(values.min()) >= 0
+        and float(values.max()) <= MAX_INTEGER_IMPACT
+        and bool(np.all(values == np.floor(values)))
+    )
+    if impact_scale is None and integral:
+        info = {"impacts": "given integer", "scale": 1.0, "clipped": 0, "zeroed": 0}
+        return values.astype(np.uint32), info
+    scale = impact_scale if impact_scale is not None else scale_for(float(values.max()))
+    impacts, stats = quantize(values, scale)
+    info = {"impacts": "uint8", "scale": scale, "clipped": stats.clipped, "zeroed": stats.zeroed}
+    return impacts.astype(np.uint32), info
 
 
 def directory_size(path: Path) -> int:

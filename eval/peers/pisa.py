@@ -51,8 +51,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from eval.peers.base import BuildReport, phased_report, run_build_child
-from index.quantize import quantize, scale_for
+from eval.peers.base import BuildReport, integer_impacts, phased_report, run_build_child
 from index.sparse_batch import SparseBatch
 
 ALGORITHMS = ("maxscore", "block_max_wand", "block_max_maxscore", "wand", "ranked_or")
@@ -60,7 +59,6 @@ _SCORER = "quantized"
 _META = "lsr_pisa.json"
 _BUILD_ONLY = ("inv.docs", "inv.freqs", "inv.sizes", "fwd.documents", "fwd.terms")
 _INSTALL_HINT = 'PISA is not installed: pip install "lsr[bench]" (brings pyterrier-pisa)'
-_MAX_TF = 2**31 - 1
 _KEEP = object()
 
 
@@ -230,7 +228,7 @@ def write_collection(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tfs, info = _impacts(docs.values, impact_scale)
+    tfs, info = integer_impacts(docs.values, impact_scale)
     # A term-major copy by counting sort, in uint32: scipy's tocsc() of a 4M-doc collection
     # held three copies in 64-bit indices and ran out of memory on 24 GB.
     term_indptr = np.zeros(docs.vocab_size + 1, dtype=np.int64)
@@ -306,25 +304,6 @@ def _fill_terms(indptr, indices, tfs, cursor, term_docs, term_tfs, doc_lengths):
                 term_tfs[cursor[t]] = tfs[p]
                 cursor[t] += 1
                 doc_lengths[doc] += tfs[p]
-
-
-def _impacts(
-    values: np.ndarray, impact_scale: float | None
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """Integer term frequencies for PISA and how they were obtained."""
-    values = np.asarray(values)
-    integral = values.size == 0 or (
-        float(values.min()) >= 0
-        and float(values.max()) <= _MAX_TF
-        and bool(np.all(values == np.floor(values)))
-    )
-    if impact_scale is None and integral:
-        info = {"impacts": "given integer", "scale": 1.0, "clipped": 0, "zeroed": 0}
-        return values.astype(np.uint32), info
-    scale = impact_scale if impact_scale is not None else scale_for(float(values.max()))
-    impacts, stats = quantize(values, scale)
-    info = {"impacts": "uint8", "scale": scale, "clipped": stats.clipped, "zeroed": stats.zeroed}
-    return impacts.astype(np.uint32), info
 
 
 def _write_postings(

