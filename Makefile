@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 LSR := $(VENV)/bin/lsr
 TORCH ?= torch==2.13.0
 
-.PHONY: run test install install-dev results bench-engines bench-engines-4m clean
+.PHONY: run test install install-dev results train-results bench-engines bench-engines-4m clean
 
 $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ results: install-dev
 	  $(PY) eval/brute_force.py runs/beir-$$d-test --out eval/results/brute_force_beir-$$d-test.json || exit 1; \
 	done
 	$(PY) eval/bench_encode.py --docs 512 --out eval/results/bench_encode.json
+
+# Issue 4's figures: train every config of eval/configs (about 2 h on 2 cores), evaluate on BEIR.
+train-results: install-dev
+	$(PY) eval/train_experiments.py --out eval/results/training_scifact
 
 # Issue 3's figures: the query engine against PISA, BMP and Seismic on a grown 1M-doc collection.
 BENCH_DIR ?= /tmp/bench-1m

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.metrics import evaluate
 from eval.report import machine_description, write_report
 from eval.runfile import Run, drop_self_hits, write_trec_run
-from index.format import SparseIndex, read_meta
-from index.scorers.planner import search, search_batch
+from index.format import read_meta
 from index.sparse_batch import SparseBatch
+from lsr.metrics import evaluate
 
 
 @dataclass
@@ -81,7 +80,7 @@ def run_beir(config: BeirRunConfig) -> dict:
 
 
 def _index_if_needed(dataset, index_dir: Path, out_dir: Path, config: BeirRunConfig):
-    from lsr.encoders.splade import SpladeEncoder
+    from lsr.encoders.loading import load_encoder
     from lsr.indexing import index_corpus
 
     if (index_dir / "meta.json").is_file():
@@ -95,11 +94,9 @@ def _index_if_needed(dataset, index_dir: Path, out_dir: Path, config: BeirRunCon
                 f"{index_dir} was built with model {recorded['model']!r}, not {config.model!r}; "
                 "pass another --index or remove it"
             )
-        return SpladeEncoder(
-            recorded["model"], recorded["query_max_length"], recorded["doc_max_length"],
-            config.batch_size, recorded.get("pooling", "max"),
-        )
-    encoder = SpladeEncoder(config.model, batch_size=config.batch_size)
+        return load_encoder(recorded["model"], config.batch_size, recorded["query_max_length"],
+                            recorded["doc_max_length"])
+    encoder = load_encoder(config.model, batch_size=config.batch_size)
     index_corpus(
         dataset.iter_documents(), encoder, index_dir, dataset.name,
         float_vectors_dir=out_dir / "doc-vectors", quantization=config.quantization,
@@ -109,48 +106,17 @@ def _index_if_needed(dataset, index_dir: Path, out_dir: Path, config: BeirRunCon
 
 
 def _run_sparse(encoder, index_dir: Path, queries: dict, qrels: dict, out_dir: Path, config: BeirRunConfig) -> dict:
-    index = SparseIndex.open(index_dir, vocab_size=encoder.vocab_size)
-    query_ids = list(queries)
-    started = time.perf_counter()
-    vectors = encoder.encode_queries([queries[q] for q in query_ids])
-    encode_ms = (time.perf_counter() - started) * 1000 / len(query_ids)
-    save_query_vectors(out_dir / "query-vectors.npz", query_ids, vectors)
+    from lsr.evaluation import evaluate_index
 
-    results = search_batch(index, vectors, config.k, config.scorer)
-    run: Run = {}
-    for row, qid in enumerate(query_ids):
-        docs, scores = results.row(row)
-        run[qid] = {index.doc_ids[d]: float(s) for d, s in zip(docs, scores)}
+    result = evaluate_index(encoder, index_dir, queries, qrels, config.k, config.scorer)
+    run = result["run"]
+    save_query_vectors(out_dir / "query-vectors.npz", list(queries), result["query_vectors"])
     if config.drop_self_hits:
         run = drop_self_hits(run)
+        result["metrics"] = evaluate(run, qrels)
     write_trec_run(run, out_dir / "run.splade.trec", "splade")
-    latencies = _single_query_latencies_ms(index, vectors, config.k, config.scorer)
-    meta = index.meta
-    return {
-        "metrics": evaluate(run, qrels),
-        "run_file": str(out_dir / "run.splade.trec"),
-        "efficiency": {
-            "mean_doc_nnz": meta["mean_doc_nnz"],
-            "mean_query_nnz": vectors.nnz / len(vectors),
-            "index_mb": index.size_bytes() / 2**20,
-            "encode_seconds": meta.get("encode_seconds"),
-            "mean_query_encode_ms": encode_ms,
-            "mean_search_ms": float(np.mean(latencies)),
-            "p50_search_ms": float(np.percentile(latencies, 50)),
-            "p99_search_ms": float(np.percentile(latencies, 99)),
-        },
-    }
-
-
-def _single_query_latencies_ms(index: SparseIndex, vectors: SparseBatch, k: int, scorer: str) -> np.ndarray:
-    """Search latency of each query alone, one thread, after one warm-up query."""
-    search(index, *vectors.row(0), k, scorer)
-    latencies = np.empty(len(vectors))
-    for q in range(len(vectors)):
-        started = time.perf_counter()
-        search(index, *vectors.row(q), k, scorer)
-        latencies[q] = (time.perf_counter() - started) * 1000
-    return latencies
+    return {"metrics": result["metrics"], "run_file": str(out_dir / "run.splade.trec"),
+            "efficiency": result["efficiency"]}
 
 
 def save_query_vectors(path: Path, query_ids: list[str], vectors: SparseBatch) -> None:

@@ -25,7 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from eval.beir_runner import load_query_vectors
-from eval.metrics import evaluate
+from lsr.metrics import evaluate
 from eval.report import machine_description
 from eval.runfile import Run, drop_self_hits, read_trec_run
 from index.format import SparseIndex, load_array

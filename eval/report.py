@@ -6,7 +6,7 @@ import json
 import platform
 from pathlib import Path
 
-from eval.metrics import MEASURES
+from lsr.metrics import MEASURES
 
 
 def machine_description() -> dict:

@@ -1,6 +1,6 @@
 import pytest
 
-from eval.metrics import evaluate
+from lsr.metrics import evaluate
 from eval.runfile import drop_self_hits, read_trec_run, write_trec_run
 
 

@@ -60,8 +60,13 @@ def test_batch_equals_one_by_one_in_input_order(encoder):
 
 
 def test_padding_does_not_change_a_vector(encoder):
-    alone = encoder._encode_batch([TEXTS[1]], 64, fast=True)
-    padded = encoder._encode_batch([TEXTS[1], TEXTS[2]], 64, fast=True)  # pads TEXTS[1] to 64
+    def run(texts):
+        tokens = encoder.tokenizer(texts, truncation=True, max_length=64, padding=True, return_tensors="pt")
+        with torch.no_grad():
+            return encoder._forward(tokens)
+
+    alone = run([TEXTS[1]])
+    padded = run([TEXTS[1], TEXTS[2]])  # pads TEXTS[1] to 64
     torch.testing.assert_close(padded[0], alone[0], atol=1e-5, rtol=0)
 
 

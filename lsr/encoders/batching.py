@@ -1,0 +1,68 @@
+"""Shared plumbing of the encoders: length-sorted batches and dense-to-CSR conversion."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from index.sparse_batch import SparseBatch
+
+
+def empty_batch(vocab_size: int) -> SparseBatch:
+    return SparseBatch(np.zeros(1, np.int64), np.zeros(0, np.uint32), np.zeros(0, np.float32), vocab_size)
+
+
+def encode_texts(
+    texts: list[str],
+    tokenizer,
+    max_length: int,
+    batch_size: int,
+    forward: Callable[[dict], torch.Tensor],
+    vocab_size: int,
+    show_progress: bool = False,
+) -> SparseBatch:
+    """Run ``forward`` over length-sorted batches; rows come back in input order.
+
+    Args:
+        texts: the texts to encode.
+        tokenizer: a Hugging Face tokenizer.
+        max_length: token limit (special tokens included).
+        batch_size: texts per forward pass.
+        forward: tokenized batch (``return_tensors="pt"``) -> ``(batch, vocab)`` weights.
+        vocab_size: columns of the result.
+        show_progress: a progress bar over batches.
+    """
+    if not texts:
+        return empty_batch(vocab_size)
+    lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
+    order = np.argsort(lengths, kind="stable")[::-1]  # similar lengths share a batch: less padding
+    parts: list[SparseBatch] = []
+    starts = range(0, len(texts), batch_size)
+    with torch.inference_mode():
+        for start in tqdm(starts, desc="encoding", unit="batch", disable=not show_progress):
+            batch_texts = [texts[i] for i in order[start : start + batch_size]]
+            tokens = tokenizer(batch_texts, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+            parts.append(dense_to_sparse(forward(tokens)))
+    return take_rows(SparseBatch.concat(parts), np.argsort(order))
+
+
+def dense_to_sparse(dense: torch.Tensor) -> SparseBatch:
+    """(batch, vocab) float tensor -> SparseBatch of its nonzero entries."""
+    dense = dense.detach().float().cpu()
+    rows, cols = dense.nonzero(as_tuple=True)  # row-major order: CSR as it comes
+    indptr = np.zeros(dense.shape[0] + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows.numpy(), minlength=dense.shape[0]), out=indptr[1:])
+    return SparseBatch(indptr, cols.numpy(), dense[rows, cols].numpy(), dense.shape[1])
+
+
+def take_rows(batch: SparseBatch, rows: np.ndarray) -> SparseBatch:
+    matrix = batch.to_scipy()[rows]
+    return SparseBatch(matrix.indptr, matrix.indices, matrix.data, batch.vocab_size)
+
+
+def special_token_ids(tokenizer) -> list[int]:
+    """[CLS], [SEP], [PAD], ...: never a term of a vector."""
+    return sorted(set(tokenizer.all_special_ids))

@@ -1,0 +1,67 @@
+"""Hard-negative mining with our index and the normalised ensemble teacher."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lsr.training.data import TrainingExample, TrainingSet
+from lsr.training.teacher import ensemble_scores, min_max
+
+CORPUS = {
+    "bone1": "Vitamin D supplements increase bone mineral density in older women.",
+    "bone2": "Bone density and vitamin D levels in postmenopausal women.",
+    "bone3": "Calcium intake, vitamin D and fractures of the hip.",
+    "heart": "Statins lower the risk of heart attack in adults.",
+    "sleep": "Sleep deprivation impairs memory consolidation.",
+    "virus": "Influenza virus replication in lung epithelial cells.",
+}
+
+
+@pytest.fixture
+def training_set() -> TrainingSet:
+    examples = [TrainingExample("q1", "does vitamin D improve bone density", ["bone1"]),
+                TrainingExample("q2", "statins and heart attack risk", ["heart"])]
+    return TrainingSet("tiny-medical", examples, dict(CORPUS))
+
+
+def test_min_max_and_ensemble_by_hand():
+    np.testing.assert_allclose(min_max(np.array([1.0, 2.0, 3.0])), [0.0, 0.5, 1.0])
+    np.testing.assert_allclose(min_max(np.array([4.0, 4.0])), [0.0, 0.0])  # constant: ranks nothing
+    # Teacher A [1, 2, 3] -> [0, 0.5, 1]; teacher B [10, 10, 20] -> [0, 0, 1]; sum [0, 0.5, 2].
+    np.testing.assert_allclose(ensemble_scores([np.array([1.0, 2.0, 3.0]), np.array([10.0, 10.0, 20.0])]),
+                               [0.0, 0.5, 2.0])
+
+
+def test_mined_negatives_are_ranked_non_positives_and_cached(training_set, encoder, tmp_path, monkeypatch):
+    from lsr.training import mining
+
+    mined = mining.mine_hard_negatives(training_set, encoder, tmp_path, depth=4)
+    assert set(mined) == {"q1", "q2"}
+    for example in training_set.examples:
+        negatives = mined[example.query_id]
+        assert negatives and len(negatives) <= 4 and not set(negatives) & set(example.positives)
+        assert set(negatives) <= set(CORPUS)
+    # The float dot products agree on the hardest negative of the vitamin D query.
+    docs = encoder.encode_documents(list(CORPUS.values())).to_scipy()
+    query = encoder.encode_queries([training_set.examples[0].query]).to_scipy()
+    scores = dict(zip(CORPUS, (docs @ query.T).toarray().ravel()))
+    del scores["bone1"]
+    assert mined["q1"][0] == max(scores, key=scores.get)
+    # A second call reads the cache: no index is opened.
+    monkeypatch.setattr(mining.SparseIndex, "open", lambda *a, **k: pytest.fail("cache not used"))
+    assert mining.mine_hard_negatives(training_set, encoder, tmp_path, depth=4) == mined
+
+
+def test_ensemble_teacher_scores_positives_first_and_caches(training_set, tmp_path, monkeypatch):
+    from lsr.training import teacher
+
+    candidates = {"q1": ["bone2", "sleep", "virus"], "q2": ["sleep", "bone3"]}
+    scores = teacher.ensemble_teacher(training_set, candidates, tmp_path)
+    assert set(scores["q1"]) == {"bone1", "bone2", "sleep", "virus"}
+    for query_id, positive in (("q1", "bone1"), ("q2", "heart")):
+        values = scores[query_id]
+        assert max(values, key=values.get) == positive  # both teachers agree on the obvious one
+        assert 0.0 <= min(values.values()) and max(values.values()) <= 2.0  # two [0, 1] teachers summed
+    monkeypatch.setattr(teacher, "_dense_scores", lambda *a: pytest.fail("cache not used"))
+    assert teacher.ensemble_teacher(training_set, candidates, tmp_path) == scores

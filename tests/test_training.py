@@ -1,0 +1,213 @@
+"""The training loop on a tiny in-process model: the loss goes down, checkpoints load,
+resume is exact, the dev evaluation runs, and NaN or collapse stops the run naming the step."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lsr.training.config import load_config
+
+WORDS = ["vitamin", "bone", "cell", "heart", "brain", "gene", "virus", "protein", "cancer", "blood",
+         "muscle", "liver", "kidney", "lung", "skin", "sleep"]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    """A 1-layer BERT masked LM (random weights, no dropout) with the bundled tokenizer."""
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+
+    from lsr.encoders.models import bundled_splade_path
+
+    directory = tmp_path_factory.mktemp("tiny-mlm")
+    tokenizer = AutoTokenizer.from_pretrained(bundled_splade_path())
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128, hidden_dropout_prob=0.0,
+                        attention_probs_dropout_prob=0.0)
+    model = BertForMaskedLM(config)
+    with torch.no_grad():  # most logits below zero: sparse vectors, as a trained SPLADE's
+        model.get_output_embeddings().bias.fill_(-0.25)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture
+def train_file(tmp_path: Path) -> Path:
+    """Eight queries, each with one positive and two negatives built from distinct words."""
+    lines = []
+    for i in range(8):
+        a, b = WORDS[i], WORDS[(i + 8) % 16]
+        negatives = [f"{WORDS[(i + 3) % 16]} report", f"{WORDS[(i + 5) % 16]} study"]
+        lines.append(json.dumps({"query": f"{a} {b}", "positive": f"{a} {b} findings", "negatives": negatives}))
+    path = tmp_path / "train.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _config(tiny_model: Path, train_file: Path, out: Path, *extra: str):
+    return load_config(None, [
+        f"model.base={tiny_model}", "model.query_max_length=16", "model.doc_max_length=16",
+        f"data.train={train_file}", "data.negatives=given", "data.num_negatives=2", f"data.cache_dir={out}/cache",
+        "training.batch_size=8", "training.learning_rate=0.001", "training.max_steps=2", "training.logging_steps=1",
+        "training.save_steps=1", f"training.output_dir={out}", *extra,
+    ])
+
+
+def _log(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+
+
+def test_two_steps_lower_the_loss_and_write_a_loadable_checkpoint(tiny_model, train_file, tmp_path):
+    from lsr.encoders.loading import load_encoder
+    from lsr.training.run import run_training
+
+    run_dir = tmp_path / "run"
+    run_training(_config(tiny_model, train_file, run_dir, "regularizer.document_weight=0.0001",
+                         "regularizer.query_weight=0.0001"))
+    steps = [r for r in _log(run_dir) if "loss" in r]
+    assert [r["step"] for r in steps] == [1, 2]
+    # Every step sees the same 8 examples (batch_size = the set), so step 2's loss is the
+    # loss after one update on the very batch of step 1.
+    assert steps[1]["ranking_loss"] < steps[0]["ranking_loss"] and steps[1]["loss"] < steps[0]["loss"]
+    assert 0 < steps[0]["doc_active_dims"] < 5000
+    for key in ("query_regularizer", "document_regularizer", "lambda_q", "lambda_d", "query_active_dims",
+                "doc_active_dims", "learning_rate"):
+        assert key in steps[0]
+    encoder = load_encoder(str(run_dir / "checkpoints" / "step-2" / "model"))
+    assert encoder.describe()["type"] == "splade" and encoder.encode_queries(["vitamin bone"]).nnz > 0
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "final" / "lsr_encoder.json").is_file()
+
+
+def test_resume_continues_at_the_saved_step_and_matches_an_uninterrupted_run(tiny_model, train_file, tmp_path):
+    import shutil
+
+    from lsr.training.run import run_training
+
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    run_training(_config(tiny_model, train_file, straight, "training.max_steps=4", "training.save_steps=2"))
+    run_training(_config(tiny_model, train_file, resumed, "training.max_steps=4", "training.save_steps=2"))
+    # Make the second run look interrupted after step 2: drop what came later.
+    shutil.rmtree(resumed / "checkpoints" / "step-4")
+    shutil.rmtree(resumed / "final")
+    state = torch.load(resumed / "checkpoints" / "step-2" / "trainer_state.pt", weights_only=False)
+    assert state["step"] == 2 and state["optimizer"]["state"]  # Adam moments are saved
+    with pytest.raises(FileExistsError, match="--resume"):
+        run_training(_config(tiny_model, train_file, resumed, "training.max_steps=4", "training.save_steps=2"))
+    run_training(_config(tiny_model, train_file, resumed, "training.max_steps=4", "training.save_steps=2"),
+                 resume=True)
+    a = torch.load(straight / "checkpoints" / "step-4" / "trainer_state.pt", weights_only=False)
+    b = torch.load(resumed / "checkpoints" / "step-4" / "trainer_state.pt", weights_only=False)
+    for name, tensor in a["module"].items():
+        torch.testing.assert_close(b["module"][name], tensor, rtol=0, atol=1e-6)
+    torch.testing.assert_close(b["optimizer"]["state"][0]["exp_avg"], a["optimizer"]["state"][0]["exp_avg"])
+    assert b["scheduler"]["last_epoch"] == a["scheduler"]["last_epoch"] == 4
+
+
+def test_dev_evaluation_keeps_the_best_checkpoint(tiny_model, train_file, tmp_path):
+    from lsr.training.run import run_training
+
+    run_dir = tmp_path / "run"
+    summary = run_training(_config(tiny_model, train_file, run_dir, "data.dev_holdout=2", "training.batch_size=4",
+                                   "training.eval_steps=1"))
+    evals = [r for r in _log(run_dir) if "dev_nDCG@10" in r]
+    assert [r["step"] for r in evals] == [1, 2]
+    for key in ("dev_mean_doc_nnz", "dev_mean_query_nnz", "dev_flops_per_query"):
+        assert key in evals[0]
+    best = json.loads((run_dir / "best.json").read_text())
+    assert best["step"] == summary["best"]["step"]
+    assert best["metrics"]["nDCG@10"] == max(r["dev_nDCG@10"] for r in evals)
+    assert (Path(best["index"]) / "meta.json").is_file()
+
+
+def _trainer(tiny_model, train_file, out):
+    from lsr.training.batches import BatchSampler
+    from lsr.training.data import load_training_set
+    from lsr.training.models import build_trainable
+    from lsr.training.trainer import Trainer
+
+    config = _config(tiny_model, train_file, out)
+    training_set = load_training_set(str(train_file))
+    negatives = {e.query_id: e.negatives for e in training_set.examples}
+    sampler = BatchSampler(training_set, negatives, 8, 2, 0)
+    trainable = build_trainable(config.model)
+    return Trainer(config, trainable, sampler, None), trainable
+
+
+def test_collapsed_vectors_stop_training_naming_the_step(tiny_model, train_file, tmp_path):
+    from lsr.training.trainer import TrainingError
+
+    trainer, trainable = _trainer(tiny_model, train_file, tmp_path / "run")
+    with torch.no_grad():
+        trainable.module.decoder.bias.fill_(-1e4)  # every logit negative: all-zero vectors
+    with pytest.raises(TrainingError, match=r"step 0: every document vector .* all zeros"):
+        trainer.train()
+
+
+def test_nan_loss_stops_training_naming_the_step(tiny_model, train_file, tmp_path):
+    from lsr.training.trainer import TrainingError
+
+    trainer, trainable = _trainer(tiny_model, train_file, tmp_path / "run")
+    with torch.no_grad():
+        trainable.module.decoder.bias.fill_(float("nan"))
+    with pytest.raises(TrainingError, match=r"step 0: the loss is nan"):
+        trainer.train()
+
+
+def test_inference_free_and_unicoil_train_and_reload(tiny_model, train_file, tmp_path):
+    from lsr.encoders.loading import load_encoder
+    from lsr.training.run import run_training
+
+    for kind, extra in (("inference-free", ["regularizer.document=idf_flops", "regularizer.document_weight=0.001"]),
+                        ("unicoil", [])):
+        run_dir = tmp_path / kind
+        run_training(_config(tiny_model, train_file, run_dir, f"model.type={kind}", *extra))
+        encoder = load_encoder(str(run_dir / "final"))
+        assert encoder.describe()["type"] == kind
+        queries = encoder.encode_queries(["vitamin bone"])
+        if kind == "inference-free":  # tokenised queries weighted by IDF: one entry per word piece
+            assert queries.nnz == 2 and np.all(queries.values > 0)
+        assert _log(run_dir)[-1]["query_regularizer"] == 0.0 or kind == "unicoil"
+
+
+@pytest.mark.parametrize("kind", ["marginmse", "kl"])
+def test_distillation_from_teacher_scores_in_the_file(tiny_model, tmp_path, kind):
+    from lsr.training.run import run_training
+
+    lines = []
+    for i in range(8):
+        a = WORDS[i]
+        lines.append(json.dumps({"query": a, "positive": f"{a} result", "negatives": [f"{WORDS[i + 8]} note", "misc"],
+                                 "scores": [9.0, 3.0 + i / 10, 1.0]}))
+    train_file = tmp_path / "distill.jsonl"
+    train_file.write_text("\n".join(lines) + "\n")
+    run_dir = tmp_path / kind
+    run_training(_config(tiny_model, train_file, run_dir, f"loss.kind={kind}", "loss.teacher=file",
+                         "loss.teacher_scale=1.0"))
+    steps = [r for r in _log(run_dir) if "loss" in r]
+    assert len(steps) == 2 and all(np.isfinite(r["ranking_loss"]) and r["ranking_loss"] > 0 for r in steps)
+    assert steps[1]["ranking_loss"] < steps[0]["ranking_loss"]
+
+
+def test_train_command_names_the_bad_config_key(tmp_path, capsys):
+    from lsr.cli import main
+
+    config = tmp_path / "bad.yaml"
+    config.write_text("training:\n  max_step: 3\n")
+    assert main(["train", str(config)]) == 1
+    assert "training.max_step" in capsys.readouterr().err
+
+
+def test_gradient_accumulation_takes_that_many_micro_batches_a_step(tiny_model, train_file, tmp_path):
+    from lsr.training.run import run_training
+
+    run_dir = tmp_path / "run"
+    run_training(_config(tiny_model, train_file, run_dir, "training.batch_size=4",
+                         "training.gradient_accumulation_steps=2"))
+    steps = [r for r in _log(run_dir) if "loss" in r]
+    assert [r["epoch"] for r in steps] == [1.0, 2.0]  # 2 x 4 queries of the 8 per optimizer step
