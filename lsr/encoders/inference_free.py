@@ -106,13 +106,13 @@ class InferenceFreeEncoder:
         """A new model: the document side from the masked LM ``base``, queries weighted by ``idf``."""
         from transformers import AutoTokenizer
 
-        from lsr.encoders.models import resolve_model
+        from lsr.encoders.models import DEFAULT_MODEL, resolve_model
 
         document = SpladeModule.from_pretrained(base, pooling)
         tokenizer = AutoTokenizer.from_pretrained(resolve_model(base))
         module = InferenceFreeModule(document, torch.from_numpy(idf), learn_query_weights)
         weighting = "learned" if learn_query_weights else "idf"
-        return cls(module, tokenizer, str(base), query_weighting=weighting, **options)
+        return cls(module, tokenizer, base or DEFAULT_MODEL, query_weighting=weighting, **options)
 
     @classmethod
     def load(cls, directory: str | Path, settings: dict, **options) -> "InferenceFreeEncoder":

@@ -15,7 +15,7 @@ from torch import nn
 from index.sparse_batch import SparseBatch
 from lsr.encoders.batching import encode_texts, special_token_ids
 from lsr.encoders.config_file import write_encoder_config
-from lsr.encoders.models import resolve_model
+from lsr.encoders.models import DEFAULT_MODEL, resolve_model
 
 HEAD_FILE = "unicoil_head.safetensors"
 
@@ -70,12 +70,19 @@ class UniCoilEncoder:
     def from_base(cls, base: str | None, aggregation: str = "max", **options) -> "UniCoilEncoder":
         """A new uniCOIL model on the encoder body of ``base`` (head freshly initialised)."""
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as transformers_logging
 
         path = resolve_model(base)
         tokenizer = AutoTokenizer.from_pretrained(path)
-        encoder = AutoModel.from_pretrained(path, add_pooling_layer=False)
+        verbosity = transformers_logging.get_verbosity()
+        transformers_logging.set_verbosity_error()  # a masked LM's head weights go unused here, by design
+        transformers_logging.disable_progress_bar()
+        try:
+            encoder = AutoModel.from_pretrained(path, add_pooling_layer=False)
+        finally:
+            transformers_logging.set_verbosity(verbosity)
         module = UniCoilModule(encoder, len(tokenizer), special_token_ids(tokenizer), aggregation)
-        return cls(module, tokenizer, str(base), **options)
+        return cls(module, tokenizer, base or DEFAULT_MODEL, **options)
 
     @classmethod
     def load(cls, directory: str | Path, settings: dict, **options) -> "UniCoilEncoder":
