@@ -25,7 +25,7 @@ def _baselines(dataset: str) -> dict[str, dict]:
     and BM25 with its postings touched and latency."""
     from eval.baselines.bm25 import bm25_efficiency
     from lsr.data.datasets import resolve_dataset
-    from lsr.encoders.inference_free import InferenceFreeEncoder, compute_idf
+    from lsr.encoders.inference_free import InferenceFreeEncoder
     from lsr.evaluation import evaluate_index
 
     out = EVAL_ROOT / "baselines" / dataset.replace("/", "-")
@@ -36,13 +36,8 @@ def _baselines(dataset: str) -> dict[str, dict]:
     bm25 = _system(report, "bm25 (pyserini)")
     bm25["efficiency"].update(bm25_efficiency(out / "bm25-lucene" / "index", queries))
     # The bundled model's documents with tokenised IDF queries: the inference-free start point.
-    from transformers import AutoTokenizer
-
-    from lsr.encoders.models import resolve_model
-
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model(None))
-    idf = compute_idf((d.full_text() for d in data.iter_documents()), tokenizer, 256)
-    untrained = evaluate_index(InferenceFreeEncoder.from_base(None, idf), out / "index", queries, data.qrels(), 1000)
+    start = InferenceFreeEncoder.from_corpus(None, (d.full_text() for d in data.iter_documents()))
+    untrained = evaluate_index(start, out / "index", queries, data.qrels(), 1000)
     return {
         "bundled SPLADE-tiny (siamese)": _system(report, "splade"),
         "bundled documents + IDF queries (inference-free, untrained)": {

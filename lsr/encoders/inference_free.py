@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from index.sparse_batch import SparseBatch
+from lsr.data.loaders import chunked
 from lsr.encoders.batching import special_token_ids
 from lsr.encoders.config_file import write_encoder_config
 from lsr.encoders.splade import SpladeEncoder, SpladeModule
@@ -30,23 +31,12 @@ def compute_idf(texts: Iterable[str], tokenizer, max_length: int = 512, batch_si
         tokenizer: the model's tokenizer.
         max_length: tokens read per text (the document encoder's limit).
     """
-    vocab_size = len(tokenizer)
-    df = np.zeros(vocab_size, dtype=np.int64)
+    df = np.zeros(len(tokenizer), dtype=np.int64)
     total = 0
-    chunk: list[str] = []
-
-    def count(batch: list[str]) -> None:
-        for ids in tokenizer(batch, add_special_tokens=False, truncation=True, max_length=max_length)["input_ids"]:
+    for chunk in chunked(texts, batch_size):
+        for ids in tokenizer(chunk, add_special_tokens=False, truncation=True, max_length=max_length)["input_ids"]:
             df[np.unique(np.asarray(ids, dtype=np.int64))] += 1
-
-    for text in texts:
-        chunk.append(text)
-        total += 1
-        if len(chunk) == batch_size:
-            count(chunk)
-            chunk = []
-    if chunk:
-        count(chunk)
+        total += len(chunk)
     if total == 0:
         raise ValueError("compute_idf: the corpus is empty")
     idf = np.log1p((total - df + 0.5) / (df + 0.5)).astype(np.float32)
@@ -113,6 +103,18 @@ class InferenceFreeEncoder:
         module = InferenceFreeModule(document, torch.from_numpy(idf), learn_query_weights)
         weighting = "learned" if learn_query_weights else "idf"
         return cls(module, tokenizer, base or DEFAULT_MODEL, query_weighting=weighting, **options)
+
+    @classmethod
+    def from_corpus(cls, base: str | None, texts: Iterable[str], learn_query_weights: bool = False,
+                    pooling: str = "max", **options) -> "InferenceFreeEncoder":
+        """A new model whose query weights start as the IDF of ``texts`` (the corpus it indexes)."""
+        from transformers import AutoTokenizer
+
+        from lsr.encoders.models import resolve_model
+
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model(base))
+        idf = compute_idf(texts, tokenizer, options.get("doc_max_length", 256))
+        return cls.from_base(base, idf, learn_query_weights, pooling, **options)
 
     @classmethod
     def load(cls, directory: str | Path, settings: dict, **options) -> "InferenceFreeEncoder":

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from lsr.training.config import ModelConfig
@@ -69,15 +68,10 @@ def build_trainable(config: ModelConfig, corpus_texts=None, device: str = "cpu")
 
         encoder = UniCoilEncoder.from_base(config.base, config.pooling, **options)
     else:
-        from transformers import AutoTokenizer
-
-        from lsr.encoders.inference_free import InferenceFreeEncoder, compute_idf
-        from lsr.encoders.models import resolve_model
+        from lsr.encoders.inference_free import InferenceFreeEncoder
 
         if corpus_texts is None:
             raise ValueError("an inference-free model needs a corpus to compute its IDF query weights")
-        tokenizer = AutoTokenizer.from_pretrained(resolve_model(config.base))
-        idf = compute_idf(corpus_texts, tokenizer, config.doc_max_length)
-        encoder = InferenceFreeEncoder.from_base(config.base, np.asarray(idf), config.query_weights == "learned",
-                                                 config.pooling, **options)
+        encoder = InferenceFreeEncoder.from_corpus(config.base, corpus_texts, config.query_weights == "learned",
+                                                   config.pooling, **options)
     return TrainableEncoder(encoder, config, device)
