@@ -22,9 +22,11 @@ import numpy as np
 from numba import njit
 
 from index.format import (
+    ALL_ARRAY_NAMES,
     FORMAT_NAME,
     FORMAT_VERSION,
     META_FILE,
+    TEXT_ARRAY_NAMES,
     describe_arrays,
     new_array_file,
 )
@@ -104,6 +106,10 @@ class IndexBuilder:
             bisection, see ``index.reorder``) or ``random``.
         block_size: docs per block of the Block-Max Pruning arrays (1 to 256).
         bp_options: ``leaf_size`` / ``max_iterations`` for ``index.reorder.bp_order``.
+        store_texts: keep each document's text (``doc_text_*`` arrays) for display and for
+            rebuilding the index (``lsr index compact``).
+        dense: build the dense part too (``index.dense``): ``{"model": name, "dim": d,
+            "options": DenseOptions}``; `add` then takes one vector per document.
     """
 
     def __init__(
@@ -119,6 +125,8 @@ class IndexBuilder:
         reorder: str = "none",
         block_size: int = DEFAULT_BLOCK_SIZE,
         bp_options: dict | None = None,
+        store_texts: bool = False,
+        dense: dict | None = None,
     ) -> None:
         if quantization not in QUANTIZATIONS:
             raise ValueError(f"quantization must be one of {', '.join(QUANTIZATIONS)}, got {quantization!r}")
@@ -145,20 +153,25 @@ class IndexBuilder:
         self.tmp_dir = self.out_dir.parent / f".{self.out_dir.name}.building-{uuid.uuid4().hex[:8]}"
         self.spill_dir = self.tmp_dir / "spill"
         self.spill_dir.mkdir(parents=True)
-        self._files = {
-            name: open(self.spill_dir / f"{name}.raw", "wb")
-            for name in ("doc_nnz", "terms", "weights", "id_bytes", "id_lens", "title_bytes", "title_lens")
-        }
+        self.store_texts = store_texts
+        self.dense = dict(dense) if dense else None
+        spills = ["doc_nnz", "terms", "weights", "id_bytes", "id_lens", "title_bytes", "title_lens"]
+        spills += ["text_bytes", "text_lens"] if store_texts else []
+        spills += ["dense"] if dense else []
+        self._files = {name: open(self.spill_dir / f"{name}.raw", "wb") for name in spills}
         self._sample = WeightSample()
         self._term_max = np.zeros(self.vocab_size, dtype=np.float32)
         self.num_docs = 0
         self.num_postings = 0
         self._started = time.perf_counter()
 
-    def add(self, doc_ids: list[str], batch: SparseBatch, titles: list[str] | None = None) -> None:
-        """Append one chunk of documents (ids, vectors and optional titles)."""
+    def add(self, doc_ids: list[str], batch: SparseBatch, titles: list[str] | None = None,
+            texts: list[str] | None = None, dense: np.ndarray | None = None) -> None:
+        """Append one chunk of documents: ids, sparse vectors, optional titles, the texts
+        (with ``store_texts``) and the dense vectors (with ``dense``)."""
         if len(doc_ids) != len(batch):
             raise ValueError(f"{len(doc_ids)} doc ids for a batch of {len(batch)} vectors")
+        self._add_extras(len(doc_ids), texts, dense)
         if batch.vocab_size != self.vocab_size:
             raise ValueError(f"batch vocabulary {batch.vocab_size} differs from {self.vocab_size}")
         titles = titles if titles is not None else [""] * len(doc_ids)
@@ -173,6 +186,18 @@ class IndexBuilder:
         np.maximum.at(self._term_max, batch.indices, batch.values)
         self.num_docs += len(batch)
         self.num_postings += batch.nnz
+
+    def _add_extras(self, count: int, texts: list[str] | None, dense: np.ndarray | None) -> None:
+        if self.store_texts:
+            if texts is None or len(texts) != count:
+                raise ValueError(f"store_texts: give one text per document ({count})")
+            self._write_strings("text", texts)
+        if self.dense is not None:
+            shape = (count, self.dense["dim"])
+            if dense is None or dense.shape != shape:
+                raise ValueError(f"dense: expected vectors of shape {shape}, got "
+                                 f"{None if dense is None else dense.shape}")
+            self._files["dense"].write(np.ascontiguousarray(dense, dtype=np.float32).tobytes())
 
     def _write_strings(self, kind: str, strings: list[str]) -> None:
         encoded = [s.encode("utf-8") for s in strings]
@@ -204,6 +229,10 @@ class IndexBuilder:
             stats = self._write_postings(term_scales, order)
             self._write_string_table("id", "doc_id", order)
             self._write_string_table("title", "doc_title", order)
+            if self.store_texts:
+                self._write_string_table("text", "doc_text", order)
+            if self.dense is not None:
+                self._write_dense(order)
             if self.float_vectors_dir is not None:
                 self._write_float_vectors(order)
             started = time.perf_counter()
@@ -306,6 +335,18 @@ class IndexBuilder:
             out_weights[indptr[start] : indptr[end]] = weights
         (target / "meta.json").write_text(json.dumps({"vocab_size": self.vocab_size, "num_docs": self.num_docs}))
 
+    def _write_dense(self, order: np.ndarray) -> None:
+        """The faiss index in internal doc order, permuted through a spill file (bounded memory)."""
+        from index.dense import write_dense_index
+
+        dim = self.dense["dim"]
+        spilled = self._spill("dense", np.float32).reshape(-1, dim)
+        permuted = new_array_file(self.spill_dir, "dense_ordered", np.float32, (self.num_docs, dim))
+        step = max(1, (1 << 24) // dim)
+        for start in range(0, self.num_docs, step):
+            permuted[start : start + step] = spilled[order[start : start + step]]
+        write_dense_index(self.tmp_dir, permuted, self.dense["model"], self.dense.get("options"))
+
     def _write_meta(self, stats: QuantizationStats, num_blocks: int, timings: dict) -> None:
         meta = {
             "format": FORMAT_NAME,
@@ -328,7 +369,7 @@ class IndexBuilder:
             },
             "build_seconds": round(time.perf_counter() - self._started, 3),
             **self.extra_meta,
-            "arrays": describe_arrays(self.tmp_dir),
+            "arrays": describe_arrays(self.tmp_dir, ALL_ARRAY_NAMES + (TEXT_ARRAY_NAMES if self.store_texts else ())),
         }
         (self.tmp_dir / META_FILE).write_text(json.dumps(meta, indent=2))
 

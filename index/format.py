@@ -51,6 +51,8 @@ POSTINGS_ARRAY_NAMES = (
     "term_kth_impacts",
 )
 ALL_ARRAY_NAMES = ARRAY_NAMES + POSTINGS_ARRAY_NAMES
+# Optional: the document texts, kept when the index is built with ``store_texts``.
+TEXT_ARRAY_NAMES = ("doc_text_offsets", "doc_text_bytes")
 
 
 class IndexFormatError(RuntimeError):
@@ -164,6 +166,7 @@ class SparseIndex:
     doc_ids: StringTable
     doc_titles: StringTable
     postings: PostingsArrays
+    doc_texts: StringTable | None = None
 
     @classmethod
     def open(cls, directory: str | Path, vocab_size: int | None = None) -> "SparseIndex":
@@ -181,7 +184,8 @@ class SparseIndex:
                 f"encoder has {vocab_size}; search it with the model it was built with "
                 f"({meta['encoder'].get('model')})"
             )
-        arrays = {name: _open_array(directory, meta, name) for name in ALL_ARRAY_NAMES}
+        names = ALL_ARRAY_NAMES + (TEXT_ARRAY_NAMES if "doc_text_offsets" in meta["arrays"] else ())
+        arrays = {name: _open_array(directory, meta, name) for name in names}
         if len(arrays["term_entry_offsets"]) != meta["vocab_size"] + 1:
             raise IndexFormatError(f"{directory}: term_entry_offsets does not match vocab_size")
         return cls(
@@ -191,6 +195,7 @@ class SparseIndex:
             doc_ids=StringTable(arrays["doc_id_offsets"], arrays["doc_id_bytes"]),
             doc_titles=StringTable(arrays["doc_title_offsets"], arrays["doc_title_bytes"]),
             postings=PostingsArrays(int(meta["block_size"]), **{n: arrays[n] for n in POSTINGS_ARRAY_NAMES}),
+            doc_texts=StringTable(arrays["doc_text_offsets"], arrays["doc_text_bytes"]) if "doc_text_offsets" in arrays else None,
         )
 
     @property

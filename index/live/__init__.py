@@ -1,0 +1,1 @@
+"""Live updates over an immutable index: update log, in-memory segment, tombstones, compaction."""

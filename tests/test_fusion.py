@@ -1,0 +1,67 @@
+"""Fusion functions against hand-computed values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from index.fusion import convex_fusion, fuse, normalize_scores, reciprocal_rank_fusion
+
+
+def test_rrf_hand_computed():
+    sparse = (["a", "b", "c"], [9.0, 5.0, 1.0])
+    dense = (["c", "a"], [0.9, 0.8])
+    ids, scores = reciprocal_rank_fusion([sparse, dense])
+    expected = {"a": 1 / 61 + 1 / 62, "b": 1 / 62, "c": 1 / 63 + 1 / 61}
+    assert ids == ["a", "c", "b"]
+    np.testing.assert_allclose(scores, [expected[i] for i in ids])
+
+
+def test_rrf_weights_k_and_limit():
+    ids, scores = reciprocal_rank_fusion([(["x", "y"], [0, 0]), (["y"], [0])], k=0, weights=[1.0, 3.0], limit=1)
+    assert ids == ["y"] and scores.tolist() == [1 / 2 + 3 / 1]
+    with pytest.raises(ValueError, match="2 weights for 1 lists"):
+        reciprocal_rank_fusion([(["x"], [1.0])], weights=[1, 2])
+
+
+def test_rrf_ties_keep_first_seen_order():
+    ids, _ = reciprocal_rank_fusion([(["a"], [1.0]), (["b"], [1.0])])
+    assert ids == ["a", "b"]
+
+
+def test_minmax_convex_with_missing_documents_at_the_floor():
+    sparse = (["a", "b", "c"], [10.0, 6.0, 2.0])  # normalised 1, 0.5, 0
+    dense = (["b", "d"], [0.9, 0.5])  # normalised 1, 0
+    ids, scores = convex_fusion(sparse, dense, alpha=0.3)
+    expected = {"a": 0.3 * 1 + 0.7 * 0, "b": 0.3 * 0.5 + 0.7 * 1, "c": 0.0, "d": 0.0}
+    assert ids[:2] == ["b", "a"]
+    np.testing.assert_allclose(scores, [expected[i] for i in ids])
+
+
+def test_zscore_normalisation_and_floor():
+    normalised, floor = normalize_scores([3.0, 1.0], "zscore")  # mean 2, std 1
+    assert normalised.tolist() == [1.0, -1.0] and floor == -1.0
+    ids, scores = convex_fusion((["a", "b"], [3.0, 1.0]), (["c", "a"], [5.0, 1.0]), alpha=0.5,
+                                normalization="zscore")
+    expected = {"a": 0.5 * 1 + 0.5 * -1, "b": 0.5 * -1 + 0.5 * -1, "c": 0.5 * -1 + 0.5 * 1}
+    np.testing.assert_allclose(scores, [expected[i] for i in ids])
+
+
+def test_constant_lists_are_guarded():
+    assert normalize_scores([4.0, 4.0], "minmax")[0].tolist() == [1.0, 1.0]
+    assert normalize_scores([4.0], "zscore") [0].tolist() == [0.0]
+    ids, scores = convex_fusion((["a"], [7.0]), (["b", "c"], [2.0, 1.0]), alpha=0.5)
+    np.testing.assert_allclose(scores, [0.5, 0.5, 0.0])  # a: 0.5*1 + 0.5*0; b: 0.5*0 + 0.5*1
+    assert set(ids[:2]) == {"a", "b"} and np.all(np.isfinite(scores))
+    assert convex_fusion(([], []), ([], []))[0] == []
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(ValueError, match="alpha"):
+        convex_fusion((["a"], [1.0]), (["a"], [1.0]), alpha=1.5)
+    with pytest.raises(ValueError, match="normalization"):
+        normalize_scores([1.0], "softmax")
+    with pytest.raises(ValueError, match="finite"):
+        normalize_scores([np.nan], "minmax")
+    with pytest.raises(ValueError, match="fusion"):
+        fuse((["a"], [1.0]), (["a"], [1.0]), method="sum")
