@@ -32,7 +32,20 @@ class BeirRunConfig:
     reorder: str = "bp"
     block_size: int = 8
     scorer: str = "auto"
+    mode: str = "sparse"  # sparse | dense | hybrid (all three side by side)
+    dense_model: str | None = None  # default: the bundled all-MiniLM-L6-v2
+    fusion: str = "rrf"  # rrf | convex
+    rrf_k: int = 60
+    fusion_alpha: float = 0.5  # convex: weight of the sparse scores
+    normalization: str = "minmax"  # convex: minmax | zscore
     command: str = ""
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+
+
+MODES = ("sparse", "dense", "hybrid")
 
 
 def run_beir(config: BeirRunConfig) -> dict:
@@ -49,7 +62,13 @@ def run_beir(config: BeirRunConfig) -> dict:
         raise ValueError(f"{dataset.name}: no query has relevance judgments in split {dataset.split!r}")
 
     encoder = _index_if_needed(dataset, index_dir, out_dir, config)
-    systems = {"splade": _run_sparse(encoder, index_dir, queries, qrels, out_dir, config)}
+    systems, runs = {}, {}
+    if config.mode in ("sparse", "hybrid"):
+        systems["splade"], runs["sparse"] = _run_sparse(encoder, index_dir, queries, qrels, out_dir, config)
+    if config.mode in ("dense", "hybrid"):
+        systems["dense"], runs["dense"] = _run_dense(dataset, index_dir, queries, qrels, out_dir, config)
+    if config.mode == "hybrid":
+        systems[f"hybrid ({config.fusion})"] = _run_hybrid(systems, runs, qrels, out_dir, config)
     if config.baseline == "bm25":
         systems["bm25 (pyserini)"] = _run_bm25(dataset, queries, qrels, out_dir, config)
     index_meta = read_meta(index_dir)
@@ -70,6 +89,8 @@ def run_beir(config: BeirRunConfig) -> dict:
             "scorer": config.scorer,
             "k": config.k,
             "drop_self_hits": config.drop_self_hits,
+            "mode": config.mode,
+            **(_dense_settings(index_dir, config) if config.mode != "sparse" else {}),
         },
         "index_dir": str(index_dir),
         "machine": machine_description(),
@@ -97,10 +118,15 @@ def _index_if_needed(dataset, index_dir: Path, out_dir: Path, config: BeirRunCon
         return load_encoder(recorded["model"], config.batch_size, recorded["query_max_length"],
                             recorded["doc_max_length"])
     encoder = load_encoder(config.model, batch_size=config.batch_size)
+    dense_encoder = None
+    if config.mode != "sparse":  # one indexing pass builds both parts
+        from lsr.encoders.dense import DenseEncoder
+
+        dense_encoder = DenseEncoder(config.dense_model, batch_size=config.batch_size)
     index_corpus(
         dataset.iter_documents(), encoder, index_dir, dataset.name,
         float_vectors_dir=out_dir / "doc-vectors", quantization=config.quantization,
-        reorder=config.reorder, block_size=config.block_size,
+        reorder=config.reorder, block_size=config.block_size, dense_encoder=dense_encoder,
     )
     return encoder
 
@@ -115,8 +141,69 @@ def _run_sparse(encoder, index_dir: Path, queries: dict, qrels: dict, out_dir: P
         run = drop_self_hits(run)
         result["metrics"] = evaluate(run, qrels)
     write_trec_run(run, out_dir / "run.splade.trec", "splade")
-    return {"metrics": result["metrics"], "run_file": str(out_dir / "run.splade.trec"),
-            "efficiency": result["efficiency"]}
+    efficiency = result["efficiency"]
+    efficiency["stages_ms"] = {"sparse_encode": efficiency["mean_query_encode_ms"],
+                               "sparse_search": efficiency["mean_search_ms"]}
+    return {"metrics": result["metrics"], "run_file": str(out_dir / "run.splade.trec"), "efficiency": efficiency}, run
+
+
+def _run_dense(dataset, index_dir: Path, queries: dict, qrels: dict, out_dir: Path, config: BeirRunConfig):
+    from index.dense import DenseIndex, has_dense_index, read_dense_meta
+    from index.format import SparseIndex
+    from lsr.encoders.dense import DenseEncoder
+    from lsr.hybrid import retrieve_dense
+    from lsr.indexing import add_dense_index
+
+    if has_dense_index(index_dir):
+        recorded = read_dense_meta(index_dir)["model"]
+        if config.dense_model is not None and config.dense_model != recorded:
+            raise ValueError(f"{index_dir} has a dense index of {recorded!r}, not {config.dense_model!r}")
+        encoder = DenseEncoder(recorded, batch_size=config.batch_size)
+    else:
+        encoder = DenseEncoder(config.dense_model, batch_size=config.batch_size)
+        add_dense_index(index_dir, dataset.iter_documents(), encoder)
+    index = SparseIndex.open(index_dir)
+    result = retrieve_dense(encoder, DenseIndex.open(index_dir, index.num_docs), index, queries, config.k)
+    run = drop_self_hits(result["run"]) if config.drop_self_hits else result["run"]
+    write_trec_run(run, out_dir / "run.dense.trec", "dense")
+    stages = {"dense_encode": result["encode_ms"], "dense_search": float(np.mean(result["search_ms"]))}
+    efficiency = {"mean_query_encode_ms": result["encode_ms"], "mean_search_ms": stages["dense_search"],
+                  "p50_search_ms": float(np.percentile(result["search_ms"], 50)),
+                  "index_mb": sum(p.stat().st_size for p in (index_dir / "dense").iterdir()) / 2**20,
+                  "stages_ms": stages}
+    return {"metrics": evaluate(run, qrels), "run_file": str(out_dir / "run.dense.trec"), "efficiency": efficiency}, run
+
+
+def _run_hybrid(systems: dict, runs: dict, qrels: dict, out_dir: Path, config: BeirRunConfig) -> dict:
+    from lsr.hybrid import fuse_runs, stage_summary
+
+    options = {"rrf_k": config.rrf_k} if config.fusion == "rrf" else {
+        "alpha": config.fusion_alpha, "normalization": config.normalization}
+    run, fusion_ms = fuse_runs(runs["sparse"], runs["dense"], config.k, config.fusion, **options)
+    name = f"hybrid-{config.fusion}"
+    write_trec_run(run, out_dir / f"run.{name}.trec", name)
+    stages = {**systems["splade"]["efficiency"]["stages_ms"], **systems["dense"]["efficiency"]["stages_ms"],
+              "fusion": float(np.mean(fusion_ms))}
+    summary = stage_summary(stages)
+    efficiency = {"mean_query_encode_ms": summary["sparse_encode"] + summary["dense_encode"],
+                  "mean_search_ms": summary["sparse_search"] + summary["dense_search"] + summary["fusion"],
+                  "stages_ms": summary}
+    return {"metrics": evaluate(run, qrels), "run_file": str(out_dir / f"run.{name}.trec"),
+            "fusion": {"method": config.fusion, **options}, "efficiency": efficiency}
+
+
+def _dense_settings(index_dir: Path, config: BeirRunConfig) -> dict:
+    from index.dense import read_dense_meta
+
+    meta = read_dense_meta(index_dir)
+    settings = {"dense_model": meta["model"], "dense_index": meta["kind"]}
+    if meta["kind"] == "hnsw":
+        settings.update(hnsw_m=meta["hnsw_m"], ef_construction=meta["ef_construction"], ef_search=meta["ef_search"])
+    if config.mode == "hybrid":
+        settings["fusion"] = config.fusion
+        settings.update({"rrf_k": config.rrf_k} if config.fusion == "rrf" else
+                        {"fusion_alpha": config.fusion_alpha, "normalization": config.normalization})
+    return settings
 
 
 def save_query_vectors(path: Path, query_ids: list[str], vectors: SparseBatch) -> None:

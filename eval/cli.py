@@ -29,21 +29,33 @@ def register(subparsers) -> None:
     beir.add_argument("--scorer", choices=["auto", "exhaustive", "bmp"], default="auto")
     beir.add_argument("--drop-self-hits", action="store_true",
                       help="drop a retrieved doc whose id equals the query id (BEIR's option)")
+    beir.add_argument("--mode", choices=["sparse", "dense", "hybrid"], default="sparse",
+                      help="sparse (default), dense (faiss; needs lsr[dense]), or hybrid: all three side by side")
+    beir.add_argument("--dense-model", help="dense encoder for the index's dense part (default: bundled all-MiniLM-L6-v2)")
+    beir.add_argument("--fusion", choices=["rrf", "convex"], default="rrf",
+                      help="hybrid: reciprocal rank fusion (default) or a convex combination of normalised scores")
+    beir.add_argument("--rrf-k", type=int, default=60, help="RRF constant")
+    beir.add_argument("--fusion-alpha", type=float, default=0.5, help="convex: weight of the sparse scores")
+    beir.add_argument("--normalization", choices=["minmax", "zscore"], default="minmax", help="convex: score normalisation")
     beir.set_defaults(handler=run_beir_command)
 
 
 def run_beir_command(args: argparse.Namespace) -> int:
     from eval.beir_runner import BeirRunConfig, run_beir
-    from eval.report import markdown_table
+    from eval.report import markdown_table, stage_table
 
     config = BeirRunConfig(
         dataset=args.dataset, index_dir=args.index, out_dir=args.out, model=args.model,
         baseline=args.baseline, k=args.k, drop_self_hits=args.drop_self_hits,
         batch_size=args.batch_size, quantization=args.quantization, reorder=args.reorder,
-        block_size=args.block_size, scorer=args.scorer,
+        block_size=args.block_size, scorer=args.scorer, mode=args.mode, dense_model=args.dense_model,
+        fusion=args.fusion, rrf_k=args.rrf_k, fusion_alpha=args.fusion_alpha, normalization=args.normalization,
         command="lsr " + shlex.join(args.argv),
     )
     report = run_beir(config)
     print(f"\n{report['dataset']} ({report['num_queries']} queries, {report['num_docs']} docs)\n")
     print(markdown_table(report["systems"]))
+    if args.mode != "sparse":
+        print("\nLatency per stage (ms per query, one query at a time)\n")
+        print(stage_table(report["systems"]))
     return 0

@@ -35,6 +35,23 @@ def markdown_table(systems: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+STAGES = ("sparse_encode", "sparse_search", "dense_encode", "dense_search", "fusion")
+
+
+def stage_table(systems: dict[str, dict]) -> str:
+    """Mean latency of each stage (ms per query) of the systems that record stages."""
+    lines = ["| system | " + " | ".join(s.replace("_", " ") for s in STAGES) + " | total |",
+             "|---" * (len(STAGES) + 2) + "|"]
+    for name, system in systems.items():
+        stages = system.get("efficiency", {}).get("stages_ms")
+        if stages is None:
+            continue
+        cells = [f"{stages[s]:.3f}" if s in stages else "-" for s in STAGES]
+        cells.append(f"{stages.get('total', sum(stages.get(s, 0.0) for s in STAGES)):.3f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def write_report(report: dict, out_dir: Path) -> tuple[Path, Path]:
     """Write ``report.json`` and ``report.md`` into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -45,6 +62,8 @@ def write_report(report: dict, out_dir: Path) -> tuple[Path, Path]:
         "",
         markdown_table(report["systems"]),
         "",
+        *(["Latency per stage (ms per query, one query at a time):", "", stage_table(report["systems"]), ""]
+          if any("stages_ms" in s.get("efficiency", {}) for s in report["systems"].values()) else []),
         "Settings: " + ", ".join(f"{k}={v}" for k, v in report["settings"].items()),
         "",
         f"Machine: {report['machine']['platform']}, {report['machine']['cpus']} CPUs.",

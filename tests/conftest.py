@@ -45,3 +45,30 @@ def scifact_subset(tmp_path: Path, scifact_dir: Path) -> Path:
         queries = [line for line in source if json.loads(line)["_id"] in query_ids]
     (folder / "queries.jsonl").write_text("".join(queries))
     return folder
+
+
+@pytest.fixture(scope="session")
+def served_index_template(tmp_path_factory, encoder) -> Path:
+    """A real index of the first 200 SciFact docs, sparse (bundled SPLADE) and dense (bundled
+    MiniLM), with texts; built once. Tests that write copy it (`served_index`)."""
+    from lsr.data.loaders import Document
+    from lsr.encoders.dense import DenseEncoder
+    from lsr.indexing import index_corpus
+
+    root = data_dir() / "beir" / "scifact"
+    with gzip.open(root / "corpus.jsonl.gz", "rt") as source:
+        rows = [json.loads(next(source)) for _ in range(200)]
+    documents = [Document(r["_id"], r.get("title", ""), r["text"]) for r in rows]
+    out = tmp_path_factory.mktemp("served") / "index"
+    index_corpus(documents, encoder, out, "scifact-200", show_progress=False,
+                 dense_encoder=DenseEncoder(batch_size=16), block_size=8)
+    return out
+
+
+@pytest.fixture
+def served_index(tmp_path: Path, served_index_template: Path) -> Path:
+    import shutil
+
+    target = tmp_path / "index"
+    shutil.copytree(served_index_template, target)
+    return target

@@ -46,7 +46,8 @@ class DenseEncoder:
         if max_length is not None:
             self.model.max_seq_length = max_length
         self.batch_size = batch_size
-        self.dim = int(self.model.get_sentence_embedding_dimension())
+        dimension = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self.dim = int(dimension())
 
     @property
     def max_length(self) -> int:

@@ -1,0 +1,109 @@
+"""The FastAPI application: `create_app(settings)`.
+
+The index, the encoders and faiss are loaded once in the lifespan and the Numba kernels are
+warmed there; endpoints are thin: validate (schemas), call the engine, shape the response.
+Domain errors become status codes in `service.errors`.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import asynccontextmanager
+from importlib import resources
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.responses import HTMLResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+
+from service.auth import require_api_key
+from service.engine import SearchEngine
+from service.errors import PayloadTooLarge, install_error_handlers
+from service.middleware import BodySizeLimit, RequestMetrics
+from service.schemas import (BatchSearchRequest, BatchSearchResponse, Document, DocumentOut, ExplainResponse,
+                             Health, SearchRequest, SearchResponse, Stats, WriteResult)
+from service.settings import Settings
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Build the app; the index is opened when the app starts (lifespan), not here."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        engine = SearchEngine(settings)
+        try:
+            if settings.warm_up:
+                engine.warm_up()
+            app.state.engine = engine
+            yield
+        finally:
+            engine.close()
+
+    app = FastAPI(title="lsr search", version="0.1.0", lifespan=lifespan,
+                  description="Learned sparse retrieval: sparse, dense and hybrid search with explanations.")
+    app.state.settings = settings
+    registry = CollectorRegistry()
+    documents = Gauge("lsr_documents", "Live documents in the index", registry=registry)
+    install_error_handlers(app)
+    _add_routes(app, registry, documents)
+    app.add_middleware(RequestMetrics, registry=registry)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """The factory uvicorn workers call: settings from ``LSR_*`` environment variables."""
+    return create_app(Settings())
+
+
+def _engine(request: Request) -> SearchEngine:
+    return request.app.state.engine
+
+
+def _add_routes(app: FastAPI, registry: CollectorRegistry, documents: Gauge) -> None:
+    page = resources.files("service").joinpath("page/index.html").read_text(encoding="utf-8")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def search_page() -> str:
+        return page
+
+    @app.post("/search", response_model=SearchResponse)
+    def search(body: SearchRequest, engine: SearchEngine = Depends(_engine)) -> dict:
+        return engine.search(body)
+
+    @app.post("/search/batch", response_model=BatchSearchResponse)
+    def search_batch(body: BatchSearchRequest, engine: SearchEngine = Depends(_engine)) -> dict:
+        limit = engine.settings.max_batch_queries
+        if len(body.searches) > limit:
+            raise PayloadTooLarge(f"{len(body.searches)} searches in one batch; the limit is {limit}")
+        return {"results": [engine.search(request) for request in body.searches]}
+
+    @app.get("/documents/{doc_id:path}", response_model=DocumentOut)
+    def get_document(doc_id: str, engine: SearchEngine = Depends(_engine)) -> dict:
+        return engine.index.document(doc_id)
+
+    @app.post("/documents", response_model=WriteResult, dependencies=[Depends(require_api_key)])
+    def add_document(body: Document, engine: SearchEngine = Depends(_engine)) -> dict:
+        return engine.add(body)
+
+    @app.delete("/documents/{doc_id:path}", response_model=WriteResult, dependencies=[Depends(require_api_key)])
+    def delete_document(doc_id: str, engine: SearchEngine = Depends(_engine)) -> dict:
+        return engine.delete(doc_id)
+
+    @app.get("/explain", response_model=ExplainResponse)
+    def explain(query: str = Query(..., min_length=1), doc_id: str = Query(..., alias="id", min_length=1),
+                engine: SearchEngine = Depends(_engine)) -> dict:
+        return engine.explain(query, doc_id)
+
+    @app.get("/health", response_model=Health)
+    def health(engine: SearchEngine = Depends(_engine)) -> dict:
+        return {"status": "ok", "documents": engine.index.num_docs}
+
+    @app.get("/stats", response_model=Stats)
+    def stats(engine: SearchEngine = Depends(_engine)) -> dict:
+        return engine.index.stats()
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics(engine: SearchEngine = Depends(_engine)) -> Response:
+        documents.set(engine.index.num_docs)
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST,
+                        headers={"X-Worker-Pid": str(os.getpid())})

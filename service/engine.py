@@ -1,0 +1,179 @@
+"""`SearchEngine`: what the endpoints call. Encoders, the live index and faiss, loaded once.
+
+Requests arrive as validated schema objects; the engine encodes, searches, fuses and times
+each stage, and raises domain errors (`service.errors`) that the app maps to status codes.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from index.fusion import fuse
+from index.live.live_index import LiveIndex
+from index.live.lock import hold_shared
+from service.errors import BadRequest, ModeUnavailable, PayloadTooLarge
+from service.schemas import Document, SearchRequest
+from service.settings import Settings
+
+
+class SearchEngine:
+    """The loaded index and encoders of one service process."""
+
+    def __init__(self, settings: Settings) -> None:
+        from lsr.encoders.loading import load_encoder
+
+        self.settings = settings
+        self._serving_lock = hold_shared(settings.index_dir)  # compaction waits for us to stop
+        self.index = LiveIndex(settings.index_dir)
+        recorded = self.index.main.meta["encoder"]
+        self.encoder = load_encoder(recorded["model"], query_max_length=recorded["query_max_length"],
+                                    doc_max_length=recorded["doc_max_length"], device=settings.device)
+        self.dense_encoder = None
+        if self.index.dense is not None:
+            from lsr.encoders.dense import DenseEncoder
+
+            self.dense_encoder = DenseEncoder(self.index.dense.meta["model"], device=settings.device)
+        self._tokens = self.encoder.tokenizer.convert_ids_to_tokens(list(range(self.encoder.vocab_size)))
+
+    def close(self) -> None:
+        self._serving_lock.close()
+
+    def warm_up(self) -> None:
+        """Compile (or load from cache) every Numba kernel on a tiny valid index, then run one
+        real query per mode, so the first request pays no JIT or lazy-load cost."""
+        from index.builder import build_index
+        from index.format import SparseIndex
+        from index.scorers.planner import search
+        from index.sparse_batch import SparseBatch
+
+        with tempfile.TemporaryDirectory() as tmp:
+            batch = SparseBatch.from_dicts([{0: 1.0, 1: 0.5}, {1: 2.0}, {2: 1.0}], 3)
+            tiny = SparseIndex.open(build_index(Path(tmp) / "tiny", [(["a", "b", "c"], batch, None)], 3,
+                                                reorder="bp", block_size=2))
+            for scorer in ("exhaustive", "bmp"):
+                search(tiny, np.array([1], np.uint32), np.array([1.0], np.float32), 2, scorer)
+        self.index.internal_id("")  # builds the id table
+        for mode in ("sparse", "dense", "hybrid") if self.dense_encoder else ("sparse",):
+            self.search(SearchRequest(query="warm up", mode=mode, highlight=True))
+
+    # searching
+
+    def encode_sparse(self, query: str) -> tuple[np.ndarray, np.ndarray, bool]:
+        """Query terms, raw weights and whether the query was cut to the encoder's token limit."""
+        self._check_query(query)
+        tokens = self.encoder.tokenizer(query, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
+        truncated = len(tokens) > self.encoder.query_max_length
+        terms, weights = self.encoder.encode_queries([query]).row(0)
+        return np.asarray(terms), np.asarray(weights), truncated
+
+    def _check_query(self, query: str) -> None:
+        if len(query) > self.settings.max_query_chars:
+            raise PayloadTooLarge(f"query has {len(query)} characters; the limit is {self.settings.max_query_chars}")
+        if not query.strip():
+            raise BadRequest("query is empty")
+
+    def search(self, request: SearchRequest) -> dict:
+        started = time.perf_counter()
+        timings = {}
+        truncated, query_terms = False, 0
+        sparse_hits = dense_hits = sparse_query = None
+        depth = request.k if request.mode != "hybrid" else max(request.k, self.settings.fusion_depth)
+        if request.mode in ("dense", "hybrid") and self.dense_encoder is None:
+            raise ModeUnavailable(f"{request.mode} search needs a dense index; build one with `lsr index ... --dense`")
+        if request.mode in ("sparse", "hybrid"):
+            t0 = time.perf_counter()
+            terms, weights, truncated = self.encode_sparse(request.query)
+            sparse_query = (terms, weights)
+            t1 = time.perf_counter()
+            sparse_hits = self.index.search_sparse(terms, weights, depth, self.settings.scorer, request.alpha, request.beta)
+            timings.update(sparse_encode_ms=(t1 - t0) * 1000, sparse_search_ms=(time.perf_counter() - t1) * 1000)
+            query_terms = len(terms)
+        if request.mode in ("dense", "hybrid"):
+            self._check_query(request.query)
+            t0 = time.perf_counter()
+            vector = self.dense_encoder.encode_queries([request.query])[0]
+            t1 = time.perf_counter()
+            dense_hits = self.index.search_dense(vector, depth)
+            timings.update(dense_encode_ms=(t1 - t0) * 1000, dense_search_ms=(time.perf_counter() - t1) * 1000)
+            if request.mode == "dense":
+                truncated = self._dense_truncated(request.query)
+        hits = sparse_hits if dense_hits is None else dense_hits
+        if request.mode == "hybrid":
+            t0 = time.perf_counter()
+            hits = fuse(sparse_hits, dense_hits, request.fusion, rrf_k=request.rrf_k, alpha=request.fusion_weight,
+                        normalization=request.normalization, limit=request.k)
+            timings["fusion_ms"] = (time.perf_counter() - t0) * 1000
+        if request.highlight and sparse_query is None:
+            sparse_query = self.encode_sparse(request.query)[:2]
+        out_hits = self._hits(hits, request, sparse_query)
+        timings["total_ms"] = (time.perf_counter() - started) * 1000
+        return {"query": request.query, "mode": request.mode, "k": request.k, "truncated": truncated,
+                "query_terms": query_terms, "hits": out_hits, "timings": timings}
+
+    def _dense_truncated(self, query: str) -> bool:
+        tokenizer = self.dense_encoder.model.tokenizer
+        return len(tokenizer(query, truncation=False, verbose=False)["input_ids"]) > self.dense_encoder.max_length
+
+    def _hits(self, hits, request: SearchRequest, sparse_query) -> list[dict]:
+        ids, scores = hits
+        out = []
+        for doc_id, score in zip(ids, scores):
+            document = self.index.document(doc_id)
+            hit = {"id": doc_id, "score": float(score), "title": document["title"]}
+            if request.include_text:
+                hit["text"] = document["text"]
+            if request.highlight:
+                hit["matched_terms"] = [t["token"] for t in self._contributions(*sparse_query, doc_id)]
+            out.append(hit)
+        return out
+
+    def explain(self, query: str, doc_id: str) -> dict:
+        """The terms a document shares with the sparse query, with their score contributions.
+
+        Contributions are computed as the scorer does: for the main index the query weight
+        times the term's quantisation scale times the uint8 impact; for the live segment the
+        query weight times the float document weight. They sum to the document's sparse score.
+        """
+        terms, weights, truncated = self.encode_sparse(query)
+        rows = self._contributions(terms, weights, doc_id)
+        return {"id": doc_id, "query": query, "score": float(sum(r["contribution"] for r in rows)),
+                "truncated": truncated, "terms": rows}
+
+    def _contributions(self, terms: np.ndarray, weights: np.ndarray, doc_id: str) -> list[dict]:
+        """Shared terms of a query vector and a document, best contribution first."""
+        doc_terms, doc_weights, impacts = self.index.document_vector(doc_id)
+        common, q_pos, d_pos = np.intersect1d(terms.astype(np.int64), doc_terms.astype(np.int64),
+                                              assume_unique=True, return_indices=True)
+        scales = self.index.main.term_scales
+        rows = []
+        for term, qi, di in zip(common, q_pos, d_pos):
+            query_weight = np.float32(weights[qi])
+            if impacts is not None:
+                contribution = float(np.float32(query_weight * scales[term]) * np.float64(impacts[di]))
+            else:
+                contribution = float(query_weight * doc_weights[di])
+            rows.append({"term_id": int(term), "token": self._tokens[term], "query_weight": float(query_weight),
+                         "document_weight": float(doc_weights[di]),
+                         "impact": None if impacts is None else int(impacts[di]), "contribution": contribution})
+        rows.sort(key=lambda row: -row["contribution"])
+        return rows
+
+    # writing
+
+    def add(self, document: Document) -> dict:
+        if len(document.text) > self.settings.max_document_chars:
+            raise PayloadTooLarge(f"document text has {len(document.text)} characters; the limit is "
+                                  f"{self.settings.max_document_chars}")
+        full_text = f"{document.title} {document.text}".strip()
+        terms, weights = self.encoder.encode_documents([full_text]).row(0)
+        dense = self.dense_encoder.encode_documents([full_text])[0] if self.dense_encoder is not None else None
+        replaced = self.index.add(document.id, document.title, document.text, terms, weights, dense)
+        return {"id": document.id, "status": "replaced" if replaced else "added"}
+
+    def delete(self, doc_id: str) -> dict:
+        self.index.delete(doc_id)
+        return {"id": doc_id, "status": "deleted"}

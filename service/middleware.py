@@ -1,0 +1,89 @@
+"""Pure ASGI middleware (cheaper per request than Starlette's BaseHTTPMiddleware):
+the request body size limit and the Prometheus request metrics."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class BodySizeLimit:
+    """Answer 413 when a request body exceeds ``max_bytes``: at once from Content-Length,
+    or as soon as a chunked body passes the limit."""
+
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            return await _reject(send, f"request body larger than {self.max_bytes} bytes")
+        received = 0
+        too_large = False
+
+        async def limited_receive():
+            nonlocal received, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    too_large = True
+                    raise _BodyTooLarge()
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _BodyTooLarge:
+            await _reject(send, f"request body larger than {self.max_bytes} bytes")
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _reject(send, message: str) -> None:
+    body = json.dumps({"detail": message}).encode()
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class RequestMetrics:
+    """Request counts by route, method and status, and a latency histogram by route.
+
+    Routes are the path templates (``/documents/{doc_id}``), so ids never become labels.
+    """
+
+    def __init__(self, app, registry: CollectorRegistry) -> None:
+        self.app = app
+        self.requests = Counter("lsr_requests", "HTTP requests answered", ["method", "route", "status"],
+                                registry=registry)
+        self.latency = Histogram("lsr_request_duration_seconds", "Time to answer a request",
+                                 ["method", "route"], buckets=LATENCY_BUCKETS, registry=registry)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        status = 500
+
+        async def recording_send(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            route = scope.get("route")
+            label = getattr(route, "path", "unmatched")
+            self.requests.labels(scope["method"], label, str(status)).inc()
+            self.latency.labels(scope["method"], label).observe(time.perf_counter() - started)

@@ -1,0 +1,121 @@
+"""Request and response bodies. Every request model refuses unknown fields and bounds its values."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Mode = Literal["sparse", "dense", "hybrid"]
+DOC_ID_PATTERN = r"^[^\x00-\x1f]{1,256}$"  # any printable id up to 256 characters
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SearchRequest(Strict):
+    query: str = Field(..., min_length=1, description="query text; longer than the encoder's limit is truncated")
+    k: int = Field(10, ge=1, le=1000, description="number of results")
+    mode: Mode = "sparse"
+    alpha: float = Field(1.0, gt=0.0, le=1.0, description="BMP bound factor: 1 is exact, lower is approximate")
+    beta: float = Field(1.0, gt=0.0, le=1.0, description="fraction of query terms kept: 1 is exact")
+    fusion: Literal["rrf", "convex"] = "rrf"
+    rrf_k: int = Field(60, ge=0, le=10_000, description="RRF constant")
+    fusion_weight: float = Field(0.5, ge=0.0, le=1.0, description="convex fusion: weight of the sparse scores")
+    normalization: Literal["minmax", "zscore"] = "minmax"
+    include_text: bool = Field(False, description="return each hit's text")
+    highlight: bool = Field(False, description="return the vocabulary terms each hit shares with the query")
+
+
+class BatchSearchRequest(Strict):
+    searches: list[SearchRequest] = Field(..., min_length=1)
+
+
+class StageTimings(BaseModel):
+    """Milliseconds spent in each stage of one search (absent stages are 0)."""
+
+    sparse_encode_ms: float = 0.0
+    sparse_search_ms: float = 0.0
+    dense_encode_ms: float = 0.0
+    dense_search_ms: float = 0.0
+    fusion_ms: float = 0.0
+    total_ms: float = 0.0
+
+
+class SearchHit(BaseModel):
+    id: str
+    score: float
+    title: str
+    text: str | None = None
+    matched_terms: list[str] | None = None
+
+
+class SearchResponse(BaseModel):
+    query: str
+    mode: Mode
+    k: int
+    truncated: bool = Field(description="the query was longer than the encoder's token limit and was cut")
+    query_terms: int = Field(description="non-zero terms of the sparse query vector (0 in dense mode)")
+    hits: list[SearchHit]
+    timings: StageTimings
+
+
+class BatchSearchResponse(BaseModel):
+    results: list[SearchResponse]
+
+
+class Document(Strict):
+    id: str = Field(..., pattern=DOC_ID_PATTERN)
+    title: str = Field("", max_length=10_000)
+    text: str = Field(..., min_length=1)
+
+
+class DocumentOut(BaseModel):
+    id: str
+    title: str
+    text: str
+    segment: Literal["main", "live"] = Field(description="main: the built index; live: added since")
+
+
+class WriteResult(BaseModel):
+    id: str
+    status: Literal["added", "replaced", "deleted"]
+
+
+class ExplainTerm(BaseModel):
+    term_id: int
+    token: str
+    query_weight: float = Field(description="the query encoder's weight")
+    document_weight: float = Field(description="the document's weight (dequantised impact in the main index)")
+    impact: int | None = Field(description="the stored uint8 impact (main index only)")
+    contribution: float = Field(description="this term's part of the score")
+
+
+class ExplainResponse(BaseModel):
+    id: str
+    query: str
+    score: float = Field(description="sum of the contributions: the document's sparse score")
+    truncated: bool
+    terms: list[ExplainTerm]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    documents: int
+
+
+class Stats(BaseModel):
+    documents: int
+    main_documents: int
+    segment_documents: int
+    tombstones: int
+    postings: int
+    segment_postings: int
+    vocab_size: int
+    format_version: int
+    encoder: dict
+    dense: dict | None
+    quantization: str
+    block_size: int
+    doc_order: str

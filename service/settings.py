@@ -1,0 +1,40 @@
+"""Service settings: constructor arguments or ``LSR_*`` environment variables.
+
+API keys are `SecretStr`: they never appear in a repr, a log line or an error message.
+``LSR_API_KEYS`` takes several keys separated by commas.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything `create_app` needs; limits are enforced on every request."""
+
+    model_config = SettingsConfigDict(env_prefix="LSR_", extra="forbid")
+
+    index_dir: Path
+    api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()  # empty: write endpoints refuse everyone
+    max_body_bytes: int = Field(1_000_000, ge=1024)
+    max_query_chars: int = Field(4096, ge=1)
+    max_document_chars: int = Field(200_000, ge=1)
+    max_batch_queries: int = Field(64, ge=1)
+    fusion_depth: int = Field(100, ge=1, le=1000, description="candidates per list before hybrid fusion")
+    scorer: str = Field("auto", pattern="^(auto|exhaustive|bmp)$")
+    warm_up: bool = True
+    device: str = "cpu"
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value):
+        if isinstance(value, str):
+            value = [key.strip() for key in value.split(",")]
+        keys = tuple(value or ())
+        if any(not (k.get_secret_value() if isinstance(k, SecretStr) else k) for k in keys):
+            raise ValueError("API keys must not be empty")
+        return keys

@@ -1,0 +1,185 @@
+"""The search service over a real small index (bundled SPLADE and MiniLM), through TestClient."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from index.format import SparseIndex
+from index.fusion import fuse
+from index.scorers.planner import search as planner_search
+from service.app import create_app
+from service.settings import Settings
+
+KEY = "test-key-123"
+
+
+@pytest.fixture
+def settings(served_index):
+    return Settings(index_dir=served_index, api_keys=KEY, warm_up=False, max_body_bytes=20_000,
+                    max_query_chars=1000)
+
+
+@pytest.fixture
+def client(settings):
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def _search(client, **body):
+    response = client.post("/search", json=body)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_sparse_search_equals_the_index_scorer(client, served_index, encoder):
+    body = _search(client, query="vitamin D deficiency and bone density", k=10)
+    terms, weights = encoder.encode_queries(["vitamin D deficiency and bone density"]).row(0)
+    index = SparseIndex.open(served_index)
+    docs, scores = planner_search(index, terms, weights, 10)
+    assert [hit["id"] for hit in body["hits"]] == [index.doc_ids[d] for d in docs]
+    np.testing.assert_allclose([hit["score"] for hit in body["hits"]], scores, rtol=1e-6)
+    assert body["hits"][0]["title"] == index.doc_titles[docs[0]]
+    assert body["timings"]["sparse_search_ms"] > 0 and body["timings"]["total_ms"] >= body["timings"]["sparse_search_ms"]
+    assert body["truncated"] is False and body["query_terms"] == len(terms)
+
+
+def test_hybrid_is_the_fusion_of_sparse_and_dense(client):
+    query = "microRNA expression in cancer cells"
+    sparse = _search(client, query=query, k=100, mode="sparse")
+    dense = _search(client, query=query, k=100, mode="dense")
+    hybrid = _search(client, query=query, k=10, mode="hybrid")
+    expected_ids, expected_scores = fuse(([h["id"] for h in sparse["hits"]], [h["score"] for h in sparse["hits"]]),
+                                         ([h["id"] for h in dense["hits"]], [h["score"] for h in dense["hits"]]),
+                                         limit=10)
+    assert [h["id"] for h in hybrid["hits"]] == expected_ids
+    np.testing.assert_allclose([h["score"] for h in hybrid["hits"]], expected_scores)
+    assert hybrid["timings"]["dense_search_ms"] > 0 and hybrid["timings"]["fusion_ms"] > 0
+    convex = _search(client, query=query, k=5, mode="hybrid", fusion="convex", fusion_weight=0.7,
+                     normalization="zscore")
+    assert len(convex["hits"]) == 5
+
+
+def test_batch_search(client):
+    body = client.post("/search/batch", json={"searches": [{"query": "cancer"}, {"query": "cells", "k": 3,
+                                                                                   "mode": "dense"}]}).json()
+    assert [len(r["hits"]) for r in body["results"]] == [10, 3]
+
+
+@pytest.mark.parametrize("body, fragment", [
+    ({"query": "x", "k": 0}, "greater than or equal to 1"),
+    ({"query": "x", "k": 1001}, "less than or equal to 1000"),
+    ({"query": "x", "colour": "red"}, "Extra inputs are not permitted"),
+    ({"query": ""}, "at least 1 character"),
+    ({"query": "x", "mode": "fuzzy"}, "sparse"),
+    ({"query": "x", "alpha": 0}, "greater than 0"),
+])
+def test_bad_search_requests_get_clear_422s(client, body, fragment):
+    response = client.post("/search", json=body)
+    assert response.status_code == 422 and fragment in response.text
+
+
+def test_limits(client):
+    assert client.post("/search", json={"query": "a" * 1001}).status_code == 413
+    big = client.post("/search", content=b'{"query": "' + b"a" * 30_000 + b'"}',
+                      headers={"content-type": "application/json"})
+    assert big.status_code == 413 and "larger than 20000 bytes" in big.json()["detail"]
+    long = _search(client, query=" ".join(["protein"] * 120))
+    assert long["truncated"] is True and long["hits"]
+    batch = {"searches": [{"query": "x"}] * 65}
+    assert client.post("/search/batch", json=batch).status_code == 413
+
+
+def test_explain_sums_to_the_search_score(client):
+    query = "stem cells differentiation"
+    for mode in ("sparse", "hybrid"):
+        hit = _search(client, query=query, k=3, mode=mode, highlight=True)["hits"][0]
+        explained = client.get("/explain", params={"query": query, "id": hit["id"]}).json()
+        contributions = [t["contribution"] for t in explained["terms"]]
+        assert contributions == sorted(contributions, reverse=True)
+        assert hit["matched_terms"] == [t["token"] for t in explained["terms"]]
+        if mode == "sparse":
+            assert explained["score"] == pytest.approx(hit["score"], rel=1e-5)
+    assert client.get("/explain", params={"query": query, "id": "nope"}).status_code == 404
+
+
+def test_writes_need_the_key(client):
+    document = {"id": "new-1", "title": "t", "text": "quokka marsupial island"}
+    missing = client.post("/documents", json=document)
+    assert missing.status_code == 401 and missing.headers["www-authenticate"] == "ApiKey"
+    assert client.post("/documents", json=document, headers={"X-API-Key": "wrong"}).status_code == 403
+    assert client.delete("/documents/4983", headers={"X-API-Key": "wrong"}).status_code == 403
+    assert client.delete("/documents/4983").status_code == 401
+    assert client.get("/documents/4983").status_code == 200  # nothing was deleted
+
+
+def test_no_configured_key_disables_writes(served_index):
+    with TestClient(create_app(Settings(index_dir=served_index, warm_up=False))) as plain:
+        response = plain.post("/documents", json={"id": "a", "text": "b"}, headers={"X-API-Key": "anything"})
+        assert response.status_code == 403 and "disabled" in response.json()["detail"]
+
+
+def test_add_search_delete_and_restart(settings, served_index):
+    headers = {"X-API-Key": KEY}
+    with TestClient(create_app(settings)) as client:
+        added = client.post("/documents", headers=headers,
+                            json={"id": "quokka-1", "title": "Quokkas", "text": "The quokka is a small marsupial of Rottnest Island."})
+        assert added.json() == {"id": "quokka-1", "status": "added"}
+        for mode in ("sparse", "dense", "hybrid"):
+            assert _search(client, query="quokka marsupial", k=3, mode=mode)["hits"][0]["id"] == "quokka-1"
+        main_id = _search(client, query="cancer", k=1)["hits"][0]["id"]
+        replaced = client.post("/documents", headers=headers, json={"id": main_id, "text": "replaced by a note on kangaroos"})
+        assert replaced.json()["status"] == "replaced"
+        assert client.get(f"/documents/{main_id}").json()["segment"] == "live"
+        assert client.delete("/documents/4983", headers=headers).json() == {"id": "4983", "status": "deleted"}
+        assert client.get("/documents/4983").status_code == 404
+        assert client.delete("/documents/4983", headers=headers).status_code == 404
+        stats = client.get("/stats").json()
+    assert stats["documents"] == 200 and stats["segment_documents"] == 2 and stats["tombstones"] == 2
+    with TestClient(create_app(settings)) as restarted:  # replayed from the update log
+        assert restarted.get("/documents/quokka-1").json()["title"] == "Quokkas"
+        assert restarted.get("/documents/4983").status_code == 404
+        assert "kangaroos" in restarted.get(f"/documents/{main_id}").json()["text"]
+        assert restarted.get("/stats").json() == stats
+
+
+def test_bad_documents_are_refused(client):
+    headers = {"X-API-Key": KEY}
+    assert client.post("/documents", headers=headers, json={"id": "", "text": "x"}).status_code == 422
+    assert client.post("/documents", headers=headers, json={"id": "a", "text": ""}).status_code == 422
+    assert client.post("/documents", headers=headers, json={"id": "a", "text": "x", "extra": 1}).status_code == 422
+    assert client.post("/documents", headers=headers, json={"id": "a\nb", "text": "x"}).status_code == 422
+
+
+def test_health_stats_metrics_and_page(client):
+    assert client.get("/health").json() == {"status": "ok", "documents": 200}
+    stats = client.get("/stats").json()
+    assert stats["format_version"] == 2 and stats["dense"]["dim"] == 384 and stats["postings"] > 0
+    _search(client, query="cancer")
+    client.get("/documents/does-not-exist")
+    metrics = client.get("/metrics").text
+    assert 'lsr_requests_total{method="POST",route="/search",status="200"}' in metrics
+    assert 'route="/documents/{doc_id:path}",status="404"' in metrics
+    assert "lsr_request_duration_seconds_bucket" in metrics and "lsr_documents 200.0" in metrics
+    page = client.get("/")
+    assert page.status_code == 200 and 'id="query"' in page.text
+
+
+def test_dense_mode_needs_a_dense_index(served_index):
+    import shutil
+
+    shutil.rmtree(served_index / "dense")
+    with TestClient(create_app(Settings(index_dir=served_index, warm_up=False))) as client:
+        response = client.post("/search", json={"query": "cancer", "mode": "dense"})
+        assert response.status_code == 409 and "dense index" in response.json()["detail"]
+        assert client.post("/search", json={"query": "cancer"}).status_code == 200
+
+
+def test_api_keys_never_show(settings):
+    assert KEY not in repr(settings) and KEY not in str(settings.model_dump())
+
+
+def test_warm_up_runs(settings):
+    with TestClient(create_app(settings.model_copy(update={"warm_up": True}))) as client:
+        assert client.get("/health").status_code == 200
