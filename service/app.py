@@ -19,8 +19,8 @@ from service.auth import require_api_key
 from service.engine import SearchEngine
 from service.errors import PayloadTooLarge, install_error_handlers
 from service.middleware import BodySizeLimit, RequestMetrics
-from service.schemas import (BatchSearchRequest, BatchSearchResponse, Document, DocumentOut, ExplainResponse,
-                             Health, SearchRequest, SearchResponse, Stats, WriteResult)
+from service.schemas import (MAX_QUERY_CHARS, BatchSearchRequest, BatchSearchResponse, Document, DocumentOut,
+                             ErrorDetail, ExplainResponse, Health, SearchRequest, SearchResponse, Stats, WriteResult)
 from service.settings import Settings
 
 
@@ -55,6 +55,14 @@ def create_app_from_env() -> FastAPI:
     return create_app(Settings())
 
 
+def _errors(*codes: int) -> dict:
+    """OpenAPI entries of the error statuses an endpoint can answer (`service.errors`)."""
+    described = {400: "bad query", 401: "no API key", 403: "wrong API key, or writes disabled",
+                 404: "no such document", 409: "dense search on an index without a dense part",
+                 413: "body, query, document or batch over its limit"}
+    return {code: {"model": ErrorDetail, "description": described[code]} for code in codes}
+
+
 def _engine(request: Request) -> SearchEngine:
     return request.app.state.engine
 
@@ -66,31 +74,34 @@ def _add_routes(app: FastAPI, registry: CollectorRegistry, documents: Gauge) -> 
     def search_page() -> str:
         return page
 
-    @app.post("/search", response_model=SearchResponse)
+    @app.post("/search", response_model=SearchResponse, responses=_errors(400, 409, 413))
     def search(body: SearchRequest, engine: SearchEngine = Depends(_engine)) -> dict:
         return engine.search(body)
 
-    @app.post("/search/batch", response_model=BatchSearchResponse)
+    @app.post("/search/batch", response_model=BatchSearchResponse, responses=_errors(400, 409, 413))
     def search_batch(body: BatchSearchRequest, engine: SearchEngine = Depends(_engine)) -> dict:
         limit = engine.settings.max_batch_queries
         if len(body.searches) > limit:
             raise PayloadTooLarge(f"{len(body.searches)} searches in one batch; the limit is {limit}")
         return {"results": [engine.search(request) for request in body.searches]}
 
-    @app.get("/documents/{doc_id:path}", response_model=DocumentOut)
+    @app.get("/documents/{doc_id:path}", response_model=DocumentOut, responses=_errors(404))
     def get_document(doc_id: str, engine: SearchEngine = Depends(_engine)) -> dict:
         return engine.index.document(doc_id)
 
-    @app.post("/documents", response_model=WriteResult, dependencies=[Depends(require_api_key)])
+    @app.post("/documents", response_model=WriteResult, dependencies=[Depends(require_api_key)],
+              responses=_errors(400, 401, 403, 413))
     def add_document(body: Document, engine: SearchEngine = Depends(_engine)) -> dict:
         return engine.add(body)
 
-    @app.delete("/documents/{doc_id:path}", response_model=WriteResult, dependencies=[Depends(require_api_key)])
+    @app.delete("/documents/{doc_id:path}", response_model=WriteResult, dependencies=[Depends(require_api_key)],
+                responses=_errors(401, 403, 404))
     def delete_document(doc_id: str, engine: SearchEngine = Depends(_engine)) -> dict:
         return engine.delete(doc_id)
 
-    @app.get("/explain", response_model=ExplainResponse)
-    def explain(query: str = Query(..., min_length=1), doc_id: str = Query(..., alias="id", min_length=1),
+    @app.get("/explain", response_model=ExplainResponse, responses=_errors(400, 404, 413))
+    def explain(query: str = Query(..., min_length=1, max_length=MAX_QUERY_CHARS),
+                doc_id: str = Query(..., alias="id", min_length=1),
                 engine: SearchEngine = Depends(_engine)) -> dict:
         return engine.explain(query, doc_id)
 

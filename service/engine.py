@@ -15,7 +15,7 @@ import numpy as np
 from index.fusion import fuse
 from index.live.live_index import LiveIndex
 from index.live.lock import hold_shared
-from service.errors import BadRequest, ModeUnavailable, PayloadTooLarge
+from service.errors import ModeUnavailable, PayloadTooLarge
 from service.schemas import Document, SearchRequest
 from service.settings import Settings
 
@@ -73,8 +73,6 @@ class SearchEngine:
     def _check_query(self, query: str) -> None:
         if len(query) > self.settings.max_query_chars:
             raise PayloadTooLarge(f"query has {len(query)} characters; the limit is {self.settings.max_query_chars}")
-        if not query.strip():
-            raise BadRequest("query is empty")
 
     def search(self, request: SearchRequest) -> dict:
         started = time.perf_counter()

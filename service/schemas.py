@@ -2,26 +2,44 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 Mode = Literal["sparse", "dense", "hybrid"]
+MAX_QUERY_CHARS = 4096  # the schema's bound; `Settings.max_query_chars` may only lower it
+MAX_DOCUMENT_CHARS = 100_000
+MAX_BATCH_SEARCHES = 32
+# The largest valid body (a full batch of longest queries, every character JSON-escaped as a
+# 12-byte surrogate pair) stays under the default body limit, so the limit never refuses valid data.
+DEFAULT_MAX_BODY_BYTES = 2_000_000
 DOC_ID_PATTERN = r"^[^\x00-\x1f]{1,256}$"  # any printable id up to 256 characters
 
 
+def _json_integer(value):
+    """JSON Schema counts 462.0 as an integer; strict pydantic would not."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# Strict models refuse "10" for a number and 0 for a boolean; integers written as 10.0 pass.
+JsonInt = Annotated[int, BeforeValidator(_json_integer)]
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class SearchRequest(Strict):
-    query: str = Field(..., min_length=1, description="query text; longer than the encoder's limit is truncated")
-    k: int = Field(10, ge=1, le=1000, description="number of results")
+    query: str = Field(..., min_length=1, max_length=MAX_QUERY_CHARS,
+                       description="query text; beyond the encoder's token limit it is truncated (flagged)")
+    k: JsonInt = Field(10, ge=1, le=1000, description="number of results")
     mode: Mode = "sparse"
     alpha: float = Field(1.0, gt=0.0, le=1.0, description="BMP bound factor: 1 is exact, lower is approximate")
     beta: float = Field(1.0, gt=0.0, le=1.0, description="fraction of query terms kept: 1 is exact")
     fusion: Literal["rrf", "convex"] = "rrf"
-    rrf_k: int = Field(60, ge=0, le=10_000, description="RRF constant")
+    rrf_k: JsonInt = Field(60, ge=0, le=10_000, description="RRF constant")
     fusion_weight: float = Field(0.5, ge=0.0, le=1.0, description="convex fusion: weight of the sparse scores")
     normalization: Literal["minmax", "zscore"] = "minmax"
     include_text: bool = Field(False, description="return each hit's text")
@@ -29,7 +47,7 @@ class SearchRequest(Strict):
 
 
 class BatchSearchRequest(Strict):
-    searches: list[SearchRequest] = Field(..., min_length=1)
+    searches: list[SearchRequest] = Field(..., min_length=1, max_length=MAX_BATCH_SEARCHES)
 
 
 class StageTimings(BaseModel):
@@ -68,7 +86,7 @@ class BatchSearchResponse(BaseModel):
 class Document(Strict):
     id: str = Field(..., pattern=DOC_ID_PATTERN)
     title: str = Field("", max_length=10_000)
-    text: str = Field(..., min_length=1)
+    text: str = Field(..., min_length=1, max_length=MAX_DOCUMENT_CHARS)
 
 
 class DocumentOut(BaseModel):
@@ -98,6 +116,10 @@ class ExplainResponse(BaseModel):
     score: float = Field(description="sum of the contributions: the document's sparse score")
     truncated: bool
     terms: list[ExplainTerm]
+
+
+class ErrorDetail(BaseModel):
+    detail: str
 
 
 class Health(BaseModel):

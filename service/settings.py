@@ -12,6 +12,8 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.schemas import DEFAULT_MAX_BODY_BYTES, MAX_BATCH_SEARCHES, MAX_DOCUMENT_CHARS, MAX_QUERY_CHARS
+
 
 class Settings(BaseSettings):
     """Everything `create_app` needs; limits are enforced on every request."""
@@ -20,10 +22,10 @@ class Settings(BaseSettings):
 
     index_dir: Path
     api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()  # empty: write endpoints refuse everyone
-    max_body_bytes: int = Field(1_000_000, ge=1024)
-    max_query_chars: int = Field(4096, ge=1)
-    max_document_chars: int = Field(200_000, ge=1)
-    max_batch_queries: int = Field(64, ge=1)
+    max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1024)
+    max_query_chars: int = Field(MAX_QUERY_CHARS, ge=1, le=MAX_QUERY_CHARS)
+    max_document_chars: int = Field(MAX_DOCUMENT_CHARS, ge=1, le=MAX_DOCUMENT_CHARS)
+    max_batch_queries: int = Field(MAX_BATCH_SEARCHES, ge=1, le=MAX_BATCH_SEARCHES)
     fusion_depth: int = Field(100, ge=1, le=1000, description="candidates per list before hybrid fusion")
     scorer: str = Field("auto", pattern="^(auto|exhaustive|bmp)$")
     warm_up: bool = True

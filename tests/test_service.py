@@ -18,7 +18,7 @@ KEY = "test-key-123"
 @pytest.fixture
 def settings(served_index):
     return Settings(index_dir=served_index, api_keys=KEY, warm_up=False, max_body_bytes=20_000,
-                    max_query_chars=1000)
+                    max_query_chars=1000, max_batch_queries=4)
 
 
 @pytest.fixture
@@ -61,6 +61,10 @@ def test_hybrid_is_the_fusion_of_sparse_and_dense(client):
     assert len(convex["hits"]) == 5
 
 
+def test_integral_floats_are_integers(client):
+    assert len(_search(client, query="cancer", k=3.0)["hits"]) == 3
+
+
 def test_batch_search(client):
     body = client.post("/search/batch", json={"searches": [{"query": "cancer"}, {"query": "cells", "k": 3,
                                                                                    "mode": "dense"}]}).json()
@@ -74,6 +78,8 @@ def test_batch_search(client):
     ({"query": ""}, "at least 1 character"),
     ({"query": "x", "mode": "fuzzy"}, "sparse"),
     ({"query": "x", "alpha": 0}, "greater than 0"),
+    ({"query": "x", "k": "10"}, "valid integer"),
+    ({"query": "x", "highlight": 1}, "valid boolean"),
 ])
 def test_bad_search_requests_get_clear_422s(client, body, fragment):
     response = client.post("/search", json=body)
@@ -87,8 +93,8 @@ def test_limits(client):
     assert big.status_code == 413 and "larger than 20000 bytes" in big.json()["detail"]
     long = _search(client, query=" ".join(["protein"] * 120))
     assert long["truncated"] is True and long["hits"]
-    batch = {"searches": [{"query": "x"}] * 65}
-    assert client.post("/search/batch", json=batch).status_code == 413
+    assert client.post("/search/batch", json={"searches": [{"query": "x"}] * 33}).status_code == 422
+    assert client.post("/search/batch", json={"searches": [{"query": "x"}] * 5}).status_code == 413
 
 
 def test_explain_sums_to_the_search_score(client):
