@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 LSR := $(VENV)/bin/lsr
 TORCH ?= torch==2.13.0
 
-.PHONY: run test install install-dev results train-results bench-engines bench-engines-4m clean
+.PHONY: run test install install-dev browser results train-results hybrid-results service-results bench-engines bench-engines-4m clean
 
 $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -27,12 +27,18 @@ install: $(VENV)/.run-deps
 
 install-dev: $(VENV)/.dev-deps
 
+# The page test drives Debian's chromium through chromium-driver (no browser download).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || \
+	  ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium chromium-driver)
+
 # Main job: index BEIR SciFact with the bundled SPLADE model, evaluate it beside BM25, print the table.
 run: install
 	$(LSR) eval beir beir/scifact/test --baseline bm25
 
 # Default test suite (slow tests are deselected; `$(PY) -m pytest -m slow` runs them).
-test: install-dev
+test: install-dev browser
 	$(PY) -m pytest
 
 # Issue 2's recorded figures: SciFact and NFCorpus runs, brute-force oracles, encoder benchmark.
@@ -49,6 +55,25 @@ results: install-dev
 # Issue 4's figures: train every config of eval/configs (about 2 h on 2 cores), evaluate on BEIR.
 train-results: install-dev
 	$(PY) eval/train_experiments.py --out eval/results/training_scifact
+
+# Issue 5's figures: sparse, dense and RRF hybrid side by side on SciFact and NFCorpus.
+hybrid-results: install-dev
+	for d in scifact nfcorpus; do \
+	  rm -rf runs/hybrid-$$d && \
+	  $(LSR) eval beir beir/$$d/test --mode hybrid --out runs/hybrid-$$d && \
+	  cp runs/hybrid-$$d/report.md eval/results/hybrid-$$d.md && \
+	  cp runs/hybrid-$$d/report.json eval/results/hybrid-$$d.json || exit 1; \
+	done
+
+# Issue 5's service figures on a SciFact index with its dense part: HTTP overhead, load with a
+# forced restart, schemathesis fuzzing, and the page screenshot shown in the README.
+SERVE_INDEX ?= runs/serve-scifact
+service-results: install-dev browser
+	test -d $(SERVE_INDEX) || $(LSR) index beir/scifact/test --dense --out $(SERVE_INDEX)
+	$(PY) eval/bench_service.py $(SERVE_INDEX) --out eval/results/service_latency
+	$(PY) eval/load_test.py $(SERVE_INDEX) --out eval/results/service_load
+	$(PY) eval/fuzz_service.py $(SERVE_INDEX) --max-examples 100 --out eval/results/service_fuzz.md
+	$(PY) eval/page_browser.py $(SERVE_INDEX) --out eval/results/service_page.png
 
 # Issue 3's figures: the query engine against PISA, BMP and Seismic on a grown 1M-doc collection.
 BENCH_DIR ?= /tmp/bench-1m

@@ -24,8 +24,11 @@ class SearchEngine:
     """The loaded index and encoders of one service process."""
 
     def __init__(self, settings: Settings) -> None:
+        import torch
+
         from lsr.encoders.loading import load_encoder
 
+        torch.set_num_threads(settings.torch_threads)
         self.settings = settings
         self._serving_lock = hold_shared(settings.index_dir)  # compaction waits for us to stop
         self.index = LiveIndex(settings.index_dir)

@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     scorer: str = Field("auto", pattern="^(auto|exhaustive|bmp)$")
     warm_up: bool = True
     device: str = "cpu"
+    # One intra-op thread per request: concurrent requests then run side by side, where
+    # several OpenMP teams spinning on 2 cores made one query encoding 50 times slower.
+    torch_threads: int = Field(1, ge=1)
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -68,3 +68,52 @@ def test_bad_input_is_a_one_line_error(tmp_path, capsys):
 
     assert main(["index", "verify", str(tmp_path)]) == 1
     assert "meta.json is missing" in capsys.readouterr().err
+
+
+def test_dense_index_hybrid_eval_and_compact(tmp_path, scifact_subset, encoder):
+    import numpy as np
+
+    from index.dense import read_dense_meta
+    from index.format import SparseIndex
+    from index.live.live_index import LiveIndex
+    from lsr.encoders.dense import DenseEncoder
+
+    index_dir = tmp_path / "ix"
+    out = lsr("index", scifact_subset / "corpus.jsonl", "--out", index_dir, "--dense", "--dense-index", "hnsw",
+              "--hnsw-m", "8", "--hnsw-ef-search", "32")
+    assert out.returncode == 0, out.stderr
+    meta = read_dense_meta(index_dir)
+    assert (meta["kind"], meta["hnsw_m"], meta["ef_search"], meta["num_docs"]) == ("hnsw", 8, 32, 200)
+
+    run_dir = tmp_path / "run"
+    assert main(["eval", "beir", str(scifact_subset), "--index", str(index_dir), "--out", str(run_dir),
+                 "-k", "100", "--mode", "hybrid"]) == 0
+    report = json.loads((run_dir / "report.json").read_text())
+    assert list(report["systems"]) == ["splade", "dense", "hybrid (rrf)"]
+    stages = report["systems"]["hybrid (rrf)"]["efficiency"]["stages_ms"]
+    assert set(stages) == {"sparse_encode", "sparse_search", "dense_encode", "dense_search", "fusion", "total"}
+    assert report["settings"]["dense_index"] == "hnsw" and "Latency per stage" in (run_dir / "report.md").read_text()
+    assert all(s["metrics"]["nDCG@10"] > 0.4 for s in report["systems"].values())
+
+    live = LiveIndex(index_dir)
+    terms, weights = encoder.encode_documents(["a note on quokkas"]).row(0)
+    live.add("quokka", "Quokka", "a note on quokkas", terms, weights, DenseEncoder().encode_documents(["a note on quokkas"])[0])
+    live.delete(live.main.doc_ids[0])
+    out = lsr("index", "compact", index_dir)
+    assert out.returncode == 0 and "200 documents (1 added or replaced, 1 deleted" in out.stdout, out.stderr
+    compacted = SparseIndex.open(index_dir)
+    assert "quokka" in {compacted.doc_ids[i] for i in range(compacted.num_docs)}
+    assert read_dense_meta(index_dir)["kind"] == "hnsw" and lsr("index", "verify", index_dir).returncode == 0
+    assert np.isclose(LiveIndex(index_dir).search_sparse(terms, weights, 1)[1][0],
+                      live.search_sparse(terms, weights, 1)[1][0], rtol=0.02)
+
+
+def test_eval_dense_mode_adds_the_dense_part(tmp_path, scifact_subset):
+    index_dir = tmp_path / "plain"
+    assert lsr("index", scifact_subset / "corpus.jsonl", "--out", index_dir, "--no-texts").returncode == 0
+    assert not (index_dir / "dense").exists()
+    run_dir = tmp_path / "run"
+    assert main(["eval", "beir", str(scifact_subset), "--index", str(index_dir), "--out", str(run_dir),
+                 "-k", "10", "--mode", "dense"]) == 0
+    report = json.loads((run_dir / "report.json").read_text())
+    assert list(report["systems"]) == ["dense"] and (index_dir / "dense" / "dense.json").is_file()
