@@ -57,7 +57,7 @@ def create_app_from_env() -> FastAPI:
 
 def _errors(*codes: int) -> dict:
     """OpenAPI entries of the error statuses an endpoint can answer (`service.errors`)."""
-    described = {400: "bad query", 401: "no API key", 403: "wrong API key, or writes disabled",
+    described = {400: "the body is not valid JSON", 401: "no API key", 403: "wrong API key, or writes disabled",
                  404: "no such document", 409: "dense search on an index without a dense part",
                  413: "body, query, document or batch over its limit"}
     return {code: {"model": ErrorDetail, "description": described[code]} for code in codes}
@@ -99,7 +99,7 @@ def _add_routes(app: FastAPI, registry: CollectorRegistry, documents: Gauge) -> 
     def delete_document(doc_id: str, engine: SearchEngine = Depends(_engine)) -> dict:
         return engine.delete(doc_id)
 
-    @app.get("/explain", response_model=ExplainResponse, responses=_errors(400, 404, 413))
+    @app.get("/explain", response_model=ExplainResponse, responses=_errors(404, 413))
     def explain(query: str = Query(..., min_length=1, max_length=MAX_QUERY_CHARS),
                 doc_id: str = Query(..., alias="id", min_length=1),
                 engine: SearchEngine = Depends(_engine)) -> dict:

@@ -1,6 +1,7 @@
 """Domain errors and the one place that maps them to HTTP status codes.
 
-Handlers answer ``{"detail": message}`` like FastAPI's own errors, so clients read one shape.
+Handlers answer ``{"detail": message}`` like FastAPI's own errors (422 for validation, 400
+for a body that is not JSON), so clients read one shape.
 """
 
 from __future__ import annotations
@@ -8,9 +9,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from index.format import IndexFormatError
 from index.live.live_index import DocumentNotFound
-from index.live.lock import IndexBusyError
 
 
 class ServiceError(Exception):
@@ -21,10 +20,6 @@ class ServiceError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
-
-
-class BadRequest(ServiceError):
-    status = 400
 
 
 class MissingApiKey(ServiceError):
@@ -48,8 +43,6 @@ class ModeUnavailable(ServiceError):
 # Errors raised below the service (index, live updates) and the status each gets.
 STATUS_OF = {
     DocumentNotFound: 404,
-    IndexBusyError: 409,
-    IndexFormatError: 500,
 }
 
 

@@ -91,6 +91,9 @@ def test_limits(client):
     big = client.post("/search", content=b'{"query": "' + b"a" * 30_000 + b'"}',
                       headers={"content-type": "application/json"})
     assert big.status_code == 413 and "larger than 20000 bytes" in big.json()["detail"]
+    chunked = client.post("/search", content=iter([b'{"query": "', b"a" * 30_000, b'"}']),
+                          headers={"content-type": "application/json"})  # no Content-Length: counted as it streams
+    assert chunked.status_code == 413
     long = _search(client, query=" ".join(["protein"] * 120))
     assert long["truncated"] is True and long["hits"]
     assert client.post("/search/batch", json={"searches": [{"query": "x"}] * 33}).status_code == 422
@@ -148,6 +151,14 @@ def test_add_search_delete_and_restart(settings, served_index):
         assert restarted.get("/documents/4983").status_code == 404
         assert "kangaroos" in restarted.get(f"/documents/{main_id}").json()["text"]
         assert restarted.get("/stats").json() == stats
+
+
+def test_ids_with_slashes_and_unicode(client):
+    headers = {"X-API-Key": KEY}
+    for doc_id in ("a/b/c", "ünï cödé"):
+        assert client.post("/documents", headers=headers, json={"id": doc_id, "text": "odd id"}).status_code == 200
+        assert client.get(f"/documents/{doc_id}").json()["id"] == doc_id
+        assert client.delete(f"/documents/{doc_id}", headers=headers).status_code == 200
 
 
 def test_bad_documents_are_refused(client):
