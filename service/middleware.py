@@ -12,8 +12,8 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 
 
 class BodySizeLimit:
-    """Answer 413 when a request body exceeds ``max_bytes``: at once from Content-Length,
-    or as soon as a chunked body passes the limit."""
+    """Answer 413 when a request body exceeds ``max_bytes``: at once from Content-Length;
+    a body without one (chunked) is read here up to the limit, then handed on."""
 
     def __init__(self, app, max_bytes: int) -> None:
         self.app = app
@@ -23,29 +23,31 @@ class BodySizeLimit:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            return await _reject(send, f"request body larger than {self.max_bytes} bytes")
-        received = 0
-        too_large = False
-
-        async def limited_receive():
-            nonlocal received, too_large
+        if declared is not None:
+            if not declared.isdigit() or int(declared) > self.max_bytes:
+                return await _reject(send, f"request body larger than {self.max_bytes} bytes")
+            return await self.app(scope, receive, send)
+        chunks, size, more = [], 0, True
+        while more:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    too_large = True
-                    raise _BodyTooLarge()
-            return message
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_bytes:
+                return await _reject(send, f"request body larger than {self.max_bytes} bytes")
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        replayed = False
 
-        try:
-            await self.app(scope, limited_receive, send)
-        except _BodyTooLarge:
-            await _reject(send, f"request body larger than {self.max_bytes} bytes")
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
 
-
-class _BodyTooLarge(Exception):
-    pass
+        await self.app(scope, replay, send)
 
 
 async def _reject(send, message: str) -> None:

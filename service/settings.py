@@ -30,8 +30,8 @@ class Settings(BaseSettings):
     scorer: str = Field("auto", pattern="^(auto|exhaustive|bmp)$")
     warm_up: bool = True
     device: str = "cpu"
-    # One intra-op thread per request: concurrent requests then run side by side, where
-    # several OpenMP teams spinning on 2 cores made one query encoding 50 times slower.
+    # One intra-op thread per request: concurrent requests then run side by side instead of
+    # several OpenMP teams spinning against each other on few cores.
     torch_threads: int = Field(1, ge=1)
 
     @field_validator("api_keys", mode="before")
