@@ -127,6 +127,7 @@ def _index_if_needed(dataset, index_dir: Path, out_dir: Path, config: BeirRunCon
         dataset.iter_documents(), encoder, index_dir, dataset.name,
         float_vectors_dir=out_dir / "doc-vectors", quantization=config.quantization,
         reorder=config.reorder, block_size=config.block_size, dense_encoder=dense_encoder,
+        store_texts=False,  # index MB measures the retrieval structures, as the peers' sizes do
     )
     return encoder
 

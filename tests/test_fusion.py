@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from index.fusion import convex_fusion, fuse, normalize_scores, reciprocal_rank_fusion
 
@@ -65,3 +67,23 @@ def test_bad_arguments_are_refused():
         normalize_scores([np.nan], "minmax")
     with pytest.raises(ValueError, match="fusion"):
         fuse((["a"], [1.0]), (["a"], [1.0]), method="sum")
+
+
+ranked = st.lists(st.tuples(st.integers(0, 30), st.floats(-5, 5, allow_nan=False)), max_size=20,
+                  unique_by=lambda pair: pair[0]).map(
+    lambda pairs: ([p[0] for p in sorted(pairs, key=lambda p: -p[1])], sorted((p[1] for p in pairs), reverse=True)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(ranked, ranked, st.floats(0, 1), st.sampled_from(["minmax", "zscore"]))
+def test_fusion_properties_against_a_plain_loop(first, second, alpha, normalization):
+    union = set(first[0]) | set(second[0])
+    ids, scores = reciprocal_rank_fusion([first, second])
+    assert set(ids) == union and len(ids) == len(union) and np.all(np.diff(scores) <= 0)
+    for doc, score in zip(ids, scores):  # the definition, summed the slow way
+        expected = sum(1 / (60 + lst[0].index(doc) + 1) for lst in (first, second) if doc in lst[0])
+        assert score == pytest.approx(expected)
+    ids, scores = convex_fusion(first, second, alpha, normalization)
+    assert set(ids) == union and np.all(np.diff(scores) <= 1e-12)
+    if normalization == "minmax":
+        assert np.all((scores >= -1e-12) & (scores <= 1 + 1e-12))
