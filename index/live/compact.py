@@ -17,6 +17,7 @@ import numpy as np
 
 from index.builder import IndexBuilder
 from index.dense import DenseOptions
+from index.format import read_meta
 from index.forward import block_range_impacts
 from index.live.live_index import LiveIndex
 from index.live.lock import exclusive
@@ -35,6 +36,7 @@ def compact_index(directory: str | Path) -> dict:
         log is empty.
     """
     directory = Path(directory)
+    read_meta(directory)  # a clear error for a directory that is not an index
     started = time.perf_counter()
     with exclusive(directory):
         live = LiveIndex(directory)
