@@ -72,6 +72,7 @@ service-results: install-dev browser
 	test -d $(SERVE_INDEX) || $(LSR) index beir/scifact/test --dense --out $(SERVE_INDEX)
 	$(PY) eval/bench_service.py $(SERVE_INDEX) --out eval/results/service_latency
 	$(PY) eval/load_test.py $(SERVE_INDEX) --out eval/results/service_load
+	$(PY) eval/load_test.py $(SERVE_INDEX) --workers 2 --out eval/results/service_load_2workers
 	$(PY) eval/fuzz_service.py $(SERVE_INDEX) --max-examples 100 --out eval/results/service_fuzz.md
 	$(PY) eval/page_browser.py $(SERVE_INDEX) --out eval/results/service_page.png
 
