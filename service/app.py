@@ -45,8 +45,8 @@ def create_app(settings: Settings) -> FastAPI:
     documents = Gauge("lsr_documents", "Live documents in the index", registry=registry)
     install_error_handlers(app)
     _add_routes(app, registry, documents)
-    app.add_middleware(RequestMetrics, registry=registry)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestMetrics, registry=registry)  # added last: outermost, counts 413s too
     return app
 
 

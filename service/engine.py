@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from index.fusion import fuse
-from index.live.live_index import LiveIndex
+from index.live.live_index import DocumentNotFound, LiveIndex
 from index.live.lock import hold_shared
 from service.errors import ModeUnavailable, PayloadTooLarge
 from service.schemas import Document, SearchRequest
@@ -123,12 +123,15 @@ class SearchEngine:
         ids, scores = hits
         out = []
         for doc_id, score in zip(ids, scores):
-            document = self.index.document(doc_id)
-            hit = {"id": doc_id, "score": float(score), "title": document["title"]}
-            if request.include_text:
-                hit["text"] = document["text"]
-            if request.highlight:
-                hit["matched_terms"] = [t["token"] for t in self._contributions(*sparse_query, doc_id)]
+            try:
+                document = self.index.document(doc_id)
+                hit = {"id": doc_id, "score": float(score), "title": document["title"]}
+                if request.include_text:
+                    hit["text"] = document["text"]
+                if request.highlight:
+                    hit["matched_terms"] = [t["token"] for t in self._contributions(*sparse_query, doc_id)]
+            except DocumentNotFound:  # deleted by a concurrent request since the search
+                continue
             out.append(hit)
         return out
 

@@ -94,6 +94,7 @@ def test_limits(client):
     chunked = client.post("/search", content=iter([b'{"query": "', b"a" * 30_000, b'"}']),
                           headers={"content-type": "application/json"})  # no Content-Length: counted as it streams
     assert chunked.status_code == 413
+    assert 'route="unmatched",status="413"' in client.get("/metrics").text
     long = _search(client, query=" ".join(["protein"] * 120))
     assert long["truncated"] is True and long["hits"]
     assert client.post("/search/batch", json={"searches": [{"query": "x"}] * 33}).status_code == 422
@@ -200,3 +201,18 @@ def test_api_keys_never_show(settings):
 def test_warm_up_runs(settings):
     with TestClient(create_app(settings.model_copy(update={"warm_up": True}))) as client:
         assert client.get("/health").status_code == 200
+
+
+def test_a_hit_deleted_while_results_are_shaped_is_left_out(client, monkeypatch):
+    engine = client.app.state.engine
+    first = _search(client, query="cancer", k=3)["hits"]
+    search_sparse = engine.index.search_sparse
+
+    def search_then_delete(*args, **kwargs):
+        hits = search_sparse(*args, **kwargs)
+        engine.index.delete(first[0]["id"])  # another request deletes it in between
+        return hits
+
+    monkeypatch.setattr(engine.index, "search_sparse", search_then_delete)
+    hits = _search(client, query="cancer", k=3, highlight=True)["hits"]
+    assert [h["id"] for h in hits] == [h["id"] for h in first[1:]]
