@@ -48,15 +48,14 @@ def scifact_subset(tmp_path: Path, scifact_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def served_index_template(tmp_path_factory, encoder) -> Path:
+def served_index_template(tmp_path_factory, encoder, scifact_dir: Path) -> Path:
     """A real index of the first 200 SciFact docs, sparse (bundled SPLADE) and dense (bundled
     MiniLM), with texts; built once. Tests that write copy it (`served_index`)."""
     from lsr.data.loaders import Document
     from lsr.encoders.dense import DenseEncoder
     from lsr.indexing import index_corpus
 
-    root = data_dir() / "beir" / "scifact"
-    with gzip.open(root / "corpus.jsonl.gz", "rt") as source:
+    with gzip.open(scifact_dir / "corpus.jsonl.gz", "rt") as source:
         rows = [json.loads(next(source)) for _ in range(200)]
     documents = [Document(r["_id"], r.get("title", ""), r["text"]) for r in rows]
     out = tmp_path_factory.mktemp("served") / "index"

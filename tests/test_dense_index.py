@@ -8,12 +8,10 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from index.builder import build_index, IndexBuilder
+from index.builder import IndexBuilder, build_index
 from index.dense import DenseIndex, DenseOptions, has_dense_index, normalize_rows, verify_dense
 from index.format import SparseIndex
 from index.sparse_batch import SparseBatch
-
-pytest.importorskip("faiss")
 
 
 def _build(tmp_path, vectors: np.ndarray, options: DenseOptions | None = None):
