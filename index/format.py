@@ -206,6 +206,10 @@ class SparseIndex:
     def vocab_size(self) -> int:
         return int(self.meta["vocab_size"])
 
+    def internal_ids(self) -> dict[str, int]:
+        """External id -> internal id, for every document (built on each call: keep it)."""
+        return {self.doc_ids[i]: i for i in range(self.num_docs)}
+
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.path.iterdir() if p.is_file())
 

@@ -89,7 +89,7 @@ def add_dense_index(index_dir: str | Path, documents: Iterable[Document], dense_
     from index.format import SparseIndex
 
     index = SparseIndex.open(index_dir)
-    internal = {index.doc_ids[i]: i for i in range(index.num_docs)}
+    internal = index.internal_ids()
     vectors = np.zeros((index.num_docs, dense_encoder.dim), dtype=np.float32)
     seen = np.zeros(index.num_docs, dtype=bool)
     progress = tqdm(desc="dense encoding", unit="doc", disable=not show_progress)

@@ -67,7 +67,6 @@ class SearchEngine:
 
     def encode_sparse(self, query: str) -> tuple[np.ndarray, np.ndarray, bool]:
         """Query terms, raw weights and whether the query was cut to the encoder's token limit."""
-        self._check_query(query)
         tokens = self.encoder.tokenizer(query, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
         truncated = len(tokens) > self.encoder.query_max_length
         terms, weights = self.encoder.encode_queries([query]).row(0)
@@ -85,6 +84,7 @@ class SearchEngine:
         depth = request.k if request.mode != "hybrid" else max(request.k, self.settings.fusion_depth)
         if request.mode in ("dense", "hybrid") and self.dense_encoder is None:
             raise ModeUnavailable(f"{request.mode} search needs a dense index; build one with `lsr index ... --dense`")
+        self._check_query(request.query)
         if request.mode in ("sparse", "hybrid"):
             t0 = time.perf_counter()
             terms, weights, truncated = self.encode_sparse(request.query)
@@ -94,7 +94,6 @@ class SearchEngine:
             timings.update(sparse_encode_ms=(t1 - t0) * 1000, sparse_search_ms=(time.perf_counter() - t1) * 1000)
             query_terms = len(terms)
         if request.mode in ("dense", "hybrid"):
-            self._check_query(request.query)
             t0 = time.perf_counter()
             vector = self.dense_encoder.encode_queries([request.query])[0]
             t1 = time.perf_counter()
@@ -121,17 +120,20 @@ class SearchEngine:
 
     def _hits(self, hits, request: SearchRequest, sparse_query) -> list[dict]:
         ids, scores = hits
+        documents = self.index.documents(ids)
         out = []
         for doc_id, score in zip(ids, scores):
-            try:
-                document = self.index.document(doc_id)
-                hit = {"id": doc_id, "score": float(score), "title": document["title"]}
-                if request.include_text:
-                    hit["text"] = document["text"]
-                if request.highlight:
-                    hit["matched_terms"] = [t["token"] for t in self._contributions(*sparse_query, doc_id)]
-            except DocumentNotFound:  # deleted by a concurrent request since the search
+            document = documents.get(doc_id)
+            if document is None:  # deleted by a concurrent request since the search
                 continue
+            hit = {"id": doc_id, "score": float(score), "title": document["title"]}
+            if request.include_text:
+                hit["text"] = document["text"]
+            if request.highlight:
+                try:
+                    hit["matched_terms"] = [t["token"] for t in self._contributions(*sparse_query, doc_id)]
+                except DocumentNotFound:  # deleted in the meantime
+                    continue
             out.append(hit)
         return out
 
@@ -142,6 +144,7 @@ class SearchEngine:
         times the term's quantisation scale times the uint8 impact; for the live segment the
         query weight times the float document weight. They sum to the document's sparse score.
         """
+        self._check_query(query)
         terms, weights, truncated = self.encode_sparse(query)
         rows = self._contributions(terms, weights, doc_id)
         return {"id": doc_id, "query": query, "score": float(sum(r["contribution"] for r in rows)),

@@ -9,7 +9,7 @@ import pytest
 import scipy.sparse as sp
 
 from index.builder import IndexBuilder, build_index
-from index.dense import DenseIndex, DenseOptions, has_dense_index, normalize_rows, verify_dense
+from index.dense import DenseIndex, DenseIndexError, DenseOptions, has_dense_index, normalize_rows, verify_dense
 from index.format import SparseIndex
 from index.sparse_batch import SparseBatch
 
@@ -63,7 +63,7 @@ def test_hnsw_parameters_recorded_and_recall(tmp_path):
 
 def test_checksum_mismatch_and_wrong_count_are_reported(tmp_path):
     directory = _build(tmp_path, np.ones((50, 4), dtype=np.float32))
-    with pytest.raises(Exception, match="50 vectors"):
+    with pytest.raises(DenseIndexError, match="50 vectors"):
         DenseIndex.open(directory, num_docs=51)
     with open(directory / "dense" / "vectors.faiss", "ab") as handle:
         handle.write(b"x")
@@ -74,7 +74,7 @@ def test_index_without_dense_part(tmp_path):
     batch = SparseBatch.from_dicts([{1: 1.0}], 10)
     directory = build_index(tmp_path / "plain", [(["a"], batch, None)], 10)
     assert not has_dense_index(directory)
-    with pytest.raises(Exception, match="no dense index"):
+    with pytest.raises(DenseIndexError, match="no dense index"):
         DenseIndex.open(directory)
 
 

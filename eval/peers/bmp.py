@@ -69,7 +69,7 @@ class BmpEngine:
         import bmp
 
         self._searcher = bmp.Searcher(str(path))
-        self._internal = {index.doc_ids[i]: i for i in range(index.num_docs)}
+        self._internal = index.internal_ids()
 
     def search(self, terms: np.ndarray, weights: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """One query on the calling thread; weights as our scorers see them (scaled per term)."""

@@ -19,7 +19,7 @@ from index.dense import DenseIndex, has_dense_index
 from index.format import SparseIndex
 from index.forward import document_impacts
 from index.live.log import UpdateLog
-from index.live.segment import LiveSegment, SegmentView
+from index.live.segment import LiveSegment, SegmentDocument, SegmentView
 from index.scorers.planner import search as sparse_search
 
 Hits = tuple[list[str], np.ndarray]  # external ids, scores; best first
@@ -59,8 +59,7 @@ class LiveIndex:
     def internal_id(self, doc_id: str) -> int | None:
         """The main-index internal id of an external id (None if the main index lacks it)."""
         if self._internal_ids is None:
-            table = self.main.doc_ids
-            self._internal_ids = {table[i]: i for i in range(len(table))}
+            self._internal_ids = self.main.internal_ids()
         return self._internal_ids.get(doc_id)
 
     def refresh(self) -> None:
@@ -78,7 +77,9 @@ class LiveIndex:
 
     @property
     def num_docs(self) -> int:
-        view = self.view()
+        return self._live_count(self.view())
+
+    def _live_count(self, view: SegmentView) -> int:
         return self.main.num_docs - len(view.tombstones) + len(view.doc_ids)
 
     def search_sparse(self, terms: np.ndarray, weights: np.ndarray, k: int, scorer: str = "auto",
@@ -102,30 +103,45 @@ class LiveIndex:
 
     def document(self, doc_id: str) -> dict:
         """``{"id", "title", "text", "segment"}`` of a live document."""
+        return self._describe(doc_id, self._locate(self.view(), doc_id))
+
+    def documents(self, doc_ids: list[str]) -> dict[str, dict]:
+        """`document` of each live id among ``doc_ids`` (one look at the log for all of them);
+        ids no longer live are left out."""
         view = self.view()
-        with self._lock:
-            if doc_id in self.segment.documents:
-                doc = self.segment.documents[doc_id]
-                return {"id": doc_id, "title": doc.title, "text": doc.text, "segment": "live"}
-        internal = self.internal_id(doc_id)
-        if internal is None or _contains(view.tombstones, internal):
-            raise DocumentNotFound(doc_id)
-        texts = self.main.doc_texts
-        return {"id": doc_id, "title": self.main.doc_titles[internal],
-                "text": texts[internal] if texts is not None else "", "segment": "main"}
+        found = {}
+        for doc_id in doc_ids:
+            try:
+                found[doc_id] = self._describe(doc_id, self._locate(view, doc_id))
+            except DocumentNotFound:
+                continue
+        return found
 
     def document_vector(self, doc_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """A live document's terms, float weights and (main index only) uint8 impacts."""
-        view = self.view()
+        located = self._locate(self.view(), doc_id)
+        if isinstance(located, SegmentDocument):
+            return located.terms, located.weights, None
+        terms, impacts = document_impacts(self.main, located)
+        return terms, impacts.astype(np.float32) * self.main.term_scales[terms], impacts
+
+    def _locate(self, view: SegmentView, doc_id: str) -> SegmentDocument | int:
+        """A live document: its segment copy, or its internal id in the main index."""
         with self._lock:
-            if doc_id in self.segment.documents:
-                doc = self.segment.documents[doc_id]
-                return doc.terms, doc.weights, None
+            document = self.segment.documents.get(doc_id)
+        if document is not None:
+            return document
         internal = self.internal_id(doc_id)
         if internal is None or _contains(view.tombstones, internal):
             raise DocumentNotFound(doc_id)
-        terms, impacts = document_impacts(self.main, internal)
-        return terms, impacts.astype(np.float32) * self.main.term_scales[terms], impacts
+        return internal
+
+    def _describe(self, doc_id: str, located: SegmentDocument | int) -> dict:
+        if isinstance(located, SegmentDocument):
+            return {"id": doc_id, "title": located.title, "text": located.text, "segment": "live"}
+        texts = self.main.doc_texts
+        return {"id": doc_id, "title": self.main.doc_titles[located],
+                "text": texts[located] if texts is not None else "", "segment": "main"}
 
     # writing
 
@@ -159,7 +175,7 @@ class LiveIndex:
         view = self.view()
         meta = self.main.meta
         return {
-            "documents": self.main.num_docs - len(view.tombstones) + len(view.doc_ids),
+            "documents": self._live_count(view),
             "main_documents": self.main.num_docs,
             "segment_documents": len(view.doc_ids),
             "tombstones": len(view.tombstones),
