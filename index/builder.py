@@ -1,19 +1,20 @@
-"""Build an index from a stream of `SparseBatch` chunks in bounded memory.
+"""Build one segment from a stream of `SparseBatch` chunks in bounded memory.
 
 Chunks are spilled to disk doc-major as they arrive (float weights, term ids, ids, titles).
-``finish()`` then chooses the doc order and the quantisation scales, counts the surviving
-postings per term and scatters the spill into temporary term-major arrays memory-mapped on
-disk, from which ``index.bmp_build`` derives the index's postings; memory stays bounded by the
-chunk size and the vocabulary, not by the corpus. Everything is written into a temporary
-directory beside the target and renamed into place only when complete: an interrupted build
-leaves no half-written index and never touches an existing one.
+``finish()`` then checks the ids (a duplicate is an error naming it, or with
+``duplicates="last"`` the last document of an id wins), chooses the doc order and the
+quantisation scales, counts the surviving postings per term and scatters the spill into
+temporary term-major arrays memory-mapped on disk, from which ``index.bmp_build`` derives the
+segment's postings; memory stays bounded by the chunk size and the vocabulary, not by the
+corpus. Everything is written into a temporary directory beside the target, fsynced, and
+renamed into place only when complete (``index.storage``): an interrupted build leaves no
+half-written segment. A segment is part of an index only once a commit names it
+(``index.writer``).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 import uuid
 from pathlib import Path
@@ -21,16 +22,19 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
+from index import storage
+from index.bmp_build import MAX_BLOCK_SIZE, finish_postings
+from index.doc_ids import DuplicateIdError, duplicate_positions, hash_ids, sorted_hash_table
 from index.format import (
     ALL_ARRAY_NAMES,
-    FORMAT_NAME,
-    FORMAT_VERSION,
     META_FILE,
+    SEGMENT_FORMAT,
+    SEGMENT_FORMAT_VERSION,
     TEXT_ARRAY_NAMES,
     describe_arrays,
+    describe_file,
     new_array_file,
 )
-from index.bmp_build import MAX_BLOCK_SIZE, finish_postings
 from index.quantize import MAX_IMPACT, QuantizationStats, WeightSample, quantize, scale_for
 from index.reorder import bp_order, random_order
 from index.sparse_batch import SparseBatch
@@ -84,13 +88,14 @@ def _gather_bytes(rows, offsets, data, out):
 
 DOC_ORDERS = ("none", "bp", "random")
 QUANTIZATIONS = ("per-term", "global")
+DUPLICATES = ("error", "last")
 
 
-class IndexBuilder:
-    """Writes one index directory from streamed chunks.
+class SegmentBuilder:
+    """Writes one segment directory from streamed chunks.
 
     Args:
-        out_dir: where the finished index goes.
+        out_dir: where the finished segment goes (must not exist).
         vocab_size: the encoder's vocabulary size.
         meta: extra metadata recorded in ``meta.json`` (encoder, corpus, ...).
         quantization: ``per-term`` (default: each term's largest weight maps to impact 255,
@@ -99,17 +104,18 @@ class IndexBuilder:
         scale: with ``global``: a fixed scale; by default chosen from the data.
         scale_quantile: with ``global``: the quantile of all weights mapped to impact 255
             (1.0 = the maximum; lower clips the largest weights, counted).
-        overwrite: replace an existing index at ``out_dir`` once the new one is complete.
         float_vectors_dir: if given, also keep the float doc vectors there (doc-major CSR,
-            in the index's doc order).
-        reorder: doc order of the index: ``none`` (input order), ``bp`` (recursive graph
-            bisection, see ``index.reorder``) or ``random``.
+            in the segment's doc order).
+        reorder: doc order: ``none`` (input order), ``bp`` (recursive graph bisection, see
+            ``index.reorder``) or ``random``.
         block_size: docs per block of the Block-Max Pruning arrays (1 to 256).
         bp_options: ``leaf_size`` / ``max_iterations`` for ``index.reorder.bp_order``.
         store_texts: keep each document's text (``doc_text_*`` arrays) for display and for
-            rebuilding the index (``lsr index compact``).
+            merging segments.
         dense: build the dense part too (``index.dense``): ``{"model": name, "dim": d,
             "options": DenseOptions}``; `add` then takes one vector per document.
+        duplicates: ``error`` (an id given twice is a `DuplicateIdError` naming it) or ``last``
+            (the last document of an id is kept, the earlier ones dropped).
     """
 
     def __init__(
@@ -120,13 +126,13 @@ class IndexBuilder:
         quantization: str = "per-term",
         scale: float | None = None,
         scale_quantile: float = 1.0,
-        overwrite: bool = False,
         float_vectors_dir: str | Path | None = None,
         reorder: str = "none",
         block_size: int = DEFAULT_BLOCK_SIZE,
         bp_options: dict | None = None,
         store_texts: bool = False,
         dense: dict | None = None,
+        duplicates: str = "error",
     ) -> None:
         if quantization not in QUANTIZATIONS:
             raise ValueError(f"quantization must be one of {', '.join(QUANTIZATIONS)}, got {quantization!r}")
@@ -138,20 +144,23 @@ class IndexBuilder:
             raise ValueError(f"reorder must be one of {', '.join(DOC_ORDERS)}, got {reorder!r}")
         if not 1 <= block_size <= MAX_BLOCK_SIZE:
             raise ValueError(f"block size must be between 1 and {MAX_BLOCK_SIZE}, got {block_size}")
+        if duplicates not in DUPLICATES:
+            raise ValueError(f"duplicates must be one of {', '.join(DUPLICATES)}, got {duplicates!r}")
         self.reorder = reorder
         self.block_size = block_size
         self.bp_options = dict(bp_options or {})
+        self.duplicates = duplicates
         self.out_dir = Path(out_dir)
-        if self.out_dir.exists() and not overwrite:
-            raise FileExistsError(f"{self.out_dir} already exists; pass overwrite to replace it")
+        if self.out_dir.exists():
+            raise FileExistsError(f"{self.out_dir} already exists")
         self.vocab_size = int(vocab_size)
         self.extra_meta = dict(meta or {})
         self.fixed_scale = scale
         self.scale_quantile = scale_quantile
         self.float_vectors_dir = Path(float_vectors_dir) if float_vectors_dir else None
-        self.out_dir.parent.mkdir(parents=True, exist_ok=True)
         self.tmp_dir = self.out_dir.parent / f".{self.out_dir.name}.building-{uuid.uuid4().hex[:8]}"
         self.spill_dir = self.tmp_dir / "spill"
+        storage.make_dir(self.out_dir.parent)
         self.spill_dir.mkdir(parents=True)
         self.store_texts = store_texts
         self.dense = dict(dense) if dense else None
@@ -161,8 +170,9 @@ class IndexBuilder:
         self._files = {name: open(self.spill_dir / f"{name}.raw", "wb") for name in spills}
         self._sample = WeightSample()
         self._term_max = np.zeros(self.vocab_size, dtype=np.float32)
-        self.num_docs = 0
+        self.num_docs = 0  # documents added (before duplicates are dropped)
         self.num_postings = 0
+        self.order: np.ndarray | None = None  # after finish: input position of each internal doc
         self._started = time.perf_counter()
 
     def add(self, doc_ids: list[str], batch: SparseBatch, titles: list[str] | None = None,
@@ -208,9 +218,9 @@ class IndexBuilder:
         """Drop everything written so far; the target directory is untouched."""
         for handle in self._files.values():
             handle.close()
-        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+        storage.remove(self.tmp_dir)
 
-    def __enter__(self) -> "IndexBuilder":
+    def __enter__(self) -> "SegmentBuilder":
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -218,16 +228,18 @@ class IndexBuilder:
             self.abort()
 
     def finish(self) -> Path:
-        """Reorder, quantise, write every array and meta.json, and move the index into place."""
+        """Check ids, reorder, quantise, write every array and meta.json, fsync, move into place."""
         try:
             for handle in self._files.values():
                 handle.close()
+            kept = self._kept_positions()
             term_scales = self._term_scales()
             started = time.perf_counter()
-            order = self._doc_order()
+            order = self._doc_order(kept)
             reorder_seconds = time.perf_counter() - started
             stats = self._write_postings(term_scales, order)
             self._write_string_table("id", "doc_id", order)
+            self._write_id_hashes()
             self._write_string_table("title", "doc_title", order)
             if self.store_texts:
                 self._write_string_table("text", "doc_text", order)
@@ -236,16 +248,38 @@ class IndexBuilder:
             if self.float_vectors_dir is not None:
                 self._write_float_vectors(order)
             started = time.perf_counter()
-            num_blocks = finish_postings(self.tmp_dir, self.num_docs, self.block_size)
+            num_blocks = finish_postings(self.tmp_dir, len(order), self.block_size)
             timings = {"reorder_seconds": round(reorder_seconds, 3),
                        "bmp_seconds": round(time.perf_counter() - started, 3)}
-            self._write_meta(stats, num_blocks, timings)
-            shutil.rmtree(self.spill_dir)
-            _move_into_place(self.tmp_dir, self.out_dir)
+            storage.remove(self.spill_dir)
+            self._write_meta(len(order), stats, num_blocks, timings)
+            storage.fsync_tree(self.tmp_dir)
+            storage.rename(self.tmp_dir, self.out_dir)
         except BaseException:
             self.abort()
             raise
+        self.order = order
         return self.out_dir
+
+    def _kept_positions(self) -> np.ndarray | None:
+        """Input positions kept after the duplicate check (None: all of them)."""
+        lens = self._spill("id_lens", np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+        later, first = duplicate_positions(offsets, self._spill("id_bytes", np.uint8))
+        if len(later) == 0:
+            return None
+        if self.duplicates == "error":
+            j = int(np.argmin(later))
+            doc_id = bytes(self._spill("id_bytes", np.uint8)[offsets[later[j]] : offsets[later[j] + 1]]).decode("utf-8")
+            raise DuplicateIdError(doc_id, f" (documents {int(first[j])} and {int(later[j])} of this build)")
+        # Last wins: of each group of equal ids keep the largest position.
+        keep = np.ones(self.num_docs, dtype=bool)
+        groups: dict[int, list[int]] = {}
+        for position, origin in zip(later.tolist(), first.tolist()):
+            groups.setdefault(origin, [origin]).append(position)
+        for members in groups.values():
+            keep[sorted(members)[:-1]] = False
+        return np.flatnonzero(keep)
 
     def _term_scales(self) -> np.ndarray:
         """The weight of one impact level, per term (float32); saved as ``term_scales.npy``."""
@@ -258,14 +292,20 @@ class IndexBuilder:
         np.save(self.tmp_dir / "term_scales.npy", scales)
         return scales
 
-    def _doc_order(self) -> np.ndarray:
+    def _doc_order(self, kept: np.ndarray | None) -> np.ndarray:
         """``order[i]`` = the input position of the doc that gets internal id ``i``."""
         if self.reorder == "random":
-            return random_order(self.num_docs, seed=self.bp_options.get("seed", 0))
-        if self.reorder == "bp" and self.num_docs > 1:
-            return bp_order(self._doc_indptr(), self._spill("terms", np.uint32), self.vocab_size,
-                            **{k: v for k, v in self.bp_options.items() if k != "seed"})
-        return np.arange(self.num_docs, dtype=np.int64)
+            order = random_order(self.num_docs, seed=self.bp_options.get("seed", 0))
+        elif self.reorder == "bp" and self.num_docs > 1:
+            order = bp_order(self._doc_indptr(), self._spill("terms", np.uint32), self.vocab_size,
+                             **{k: v for k, v in self.bp_options.items() if k != "seed"})
+        else:
+            order = np.arange(self.num_docs, dtype=np.int64)
+        if kept is not None:
+            dropped = np.ones(self.num_docs, dtype=bool)
+            dropped[kept] = False
+            order = order[~dropped[order]]
+        return order
 
     def _doc_indptr(self) -> np.ndarray:
         return np.concatenate([[0], np.cumsum(self._spill("doc_nnz", np.int64))]).astype(np.int64)
@@ -333,7 +373,7 @@ class IndexBuilder:
         for start, end, _, terms, weights in self._permuted_chunks(order):
             out_terms[indptr[start] : indptr[end]] = terms
             out_weights[indptr[start] : indptr[end]] = weights
-        (target / "meta.json").write_text(json.dumps({"vocab_size": self.vocab_size, "num_docs": self.num_docs}))
+        (target / "meta.json").write_text(json.dumps({"vocab_size": self.vocab_size, "num_docs": len(order)}))
 
     def _write_dense(self, order: np.ndarray) -> None:
         """The faiss index in internal doc order, permuted through a spill file (bounded memory)."""
@@ -341,20 +381,27 @@ class IndexBuilder:
 
         dim = self.dense["dim"]
         spilled = self._spill("dense", np.float32).reshape(-1, dim)
-        permuted = new_array_file(self.spill_dir, "dense_ordered", np.float32, (self.num_docs, dim))
+        permuted = new_array_file(self.spill_dir, "dense_ordered", np.float32, (len(order), dim))
         step = max(1, (1 << 24) // dim)
-        for start in range(0, self.num_docs, step):
+        for start in range(0, len(order), step):
             permuted[start : start + step] = spilled[order[start : start + step]]
         write_dense_index(self.tmp_dir, permuted, self.dense["model"], self.dense.get("options"))
 
-    def _write_meta(self, stats: QuantizationStats, num_blocks: int, timings: dict) -> None:
+    def _write_id_hashes(self) -> None:
+        """The sorted FNV-1a hashes of the (reordered) id table, for lookup by id."""
+        hashes = hash_ids(np.load(self.tmp_dir / "doc_id_offsets.npy"), np.load(self.tmp_dir / "doc_id_bytes.npy"))
+        sorted_hashes, docs = sorted_hash_table(hashes)
+        np.save(self.tmp_dir / "doc_id_hashes.npy", sorted_hashes)
+        np.save(self.tmp_dir / "doc_id_hash_docs.npy", docs)
+
+    def _write_meta(self, num_docs: int, stats: QuantizationStats, num_blocks: int, timings: dict) -> None:
         meta = {
-            "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
+            "format": SEGMENT_FORMAT,
+            "format_version": SEGMENT_FORMAT_VERSION,
             "vocab_size": self.vocab_size,
-            "num_docs": self.num_docs,
+            "num_docs": num_docs,
             "num_postings": stats.kept,
-            "mean_doc_nnz": self.num_postings / self.num_docs if self.num_docs else 0.0,
+            "mean_doc_nnz": stats.kept / num_docs if num_docs else 0.0,
             "doc_order": self.reorder,
             "bp_options": self.bp_options if self.reorder != "none" else None,
             "block_size": self.block_size,
@@ -367,33 +414,16 @@ class IndexBuilder:
                 "clipped": stats.clipped,
                 "zeroed": stats.zeroed,
             },
+            "dropped_duplicates": self.num_docs - num_docs,
             "build_seconds": round(time.perf_counter() - self._started, 3),
             **self.extra_meta,
             "arrays": describe_arrays(self.tmp_dir, ALL_ARRAY_NAMES + (TEXT_ARRAY_NAMES if self.store_texts else ())),
+            "files": describe_extra_files(self.tmp_dir),
         }
         (self.tmp_dir / META_FILE).write_text(json.dumps(meta, indent=2))
 
 
-def _move_into_place(tmp_dir: Path, out_dir: Path) -> None:
-    """Rename the finished index into place; an old index is removed only after that."""
-    old = None
-    if out_dir.exists():
-        old = out_dir.parent / f".{out_dir.name}.replaced-{uuid.uuid4().hex[:8]}"
-        os.rename(out_dir, old)
-    os.rename(tmp_dir, out_dir)
-    if old is not None:
-        shutil.rmtree(old)
-
-
-def build_index(
-    out_dir: str | Path,
-    chunks,
-    vocab_size: int,
-    meta: dict | None = None,
-    **options,
-) -> Path:
-    """Build an index from an iterable of ``(doc_ids, SparseBatch, titles)`` chunks."""
-    with IndexBuilder(out_dir, vocab_size, meta, **options) as builder:
-        for doc_ids, batch, titles in chunks:
-            builder.add(doc_ids, batch, titles)
-        return builder.finish()
+def describe_extra_files(directory: Path) -> dict:
+    """Checksum records of the files in subdirectories of a segment (its dense part)."""
+    return {path.relative_to(directory).as_posix(): describe_file(path)
+            for path in sorted(Path(directory).rglob("*")) if path.is_file() and path.parent != Path(directory)}

@@ -1,8 +1,9 @@
 """The dense part of an index: a faiss index over one float32 vector per document.
 
-It lives in ``DIR/dense/`` beside the sparse arrays: ``vectors.faiss`` (row ``i`` is the
-document with internal id ``i`` of the sparse index, so both sides share the id table) and
-``dense.json`` (model, dimension, metric, faiss index kind and its parameters, sha256).
+Each segment has its own, in ``SEGMENT/dense/`` beside the sparse arrays: ``vectors.faiss``
+(row ``i`` is the document with internal id ``i`` of the segment, so both sides share the id
+table) and ``dense.json`` (model, dimension, metric, faiss index kind and its parameters). Both
+files are checksummed in the segment's ``meta.json`` and checked before faiss reads them.
 Vectors are L2-normalised before they are stored, so inner product is cosine similarity.
 
 Index kinds: ``flat`` (``IndexFlatIP``, exact, the default) and ``hnsw`` (``IndexHNSWFlat``
@@ -13,15 +14,10 @@ is applied again at load). faiss is imported lazily: a sparse-only deployment ne
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-
-from index.format import sha256_file
 
 DENSE_DIR = "dense"
 DENSE_META = "dense.json"
@@ -80,7 +76,8 @@ def write_dense_index(directory: str | Path, vectors: np.ndarray, model: str, op
     """Write ``directory/dense/`` from vectors in internal doc order.
 
     Args:
-        directory: the index directory (or the temporary directory a build writes into).
+        directory: the segment directory being built (its files are fsynced and checksummed
+            with the rest of the segment).
         vectors: ``(num_docs, dim)``, any float dtype; may be a memmap (added in chunks).
         model: the dense encoder's name, recorded so queries use the same one.
         options: faiss index kind and parameters.
@@ -90,23 +87,14 @@ def write_dense_index(directory: str | Path, vectors: np.ndarray, model: str, op
     if vectors.ndim != 2 or vectors.shape[1] == 0:
         raise ValueError(f"dense vectors must be a (num_docs, dim) array, got shape {vectors.shape}")
     target = Path(directory) / DENSE_DIR
-    tmp = Path(directory) / f".{DENSE_DIR}.writing-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
-    try:
-        index = _new_faiss_index(int(vectors.shape[1]), options)
-        for start in range(0, len(vectors), chunk_rows):
-            index.add(normalize_rows(vectors[start : start + chunk_rows]))
-        _faiss().write_index(index, str(tmp / FAISS_FILE))
-        meta = {"model": model, "dim": int(vectors.shape[1]), "num_docs": int(len(vectors)),
-                "metric": "inner_product", "normalized": True, **asdict(options),
-                "sha256": sha256_file(tmp / FAISS_FILE)}
-        (tmp / DENSE_META).write_text(json.dumps(meta, indent=2))
-        if target.exists():
-            shutil.rmtree(target)
-        os.rename(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    target.mkdir(parents=True)
+    index = _new_faiss_index(int(vectors.shape[1]), options)
+    for start in range(0, len(vectors), chunk_rows):
+        index.add(normalize_rows(vectors[start : start + chunk_rows]))
+    _faiss().write_index(index, str(target / FAISS_FILE))
+    meta = {"model": model, "dim": int(vectors.shape[1]), "num_docs": int(len(vectors)),
+            "metric": "inner_product", "normalized": True, **asdict(options)}
+    (target / DENSE_META).write_text(json.dumps(meta, indent=2))
     return target
 
 
@@ -119,21 +107,12 @@ def read_dense_meta(directory: str | Path) -> dict:
     if not path.is_file():
         raise DenseIndexError(f"{directory} has no dense index; build one with `lsr index ... --dense`")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise DenseIndexError(f"{path}: invalid JSON ({error})") from error
-
-
-def verify_dense(directory: str | Path) -> list[str]:
-    """Checksum problems of the dense part (empty when intact or absent)."""
-    if not has_dense_index(directory):
-        return []
-    meta = read_dense_meta(directory)
-    path = Path(directory) / DENSE_DIR / FAISS_FILE
-    if not path.is_file():
-        return [f"{path}: missing"]
-    actual = sha256_file(path)
-    return [] if actual == meta["sha256"] else [f"{path}: sha256 {actual} does not match {DENSE_META} {meta['sha256']}"]
+    if not isinstance(meta, dict) or not all(key in meta for key in ("model", "dim", "num_docs", "kind")):
+        raise DenseIndexError(f"{path}: not a dense index description")
+    return meta
 
 
 class DenseIndex:
@@ -165,16 +144,18 @@ class DenseIndex:
     def num_docs(self) -> int:
         return int(self.faiss_index.ntotal)
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, live: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k`` documents of each query.
 
         Args:
             queries: ``(num_queries, dim)``; normalised here.
             k: results per query.
+            live: uint8 per document, 0 for a deleted one (skipped inside faiss); None: all live.
 
         Returns:
             ``(doc_ids int64, scores float32)``, both ``(num_queries, k')`` with
-            ``k' = min(k, num_docs)``, best first; HNSW may return fewer, padded with id -1.
+            ``k' = min(k, num_docs)``, best first; fewer may be found (HNSW, deletes), padded
+            with id -1.
         """
         queries = np.atleast_2d(queries)
         if queries.shape[1] != self.dim:
@@ -183,7 +164,17 @@ class DenseIndex:
         if k <= 0:
             empty = np.zeros((len(queries), 0))
             return empty.astype(np.int64), empty.astype(np.float32)
-        scores, ids = self.faiss_index.search(normalize_rows(queries), k)
+        params = None
+        if live is not None:
+            faiss = _faiss()
+            bitmap = np.packbits(np.asarray(live, dtype=bool), bitorder="little")
+            selector = faiss.IDSelectorBitmap(self.num_docs, faiss.swig_ptr(bitmap))
+            if self.meta["kind"] == "hnsw":
+                params = faiss.SearchParametersHNSW(sel=selector)
+                params.efSearch = int(self.meta["ef_search"])
+            else:
+                params = faiss.SearchParameters(sel=selector)
+        scores, ids = self.faiss_index.search(normalize_rows(queries), k, params=params)
         return ids.astype(np.int64), scores.astype(np.float32)
 
     def vectors(self, start: int = 0, end: int | None = None) -> np.ndarray:

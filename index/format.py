@@ -1,35 +1,46 @@
-"""The on-disk index directory: ``meta.json`` plus ``.npy`` arrays opened with ``mmap_mode="r"``.
+"""One segment on disk: ``meta.json`` plus ``.npy`` arrays opened with ``mmap_mode="r"``.
 
-Arrays of format version 2 (version 1 had no doc reordering and no BMP arrays):
+An index directory (``index.commit``) is a set of immutable segments named by a commit point;
+each segment is a directory in this format (segment format version 1):
 
 * the postings, as a per-block forward index with a term view of it, block maxima and
   top-k seeds (``POSTINGS_ARRAY_NAMES``, layout in ``index.bmp_build``); impacts are uint8
-  quantised weights (see ``index.quantize``);
-* ``term_scales`` float32 (vocab_size): the weight of one impact level of each term.
-* ``doc_id_offsets`` int64 / ``doc_id_bytes`` uint8: the external id table (UTF-8).
-* ``doc_title_offsets`` int64 / ``doc_title_bytes`` uint8: document titles, for display.
+  quantised weights (see ``index.quantize``), quantised per segment;
+* ``term_scales`` float32 (vocab_size): the weight of one impact level of each term;
+* ``doc_id_offsets`` int64 / ``doc_id_bytes`` uint8: the external id table (UTF-8);
+* ``doc_id_hashes`` uint64 / ``doc_id_hash_docs`` uint32: the FNV-1a hash of every external
+  id, sorted, with the doc it belongs to (finding a doc by id is a binary search);
+* ``doc_title_offsets`` int64 / ``doc_title_bytes`` uint8: document titles, for display;
+* optionally ``doc_text_*`` (texts) and ``dense/`` (a faiss index, ``index.dense``).
+
+``meta.json`` records every file's dtype, shape, size and CRC32; the commit that names the
+segment records the CRC32 of ``meta.json`` itself, so every byte of a segment is covered.
+Opening a segment checks those checksums (unless told not to) and the arrays' cheap structure
+(``index.validate``): a damaged segment is an `IndexFormatError` naming the file, never a
+crash in a kernel.
 
 Internal doc ids follow the doc order recorded in ``meta.json`` (``doc_order``: ``none`` keeps
-the input order, ``bp`` is recursive graph bisection, ``random`` a seeded shuffle); the id
-and title tables are in that order, so external ids are unaffected.
+the input order, ``bp`` is recursive graph bisection, ``random`` a seeded shuffle).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-FORMAT_NAME = "lsr-index"
-FORMAT_VERSION = 2
+SEGMENT_FORMAT = "lsr-segment"
+SEGMENT_FORMAT_VERSION = 1
 META_FILE = "meta.json"
 ARRAY_NAMES = (
     "term_scales",
     "doc_id_offsets",
     "doc_id_bytes",
+    "doc_id_hashes",
+    "doc_id_hash_docs",
     "doc_title_offsets",
     "doc_title_bytes",
 )
@@ -53,65 +64,89 @@ POSTINGS_ARRAY_NAMES = (
 ALL_ARRAY_NAMES = ARRAY_NAMES + POSTINGS_ARRAY_NAMES
 # Optional: the document texts, kept when the index is built with ``store_texts``.
 TEXT_ARRAY_NAMES = ("doc_text_offsets", "doc_text_bytes")
+CRC_BLOCK = 1 << 22
 
 
 class IndexFormatError(RuntimeError):
-    """The directory is not an index this version can read."""
+    """A file of the index is missing, damaged or of a format this version cannot read."""
 
 
-def sha256_file(path: Path, block: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
+def crc32_file(path: Path) -> int:
+    """CRC32 of a whole file (zlib's; about 1.4 GB/s here)."""
+    crc = 0
     with open(path, "rb") as handle:
-        while chunk := handle.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
+        while chunk := handle.read(CRC_BLOCK):
+            crc = zlib.crc32(chunk, crc)
+    return crc
 
 
-def read_meta(directory: Path) -> dict:
-    """Read and check ``meta.json``: the format name and version must be ours."""
-    meta_path = Path(directory) / META_FILE
-    if not meta_path.is_file():
-        raise IndexFormatError(f"{directory} is not an index: {META_FILE} is missing")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as error:
-        raise IndexFormatError(f"{meta_path}: invalid JSON ({error})") from error
-    if meta.get("format") != FORMAT_NAME:
-        raise IndexFormatError(f"{meta_path}: format is {meta.get('format')!r}, not {FORMAT_NAME!r}")
-    version = meta.get("format_version")
-    if version != FORMAT_VERSION:
-        raise IndexFormatError(
-            f"{directory}: index format version {version}, but this build reads version "
-            f"{FORMAT_VERSION}; rebuild it with `lsr index`"
-        )
-    return meta
+def describe_file(path: Path) -> dict:
+    """The checksum record of one file: size and CRC32 (hex)."""
+    return {"bytes": path.stat().st_size, "crc32": f"{crc32_file(path):08x}"}
+
+
+def check_file(path: Path, record: dict) -> str | None:
+    """The problem with a file against its checksum record, or None when it matches."""
+    if not path.is_file():
+        return f"{path}: missing"
+    size = path.stat().st_size
+    if size != record.get("bytes"):
+        return f"{path}: {size} bytes, but {record.get('bytes')} were written (truncated or damaged)"
+    actual = f"{crc32_file(path):08x}"
+    if actual != record.get("crc32"):
+        return f"{path}: CRC32 {actual} does not match the recorded {record.get('crc32')} (damaged)"
+    return None
 
 
 def describe_arrays(directory: Path, names=ALL_ARRAY_NAMES) -> dict:
-    """The ``meta.json`` entries (file, dtype, shape, sha256) of the named ``.npy`` arrays."""
+    """The ``meta.json`` entries (file, dtype, shape, bytes, crc32) of the named ``.npy`` arrays."""
     entries = {}
     for name in names:
         path = Path(directory) / f"{name}.npy"
         array = load_array(path)
         entries[name] = {"file": path.name, "dtype": str(array.dtype), "shape": list(array.shape),
-                         "sha256": sha256_file(path)}
+                         **describe_file(path)}
     return entries
 
 
-def verify_checksums(directory: Path) -> list[str]:
-    """Compare every array file with the sha256 recorded in ``meta.json``.
+def read_segment_meta(directory: Path, expected: dict | None = None) -> dict:
+    """Read and check a segment's ``meta.json``.
+
+    Args:
+        directory: the segment directory.
+        expected: the commit's checksum record of ``meta.json`` (``bytes``, ``crc32``), checked
+            before the file is parsed.
+    """
+    path = Path(directory) / META_FILE
+    if expected is not None and (problem := check_file(path, expected)):
+        raise IndexFormatError(problem)
+    if not path.is_file():
+        raise IndexFormatError(f"{directory} is not a segment: {META_FILE} is missing")
+    try:
+        meta = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise IndexFormatError(f"{path}: invalid JSON ({error})") from error
+    if not isinstance(meta, dict) or meta.get("format") != SEGMENT_FORMAT:
+        raise IndexFormatError(f"{path}: not a segment of format {SEGMENT_FORMAT!r}")
+    if meta.get("format_version") != SEGMENT_FORMAT_VERSION:
+        raise IndexFormatError(f"{path}: segment format version {meta.get('format_version')}, but this build "
+                               f"reads version {SEGMENT_FORMAT_VERSION}")
+    return meta
+
+
+def verify_segment_files(directory: Path, meta: dict) -> list[str]:
+    """Compare every file of a segment with the checksums in its ``meta.json``.
 
     Returns:
-        One line per problem (empty when the index is intact).
+        One line per problem (empty when the segment is intact).
     """
-    meta = read_meta(directory)
     problems = []
-    for name, info in meta["arrays"].items():
-        path = Path(directory) / info["file"]
-        if not path.is_file():
-            problems.append(f"{path}: missing")
-        elif (actual := sha256_file(path)) != info["sha256"]:
-            problems.append(f"{path}: sha256 {actual} does not match meta.json {info['sha256']}")
+    for info in meta.get("arrays", {}).values():
+        if problem := check_file(Path(directory) / info["file"], info):
+            problems.append(problem)
+    for relative, info in (meta.get("files") or {}).items():
+        if problem := check_file(Path(directory) / relative, info):
+            problems.append(problem)
     return problems
 
 
@@ -127,12 +162,12 @@ class StringTable:
 
     def __getitem__(self, i: int) -> str:
         start, end = self.offsets[i], self.offsets[i + 1]
-        return bytes(self.data[start:end]).decode("utf-8")
+        return bytes(self.data[start:end]).decode("utf-8", errors="replace")
 
 
 @dataclass
 class PostingsArrays:
-    """The postings of an index: forward index, term view, block maxima (``index.bmp_build``)."""
+    """The postings of a segment: forward index, term view, block maxima (``index.bmp_build``)."""
 
     block_size: int
     term_entry_offsets: np.ndarray
@@ -157,46 +192,72 @@ class PostingsArrays:
 
 
 @dataclass
-class SparseIndex:
-    """An opened index: memory-mapped arrays plus the metadata that describes them."""
+class Segment:
+    """An opened segment: memory-mapped arrays plus the metadata that describes them."""
 
     path: Path
     meta: dict
     term_scales: np.ndarray
     doc_ids: StringTable
+    doc_id_hashes: np.ndarray
+    doc_id_hash_docs: np.ndarray
     doc_titles: StringTable
     postings: PostingsArrays
     doc_texts: StringTable | None = None
 
     @classmethod
-    def open(cls, directory: str | Path, vocab_size: int | None = None) -> "SparseIndex":
-        """Open an index for reading.
+    def open(cls, directory: str | Path, expected_meta: dict | None = None, verify: bool = True) -> "Segment":
+        """Open a segment for reading.
 
         Args:
-            directory: the index directory.
-            vocab_size: the query encoder's vocabulary size; a different one is refused.
+            directory: the segment directory.
+            expected_meta: the commit's checksum record of ``meta.json``.
+            verify: check the CRC32 of every file first (reads the whole segment once). The
+                cheap structure checks (``index.validate``) run either way.
+
+        Raises:
+            IndexFormatError: a file is missing, damaged or inconsistent (the message names it).
         """
+        from index.validate import validate_segment
+
         directory = Path(directory)
-        meta = read_meta(directory)
-        if vocab_size is not None and meta["vocab_size"] != vocab_size:
-            raise IndexFormatError(
-                f"{directory}: index vocabulary has {meta['vocab_size']} terms but the query "
-                f"encoder has {vocab_size}; search it with the model it was built with "
-                f"({meta['encoder'].get('model')})"
-            )
-        names = ALL_ARRAY_NAMES + (TEXT_ARRAY_NAMES if "doc_text_offsets" in meta["arrays"] else ())
+        meta = read_segment_meta(directory, expected_meta)
+        if verify and (problems := verify_segment_files(directory, meta)):
+            raise IndexFormatError("; ".join(problems))
+        names = ALL_ARRAY_NAMES + (TEXT_ARRAY_NAMES if "doc_text_offsets" in meta.get("arrays", {}) else ())
         arrays = {name: _open_array(directory, meta, name) for name in names}
-        if len(arrays["term_entry_offsets"]) != meta["vocab_size"] + 1:
-            raise IndexFormatError(f"{directory}: term_entry_offsets does not match vocab_size")
-        return cls(
+        segment = cls(
             path=directory,
             meta=meta,
             term_scales=arrays["term_scales"],
             doc_ids=StringTable(arrays["doc_id_offsets"], arrays["doc_id_bytes"]),
+            doc_id_hashes=arrays["doc_id_hashes"],
+            doc_id_hash_docs=arrays["doc_id_hash_docs"],
             doc_titles=StringTable(arrays["doc_title_offsets"], arrays["doc_title_bytes"]),
-            postings=PostingsArrays(int(meta["block_size"]), **{n: arrays[n] for n in POSTINGS_ARRAY_NAMES}),
+            postings=PostingsArrays(_meta_int(meta, "block_size", directory), **{n: arrays[n] for n in POSTINGS_ARRAY_NAMES}),
             doc_texts=StringTable(arrays["doc_text_offsets"], arrays["doc_text_bytes"]) if "doc_text_offsets" in arrays else None,
         )
+        validate_segment(segment)
+        return segment
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def dense(self):
+        """The segment's faiss part (``index.dense.DenseIndex``), loaded on first use, or None."""
+        if not hasattr(self, "_dense"):
+            from index.dense import DENSE_DIR, DenseIndex
+
+            files = {name: info for name, info in (self.meta.get("files") or {}).items()
+                     if name.startswith(f"{DENSE_DIR}/")}
+            # faiss trusts its input: its files are checked here even when the segment was
+            # opened without checksums.
+            if problems := [p for name, info in files.items() if (p := check_file(self.path / name, info))]:
+                raise IndexFormatError("; ".join(problems))
+            self._dense = DenseIndex.open(self.path, self.num_docs) if files else None
+        return self._dense
 
     @property
     def num_docs(self) -> int:
@@ -206,12 +267,14 @@ class SparseIndex:
     def vocab_size(self) -> int:
         return int(self.meta["vocab_size"])
 
-    def internal_ids(self) -> dict[str, int]:
-        """External id -> internal id, for every document (built on each call: keep it)."""
-        return {self.doc_ids[i]: i for i in range(self.num_docs)}
+    def find(self, doc_id: str) -> int | None:
+        """The internal id of an external id in this segment (deleted or not), or None."""
+        from index.doc_ids import find_id
+
+        return find_id(self, doc_id)
 
     def size_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.path.iterdir() if p.is_file())
+        return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
 
     def to_scipy_docs(self):
         """The uint8 impacts (not scaled) as a doc-major ``(num_docs, vocab_size)`` scipy CSR
@@ -255,14 +318,25 @@ def load_array(path: Path) -> np.ndarray:
         return np.load(path)
 
 
+def _meta_int(meta: dict, key: str, directory: Path) -> int:
+    value = meta.get(key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise IndexFormatError(f"{directory / META_FILE}: {key} must be an integer, got {value!r}")
+    return value
+
+
 def _open_array(directory: Path, meta: dict, name: str) -> np.ndarray:
-    info = meta["arrays"].get(name)
-    if info is None:
-        raise IndexFormatError(f"{directory}: meta.json lists no array {name!r}")
-    array = load_array(directory / info["file"])
-    if str(array.dtype) != info["dtype"] or list(array.shape) != info["shape"]:
+    info = meta.get("arrays", {}).get(name)
+    if not isinstance(info, dict) or "file" not in info:
+        raise IndexFormatError(f"{directory / META_FILE} lists no array {name!r}")
+    path = directory / info["file"]
+    try:
+        array = load_array(path)
+    except Exception as error:  # numpy raises many kinds on a damaged header
+        raise IndexFormatError(f"{path}: not a readable .npy array ({error})") from error
+    if str(array.dtype) != info.get("dtype") or list(array.shape) != info.get("shape"):
         raise IndexFormatError(
-            f"{directory / info['file']}: dtype {array.dtype} shape {list(array.shape)} "
-            f"differ from meta.json ({info['dtype']}, {info['shape']})"
+            f"{path}: dtype {array.dtype} shape {list(array.shape)} differ from meta.json "
+            f"({info.get('dtype')}, {info.get('shape')})"
         )
     return array

@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from index.format import SparseIndex
+from index.format import Segment
 
 
-def block_range_impacts(index: SparseIndex, first_block: int, end_block: int) -> sp.csr_matrix:
+def block_range_impacts(index: Segment, first_block: int, end_block: int) -> sp.csr_matrix:
     """uint8 impacts (as float32) of the docs of blocks ``[first_block, end_block)``.
 
     Returns:
@@ -46,7 +46,7 @@ def block_range_impacts(index: SparseIndex, first_block: int, end_block: int) ->
     return matrix
 
 
-def document_impacts(index: SparseIndex, doc: int) -> tuple[np.ndarray, np.ndarray]:
+def document_impacts(index: Segment, doc: int) -> tuple[np.ndarray, np.ndarray]:
     """One internal doc's terms (uint32, sorted) and uint8 impacts."""
     if not 0 <= doc < index.num_docs:
         raise IndexError(f"internal doc id {doc} out of range [0, {index.num_docs})")

@@ -1,1 +1,1 @@
-"""Query scorers over an opened `SparseIndex`."""
+"""Query scorers over one opened segment (`index.format.Segment`)."""

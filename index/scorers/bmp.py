@@ -4,7 +4,8 @@
    inflated by a margin that covers its rounding, so it is never below a true doc score).
 2. A threshold seed: with non-negative weights, at least ``k`` docs score ``>= w_t * kth_t``
    for every query term, so docs and blocks below the largest such product cannot make the
-   top k (``kth_t`` is the stored k-th largest impact of the term, for k = 10, 100, 1000).
+   top k (``kth_t`` is the stored k'-th largest impact of the term, for k' = 10, 100, 1000;
+   with deletions, column k' serves only if ``k' - (deleted docs at or above kth_t) >= k``).
 3. Blocks above the seed are bucket-sorted by bound and visited best first (one pass over all
    blocks collects them; the sort runs over those alone); each is scored through the per-block
    forward index (a binary search per query term, then that term's postings in the block)
@@ -16,7 +17,13 @@
 4. The search stops at the first bucket whose bound, times ``alpha``, is below the current
    k-th score. A block whose bound equals the k-th score is still scored, so a doc that ties
    with it and has a lower id comes in: ties break by doc id as in the exhaustive scorer,
-   which makes the safe result identical to it.
+   which makes the safe result identical to it. ``alpha`` applies only once k documents are
+   held: before that, only the seed (exact) prunes, so any ``alpha`` finds k documents when
+   k documents match.
+
+An index is several segments: one heap (``index.scorers.heap``) is carried from segment to
+segment, so a later segment starts from the k-th score found so far and skips every block
+below it; deleted documents (a ``uint8`` live mask) are never offered to the heap.
 
 ``alpha < 1`` stops earlier, ``beta < 1`` keeps only the ``ceil(beta * n)`` highest-weighted
 query terms (their scores stay exact for the terms kept) and ``max_blocks`` stops after scoring
@@ -35,8 +42,9 @@ import numpy as np
 from numba import njit, prange
 
 from index.bmp_build import SEED_KS
-from index.format import SparseIndex
-from index.scorers.exhaustive import SearchResults, _check_k
+from index.format import Segment
+from index.scorers.exhaustive import NO_DELETES, NO_DELETE_COUNTS, SearchResults, _check_k
+from index.scorers.heap import heap_offer, heap_ranked
 from index.scorers.query import canonical_batch, canonical_query
 from index.sparse_batch import SparseBatch
 
@@ -44,47 +52,6 @@ NUM_BUCKETS = 4096
 SPARSE_MASK_BITS = 16  # sparse_mask is uint16
 
 # kernels
-
-
-@njit(cache=True, nogil=True)
-def _heap_less(score_a, doc_a, score_b, doc_b):
-    """Whether (score_a, doc_a) ranks below (score_b, doc_b): lower score, or same score and higher id."""
-    return score_a < score_b or (score_a == score_b and doc_a > doc_b)
-
-
-@njit(cache=True, nogil=True)
-def _sift_down(scores, docs, size, i):
-    while True:
-        smallest, left, right = i, 2 * i + 1, 2 * i + 2
-        if left < size and _heap_less(scores[left], docs[left], scores[smallest], docs[smallest]):
-            smallest = left
-        if right < size and _heap_less(scores[right], docs[right], scores[smallest], docs[smallest]):
-            smallest = right
-        if smallest == i:
-            return
-        scores[i], scores[smallest] = scores[smallest], scores[i]
-        docs[i], docs[smallest] = docs[smallest], docs[i]
-        i = smallest
-
-
-@njit(cache=True, nogil=True)
-def _heap_offer(scores, docs, size, k, score, doc):
-    """Offer a doc to a min-heap of the best k; returns the new size."""
-    if size < k:
-        i = size
-        scores[i], docs[i] = score, doc
-        while i > 0:
-            parent = (i - 1) // 2
-            if not _heap_less(scores[i], docs[i], scores[parent], docs[parent]):
-                break
-            scores[i], scores[parent] = scores[parent], scores[i]
-            docs[i], docs[parent] = docs[parent], docs[i]
-            i = parent
-        return size + 1
-    if _heap_less(scores[0], docs[0], score, doc):
-        scores[0], docs[0] = score, doc
-        _sift_down(scores, docs, size, 0)
-    return size
 
 
 @njit(cache=True, nogil=True)
@@ -119,16 +86,26 @@ def _upper_bounds(q_terms, q_weights, num_blocks, dense_slot, bm_dense, term_ent
 
 
 @njit(cache=True, nogil=True)
-def _seed_threshold(q_terms, q_weights, kth_impacts, seed_column):
-    if seed_column < 0:
-        return 0.0
+def _seed_threshold(q_terms, q_weights, k, kth_impacts, kth_deleted, extra_deleted):
+    """The largest ``w_t * kth`` over query terms whose column holds at least k live docs.
+
+    ``kth_deleted[t, c]`` counts deleted docs with impact >= ``kth_impacts[t, c]`` (empty
+    when the segment has none); ``extra_deleted`` more docs may be deleted anywhere.
+    """
     for j in range(q_weights.shape[0]):
         if q_weights[j] < 0:  # other terms could pull a doc below the seed
             return 0.0
     seed = 0.0
     for j in range(q_terms.shape[0]):
-        value = np.float64(q_weights[j]) * kth_impacts[q_terms[j], seed_column]
-        seed = max(seed, value)
+        t = q_terms[j]
+        for c in range(kth_impacts.shape[1]):
+            live = SEED_KS[c] - extra_deleted
+            if kth_deleted.shape[0] > 0:
+                live -= kth_deleted[t, c]
+            if live >= k:
+                if kth_impacts[t, c] > 0:
+                    seed = max(seed, np.float64(q_weights[j]) * kth_impacts[t, c])
+                break
     return seed
 
 
@@ -206,58 +183,60 @@ def _score_block(blk, q_terms, q_weights, dense_slot, bm_dense, mask, sparse_bit
 
 
 @njit(cache=True, nogil=True)
-def _bmp_search(q_terms, q_weights, k, alpha, max_blocks, block_size, num_docs, kth_impacts, seed_column,
-                dense_slot, bm_dense, term_entry_offsets, term_entry_blocks, term_entry_max,
-                block_term_offsets, block_terms, block_entry_starts, block_post_offsets, block_post_docs,
-                block_post_impacts, ub, sparse_mask, order, scratch, out_docs, out_scores):
+def _bmp_segment(q_terms, q_weights, k, alpha, budget, block_size, num_docs, kth_impacts, kth_deleted, extra_deleted,
+                 live, base, dense_slot, bm_dense, term_entry_offsets, term_entry_blocks, term_entry_max,
+                 block_term_offsets, block_terms, block_entry_starts, block_post_offsets, block_post_docs,
+                 block_post_impacts, ub, sparse_mask, order, scratch, heap_scores, heap_keys, size):
+    """Search one segment into the running heap. Returns (heap size, blocks scored).
+
+    ``budget`` < 0 means no block budget; ``live`` is empty when nothing is deleted.
+    """
     num_blocks = block_term_offsets.shape[0] - 1
     sparse_bit = np.empty(q_terms.shape[0], dtype=np.int64)
     _upper_bounds(q_terms, q_weights, num_blocks, dense_slot, bm_dense, term_entry_offsets,
                   term_entry_blocks, term_entry_max, ub, sparse_mask, sparse_bit)
     # float32 sums of float32 products: relative error below (n + 1) * 2^-24; inflate by twice that.
     margin = np.float32(1.0 + (q_terms.shape[0] + 2) * 2.0 ** -23)
-    seed = _seed_threshold(q_terms, q_weights, kth_impacts, seed_column)
-    num_ordered, scale = _order_blocks(ub, margin, seed, order, scratch)
-    heap_scores = np.empty(k, dtype=np.float64)
-    heap_docs = np.empty(k, dtype=np.int64)
-    size = 0
+    seed = _seed_threshold(q_terms, q_weights, k, kth_impacts, kth_deleted, extra_deleted)
+    floor = max(seed, heap_scores[0]) if size == k else seed
+    num_ordered, scale = _order_blocks(ub, margin, floor, order, scratch)
     acc = np.zeros(block_size, dtype=np.float64)
+    has_deletes = live.shape[0] > 0
+    used = 0
     for i in range(num_ordered):
-        threshold = heap_scores[0] if size == k else seed
         blk = order[i]
         bound = ub[blk] * margin
         # Everything from this bucket on is bounded by its upper edge.
         edge = (NUM_BUCKETS - _bucket(bound, scale)) / scale * (1.0 + 1e-9)  # covers rounding of the division
-        if alpha * edge < threshold:
+        if size == k:
+            if alpha * edge < heap_scores[0]:
+                break
+            if alpha * bound < heap_scores[0]:
+                continue
+        elif edge < seed:  # not yet k docs: only the (exact) seed prunes
             break
-        if alpha * bound < threshold:
+        elif bound < seed:
             continue
-        if max_blocks == 0:
+        if used == budget:
             break
-        max_blocks -= 1
+        used += 1
         _score_block(blk, q_terms, q_weights, dense_slot, bm_dense, sparse_mask[blk], sparse_bit, block_term_offsets,
-                     block_terms,
-                     block_entry_starts, block_post_offsets, block_post_docs, block_post_impacts, acc)
+                     block_terms, block_entry_starts, block_post_offsets, block_post_docs, block_post_impacts, acc)
         first = blk * block_size
         for d in range(min(block_size, num_docs - first)):
             score = acc[d]
             acc[d] = 0.0
-            if score > 0 and score >= seed:
-                size = _heap_offer(heap_scores, heap_docs, size, k, score, first + d)
-    # Heap to ranked list: score descending, doc id ascending.
-    ranked = np.argsort(heap_docs[:size], kind="mergesort")
-    ranked = ranked[np.argsort(-heap_scores[:size][ranked], kind="mergesort")]
-    for r in range(size):
-        out_docs[r] = heap_docs[ranked[r]]
-        out_scores[r] = heap_scores[ranked[r]]
-    return size
+            if score > 0 and score >= seed and (not has_deletes or live[first + d]):
+                size = heap_offer(heap_scores, heap_keys, size, k, score, base + first + d)
+    return size, used
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _bmp_search_many(q_indptr, q_terms, q_weights, k, alpha, max_blocks, block_size, num_docs, kth_impacts, seed_column,
-                     dense_slot, bm_dense, term_entry_offsets, term_entry_blocks, term_entry_max,
-                     block_term_offsets, block_terms, block_entry_starts, block_post_offsets, block_post_docs,
-                     block_post_impacts, workers, out_docs, out_scores, counts):
+def _bmp_segment_many(q_indptr, q_terms, q_weights, k, alpha, budgets, block_size, num_docs, kth_impacts, kth_deleted,
+                      extra_deleted, live, base, dense_slot, bm_dense, term_entry_offsets, term_entry_blocks,
+                      term_entry_max, block_term_offsets, block_terms, block_entry_starts, block_post_offsets,
+                      block_post_docs, block_post_impacts, workers, heap_scores, heap_keys, sizes):
+    """`_bmp_segment` for every query of a batch (one heap row each), in parallel over queries."""
     num_blocks = block_term_offsets.shape[0] - 1
     num_queries = q_indptr.shape[0] - 1
     for w in prange(workers):  # one workspace per worker, reused for its queries
@@ -267,20 +246,18 @@ def _bmp_search_many(q_indptr, q_terms, q_weights, k, alpha, max_blocks, block_s
         scratch = np.empty(num_blocks, dtype=np.int64)
         for q in range(w, num_queries, workers):
             start, end = q_indptr[q], q_indptr[q + 1]
-            counts[q] = _bmp_search(
-                q_terms[start:end], q_weights[start:end], k, alpha, max_blocks, block_size, num_docs, kth_impacts,
-                seed_column, dense_slot, bm_dense, term_entry_offsets, term_entry_blocks, term_entry_max,
-                block_term_offsets, block_terms, block_entry_starts, block_post_offsets, block_post_docs,
-                block_post_impacts, ub, sparse_mask, order, scratch, out_docs[q], out_scores[q],
+            sizes[q], used = _bmp_segment(
+                q_terms[start:end], q_weights[start:end], k, alpha, budgets[q], block_size, num_docs, kth_impacts,
+                kth_deleted, extra_deleted, live, base, dense_slot, bm_dense, term_entry_offsets, term_entry_blocks,
+                term_entry_max, block_term_offsets, block_terms, block_entry_starts, block_post_offsets,
+                block_post_docs, block_post_impacts, ub, sparse_mask, order, scratch, heap_scores[q], heap_keys[q],
+                sizes[q],
             )
+            if budgets[q] >= 0:
+                budgets[q] -= used
 
 
 # wrappers
-
-
-def _seed_column(k: int) -> int:
-    """The stored k-th-impact column usable for this k (the smallest seed k' >= k), or -1."""
-    return next((i for i, seed_k in enumerate(SEED_KS) if seed_k >= k), -1)
 
 
 def _keep_top_terms(terms: np.ndarray, weights: np.ndarray, beta: float) -> tuple[np.ndarray, np.ndarray]:
@@ -310,32 +287,54 @@ _workspaces = threading.local()
 
 
 def _workspace(num_blocks: int) -> tuple:
-    """This thread's scratch arrays for one search (reused: large fresh allocations cost page faults)."""
+    """This thread's scratch arrays for one segment (reused, grown to the largest segment seen:
+    large fresh allocations cost page faults)."""
     cached = getattr(_workspaces, "arrays", None)
-    if cached is None or cached[0].shape[0] != num_blocks:
+    if cached is None or cached[0].shape[0] < num_blocks:
         cached = (np.empty(num_blocks, np.float32), np.empty(num_blocks, np.uint16),
                   np.empty(num_blocks, np.int64), np.empty(num_blocks, np.int64))
         _workspaces.arrays = cached
-    return cached
+    return tuple(array[:num_blocks] for array in cached)
 
 
-def _index_arrays(index: SparseIndex) -> tuple:
-    bmp = index.postings
-    return (
-        bmp.block_size, index.num_docs, bmp.term_kth_impacts,
-    ), (
-        bmp.bm_dense_slot, bmp.bm_dense, bmp.term_entry_offsets, bmp.term_entry_blocks, bmp.term_entry_max,
-        bmp.block_term_offsets, bmp.block_terms, bmp.block_entry_starts, bmp.block_post_offsets,
-        bmp.block_post_docs, bmp.block_post_impacts,
-    )
+def segment_arrays(segment: Segment) -> tuple:
+    """The arrays `_bmp_segment` walks, in its argument order."""
+    b = segment.postings
+    return (b.bm_dense_slot, b.bm_dense, b.term_entry_offsets, b.term_entry_blocks, b.term_entry_max,
+            b.block_term_offsets, b.block_terms, b.block_entry_starts, b.block_post_offsets,
+            b.block_post_docs, b.block_post_impacts)
 
 
-def bmp_search(index: SparseIndex, terms, weights, k: int = 10, alpha: float = 1.0,
+def bmp_into(segment: Segment, terms: np.ndarray, weights: np.ndarray, k: int, alpha: float, budget: int,
+             heap, live: np.ndarray = NO_DELETES, kth_deleted: np.ndarray = NO_DELETE_COUNTS,
+             extra_deleted: int = 0, base: int = 0) -> int:
+    """Search one segment with a canonical query (``index.scorers.query``) into ``heap``
+    (an ``index.scorers.heap.TopK``); returns the blocks scored (``budget`` -1: no budget)."""
+    heap.size, used = _bmp_segment(
+        terms, weights, k, float(alpha), budget, segment.postings.block_size, segment.num_docs,
+        segment.postings.term_kth_impacts, kth_deleted, extra_deleted, live, np.int64(base),
+        *segment_arrays(segment), *_workspace(segment.postings.num_blocks), heap.scores, heap.keys, heap.size)
+    return used
+
+
+def bmp_into_batch(segment: Segment, queries: SparseBatch, k: int, alpha: float, budgets: np.ndarray,
+                   heaps, live: np.ndarray = NO_DELETES, kth_deleted: np.ndarray = NO_DELETE_COUNTS,
+                   extra_deleted: int = 0, base: int = 0) -> None:
+    """`bmp_into` for a batch of canonical queries, one heap row each (``heaps``: scores, keys,
+    sizes arrays); ``budgets`` are decremented by the blocks each query scored."""
+    workers = max(1, min(numba.get_num_threads(), len(queries)))
+    scores, keys, sizes = heaps
+    _bmp_segment_many(queries.indptr, queries.indices, queries.values, k, float(alpha), budgets,
+                      segment.postings.block_size, segment.num_docs, segment.postings.term_kth_impacts, kth_deleted,
+                      extra_deleted, live, np.int64(base), *segment_arrays(segment), workers, scores, keys, sizes)
+
+
+def bmp_search(index: Segment, terms, weights, k: int = 10, alpha: float = 1.0,
                beta: float = 1.0, max_blocks: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Block-max pruning search of one query.
+    """Block-max pruning search of one query over one segment (nothing deleted).
 
     Args:
-        index: an opened index.
+        index: an opened segment.
         terms: query term ids; weights: their float weights (any order, duplicates merged).
         k: results wanted.
         alpha: 1 is safe (exact); below 1 stops once the k-th score reaches alpha x the bound.
@@ -348,39 +347,85 @@ def bmp_search(index: SparseIndex, terms, weights, k: int = 10, alpha: float = 1
         doc id; at alpha = beta = 1 and no max_blocks identical to
         ``index.scorers.exhaustive.search``. The scores are always exact for the docs returned.
     """
+    from index.scorers.heap import TopK
+
     k = _check_k(k)
     _check_alpha_beta(alpha, beta)
     budget = _block_budget(max_blocks)
     terms, weights = _keep_top_terms(*canonical_query(terms, weights, index.term_scales), beta)
-    head, arrays = _index_arrays(index)
-    docs = np.empty(k, dtype=np.int64)
-    scores = np.empty(k, dtype=np.float64)
-    n = _bmp_search(terms, weights, k, float(alpha), budget, *head, _seed_column(k), *arrays,
-                    *_workspace(index.postings.num_blocks), docs, scores)
-    return docs[:n], scores[:n]
+    heap = TopK(k)
+    bmp_into(index, terms, weights, k, alpha, budget, heap)
+    return heap.ranked()
 
 
-def bmp_search_batch(index: SparseIndex, queries: SparseBatch, k: int = 10, alpha: float = 1.0,
+def bmp_search_batch(index: Segment, queries: SparseBatch, k: int = 10, alpha: float = 1.0,
                      beta: float = 1.0, max_blocks: int | None = None) -> SearchResults:
     """`bmp_search` for every query of a batch, in parallel over queries (numba threads)."""
     k = _check_k(k)
     _check_alpha_beta(alpha, beta)
     budget = _block_budget(max_blocks)
-    queries = canonical_batch(queries, index.term_scales)
-    if beta < 1:
-        rows = [_keep_top_terms(*queries.row(q), beta) for q in range(len(queries))]
-        queries = SparseBatch(
-            np.concatenate([[0], np.cumsum([len(t) for t, _ in rows])]),
-            np.concatenate([t for t, _ in rows] or [np.empty(0, np.uint32)]),
-            np.concatenate([w for _, w in rows] or [np.empty(0, np.float32)]),
-            index.vocab_size,
-        )
-    head, arrays = _index_arrays(index)
+    queries = keep_top_terms_batch(canonical_batch(queries, index.term_scales), beta)
     n = len(queries)
-    docs = np.full((n, k), -1, dtype=np.int64)
-    scores = np.zeros((n, k), dtype=np.float64)
-    counts = np.zeros(n, dtype=np.int64)
-    workers = max(1, min(numba.get_num_threads(), n))
-    _bmp_search_many(queries.indptr, queries.indices, queries.values, k, float(alpha), budget, *head,
-                     _seed_column(k), *arrays, workers, docs, scores, counts)
-    return SearchResults(docs, scores, counts)
+    heaps = (np.zeros((n, k), dtype=np.float64), np.full((n, k), -1, dtype=np.int64), np.zeros(n, dtype=np.int64))
+    bmp_into_batch(index, queries, k, alpha, np.full(n, budget, dtype=np.int64), heaps)
+    return ranked_results(heaps)
+
+
+def keep_top_terms_batch(queries: SparseBatch, beta: float) -> SparseBatch:
+    """`_keep_top_terms` on every row of a canonical batch."""
+    if beta >= 1:
+        return queries
+    rows = [_keep_top_terms(*queries.row(q), beta) for q in range(len(queries))]
+    return SparseBatch(
+        np.concatenate([[0], np.cumsum([len(t) for t, _ in rows])]),
+        np.concatenate([t for t, _ in rows] or [np.empty(0, np.uint32)]),
+        np.concatenate([w for _, w in rows] or [np.empty(0, np.float32)]),
+        queries.vocab_size,
+    )
+
+
+def ranked_results(heaps) -> SearchResults:
+    """Batch heaps (scores, keys, sizes) as `SearchResults`, each row ranked."""
+    scores, keys, sizes = heaps
+    for q in range(len(sizes)):
+        heap_ranked(scores[q], keys[q], sizes[q])
+        keys[q, sizes[q]:] = -1
+        scores[q, sizes[q]:] = 0.0
+    return SearchResults(keys, scores, sizes)
+
+
+@njit(cache=True, nogil=True)
+def _deleted_seed_counts(deleted, num_docs, block_size, block_term_offsets, block_terms, block_entry_starts,
+                         block_post_offsets, block_post_docs, block_post_impacts, kth, out):
+    for blk in range(block_term_offsets.shape[0] - 1):
+        first = blk * block_size
+        hit = False
+        for d in range(first, min(first + block_size, num_docs)):
+            if deleted[d]:
+                hit = True
+                break
+        if not hit:
+            continue
+        lo, hi = block_term_offsets[blk], block_term_offsets[blk + 1]
+        base = block_post_offsets[blk]
+        block_end = block_post_offsets[blk + 1] - base
+        for e in range(lo, hi):
+            t = block_terms[e]
+            end = block_entry_starts[e + 1] if e + 1 < hi else block_end
+            for p in range(base + block_entry_starts[e], base + end):
+                if deleted[first + block_post_docs[p]]:
+                    impact = block_post_impacts[p]
+                    for c in range(kth.shape[1]):
+                        if kth[t, c] > 0 and impact >= kth[t, c]:
+                            out[t, c] += 1
+
+
+def deleted_seed_counts(segment: Segment, deleted: np.ndarray) -> np.ndarray:
+    """For the threshold seed: per term and seed column, the deleted docs whose impact is at
+    least the stored k-th impact (int32 ``(vocab, columns)``)."""
+    b = segment.postings
+    out = np.zeros(b.term_kth_impacts.shape, dtype=np.int32)
+    _deleted_seed_counts(np.asarray(deleted, dtype=np.bool_), segment.num_docs, b.block_size, b.block_term_offsets,
+                         b.block_terms, b.block_entry_starts, b.block_post_offsets, b.block_post_docs,
+                         b.block_post_impacts, b.term_kth_impacts, out)
+    return out

@@ -9,7 +9,8 @@ result does not depend on the order of accumulation (so scipy, or any later scor
 very same scores and the same ranking). Results hold only documents with
 a positive score, ordered by score descending and, on equal scores, by internal doc id
 ascending. Returned scores are in the encoder's units (query weights are scaled per term, see
-``index.scorers.query``).
+``index.scorers.query``). Deleted documents (a ``uint8`` live mask, empty when nothing is
+deleted) never become candidates.
 """
 
 from __future__ import annotations
@@ -19,9 +20,12 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
-from index.format import SparseIndex
+from index.format import Segment
 from index.scorers.query import canonical_batch, canonical_query
 from index.sparse_batch import SparseBatch
+
+NO_DELETES = np.zeros(0, dtype=np.uint8)  # a live mask that says: nothing is deleted
+NO_DELETE_COUNTS = np.zeros((0, 3), dtype=np.int32)  # deleted docs per term and seed column: none
 
 # kernels
 
@@ -43,9 +47,11 @@ def _accumulate(q_terms, q_weights, block_size, term_entry_offsets, term_entry_b
 
 
 @njit(cache=True, nogil=True)
-def _top_k(scores, k, out_docs, out_scores):
-    """Write the top k positive scores into out_*; returns how many were written."""
+def _top_k(scores, k, live, out_docs, out_scores):
+    """Write the top k positive scores of live docs into out_*; returns how many were written."""
     candidates = np.flatnonzero(scores > 0)
+    if live.shape[0] > 0:
+        candidates = candidates[live[candidates] != 0]
     m = candidates.shape[0]
     if m == 0 or k == 0:
         return 0
@@ -70,18 +76,18 @@ def _top_k(scores, k, out_docs, out_scores):
 
 
 @njit(cache=True, nogil=True)
-def _search_one(q_terms, q_weights, num_docs, k, block_size, teo, teb, tes, tpd, tpi, out_docs, out_scores):
+def _search_one(q_terms, q_weights, num_docs, k, live, block_size, teo, teb, tes, tpd, tpi, out_docs, out_scores):
     scores = np.zeros(num_docs, dtype=np.float64)
     _accumulate(q_terms, q_weights, block_size, teo, teb, tes, tpd, tpi, scores)
-    return _top_k(scores, k, out_docs, out_scores)
+    return _top_k(scores, k, live, out_docs, out_scores)
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _search_many(q_indptr, q_terms, q_weights, num_docs, k, block_size, teo, teb, tes, tpd, tpi,
+def _search_many(q_indptr, q_terms, q_weights, num_docs, k, live, block_size, teo, teb, tes, tpd, tpi,
                  out_docs, out_scores, counts):
     for q in prange(q_indptr.shape[0] - 1):
         start, end = q_indptr[q], q_indptr[q + 1]
-        counts[q] = _search_one(q_terms[start:end], q_weights[start:end], num_docs, k, block_size,
+        counts[q] = _search_one(q_terms[start:end], q_weights[start:end], num_docs, k, live, block_size,
                                 teo, teb, tes, tpd, tpi, out_docs[q], out_scores[q])
 
 
@@ -107,7 +113,7 @@ class SearchResults:
         return self.docs[q, :n], self.scores[q, :n]
 
 
-def _postings(index: SparseIndex) -> tuple:
+def _postings(index: Segment) -> tuple:
     """The arrays the exhaustive kernels walk: the term-major postings."""
     b = index.postings
     return (b.block_size, b.term_entry_offsets, b.term_entry_blocks, b.term_entry_starts, b.term_post_docs,
@@ -120,30 +126,40 @@ def _check_k(k: int) -> int:
     return int(k)
 
 
-def search_batch(index: SparseIndex, queries: SparseBatch, k: int = 10) -> SearchResults:
-    """Score every query of the batch exhaustively, in parallel over queries.
+def segment_top_k(segment: Segment, terms: np.ndarray, weights: np.ndarray, k: int,
+                  live: np.ndarray = NO_DELETES) -> tuple[np.ndarray, np.ndarray]:
+    """The top k live docs of one segment for a canonical query (``index.scorers.query``)."""
+    docs = np.full(k, -1, dtype=np.int64)
+    scores = np.zeros(k, dtype=np.float64)
+    n = _search_one(terms, weights, segment.num_docs, k, live, *_postings(segment), docs, scores)
+    return docs[:n], scores[:n]
 
-    Args:
-        index: an opened index.
-        queries: query vectors with float weights (``vocab_size`` must match the index).
-        k: results per query.
-    """
-    k = _check_k(k)
-    queries = canonical_batch(queries, index.term_scales)
+
+def segment_top_k_batch(segment: Segment, queries: SparseBatch, k: int, live: np.ndarray = NO_DELETES) -> SearchResults:
+    """`segment_top_k` for a batch of canonical queries, in parallel over queries."""
     n = len(queries)
     docs = np.full((n, k), -1, dtype=np.int64)
     scores = np.zeros((n, k), dtype=np.float64)
     counts = np.zeros(n, dtype=np.int64)
-    _search_many(queries.indptr, queries.indices, queries.values, index.num_docs, k, *_postings(index),
+    _search_many(queries.indptr, queries.indices, queries.values, segment.num_docs, k, live, *_postings(segment),
                  docs, scores, counts)
     return SearchResults(docs, scores, counts)
 
 
-def search(index: SparseIndex, terms: np.ndarray, weights: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
-    """Score one query; returns internal doc ids (int64) and scores (float64, encoder units)."""
+def search_batch(index: Segment, queries: SparseBatch, k: int = 10) -> SearchResults:
+    """Score every query of the batch exhaustively over one segment, in parallel over queries.
+
+    Args:
+        index: an opened segment.
+        queries: query vectors with float weights (``vocab_size`` must match the index).
+        k: results per query.
+    """
     k = _check_k(k)
-    terms, weights = canonical_query(terms, weights, index.term_scales)
-    docs = np.full(k, -1, dtype=np.int64)
-    scores = np.zeros(k, dtype=np.float64)
-    n = _search_one(terms, weights, index.num_docs, k, *_postings(index), docs, scores)
-    return docs[:n], scores[:n]
+    return segment_top_k_batch(index, canonical_batch(queries, index.term_scales), k)
+
+
+def search(index: Segment, terms: np.ndarray, weights: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Score one query over one segment; returns internal doc ids (int64) and scores (float64,
+    encoder units)."""
+    k = _check_k(k)
+    return segment_top_k(index, *canonical_query(terms, weights, index.term_scales), k)

@@ -19,11 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from index.format import SparseIndex
-from index.scorers.bmp import bmp_search, bmp_search_batch
+from index.format import Segment
 from index.scorers.exhaustive import SearchResults
-from index.scorers.exhaustive import search as exhaustive_search
-from index.scorers.exhaustive import search_batch as exhaustive_search_batch
 from index.sparse_batch import SparseBatch
 
 MIN_DOCS_FOR_BMP = 100_000  # small k
@@ -34,72 +31,38 @@ LARGE_K = 100  # k above this follows the k = 1000 measurements
 SCORERS = ("auto", "exhaustive", "bmp")
 
 
-def choose_scorer(index: SparseIndex, num_query_terms: int, alpha: float = 1.0, beta: float = 1.0,
+def choose_scorer(num_docs: int, num_query_terms: int, alpha: float = 1.0, beta: float = 1.0,
                   k: int = 10, max_blocks: int | None = None) -> str:
-    """``"bmp"`` or ``"exhaustive"`` for one query (approximate settings always need BMP)."""
-    if _approximate(alpha, beta, max_blocks):
+    """``"bmp"`` or ``"exhaustive"`` for one query over an index of ``num_docs`` live documents
+    (all its segments together; approximate settings always need BMP)."""
+    if alpha < 1 or beta < 1 or max_blocks is not None:
         return "bmp"
-    docs = index.num_docs
     if k > LARGE_K:
-        return "bmp" if docs >= MIN_DOCS_FOR_BMP_LARGE_K else "exhaustive"
-    if docs < MIN_DOCS_FOR_BMP:
+        return "bmp" if num_docs >= MIN_DOCS_FOR_BMP_LARGE_K else "exhaustive"
+    if num_docs < MIN_DOCS_FOR_BMP:
         return "exhaustive"
-    if num_query_terms > MAX_QUERY_TERMS_FOR_BMP and docs < MIN_DOCS_FOR_BMP_LONG_QUERIES:
+    if num_query_terms > MAX_QUERY_TERMS_FOR_BMP and num_docs < MIN_DOCS_FOR_BMP_LONG_QUERIES:
         return "exhaustive"
     return "bmp"
 
 
-def _approximate(alpha: float, beta: float, max_blocks: int | None) -> bool:
-    return alpha < 1 or beta < 1 or max_blocks is not None
-
-
-def _check_exact(alpha: float, beta: float, max_blocks: int | None) -> None:
-    if _approximate(alpha, beta, max_blocks):
-        raise ValueError("the exhaustive scorer is exact: alpha and beta must be 1 and max_blocks None")
-
-
-def search(index: SparseIndex, terms, weights, k: int = 10, scorer: str = "auto", alpha: float = 1.0,
+def search(index: Segment, terms, weights, k: int = 10, scorer: str = "auto", alpha: float = 1.0,
            beta: float = 1.0, max_blocks: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Search one query with the chosen scorer (``auto`` asks `choose_scorer`).
+    """Search one segment with the chosen scorer (``auto`` asks `choose_scorer`).
 
     Returns:
         Internal doc ids and scores, best first; every scorer gives the same result at
         ``alpha = beta = 1`` without ``max_blocks``.
     """
-    if scorer not in SCORERS:
-        raise ValueError(f"scorer must be one of {', '.join(SCORERS)}, got {scorer!r}")
-    if scorer == "auto":
-        scorer = choose_scorer(index, len(terms), alpha, beta, k, max_blocks)
-    if scorer == "exhaustive":
-        _check_exact(alpha, beta, max_blocks)
-        return exhaustive_search(index, terms, weights, k)
-    return bmp_search(index, terms, weights, k, alpha, beta, max_blocks)
+    from index.search import search_sparse, single_segment_view
+
+    return search_sparse(single_segment_view(index), terms, weights, k, scorer, alpha, beta, max_blocks)
 
 
-def search_batch(index: SparseIndex, queries: SparseBatch, k: int = 10, scorer: str = "auto",
+def search_batch(index: Segment, queries: SparseBatch, k: int = 10, scorer: str = "auto",
                  alpha: float = 1.0, beta: float = 1.0, max_blocks: int | None = None) -> SearchResults:
-    """Search a batch in parallel over queries; ``auto`` routes each query as `choose_scorer` does."""
-    if scorer not in SCORERS:
-        raise ValueError(f"scorer must be one of {', '.join(SCORERS)}, got {scorer!r}")
-    lengths = np.diff(queries.indptr)
-    if scorer == "auto":
-        use_bmp = np.array([choose_scorer(index, int(n), alpha, beta, k, max_blocks) == "bmp" for n in lengths],
-                           dtype=bool)
-    else:
-        use_bmp = np.full(len(queries), scorer == "bmp")
-    if use_bmp.all():
-        return bmp_search_batch(index, queries, k, alpha, beta, max_blocks)
-    if not use_bmp.any():
-        _check_exact(alpha, beta, max_blocks)
-        return exhaustive_search_batch(index, queries, k)
-    matrix = queries.to_scipy()
-    parts = {
-        True: bmp_search_batch(index, SparseBatch.from_scipy(matrix[use_bmp]), k, alpha, beta, max_blocks),
-        False: exhaustive_search_batch(index, SparseBatch.from_scipy(matrix[~use_bmp]), k),
-    }
-    merged = SearchResults(np.full((len(queries), k), -1, dtype=np.int64), np.zeros((len(queries), k)),
-                           np.zeros(len(queries), dtype=np.int64))
-    for flag, results in parts.items():
-        rows = np.flatnonzero(use_bmp == flag)
-        merged.docs[rows], merged.scores[rows], merged.counts[rows] = results.docs, results.scores, results.counts
-    return merged
+    """Search a batch over one segment in parallel over queries; ``auto`` routes each query as
+    `choose_scorer` does."""
+    from index.search import search_sparse_batch, single_segment_view
+
+    return search_sparse_batch(single_segment_view(index), queries, k, scorer, alpha, beta, max_blocks)

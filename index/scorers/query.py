@@ -18,7 +18,18 @@ from index.sparse_batch import SparseBatch
 
 def canonical_query(terms, weights, term_scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Canonical ``(terms uint32, scaled weights float32)`` of one query."""
-    vocab_size = len(term_scales)
+    terms, merged = merge_query(terms, weights, len(term_scales))
+    return terms, scale_query(terms, merged, term_scales)
+
+
+def scale_query(terms: np.ndarray, merged: np.ndarray, term_scales: np.ndarray) -> np.ndarray:
+    """Merged weights (`merge_query`) times each term's scale: what a segment's kernels take."""
+    return merged * term_scales[terms]
+
+
+def merge_query(terms, weights, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Terms sorted and unique (uint32, unknown ones dropped), weights summed (float32, zeros
+    dropped), before scaling: the part of `canonical_query` shared by every segment."""
     terms = np.asarray(terms).ravel()
     weights = np.asarray(weights).ravel()
     if terms.shape != weights.shape:
@@ -31,13 +42,21 @@ def canonical_query(terms, weights, term_scales: np.ndarray) -> tuple[np.ndarray
     np.add.at(summed, inverse, weights[known].astype(np.float64))
     summed = summed.astype(np.float32)
     keep = summed != 0
-    terms = unique[keep].astype(np.uint32)
-    return terms, summed[keep] * term_scales[terms]
+    return unique[keep].astype(np.uint32), summed[keep]
 
 
 def canonical_batch(queries: SparseBatch, term_scales: np.ndarray) -> SparseBatch:
     """Canonical form of every row of a query batch."""
-    vocab_size = len(term_scales)
+    return scale_batch(merge_batch(queries, len(term_scales)), term_scales)
+
+
+def scale_batch(merged: SparseBatch, term_scales: np.ndarray) -> SparseBatch:
+    """`scale_query` on every row of a `merge_batch` result."""
+    return SparseBatch(merged.indptr, merged.indices, merged.values * term_scales[merged.indices], merged.vocab_size)
+
+
+def merge_batch(queries: SparseBatch, vocab_size: int) -> SparseBatch:
+    """`merge_query` on every row of a batch."""
     if queries.vocab_size != vocab_size:
         raise ValueError(f"query vocabulary {queries.vocab_size} differs from the index's {vocab_size}")
     matrix = sp.csr_matrix(
@@ -47,5 +66,4 @@ def canonical_batch(queries: SparseBatch, term_scales: np.ndarray) -> SparseBatc
     matrix.sum_duplicates()  # also sorts the terms of each row
     matrix.data = matrix.data.astype(np.float32).astype(np.float64)
     matrix.eliminate_zeros()
-    scaled = matrix.data.astype(np.float32) * term_scales[matrix.indices]
-    return SparseBatch(matrix.indptr, matrix.indices, scaled, vocab_size)
+    return SparseBatch(matrix.indptr, matrix.indices, matrix.data.astype(np.float32), vocab_size)

@@ -1,0 +1,205 @@
+"""Acknowledged writes not yet in a segment: the log records after the commit's ``wal_seq``.
+
+Every process keeps the records it has read from the write-ahead log in a `WriteBuffer`:
+added documents as float sparse vectors (scored exactly, without quantisation), and the set
+of ids any buffered record touched (``shadowed``): every copy of those ids in a committed
+segment is out of date, so searches treat it as deleted. A flush turns the buffer into a
+segment (``index.writer``); once the commit covering it is read, `WriteBuffer.drop_through`
+forgets the records it holds.
+
+Arrays grow by doubling and are only ever appended to, so a `BufferView` (a search's
+snapshot) stays valid while writes continue: it sees a prefix, plus its own copy of the
+live mask (a buffered document replaced or deleted later is dead).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from index.wal import WalRecord
+
+# kernels
+
+
+@njit(cache=True, nogil=True)
+def _score_rows(indptr, indices, values, live, query, out):
+    """Dot product of every live row with a dense query vector (float64 sums)."""
+    for r in range(indptr.shape[0] - 1):
+        if not live[r]:
+            out[r] = 0.0
+            continue
+        total = 0.0
+        for p in range(indptr[r], indptr[r + 1]):
+            total += np.float64(values[p]) * query[indices[p]]
+        out[r] = total
+
+
+# wrappers
+
+
+class BufferRecordError(ValueError):
+    """A log record whose content does not fit the index (term ids, weights, dense size)."""
+
+
+@dataclass(frozen=True)
+class BufferView:
+    """A snapshot of the buffer, safe to search without a lock.
+
+    Attributes:
+        doc_ids: external id of each buffered row (dead rows included).
+        indptr, indices, values: the rows' sparse vectors (CSR; uint32 terms, float32 weights).
+        dense: ``(rows, dim)`` float32, or None when the index has no dense part.
+        live: bool per row: False once a later record replaced or deleted it.
+        shadowed: ids whose segment copies are out of date (every id a buffered record touched).
+        titles, texts: per row.
+    """
+
+    doc_ids: tuple[str, ...]
+    indptr: np.ndarray
+    indices: np.ndarray
+    values: np.ndarray
+    dense: np.ndarray | None
+    live: np.ndarray
+    shadowed: frozenset[str]
+    titles: tuple[str, ...]
+    texts: tuple[str, ...]
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.doc_ids)
+
+    @property
+    def num_live(self) -> int:
+        return int(np.count_nonzero(self.live))
+
+    def sparse_scores(self, merged_terms: np.ndarray, merged_weights: np.ndarray, vocab_size: int) -> np.ndarray:
+        """Float64 scores of every row for a merged query (``index.scorers.query.merge_query``)."""
+        out = np.zeros(self.num_rows, dtype=np.float64)
+        if self.num_rows and len(merged_terms):
+            query = np.zeros(vocab_size, dtype=np.float64)
+            query[merged_terms.astype(np.int64)] = merged_weights
+            _score_rows(self.indptr, self.indices, self.values, self.live, query, out)
+        return out
+
+    def dense_scores(self, vector: np.ndarray) -> np.ndarray:
+        if self.dense is None or not self.num_rows:
+            return np.zeros(self.num_rows, dtype=np.float32)
+        return (self.dense @ np.asarray(vector, dtype=np.float32)).astype(np.float32)
+
+    def row_of(self, doc_id: str) -> int | None:
+        """The live row holding ``doc_id``, or None."""
+        for row in range(self.num_rows - 1, -1, -1):
+            if self.doc_ids[row] == doc_id:
+                return row if self.live[row] else None
+        return None
+
+
+class WriteBuffer:
+    """Buffered records of one process (not thread-safe: `index.live.LiveIndex` locks around it).
+
+    Args:
+        vocab_size: the sparse vocabulary (term ids are checked against it).
+        dense_dim: the dense dimension, or None when the index has no dense part.
+    """
+
+    def __init__(self, vocab_size: int, dense_dim: int | None) -> None:
+        self.vocab_size = vocab_size
+        self.dense_dim = dense_dim
+        self.records: list[WalRecord] = []
+        self._ids: list[str] = []
+        self._titles: list[str] = []
+        self._texts: list[str] = []
+        self._row_of: dict[str, int] = {}
+        self._shadowed: set[str] = set()
+        self._indptr = np.zeros(17, dtype=np.int64)
+        self._indices = np.zeros(256, dtype=np.uint32)
+        self._values = np.zeros(256, dtype=np.float32)
+        self._dense = np.zeros((16, dense_dim), dtype=np.float32) if dense_dim else None
+        self._live = np.zeros(16, dtype=bool)
+        self._nnz = 0
+        self._view: BufferView | None = None
+
+    @property
+    def last_seq(self) -> int | None:
+        return self.records[-1].seq if self.records else None
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def apply(self, record: WalRecord) -> None:
+        """Apply one record, in log order."""
+        self._check(record)
+        previous = self._row_of.pop(record.doc_id, None)
+        if previous is not None:
+            self._live[previous] = False
+        self._shadowed.add(record.doc_id)
+        if record.op == "add":
+            self._append_row(record)
+        self.records.append(record)
+        self._view = None
+
+    def _check(self, record: WalRecord) -> None:
+        if record.op == "delete":
+            return
+        terms, weights = record.terms, record.weights
+        if len(terms) and int(terms.max()) >= self.vocab_size:
+            raise BufferRecordError(f"log record {record.seq} ({record.doc_id!r}): term id {int(terms.max())} "
+                                    f"is outside the vocabulary of {self.vocab_size}")
+        if not np.all(np.isfinite(weights)) or np.any(weights < 0):
+            raise BufferRecordError(f"log record {record.seq} ({record.doc_id!r}): weights must be finite, >= 0")
+        dim = 0 if record.dense is None else len(record.dense)
+        if dim != (self.dense_dim or 0):
+            raise BufferRecordError(f"log record {record.seq} ({record.doc_id!r}): dense vector of {dim} values, "
+                                    f"the index needs {self.dense_dim or 0}")
+
+    def _append_row(self, record: WalRecord) -> None:
+        row, nnz = len(self._ids), len(record.terms)
+        if row + 2 > len(self._indptr):
+            self._indptr = _grown(self._indptr, row + 2)
+            self._live = _grown(self._live, row + 1)
+            if self._dense is not None:
+                self._dense = _grown(self._dense, row + 1)
+        if self._nnz + nnz > len(self._indices):
+            self._indices = _grown(self._indices, self._nnz + nnz)
+            self._values = _grown(self._values, self._nnz + nnz)
+        self._indices[self._nnz : self._nnz + nnz] = record.terms
+        self._values[self._nnz : self._nnz + nnz] = record.weights
+        self._nnz += nnz
+        self._indptr[row + 1] = self._nnz
+        if self._dense is not None:  # stored normalised, as the segments' faiss part is
+            norm = float(np.linalg.norm(record.dense))
+            self._dense[row] = record.dense / norm if norm > 0 else record.dense
+        self._live[row] = True
+        self._ids.append(record.doc_id)
+        self._titles.append(record.title)
+        self._texts.append(record.text)
+        self._row_of[record.doc_id] = row
+
+    def view(self) -> BufferView:
+        """The current snapshot (built on first use after a change)."""
+        if self._view is None:
+            rows = len(self._ids)
+            self._view = BufferView(
+                tuple(self._ids), self._indptr[: rows + 1], self._indices[: self._nnz], self._values[: self._nnz],
+                None if self._dense is None else self._dense[:rows], self._live[:rows].copy(),
+                frozenset(self._shadowed), tuple(self._titles), tuple(self._texts))
+        return self._view
+
+    def drop_through(self, seq: int) -> "WriteBuffer":
+        """A buffer of the records after ``seq`` (a commit now holds the others)."""
+        fresh = WriteBuffer(self.vocab_size, self.dense_dim)
+        for record in self.records:
+            if record.seq > seq:
+                fresh.apply(record)
+        return fresh
+
+
+def _grown(array: np.ndarray, needed: int) -> np.ndarray:
+    """A copy with room for at least ``needed`` rows (doubling); old views keep the old array."""
+    size = max(needed, 2 * len(array))
+    out = np.zeros((size,) + array.shape[1:], dtype=array.dtype)
+    out[: len(array)] = array
+    return out

@@ -1,0 +1,103 @@
+"""External document ids: hashing, lookup by id, duplicate detection.
+
+A segment stores its ids as a string table in internal order and, beside it, the 64-bit
+FNV-1a hash of every id sorted (``doc_id_hashes``) with the internal id each belongs to
+(``doc_id_hash_docs``): finding a document by id is a binary search plus one string compare,
+without a dictionary of every id in memory. Equal hashes of different ids are resolved by
+comparing the strings.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+# kernels
+
+
+@njit(cache=True, nogil=True)
+def _fnv1a(data, start, end):
+    h = np.uint64(0xCBF29CE484222325)
+    for p in range(start, end):
+        h = (h ^ np.uint64(data[p])) * np.uint64(0x100000001B3)
+    return h
+
+
+@njit(cache=True, nogil=True)
+def _hash_table(offsets, data, out):
+    for i in range(offsets.shape[0] - 1):
+        out[i] = _fnv1a(data, offsets[i], offsets[i + 1])
+
+
+# wrappers
+
+
+class DuplicateIdError(ValueError):
+    """Two documents of one build have the same external id."""
+
+    def __init__(self, doc_id: str, where: str = "") -> None:
+        super().__init__(f"duplicate document id {doc_id!r}{where}: ids must be unique "
+                         f"(or pass duplicates='last' to keep the last document of each id)")
+        self.doc_id = doc_id
+
+
+def hash_id(doc_id: str) -> np.uint64:
+    """FNV-1a (64-bit) of the id's UTF-8 bytes."""
+    data = np.frombuffer(doc_id.encode("utf-8"), dtype=np.uint8)
+    return _fnv1a(data, 0, data.shape[0])
+
+
+def hash_ids(offsets: np.ndarray, data: np.ndarray) -> np.ndarray:
+    """FNV-1a of every string of a string table (``offsets`` int64, ``data`` uint8)."""
+    out = np.empty(len(offsets) - 1, dtype=np.uint64)
+    if len(out):
+        _hash_table(np.asarray(offsets, dtype=np.int64), np.asarray(data, dtype=np.uint8), out)
+    return out
+
+
+def sorted_hash_table(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The sorted hashes and the position each came from (uint32), ties by position."""
+    order = np.argsort(hashes, kind="stable").astype(np.uint32)
+    return hashes[order], order
+
+
+def find_id(segment, doc_id: str) -> int | None:
+    """The internal id of ``doc_id`` in ``segment`` (an `index.format.Segment`), or None."""
+    hashes = segment.doc_id_hashes
+    h = hash_id(doc_id)
+    position = int(np.searchsorted(hashes, h, side="left"))
+    while position < len(hashes) and hashes[position] == h:
+        doc = int(segment.doc_id_hash_docs[position])
+        if segment.doc_ids[doc] == doc_id:
+            return doc
+        position += 1
+    return None
+
+
+def duplicate_positions(offsets: np.ndarray, data: np.ndarray, hashes: np.ndarray | None = None):
+    """Positions of a string table whose string appeared at an earlier position.
+
+    Returns:
+        ``(later, first)``: int64 arrays, ``later[i]`` repeats the string at ``first[i]`` (the
+        earliest position of that string); empty when every string is unique.
+    """
+    hashes = hash_ids(offsets, data) if hashes is None else hashes
+    sorted_hashes, order = sorted_hash_table(hashes)
+    same = np.flatnonzero(sorted_hashes[1:] == sorted_hashes[:-1])
+    later, first = [], []
+    if len(same):
+        in_run = np.zeros(len(hashes), dtype=bool)
+        in_run[same] = in_run[same + 1] = True
+        members = np.flatnonzero(in_run)
+        # Runs of equal hashes; inside one, positions ascend (stable sort), so the first
+        # occurrence of a string is met first.
+        for run in np.split(members, np.flatnonzero(np.diff(sorted_hashes[members]) != 0) + 1):
+            seen: dict[bytes, int] = {}
+            for position in order[run].tolist():
+                text = bytes(data[offsets[position] : offsets[position + 1]])
+                if text in seen:
+                    later.append(position)
+                    first.append(seen[text])
+                else:
+                    seen[text] = position
+    return np.array(later, dtype=np.int64), np.array(first, dtype=np.int64)

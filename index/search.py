@@ -1,0 +1,213 @@
+"""Search over an index's segments and its write buffer, with one exact global top-k.
+
+A `View` is what one search reads: the segments of a commit in order, each with its live
+mask and base position (global keys are ``base + internal id``; ties break by key), plus the
+write buffer's snapshot. The sparse query is merged once (``index.scorers.query``) and scaled
+per segment (impacts are quantised per segment; scores stay in encoder units). Every segment
+goes through the same scorer, chosen by the planner from the whole index's size, and offers
+its candidates to one heap: BMP starts each segment from the k-th score found so far, so many
+small segments cost little more than one. The buffer's documents are scored exactly in float
+and offered last.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from index.buffer import BufferView
+from index.dense import DenseIndex
+from index.format import Segment
+from index.scorers.bmp import (_block_budget, _check_alpha_beta, _keep_top_terms, bmp_into, bmp_into_batch,
+                               keep_top_terms_batch, ranked_results)
+from index.scorers.exhaustive import (NO_DELETE_COUNTS, NO_DELETES, SearchResults, _check_k, segment_top_k,
+                                      segment_top_k_batch)
+from index.scorers.heap import TopK, heap_offer_many
+from index.scorers.planner import SCORERS, choose_scorer
+from index.scorers.query import merge_batch, merge_query, scale_batch, scale_query
+from index.sparse_batch import SparseBatch
+
+
+@dataclass(frozen=True)
+class SegmentState:
+    """One segment as a search sees it.
+
+    Attributes:
+        segment: the opened segment.
+        base: global key of its document 0.
+        live: uint8 per document (1 = live), or `NO_DELETES` when none is deleted.
+        num_live: live documents.
+        kth_deleted: deleted docs per term at or above each stored k-th impact (`NO_DELETE_COUNTS`
+            when the commit deleted none; see ``index.scorers.bmp``).
+        extra_deleted: documents deleted since the commit (by buffered writes).
+        dense: the segment's faiss part, or None.
+    """
+
+    segment: Segment
+    base: int = 0
+    live: np.ndarray = field(default_factory=lambda: NO_DELETES)
+    num_live: int = -1
+    kth_deleted: np.ndarray = field(default_factory=lambda: NO_DELETE_COUNTS)
+    extra_deleted: int = 0
+    dense: DenseIndex | None = None
+
+    def live_count(self) -> int:
+        return self.segment.num_docs if self.num_live < 0 else self.num_live
+
+
+@dataclass(frozen=True)
+class View:
+    """The segments and buffer one search reads (immutable)."""
+
+    segments: tuple[SegmentState, ...]
+    buffer: BufferView | None
+    vocab_size: int
+    owner: object = field(default=None, compare=False, repr=False)  # keeps the commit's pin while in use
+
+    @property
+    def buffer_base(self) -> int:
+        last = self.segments[-1] if self.segments else None
+        return last.base + last.segment.num_docs if last else 0
+
+    @property
+    def num_docs(self) -> int:
+        """Live documents."""
+        return sum(s.live_count() for s in self.segments) + (self.buffer.num_live if self.buffer else 0)
+
+    def locate(self, key: int) -> tuple[SegmentState | None, int]:
+        """``(segment state, internal id)`` of a global key; ``(None, row)`` for a buffer row."""
+        if key >= self.buffer_base:
+            return None, key - self.buffer_base
+        bases = [s.base for s in self.segments]
+        state = self.segments[bisect.bisect_right(bases, key) - 1]
+        return state, key - state.base
+
+    def doc_id(self, key: int) -> str:
+        state, local = self.locate(key)
+        return self.buffer.doc_ids[local] if state is None else state.segment.doc_ids[local]
+
+
+def single_segment_view(segment: Segment) -> View:
+    """A view of one segment with nothing deleted and no buffer."""
+    return View((SegmentState(segment),), None, segment.vocab_size)
+
+
+def search_sparse(view: View, terms, weights, k: int = 10, scorer: str = "auto", alpha: float = 1.0,
+                  beta: float = 1.0, max_blocks: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Top ``k`` live documents of a query vector (raw encoder weights).
+
+    Returns:
+        Global keys (int64) and scores (float64, encoder units), best first, ties by key;
+        at ``alpha = beta = 1`` without ``max_blocks`` exact for every scorer.
+    """
+    k = _check_k(k)
+    _check_alpha_beta(alpha, beta)
+    budget = _block_budget(max_blocks)
+    merged_terms, merged_weights = merge_query(terms, weights, view.vocab_size)
+    use_bmp = _use_bmp(view, len(merged_terms), scorer, alpha, beta, k, max_blocks)
+    heap = TopK(k)
+    for state in view.segments:
+        segment = state.segment
+        scaled = scale_query(merged_terms, merged_weights, segment.term_scales)
+        if use_bmp:
+            used = bmp_into(segment, *_keep_top_terms(merged_terms, scaled, beta), k, alpha, budget, heap,
+                            state.live, state.kth_deleted, state.extra_deleted, state.base)
+            budget = budget - used if budget >= 0 else budget
+        else:
+            heap.offer(*reversed(segment_top_k(segment, merged_terms, scaled, k, state.live)), state.base)
+    if view.buffer is not None and view.buffer.num_live:
+        scores = view.buffer.sparse_scores(merged_terms, merged_weights, view.vocab_size)
+        rows = np.flatnonzero(scores > 0)
+        heap.offer(scores[rows], rows, view.buffer_base)
+    return heap.ranked()
+
+
+def search_sparse_batch(view: View, queries: SparseBatch, k: int = 10, scorer: str = "auto", alpha: float = 1.0,
+                        beta: float = 1.0, max_blocks: int | None = None) -> SearchResults:
+    """`search_sparse` for a batch, in parallel over queries; ``docs`` of the result are global keys."""
+    k = _check_k(k)
+    _check_alpha_beta(alpha, beta)
+    budget = _block_budget(max_blocks)
+    merged = merge_batch(queries, view.vocab_size)
+    n = len(merged)
+    lengths = np.diff(merged.indptr)
+    use_bmp = np.array([_use_bmp(view, int(m), scorer, alpha, beta, k, max_blocks) for m in lengths], dtype=bool)
+    heaps = (np.zeros((n, k), dtype=np.float64), np.full((n, k), -1, dtype=np.int64), np.zeros(n, dtype=np.int64))
+    budgets = np.full(n, budget, dtype=np.int64)
+    bmp_rows, exhaustive_rows = np.flatnonzero(use_bmp), np.flatnonzero(~use_bmp)
+    for state in view.segments:
+        scaled = scale_batch(merged, state.segment.term_scales)
+        if len(bmp_rows):
+            sub = _rows(scaled, bmp_rows)
+            sub_heaps = tuple(h[bmp_rows] for h in heaps)
+            sub_budgets = budgets[bmp_rows]
+            bmp_into_batch(state.segment, keep_top_terms_batch(sub, beta), k, alpha, sub_budgets, sub_heaps,
+                           state.live, state.kth_deleted, state.extra_deleted, state.base)
+            for h, sub_h in zip(heaps, sub_heaps):
+                h[bmp_rows] = sub_h
+            budgets[bmp_rows] = sub_budgets
+        if len(exhaustive_rows):
+            found = segment_top_k_batch(state.segment, _rows(scaled, exhaustive_rows), k, state.live)
+            for i, q in enumerate(exhaustive_rows):
+                _offer_row(heaps, q, k, *reversed(found.row(i)), state.base)
+    if view.buffer is not None and view.buffer.num_live:
+        for q in range(n):
+            terms, weights = merged.row(q)
+            scores = view.buffer.sparse_scores(terms, weights, view.vocab_size)
+            rows = np.flatnonzero(scores > 0)
+            _offer_row(heaps, q, k, scores[rows], rows, view.buffer_base)
+    return ranked_results(heaps)
+
+
+def search_dense(view: View, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top ``k`` live documents by inner product with a dense query vector (normalised by faiss's side).
+
+    Returns:
+        Global keys and float32 scores, best first, ties by key.
+    """
+    k = _check_k(k)
+    heap = TopK(k)
+    for state in view.segments:
+        if state.dense is None:
+            raise ValueError(f"segment {state.segment.name} has no dense part")
+        live = state.live if len(state.live) else None
+        docs, scores = state.dense.search(vector[None, :], k, live)
+        found = docs[0] >= 0
+        heap.offer(scores[0][found], docs[0][found], state.base)
+    if view.buffer is not None and view.buffer.num_live:
+        scores = view.buffer.dense_scores(_normalized(vector))
+        rows = np.flatnonzero(view.buffer.live)
+        heap.offer(scores[rows], rows, view.buffer_base)
+    keys, scores = heap.ranked()
+    return keys, scores.astype(np.float32)
+
+
+def _normalized(vector: np.ndarray) -> np.ndarray:
+    vector = np.asarray(vector, dtype=np.float32)
+    norm = float(np.linalg.norm(vector))
+    return vector / norm if norm > 0 else vector
+
+
+def _use_bmp(view: View, num_terms: int, scorer: str, alpha: float, beta: float, k: int,
+             max_blocks: int | None) -> bool:
+    if scorer not in SCORERS:
+        raise ValueError(f"scorer must be one of {', '.join(SCORERS)}, got {scorer!r}")
+    if scorer == "auto":
+        scorer = choose_scorer(view.num_docs, num_terms, alpha, beta, k, max_blocks)
+    if scorer == "exhaustive" and (alpha < 1 or beta < 1 or max_blocks is not None):
+        raise ValueError("the exhaustive scorer is exact: alpha and beta must be 1 and max_blocks None")
+    return scorer == "bmp"
+
+
+def _rows(batch: SparseBatch, rows: np.ndarray) -> SparseBatch:
+    if len(rows) == len(batch):
+        return batch
+    return SparseBatch.from_scipy(batch.to_scipy()[rows])
+
+
+def _offer_row(heaps, q: int, k: int, scores: np.ndarray, docs: np.ndarray, base: int) -> None:
+    all_scores, keys, sizes = heaps
+    sizes[q] = heap_offer_many(all_scores[q], keys[q], sizes[q], k, np.asarray(scores, np.float64),
+                               np.asarray(docs, np.int64), np.int64(base))
