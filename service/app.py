@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from importlib import resources
 
 from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
@@ -67,6 +68,19 @@ def _engine(request: Request) -> SearchEngine:
     return request.app.state.engine
 
 
+def _check_scorer(scorer: str, located: list[tuple[tuple, SearchRequest]]) -> None:
+    """alpha or beta below 1 asks for approximate BMP, which a service pinned to the exact
+    exhaustive scorer (``LSR_SCORER=exhaustive``) cannot run: a 422 naming the field (each
+    request comes with its ``loc``), where the planner's ValueError would be a 500."""
+    if scorer != "exhaustive":
+        return
+    errors = [{"type": "value_error", "loc": (*loc, name), "input": getattr(request, name),
+               "msg": f"{name} must be 1: this service runs the exact exhaustive scorer (LSR_SCORER=exhaustive)"}
+              for loc, request in located for name in ("alpha", "beta") if getattr(request, name) < 1]
+    if errors:
+        raise RequestValidationError(errors)
+
+
 def _add_routes(app: FastAPI, registry: CollectorRegistry, documents: Gauge) -> None:
     page = resources.files("service").joinpath("page/index.html").read_text(encoding="utf-8")
 
@@ -76,6 +90,7 @@ def _add_routes(app: FastAPI, registry: CollectorRegistry, documents: Gauge) -> 
 
     @app.post("/search", response_model=SearchResponse, responses=_errors(400, 409, 413))
     def search(body: SearchRequest, engine: SearchEngine = Depends(_engine)) -> dict:
+        _check_scorer(engine.settings.scorer, [(("body",), body)])
         return engine.search(body)
 
     @app.post("/search/batch", response_model=BatchSearchResponse, responses=_errors(400, 409, 413))
@@ -83,6 +98,7 @@ def _add_routes(app: FastAPI, registry: CollectorRegistry, documents: Gauge) -> 
         limit = engine.settings.max_batch_queries
         if len(body.searches) > limit:
             raise PayloadTooLarge(f"{len(body.searches)} searches in one batch; the limit is {limit}")
+        _check_scorer(engine.settings.scorer, [(("body", "searches", n), r) for n, r in enumerate(body.searches)])
         return {"results": [engine.search(request) for request in body.searches]}
 
     @app.get("/documents/{doc_id:path}", response_model=DocumentOut, responses=_errors(404))

@@ -9,6 +9,8 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# HTTP allows any token as a method; others are counted as "other" so clients cannot add labels.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class BodySizeLimit:
@@ -60,7 +62,8 @@ async def _reject(send, message: str) -> None:
 class RequestMetrics:
     """Request counts by route, method and status, and a latency histogram by route.
 
-    Routes are the path templates (``/documents/{doc_id}``), so ids never become labels.
+    Routes are the path templates (``/documents/{doc_id}``), so ids never become labels; nor do
+    made-up methods (`METHODS`).
     """
 
     def __init__(self, app, registry: CollectorRegistry) -> None:
@@ -87,5 +90,6 @@ class RequestMetrics:
         finally:
             route = scope.get("route")
             label = getattr(route, "path", "unmatched")
-            self.requests.labels(scope["method"], label, str(status)).inc()
-            self.latency.labels(scope["method"], label).observe(time.perf_counter() - started)
+            method = scope["method"] if scope["method"] in METHODS else "other"
+            self.requests.labels(method, label, str(status)).inc()
+            self.latency.labels(method, label).observe(time.perf_counter() - started)

@@ -28,7 +28,11 @@ JsonInt = Annotated[int, BeforeValidator(_json_integer)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    """Request bodies: unknown fields, non-finite floats (``NaN`` and ``Infinity``, which Python's
+    JSON parser accepts) and text holding a lone surrogate (``"\\ud800"``, which no UTF-8
+    encoder takes; pydantic-core's ``string_unicode`` error) are refused, naming the field."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class SearchRequest(Strict):

@@ -1,7 +1,8 @@
 """Service settings: constructor arguments or ``LSR_*`` environment variables.
 
 API keys are `SecretStr`: they never appear in a repr, a log line or an error message.
-``LSR_API_KEYS`` takes several keys separated by commas.
+``LSR_API_KEYS`` takes several keys separated by commas. A settings error names the setting
+and never shows a value (``hide_input_in_errors``): the value may be the keys.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from service.schemas import DEFAULT_MAX_BODY_BYTES, MAX_BATCH_SEARCHES, MAX_DOCU
 class Settings(BaseSettings):
     """Everything `create_app` needs; limits are enforced on every request."""
 
-    model_config = SettingsConfigDict(env_prefix="LSR_", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix="LSR_", extra="forbid", hide_input_in_errors=True)
 
     index_dir: Path
     api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()  # empty: write endpoints refuse everyone
@@ -40,6 +41,10 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             value = [key.strip() for key in value.split(",")]
         keys = tuple(value or ())
-        if any(not (k.get_secret_value() if isinstance(k, SecretStr) else k) for k in keys):
-            raise ValueError("API keys must not be empty")
+        empty = [str(n) for n, key in enumerate(keys, 1)
+                 if not (key.get_secret_value() if isinstance(key, SecretStr) else key)]
+        if empty:  # positions only: the message must not carry a key
+            raise ValueError(f"an API key entry is empty (position {', '.join(empty)} of {len(keys)}); "
+                             "LSR_API_KEYS separates keys by commas: leave out empty entries, or unset it "
+                             "to disable writes")
         return keys
