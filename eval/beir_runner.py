@@ -11,7 +11,7 @@ import numpy as np
 
 from eval.report import machine_description, write_report
 from eval.runfile import Run, drop_self_hits, write_trec_run
-from index.format import read_meta
+from index.commit import generations, read_newest_commit
 from index.sparse_batch import SparseBatch
 from lsr.metrics import evaluate
 
@@ -71,21 +71,23 @@ def run_beir(config: BeirRunConfig) -> dict:
         systems[f"hybrid ({config.fusion})"] = _run_hybrid(systems, runs, qrels, out_dir, config)
     if config.baseline == "bm25":
         systems["bm25 (pyserini)"] = _run_bm25(dataset, queries, qrels, out_dir, config)
-    index_meta = read_meta(index_dir)
+    commit = read_newest_commit(index_dir)
+    index_meta, build = commit.settings["meta"], commit.settings["build"]
     report = {
         "dataset": dataset.name,
         "split": dataset.split,
         "num_queries": len(queries),
-        "num_docs": index_meta["num_docs"],
+        "num_docs": commit.num_docs,
         "systems": systems,
         "settings": {
             "model": index_meta["encoder"]["model"],
             "query_max_length": index_meta["encoder"]["query_max_length"],
             "doc_max_length": index_meta["encoder"]["doc_max_length"],
-            "quantization": index_meta["quantization"]["method"],
-            "clipped": index_meta["quantization"]["clipped"],
-            "doc_order": index_meta["doc_order"],
-            "block_size": index_meta["block_size"],
+            "quantization": f"uint8-{build['quantization']}",
+            "clipped": _clipped(index_dir, commit),
+            "doc_order": build["reorder"],
+            "block_size": build["block_size"],
+            "segments": len(commit.segments),
             "scorer": config.scorer,
             "k": config.k,
             "drop_self_hits": config.drop_self_hits,
@@ -104,8 +106,8 @@ def _index_if_needed(dataset, index_dir: Path, out_dir: Path, config: BeirRunCon
     from lsr.encoders.loading import load_encoder
     from lsr.indexing import index_corpus
 
-    if (index_dir / "meta.json").is_file():
-        meta = read_meta(index_dir)
+    if generations(index_dir):
+        meta = read_newest_commit(index_dir).settings["meta"]
         recorded = meta["encoder"]
         if meta.get("corpus") != dataset.name:
             print(f"warning: {index_dir} was built from {meta.get('corpus')!r}, evaluating on "
@@ -149,29 +151,29 @@ def _run_sparse(encoder, index_dir: Path, queries: dict, qrels: dict, out_dir: P
 
 
 def _run_dense(dataset, index_dir: Path, queries: dict, qrels: dict, out_dir: Path, config: BeirRunConfig):
-    from index.dense import DenseIndex, has_dense_index, read_dense_meta
-    from index.format import SparseIndex
+    from index.live import LiveIndex
     from lsr.encoders.dense import DenseEncoder
     from lsr.hybrid import retrieve_dense
     from lsr.indexing import add_dense_index
 
-    if has_dense_index(index_dir):
-        recorded = read_dense_meta(index_dir)["model"]
-        if config.dense_model is not None and config.dense_model != recorded:
-            raise ValueError(f"{index_dir} has a dense index of {recorded!r}, not {config.dense_model!r}")
-        encoder = DenseEncoder(recorded, batch_size=config.batch_size)
+    dense = read_newest_commit(index_dir).settings["build"].get("dense")
+    if dense is not None:
+        if config.dense_model is not None and config.dense_model != dense["model"]:
+            raise ValueError(f"{index_dir} has a dense index of {dense['model']!r}, not {config.dense_model!r}")
+        encoder = DenseEncoder(dense["model"], batch_size=config.batch_size)
     else:
         encoder = DenseEncoder(config.dense_model, batch_size=config.batch_size)
         add_dense_index(index_dir, dataset.iter_documents(), encoder)
-    index = SparseIndex.open(index_dir)
-    result = retrieve_dense(encoder, DenseIndex.open(index_dir, index.num_docs), index, queries, config.k)
+    with LiveIndex(index_dir, writer="never") as index:
+        result = retrieve_dense(encoder, index, queries, config.k)
+        dense_bytes = sum(p.stat().st_size for state in index.refresh().segments
+                          for p in (state.segment.path / "dense").iterdir())
     run = drop_self_hits(result["run"]) if config.drop_self_hits else result["run"]
     write_trec_run(run, out_dir / "run.dense.trec", "dense")
     stages = {"dense_encode": result["encode_ms"], "dense_search": float(np.mean(result["search_ms"]))}
     efficiency = {"mean_query_encode_ms": result["encode_ms"], "mean_search_ms": stages["dense_search"],
                   "p50_search_ms": float(np.percentile(result["search_ms"], 50)),
-                  "index_mb": sum(p.stat().st_size for p in (index_dir / "dense").iterdir()) / 2**20,
-                  "stages_ms": stages}
+                  "index_mb": dense_bytes / 2**20, "stages_ms": stages}
     return {"metrics": evaluate(run, qrels), "run_file": str(out_dir / "run.dense.trec"), "efficiency": efficiency}, run
 
 
@@ -193,13 +195,22 @@ def _run_hybrid(systems: dict, runs: dict, qrels: dict, out_dir: Path, config: B
             "fusion": {"method": config.fusion, **options}, "efficiency": efficiency}
 
 
-def _dense_settings(index_dir: Path, config: BeirRunConfig) -> dict:
-    from index.dense import read_dense_meta
+def _clipped(index_dir: Path, commit) -> int:
+    """Weights clipped by quantisation, over every segment."""
+    from index.format import read_segment_meta
 
-    meta = read_dense_meta(index_dir)
-    settings = {"dense_model": meta["model"], "dense_index": meta["kind"]}
-    if meta["kind"] == "hnsw":
-        settings.update(hnsw_m=meta["hnsw_m"], ef_construction=meta["ef_construction"], ef_search=meta["ef_search"])
+    return sum(int(read_segment_meta(index_dir / "segments" / s.name)["quantization"]["clipped"])
+               for s in commit.segments)
+
+
+def _dense_settings(index_dir: Path, config: BeirRunConfig) -> dict:
+    from index.dense import DenseOptions
+
+    dense = read_newest_commit(index_dir).settings["build"]["dense"]
+    options = DenseOptions(**(dense.get("options") or {}))
+    settings = {"dense_model": dense["model"], "dense_index": options.kind}
+    if options.kind == "hnsw":
+        settings.update(hnsw_m=options.hnsw_m, ef_construction=options.ef_construction, ef_search=options.ef_search)
     if config.mode == "hybrid":
         settings["fusion"] = config.fusion
         settings.update({"rrf_k": config.rrf_k} if config.fusion == "rrf" else

@@ -21,14 +21,14 @@ import numpy as np
 from eval.bench_collection import build_or_open, load_docs, sample_queries, summary, time_queries, write_json
 from eval.report import machine_description
 from index.bmp_build import build_bmp_arrays
-from index.format import POSTINGS_ARRAY_NAMES, SparseIndex, describe_arrays
+from index.format import POSTINGS_ARRAY_NAMES, Segment, describe_arrays
 from index.scorers.bmp import bmp_search
 
 
-def with_block_size(index: SparseIndex, block_size: int, out_dir: Path) -> SparseIndex:
+def with_block_size(index: Segment, block_size: int, out_dir: Path) -> Segment:
     """A copy of ``index`` (hard links) whose postings arrays use another block size."""
     if (out_dir / "meta.json").is_file():
-        return SparseIndex.open(out_dir)
+        return Segment.open(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for path in index.path.glob("*.npy"):
         if path.stem not in POSTINGS_ARRAY_NAMES:
@@ -42,7 +42,7 @@ def with_block_size(index: SparseIndex, block_size: int, out_dir: Path) -> Spars
     arrays = {**index.meta["arrays"], **describe_arrays(out_dir, POSTINGS_ARRAY_NAMES)}
     meta = dict(index.meta, block_size=block_size, num_blocks=num_blocks, arrays=arrays)
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=2))
-    return SparseIndex.open(out_dir)
+    return Segment.open(out_dir)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
-from index.builder import build_index
-from index.format import SparseIndex
+from index.build import build_index
+from index.commit import generations
+from index.format import Segment
+from index.live import open_single_segment
 from index.sparse_batch import SparseBatch
 
 VOCAB_SIZE = 30522
@@ -44,17 +46,17 @@ def doc_chunks(docs: SparseBatch):
         ), None
 
 
-def build_or_open(docs: SparseBatch, index_dir: Path, **options) -> tuple[SparseIndex, float]:
+def build_or_open(docs: SparseBatch, index_dir: Path, **options) -> tuple[Segment, float]:
     """Build our index once (cached on disk by ``index_dir``); returns it and the build seconds."""
-    if (index_dir / "meta.json").is_file():
-        index = SparseIndex.open(index_dir)
+    if generations(index_dir):
+        index = open_single_segment(index_dir)
         return index, float(index.meta["build_seconds"])
     started = time.perf_counter()
     build_index(index_dir, doc_chunks(docs), VOCAB_SIZE, {"corpus": str(index_dir)}, **options)
-    return SparseIndex.open(index_dir), time.perf_counter() - started
+    return open_single_segment(index_dir), time.perf_counter() - started
 
 
-def doc_order(index: SparseIndex) -> np.ndarray:
+def doc_order(index: Segment) -> np.ndarray:
     """``order[i]`` = the collection position of internal doc ``i`` (ids are ``d<position>``)."""
     return np.array([int(index.doc_ids[i][1:]) for i in range(index.num_docs)], dtype=np.int64)
 
@@ -125,9 +127,9 @@ def reordered_docs(docs: SparseBatch, order: np.ndarray, out_dir: Path) -> Spars
     return _open_batch_files(out_dir, docs.nnz)
 
 
-def impact_docs(index: SparseIndex, out_dir: Path) -> SparseBatch:
+def impact_docs(index: Segment, out_dir: Path) -> SparseBatch:
     """Our index's uint8 impacts, doc-major in internal doc order, on memory-mapped files (as
-    `SparseIndex.to_scipy_docs`, without holding the collection in memory)."""
+    `Segment.to_scipy_docs`, without holding the collection in memory)."""
     p = index.postings
     counts = np.zeros(max(index.num_docs, p.num_blocks * p.block_size), dtype=np.int64)
     _doc_major_counts(p.block_post_offsets, p.block_post_docs, p.block_size, counts)

@@ -34,7 +34,8 @@ from eval.bench_collection import (build_or_open, collection_from_run, doc_order
 from eval.bench_engines_report import acceptance, markdown, plot
 from eval.peers.base import run_build_child
 from eval.report import machine_description
-from index.format import SparseIndex
+from index.format import Segment
+from index.live import open_single_segment
 from index.scorers.bmp import bmp_search, bmp_search_batch
 from index.scorers.exhaustive import search
 from index.scorers.query import canonical_batch
@@ -105,7 +106,7 @@ def run_engine(name: str, fn, queries: SparseBatch, refs: dict, own: str) -> dic
     return row
 
 
-def batch_speedup(index: SparseIndex, queries: SparseBatch, k: int = 10, repeats: int = 3) -> dict:
+def batch_speedup(index: Segment, queries: SparseBatch, k: int = 10, repeats: int = 3) -> dict:
     """Queries per second of our safe BMP batch search with 1 and with 2 numba threads."""
     qps = {}
     for threads in (1, 2):
@@ -123,7 +124,7 @@ def _timed(fn) -> float:
     return time.perf_counter() - started
 
 
-def our_engines(index: SparseIndex) -> list[tuple[str, object]]:
+def our_engines(index: Segment) -> list[tuple[str, object]]:
     engines = [("ours exhaustive", lambda t, w, k: search(index, t, w, k)),
                ("ours bmp safe", lambda t, w, k: bmp_search(index, t, w, k))]
     for alpha, beta in APPROXIMATE:
@@ -142,7 +143,7 @@ class PeerBuildFailed(NamedTuple):
     error: str
 
 
-def peer_engines(args, index: SparseIndex, float_docs: SparseBatch, work_dir: Path):
+def peer_engines(args, index: Segment, float_docs: SparseBatch, work_dir: Path):
     """Yield ``(name, search fn, own reference, build report)`` for each peer asked for, or a
     `PeerBuildFailed` for a build that failed."""
     impacts = impact_docs(index, work_dir / "impact-docs")  # our uint8 impacts, in our order
@@ -226,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     ours_dir = work_dir / f"ours-b{args.block_size}"
     child = run_build_child("eval.bench_engines:build_ours", ours_dir, {"block_size": args.block_size},
                             docs=docs, threads=args.build_threads)
-    index = SparseIndex.open(ours_dir)
+    index = open_single_segment(ours_dir)
     order = doc_order(index)
     float_docs = reordered_docs(docs, order, work_dir / "float-docs")
     _, queries = sample_queries(args.collection, args.queries)

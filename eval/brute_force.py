@@ -28,7 +28,8 @@ from eval.beir_runner import load_query_vectors
 from lsr.metrics import evaluate
 from eval.report import machine_description
 from eval.runfile import Run, drop_self_hits, read_trec_run
-from index.format import SparseIndex, load_array
+from index.format import Segment, load_array
+from index.live import open_single_segment
 from index.scorers.query import canonical_batch
 
 
@@ -77,7 +78,7 @@ def compare(run_dir: Path) -> dict:
 
     qrels = resolve_dataset(report["dataset"]).qrels()
     k = report["settings"]["k"]
-    index = SparseIndex.open(report["index_dir"])
+    index = open_single_segment(report["index_dir"])
     query_ids, queries = load_query_vectors(run_dir / "query-vectors.npz")
     doc_ids = [index.doc_ids[i] for i in range(index.num_docs)]
     q = queries.to_scipy().astype(np.float64)

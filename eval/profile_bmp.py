@@ -29,7 +29,8 @@ import numpy as np
 from eval.bench_collection import doc_order, load_docs, sample_queries, time_queries, write_json
 from eval.bench_engines import exact_float_reference, recall
 from eval.report import machine_description
-from index.format import SparseIndex
+from index.format import Segment
+from index.live import open_single_segment
 from index.scorers.bmp import _upper_bounds, bmp_search
 from index.scorers.query import canonical_query
 from index.sparse_batch import SparseBatch
@@ -38,7 +39,7 @@ ALPHAS = (0.99, 0.97, 0.95, 0.9)
 BUDGETS = (2000, 1000, 500, 250, 100)
 
 
-def must_score_profile(index: SparseIndex, queries: SparseBatch, k: int) -> dict:
+def must_score_profile(index: Segment, queries: SparseBatch, k: int) -> dict:
     """Blocks a safe search must score, and how many of them it visits before its last hit."""
     p = index.postings
     ub = np.empty(p.num_blocks, np.float32)
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-k", type=int, default=10)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
-    index = SparseIndex.open(args.index)
+    index = open_single_segment(args.index)
     _, queries = sample_queries(args.collection, args.queries)
     float_docs = SparseBatch.from_scipy(load_docs(args.collection).to_scipy()[doc_order(index)])
     reference = exact_float_reference(float_docs, queries, args.k)

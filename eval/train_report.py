@@ -92,10 +92,11 @@ def postings_by_idf(index_dir: Path, model: Path) -> dict:
     import numpy as np
     from safetensors.numpy import load_file
 
-    from index.format import SparseIndex
+    from index.live import LiveIndex
     from lsr.evaluation import posting_list_lengths
 
-    df = posting_list_lengths(SparseIndex.open(index_dir)).astype(np.float64)
+    with LiveIndex(index_dir, writer="never") as index:
+        df = posting_list_lengths(index).astype(np.float64)
     idf = load_file(str(model / "query_0_SparseStaticEmbedding" / "model.safetensors"))["weight"].astype(np.float64)
     total = df.sum()
     low = idf < np.percentile(idf[df > 0], 10)  # the 10% most frequent word pieces among those indexed

@@ -159,9 +159,10 @@ class WriteBuffer:
         row, nnz = len(self._ids), len(record.terms)
         if row + 2 > len(self._indptr):
             self._indptr = _grown(self._indptr, row + 2)
+        if row + 1 > len(self._live):
             self._live = _grown(self._live, row + 1)
-            if self._dense is not None:
-                self._dense = _grown(self._dense, row + 1)
+        if self._dense is not None and row + 1 > len(self._dense):
+            self._dense = _grown(self._dense, row + 1)
         if self._nnz + nnz > len(self._indices):
             self._indices = _grown(self._indices, self._nnz + nnz)
             self._values = _grown(self._values, self._nnz + nnz)

@@ -63,6 +63,7 @@ class IndexBuild:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="segment") if background else None
         self._builder: SegmentBuilder | None = None
         self._finished: list[Future] = []
+        self._published = False
         self.num_docs = 0
 
     def add(self, doc_ids: list[str], batch: SparseBatch, titles: list[str] | None = None,
@@ -86,8 +87,12 @@ class IndexBuild:
             future.set_result(_finish(builder))
             self._finished.append(future)
 
-    def finish(self) -> Path:
-        """Finish the last segment, check ids across segments, publish, merge; the index path."""
+    def finish(self, extra_meta: dict | None = None) -> Path:
+        """Finish the last segment, check ids across segments, publish, merge; the index path.
+
+        Args:
+            extra_meta: more metadata for the index (what the job measured, e.g. encoding time).
+        """
         try:
             if self._builder is not None or not self._finished:
                 if self._builder is None:  # an empty corpus: one empty segment
@@ -95,7 +100,8 @@ class IndexBuild:
                 self._seal()
             builders = [future.result() for future in self._finished]
             names = [b.out_dir.name for b in builders]
-            self.writer.publish(names, replace_all=True)
+            self.writer.publish(names, replace_all=True, meta=extra_meta)
+            self._published = True
             deleted = self._cross_segment_duplicates(builders)
             if deleted:
                 self.writer.delete_copies(deleted)
@@ -136,14 +142,22 @@ class IndexBuild:
         return deleted
 
     def close(self) -> None:
-        """Stop the background thread, drop the float copies and release the write lock."""
+        """Stop the background thread, drop the float copies and release the write lock; before
+        a publish, also drop every segment built so far (and the directory, if this build made it)."""
         if self._executor is not None:
             self._executor.shutdown(wait=True)
         if self._builder is not None:
             self.writer.abandon(self._builder)
             self._builder = None
+        if not self._published:
+            for future in self._finished:
+                if future.done() and future.exception() is None:
+                    storage.remove(future.result().out_dir)
+            self._finished = []
         storage.remove(self._floats_root)
         self.writer.close()
+        if not self._published and self.writer.created_directory:
+            storage.remove(self.out_dir)
 
 
 def _finish(builder: SegmentBuilder) -> SegmentBuilder:

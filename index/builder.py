@@ -239,7 +239,6 @@ class SegmentBuilder:
             reorder_seconds = time.perf_counter() - started
             stats = self._write_postings(term_scales, order)
             self._write_string_table("id", "doc_id", order)
-            self._write_id_hashes()
             self._write_string_table("title", "doc_title", order)
             if self.store_texts:
                 self._write_string_table("text", "doc_text", order)
@@ -252,9 +251,7 @@ class SegmentBuilder:
             timings = {"reorder_seconds": round(reorder_seconds, 3),
                        "bmp_seconds": round(time.perf_counter() - started, 3)}
             storage.remove(self.spill_dir)
-            self._write_meta(len(order), stats, num_blocks, timings)
-            storage.fsync_tree(self.tmp_dir)
-            storage.rename(self.tmp_dir, self.out_dir)
+            finalize_segment(self.tmp_dir, self.out_dir, self._meta(len(order), stats, num_blocks, timings))
         except BaseException:
             self.abort()
             raise
@@ -387,17 +384,8 @@ class SegmentBuilder:
             permuted[start : start + step] = spilled[order[start : start + step]]
         write_dense_index(self.tmp_dir, permuted, self.dense["model"], self.dense.get("options"))
 
-    def _write_id_hashes(self) -> None:
-        """The sorted FNV-1a hashes of the (reordered) id table, for lookup by id."""
-        hashes = hash_ids(np.load(self.tmp_dir / "doc_id_offsets.npy"), np.load(self.tmp_dir / "doc_id_bytes.npy"))
-        sorted_hashes, docs = sorted_hash_table(hashes)
-        np.save(self.tmp_dir / "doc_id_hashes.npy", sorted_hashes)
-        np.save(self.tmp_dir / "doc_id_hash_docs.npy", docs)
-
-    def _write_meta(self, num_docs: int, stats: QuantizationStats, num_blocks: int, timings: dict) -> None:
-        meta = {
-            "format": SEGMENT_FORMAT,
-            "format_version": SEGMENT_FORMAT_VERSION,
+    def _meta(self, num_docs: int, stats: QuantizationStats, num_blocks: int, timings: dict) -> dict:
+        return {
             "vocab_size": self.vocab_size,
             "num_docs": num_docs,
             "num_postings": stats.kept,
@@ -417,13 +405,55 @@ class SegmentBuilder:
             "dropped_duplicates": self.num_docs - num_docs,
             "build_seconds": round(time.perf_counter() - self._started, 3),
             **self.extra_meta,
-            "arrays": describe_arrays(self.tmp_dir, ALL_ARRAY_NAMES + (TEXT_ARRAY_NAMES if self.store_texts else ())),
-            "files": describe_extra_files(self.tmp_dir),
         }
-        (self.tmp_dir / META_FILE).write_text(json.dumps(meta, indent=2))
+
+
+def finalize_segment(tmp_dir: Path, out_dir: Path, meta: dict) -> Path:
+    """Finish a segment whose arrays are all in ``tmp_dir``: write the id hash table (a duplicate
+    id is a `DuplicateIdError`), checksum every file into ``meta.json``, fsync, rename into place."""
+    offsets, data = np.load(tmp_dir / "doc_id_offsets.npy"), np.load(tmp_dir / "doc_id_bytes.npy", mmap_mode="r")
+    hashes = hash_ids(offsets, data)
+    later, first = duplicate_positions(offsets, data, hashes)
+    if len(later):
+        doc_id = bytes(data[offsets[later[0]] : offsets[later[0] + 1]]).decode("utf-8", "replace")
+        raise DuplicateIdError(doc_id, f" (documents {int(first[0])} and {int(later[0])})")
+    sorted_hashes, docs = sorted_hash_table(hashes)
+    np.save(tmp_dir / "doc_id_hashes.npy", sorted_hashes)
+    np.save(tmp_dir / "doc_id_hash_docs.npy", docs)
+    names = ALL_ARRAY_NAMES + (TEXT_ARRAY_NAMES if (tmp_dir / "doc_text_offsets.npy").exists() else ())
+    meta = {"format": SEGMENT_FORMAT, "format_version": SEGMENT_FORMAT_VERSION, **meta,
+            "arrays": describe_arrays(tmp_dir, names), "files": describe_extra_files(tmp_dir)}
+    (tmp_dir / META_FILE).write_text(json.dumps(meta, indent=2))
+    storage.fsync_tree(tmp_dir)
+    storage.rename(tmp_dir, out_dir)
+    return out_dir
 
 
 def describe_extra_files(directory: Path) -> dict:
     """Checksum records of the files in subdirectories of a segment (its dense part)."""
     return {path.relative_to(directory).as_posix(): describe_file(path)
             for path in sorted(Path(directory).rglob("*")) if path.is_file() and path.parent != Path(directory)}
+
+
+def derive_with_dense(source, target: Path, vectors: np.ndarray, model: str, options) -> Path:
+    """A new segment with ``source``'s sparse files (hard links, nothing copied) and a dense part
+    built from ``vectors`` (source doc order); fsynced and renamed into place."""
+    import os
+
+    from index.dense import write_dense_index
+
+    tmp = target.parent / f".{target.name}.building-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        meta = dict(source.meta)
+        for info in meta["arrays"].values():
+            os.link(source.path / info["file"], tmp / info["file"])
+        write_dense_index(tmp, vectors, model, options)
+        meta["files"] = describe_extra_files(tmp)
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
+        storage.fsync_tree(tmp)
+        storage.rename(tmp, target)
+    except BaseException:
+        storage.remove(tmp)
+        raise
+    return target

@@ -40,12 +40,11 @@ import numpy as np
 from numba import njit
 
 from index.bmp_build import finish_postings
-from index.builder import DEFAULT_BLOCK_SIZE, _move_into_place
+from index.builder import DEFAULT_BLOCK_SIZE, finalize_segment
 from index.ciff_protobuf import (INT32_MAX, MAX_POSTING_BYTES, CiffFormatError, CiffHeader, DelimitedReader,
                                  PostingsListDecoder, WireError, decode_doc_records, encode_doc_records,
                                  encode_postings_list, encode_varint)
-from index.format import (FORMAT_NAME, FORMAT_VERSION, META_FILE, SparseIndex, describe_arrays,
-                          new_array_file)
+from index.format import Segment, new_array_file
 from index.quantize import MAX_IMPACT, QuantizationStats
 
 __all__ = ["CiffFormatError", "CiffHeader", "export_ciff", "import_ciff", "read_ciff_header"]
@@ -71,12 +70,12 @@ def _open(path: Path, mode: str, compressed: bool):
     return gzip.open(path, mode) if compressed else open(path, mode, buffering=1 << 20)
 
 
-def export_ciff(index: SparseIndex | str | Path, path: str | Path, terms: Sequence[str] | None = None,
+def export_ciff(index: Segment | str | Path, path: str | Path, terms: Sequence[str] | None = None,
                 description: str = "") -> Path:
     """Write an index as one CIFF file, streaming (memory bounded by the largest postings list).
 
     Args:
-        index: an opened index or its directory.
+        index: an opened segment, or an index directory of one segment (``lsr index merge`` makes one).
         path: the CIFF file to write (gzip-compressed if it ends in ``.gz``); written to a
             temporary file beside it and renamed into place when complete.
         terms: the vocabulary, term id -> string (e.g. the tokenizer's tokens); by default
@@ -86,7 +85,10 @@ def export_ciff(index: SparseIndex | str | Path, path: str | Path, terms: Sequen
     Returns:
         The path written.
     """
-    index = index if isinstance(index, SparseIndex) else SparseIndex.open(index)
+    if not isinstance(index, Segment):
+        from index.live import open_single_segment
+
+        index = open_single_segment(index)
     path = Path(path)
     if index.num_docs > INT32_MAX:
         raise ValueError(f"CIFF doc ids are int32: {index.num_docs} documents do not fit")
@@ -116,7 +118,7 @@ def export_ciff(index: SparseIndex | str | Path, path: str | Path, terms: Sequen
     return path
 
 
-def _default_description(index: SparseIndex) -> str:
+def _default_description(index: Segment) -> str:
     model = (index.meta.get("encoder") or {}).get("model")
     quantization = index.meta.get("quantization") or {}
     scale = quantization.get("scale")
@@ -126,7 +128,7 @@ def _default_description(index: SparseIndex) -> str:
             f"quantization {quantization.get('method')}; tf = uint8 impact; {scoring}")
 
 
-def _export_terms(index: SparseIndex, terms: Sequence[str] | None) -> tuple[list[int], list[bytes]]:
+def _export_terms(index: Segment, terms: Sequence[str] | None) -> tuple[list[int], list[bytes]]:
     """Term ids with postings and their UTF-8 names, sorted by name bytes."""
     ids = np.flatnonzero(np.diff(index.postings.term_entry_offsets) > 0).tolist()
     if terms is not None and ids and ids[-1] >= len(terms):
@@ -138,7 +140,7 @@ def _export_terms(index: SparseIndex, terms: Sequence[str] | None) -> tuple[list
     return [t for _, t in named], [name for name, _ in named]
 
 
-def _write_postings_lists(out, index: SparseIndex, order: list[int], names: list[bytes]) -> None:
+def _write_postings_lists(out, index: Segment, order: list[int], names: list[bytes]) -> None:
     scratch = np.empty(0, dtype=np.uint8)
     for term, name in zip(order, names):
         docs, impacts = index.term_postings(term)
@@ -149,7 +151,7 @@ def _write_postings_lists(out, index: SparseIndex, order: list[int], names: list
         out.write(body)
 
 
-def _write_doc_records(out, index: SparseIndex, doclengths: np.ndarray) -> None:
+def _write_doc_records(out, index: Segment, doclengths: np.ndarray) -> None:
     offsets, data = index.doc_ids.offsets, index.doc_ids.data
     for first in range(0, index.num_docs, DOC_RECORDS_PER_CHUNK):
         last = min(first + DOC_RECORDS_PER_CHUNK, index.num_docs)
@@ -192,12 +194,13 @@ def import_ciff(
     meta: dict | None = None,
     block_size: int = DEFAULT_BLOCK_SIZE,
 ) -> Path:
-    """Build one of our index directories from a CIFF file, streaming in bounded memory.
+    """Build one of our index directories (one segment) from a CIFF file, streaming in bounded memory.
 
     The tfs become the uint8 impacts: a tf above 255 is clipped to 255 and a tf of 0 is
-    dropped, both counted in ``meta.json`` (``quantization.clipped`` / ``zeroed``). The index
-    is written into a temporary directory and renamed into place only when complete; on any
-    error nothing is left behind. ``meta.json`` records the source (path, header description).
+    dropped, both counted in the segment's ``meta.json`` (``quantization.clipped`` /
+    ``zeroed``). The segment is written into a temporary directory and renamed into place only
+    when complete, then committed; on any error no commit names it. The segment records the
+    source (path, header description); a doc id given twice is an error naming it.
 
     Args:
         path: the CIFF file (gzip-compressed if it ends in ``.gz``).
@@ -216,15 +219,22 @@ def import_ciff(
         CiffFormatError: truncated or corrupt input, an unknown term, a doc id out of range;
             the message names the file, the byte offset and the postings list or doc record.
     """
+    from index.writer import IndexWriter, index_settings
+
     path, out_dir = Path(path), Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise FileExistsError(f"{out_dir} already exists; pass overwrite to replace it")
     if vocab is not None and vocab_size is None:
         vocab_size = max(vocab.values(), default=-1) + 1
     _check_scale(scale, vocab_size)
     started = time.perf_counter()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.importing-{uuid.uuid4().hex[:8]}"
+    with _open(path, "rb", path.suffix == ".gz") as handle:
+        header = _read_header(_reader(handle, path))
+    per_term = np.ndim(scale) == 1
+    build = {"quantization": "per-term" if per_term else "global", "reorder": "none", "block_size": block_size,
+             "store_texts": False, **({} if per_term else {"scale": float(scale)})}
+    # The vocabulary size may come from the postings (below): the settings are final at publish.
+    writer = IndexWriter.create(out_dir, index_settings(vocab_size or 1, meta, None, **build), overwrite)
+    name = writer.new_segment_name()
+    tmp = writer.directory / "segments" / f".{name}.building-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
         with _open(path, "rb", path.suffix == ".gz") as handle:
@@ -242,11 +252,16 @@ def import_ciff(
                   "version": header.version, "num_postings_lists": header.num_postings_lists,
                   "total_terms_in_collection": header.total_terms_in_collection}
         layout = _finish(tmp, term_ids, counts, vocab_size, header.num_docs, scale, block_size)
-        _write_meta(tmp, vocab_size, header.num_docs, scale, stats, layout, {"source": source, **(meta or {})}, started)
-        _move_into_place(tmp, out_dir)
+        finalize_segment(tmp, writer.directory / "segments" / name,
+                         _segment_meta(vocab_size, header.num_docs, scale, stats, layout,
+                                       {"source": source, **(meta or {})}, started))
+        writer.publish([name], replace_all=True, settings=index_settings(vocab_size, {"source": source, **(meta or {})},
+                                                                         None, **build))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        writer.close()
     return out_dir
 
 
@@ -391,12 +406,10 @@ def _write_postings(tmp: Path, term_ids: np.ndarray, counts: np.ndarray, vocab_s
     return offsets
 
 
-def _write_meta(tmp: Path, vocab_size: int, num_docs: int, scale, stats: QuantizationStats, layout: dict,
-                extra: dict, started: float) -> None:
-    arrays = describe_arrays(tmp)
+def _segment_meta(vocab_size: int, num_docs: int, scale, stats: QuantizationStats, layout: dict,
+                  extra: dict, started: float) -> dict:
     per_term = np.ndim(scale) == 1
-    meta = {
-        "format": FORMAT_NAME, "format_version": FORMAT_VERSION,
+    return {
         "vocab_size": vocab_size, "num_docs": num_docs, "num_postings": stats.kept,
         "mean_doc_nnz": stats.kept / num_docs if num_docs else 0.0,
         **layout,
@@ -406,6 +419,4 @@ def _write_meta(tmp: Path, vocab_size: int, num_docs: int, scale, stats: Quantiz
         "build_seconds": round(time.perf_counter() - started, 3),
         "encoder": {},
         **extra,
-        "arrays": arrays,
     }
-    (tmp / META_FILE).write_text(json.dumps(meta, indent=2))

@@ -200,8 +200,8 @@ def _no_commit_message(directory: Path) -> str:
         if isinstance(old, dict) and old.get("format") == INDEX_FORMAT:
             return (f"{directory} is an index of format version {old.get('format_version')} (one directory without "
                     f"segments); this version reads format {INDEX_FORMAT_VERSION} (segments and commit points). "
-                    f"Convert it with `lsr index upgrade {directory}`, or rebuild it with "
-                    f"`lsr index CORPUS --out {directory} --overwrite`")
+                    f"Convert it with `lsr index upgrade {directory}`, or rebuild it into a new directory with "
+                    f"`lsr index CORPUS --out NEW_DIR`")
     if not directory.is_dir():
         return f"{directory} does not exist"
     return f"{directory} is not an index: it has no commit file (commit-*.json); build one with `lsr index`"

@@ -267,6 +267,10 @@ class Segment:
     def vocab_size(self) -> int:
         return int(self.meta["vocab_size"])
 
+    def internal_ids(self) -> dict[str, int]:
+        """External id -> internal id, for every document (built on each call: keep it)."""
+        return {self.doc_ids[i]: i for i in range(self.num_docs)}
+
     def find(self, doc_id: str) -> int | None:
         """The internal id of an external id in this segment (deleted or not), or None."""
         from index.doc_ids import find_id

@@ -41,7 +41,7 @@ from index.scorers.exhaustive import NO_DELETE_COUNTS, NO_DELETES
 from index.search import SegmentState, View, search_dense, search_sparse, search_sparse_batch
 from index.sparse_batch import SparseBatch
 from index.wal import WalGap, WriteAheadLog, encode_body
-from index.writer import IndexWriter
+from index.writer import FlushPolicy, IndexWriter
 
 Hits = tuple[list[str], np.ndarray]  # external ids, scores; best first
 REFRESH_ATTEMPTS = 50
@@ -107,10 +107,12 @@ class LiveIndex:
         self._masks: dict[int, tuple[int, np.ndarray, int]] = {}  # segment index -> (extra count, live mask, live)
         self.wal = WriteAheadLog(self.directory)
         self.writer: IndexWriter | None = None
+        self.flush_policy = FlushPolicy()
         try:
             self.refresh()
             if writer == "required":
                 self.writer = IndexWriter.open(self.directory, self.wal, self._segment_for)
+                self.writer.policy = self.flush_policy
             elif writer == "auto":
                 self.try_become_writer()
         except BaseException:
@@ -126,6 +128,7 @@ class LiveIndex:
                 self.writer = IndexWriter.open(self.directory, self.wal, self._segment_for)
             except IndexBusyError:
                 return False
+            self.writer.policy = self.flush_policy
         return True
 
     def close(self) -> None:
@@ -341,21 +344,18 @@ class LiveIndex:
                 continue
         return found
 
-    def document_vector(self, doc_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """A live document's terms, float weights and (in a segment) uint8 impacts."""
+    def document_vector(self, doc_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """A live document's terms, float weights and, in a segment, its uint8 impacts and the
+        segment's scale of each of its terms (None, None for a write not yet flushed)."""
         view = self.refresh()
         state, local = self._locate(view, doc_id)
         if state is None:
             buffer = view.buffer
             span = slice(buffer.indptr[local], buffer.indptr[local + 1])
-            return buffer.indices[span], buffer.values[span], None
+            return buffer.indices[span], buffer.values[span], None, None
         terms, impacts = document_impacts(state.segment, local)
-        return terms, impacts.astype(np.float32) * state.segment.term_scales[terms], impacts
-
-    def term_scales_of(self, doc_id: str) -> np.ndarray | None:
-        """The term scales of the segment holding ``doc_id`` (None for a buffered document)."""
-        state, _ = self._locate(self.refresh(), doc_id)
-        return None if state is None else state.segment.term_scales
+        scales = state.segment.term_scales[terms]
+        return terms, impacts.astype(np.float32) * scales, impacts, scales
 
     def _locate(self, view: View, doc_id: str) -> tuple[SegmentState | None, int]:
         """``(segment state, internal id)`` of a live document, or ``(None, buffer row)``."""
@@ -407,7 +407,7 @@ class LiveIndex:
     def _append(self, bodies: list[bytes]) -> None:
         self.wal.append(bodies)
         self.refresh()
-        if self.writer is not None and len(self._buffer) >= self.writer.policy.max_docs:
+        if self.writer is not None and len(self._buffer) >= self.flush_policy.max_docs:
             self.writer.flush(force=False)
             self.refresh()
 
@@ -459,3 +459,29 @@ class LiveIndex:
             "block_size": build.get("block_size"),
             "doc_order": build.get("reorder"),
         }
+
+
+def open_single_segment(directory: str | Path, verify: bool = True) -> Segment:
+    """The segment of an index that is exactly one segment, with no deletions and no writes
+    waiting in the log: what the benchmarks, the peers' converters and CIFF export read.
+
+    Raises:
+        IndexFormatError: the index has several segments, deletions or unflushed writes
+            (the message says to merge it).
+    """
+    from index.wal import WriteAheadLog
+
+    directory = Path(directory)
+    commit = read_newest_commit(directory)
+    wal = WriteAheadLog(directory)
+    try:
+        pending = wal.last_seq() - commit.wal_seq
+    finally:
+        wal.close()
+    if len(commit.segments) != 1 or commit.segments[0].deletes or pending > 0:
+        raise IndexFormatError(f"{directory} has {len(commit.segments)} segments, "
+                               f"{sum(s.num_deleted for s in commit.segments)} deleted documents and {pending} "
+                               f"unflushed writes; this reads an index of one segment: run `lsr index merge "
+                               f"{directory}` first")
+    record = commit.segments[0]
+    return Segment.open(directory / SEGMENTS_DIR / record.name, record.meta, verify=verify)

@@ -102,6 +102,8 @@ class IndexWriter:
         self._flush_mutex = threading.Lock()
         self._pending_since: float | None = None  # when the log was first seen holding unflushed records
         self.policy = FlushPolicy()
+        self.created_directory = False
+        self._owns_wal = False  # create() opened its own log  # create() made the directory (a failed first build may remove it)
 
     @classmethod
     def open(cls, directory: str | Path, wal: WriteAheadLog, open_segment=None, wait: bool = False) -> "IndexWriter":
@@ -127,8 +129,10 @@ class IndexWriter:
             wal = WriteAheadLog(directory)
             writer = cls.open(directory, wal)
             writer.commit = writer.commit.successor(settings=settings, generation=writer.commit.generation)
+            writer._owns_wal = True
             return writer
         _check_new_directory(directory)
+        created = not directory.exists()
         storage.make_dir(directory)
         init_layout(directory)
         lock = WriteLock.acquire(directory)
@@ -136,15 +140,23 @@ class IndexWriter:
             for sub in (SEGMENTS_DIR, "deletes", WAL_DIR):  # what a first build that never finished left
                 for path in (directory / sub).iterdir():
                     storage.remove(path)
+            for path in directory.iterdir():
+                if path.name.startswith(("build-tmp-", ".commit-")):
+                    storage.remove(path)
             create_wal_file(directory, 1)
             commit = Commit(generation=0, segments=(), wal_seq=0, next_segment=1, settings=settings)
-            return cls(directory, lock, WriteAheadLog(directory), commit)
+            writer = cls(directory, lock, WriteAheadLog(directory), commit)
+            writer.created_directory = created
+            writer._owns_wal = True
+            return writer
         except BaseException:
             lock.release()
             raise
 
     def close(self) -> None:
         self._lock.release()
+        if self._owns_wal:
+            self.wal.close()
 
     def __enter__(self) -> "IndexWriter":
         return self
@@ -158,12 +170,17 @@ class IndexWriter:
 
     # building
 
-    def new_segment(self, **overrides) -> SegmentBuilder:
-        """A builder for a new segment, with the index's build settings (``overrides`` win)."""
+    def new_segment_name(self) -> str:
+        """A fresh segment name, protected from cleanups until it is committed or abandoned."""
         with self._commit_lock:
             name = f"s{self._next_segment:06d}-{uuid.uuid4().hex[:8]}"
             self._next_segment += 1
             self._in_flight.add(name)
+        return name
+
+    def new_segment(self, **overrides) -> SegmentBuilder:
+        """A builder for a new segment, with the index's build settings (``overrides`` win)."""
+        name = self.new_segment_name()
         options = {**builder_options(self.settings), **overrides}
         meta = dict(self.settings["meta"])
         return SegmentBuilder(self.directory / SEGMENTS_DIR / name, self.settings["vocab_size"], meta, **options)
@@ -179,16 +196,20 @@ class IndexWriter:
         with self._commit_lock:
             self._in_flight.discard(builder.out_dir.name)
 
-    def publish(self, names: list[str], replace_all: bool = False) -> Commit:
+    def publish(self, names: list[str], replace_all: bool = False, meta: dict | None = None,
+                settings: dict | None = None) -> Commit:
         """Commit finished segments (an indexing job's): appended to the index, or replacing
-        every segment and every logged write (``replace_all``)."""
+        every segment and every logged write (``replace_all``); ``meta`` updates the index's
+        metadata, ``settings`` replaces its settings."""
         with self._commit_lock:
             records = tuple(self._segment_record(name) for name in names)
+            settings = settings or self.settings
+            settings = {**settings, "meta": {**settings["meta"], **(meta or {})}}
             if replace_all:
                 last_seq = self.wal.roll()
-                commit = self.commit.successor(segments=records, wal_seq=last_seq)
+                commit = self.commit.successor(segments=records, wal_seq=last_seq, settings=settings)
             else:
-                commit = self.commit.successor(segments=self.commit.segments + records)
+                commit = self.commit.successor(segments=self.commit.segments + records, settings=settings)
             self._commit(commit)
             self._in_flight.difference_update(names)
             if replace_all:
@@ -313,6 +334,33 @@ class IndexWriter:
             self._commit(self.commit.successor(segments=self.apply_deletes(self.commit.segments, changes)))
             return self.commit
 
+    def add_dense_part(self, segments: list[Segment], vectors: list[np.ndarray], dense: dict, meta: dict) -> Commit:
+        """Replace every segment by a copy with a dense part (``vectors[i]`` in segment i's doc
+        order); the copies share the sparse files through hard links. One commit."""
+        from index.builder import derive_with_dense
+        from index.dense import DenseOptions
+
+        options = dense.get("options") or DenseOptions()
+        replacements = {}
+        for segment, rows in zip(segments, vectors):
+            builder_name = self.new_segment_name()
+            derive_with_dense(segment, self.directory / SEGMENTS_DIR / builder_name, rows, dense["model"], options)
+            replacements[segment.name] = builder_name
+        with self._commit_lock:
+            records, changes = [], {}
+            for record in self.commit.segments:
+                name = replacements[record.name]
+                records.append(self._segment_record(name))
+                if record.deletes:
+                    changes[name] = read_deletes(self.directory, record.deletes, record.num_docs)
+            settings = index_settings(self.settings["vocab_size"], {**self.settings["meta"], **meta},
+                                      {**dense, "options": options},
+                                      **{k: v for k, v in self.settings["build"].items() if k != "dense"})
+            segments = self.apply_deletes(tuple(records), changes)
+            self._commit(self.commit.successor(segments=segments, settings=settings))
+            self._in_flight.difference_update(replacements.values())
+            return self.commit
+
     def commit_merge(self, names: list[str], merged: str, deleted_at_start: list[np.ndarray],
                      merged_ids: list[np.ndarray], num_docs: int) -> Commit:
         """Commit a merged segment in place of its sources (see ``index.merge``)."""
@@ -375,6 +423,11 @@ def _last_per_id(records: list[WalRecord]) -> list[WalRecord]:
     return list(last.values())
 
 
+def _layout_name(name: str) -> bool:
+    """A name an index (or an interrupted build of one) puts at the top of its directory."""
+    return name in LAYOUT_NAMES or name.startswith(("build-tmp-", ".commit-"))
+
+
 def _check_new_directory(directory: Path) -> None:
     """A new index goes into a missing or empty directory, or one a failed first build left."""
     if not directory.exists():
@@ -383,7 +436,7 @@ def _check_new_directory(directory: Path) -> None:
         raise FileExistsError(f"{directory} exists and is not a directory")
     if (directory / META_FILE).is_file():
         raise IndexFormatError(read_newest_commit_message(directory))
-    strangers = [p.name for p in directory.iterdir() if p.name not in LAYOUT_NAMES]
+    strangers = [p.name for p in directory.iterdir() if not _layout_name(p.name)]
     if strangers:
         raise FileExistsError(f"{directory} is not empty and not an index (it holds {strangers[0]!r}); "
                               f"give an empty or new directory")

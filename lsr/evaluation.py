@@ -13,21 +13,23 @@ from pathlib import Path
 
 import numpy as np
 
-from index.format import SparseIndex
-from index.scorers.planner import search, search_batch
+from index.live import LiveIndex
 from index.sparse_batch import SparseBatch
 from lsr.metrics import evaluate
 
 Run = dict[str, dict[str, float]]
 
 
-def posting_list_lengths(index: SparseIndex) -> np.ndarray:
-    """Document frequency of every term: ``(vocab,)`` int64."""
-    b = index.postings
-    return np.diff(b.term_entry_starts[b.term_entry_offsets].astype(np.int64))
+def posting_list_lengths(index: LiveIndex) -> np.ndarray:
+    """Document frequency of every term over all segments (deleted documents included): ``(vocab,)`` int64."""
+    df = np.zeros(index.vocab_size, dtype=np.int64)
+    for state in index.refresh().segments:
+        b = state.segment.postings
+        df += np.diff(b.term_entry_starts[b.term_entry_offsets].astype(np.int64))
+    return df
 
 
-def flops_per_query(index: SparseIndex, queries: SparseBatch) -> float:
+def flops_per_query(index: LiveIndex, queries: SparseBatch) -> float:
     """Mean over queries of the postings their terms touch."""
     if len(queries) == 0:
         return 0.0
@@ -35,47 +37,47 @@ def flops_per_query(index: SparseIndex, queries: SparseBatch) -> float:
     return float(df[queries.indices.astype(np.int64)].sum() / len(queries))
 
 
-def retrieve(encoder, index: SparseIndex, queries: dict[str, str], k: int, scorer: str = "auto"
+def retrieve(encoder, index: LiveIndex, queries: dict[str, str], k: int, scorer: str = "auto"
              ) -> tuple[Run, SparseBatch, float]:
     """Encode and search every query.
 
     Returns:
         The run ``{query_id: {doc_id: score}}``, the query vectors (in ``queries`` order) and
-        the mean query encoding time in ms.
+        the mean query encoding time in ms (queries encoded in one batch, time divided).
     """
     query_ids = list(queries)
     started = time.perf_counter()
     vectors = encoder.encode_queries([queries[q] for q in query_ids])
     encode_ms = (time.perf_counter() - started) * 1000 / max(1, len(query_ids))
-    results = search_batch(index, vectors, k, scorer)
     run: Run = {}
-    for row, qid in enumerate(query_ids):
-        docs, scores = results.row(row)
-        run[qid] = {index.doc_ids[d]: float(s) for d, s in zip(docs, scores)}
+    for qid, (ids, scores) in zip(query_ids, index.search_sparse_batch(vectors, k, scorer)):
+        run[qid] = {doc_id: float(s) for doc_id, s in zip(ids, scores)}
     return run, vectors, encode_ms
 
 
-def search_latencies_ms(index: SparseIndex, vectors: SparseBatch, k: int, scorer: str = "auto") -> np.ndarray:
+def search_latencies_ms(index: LiveIndex, vectors: SparseBatch, k: int, scorer: str = "auto") -> np.ndarray:
     """Search latency of each query alone, one thread, after one warm-up query."""
     if len(vectors) == 0:
         return np.zeros(0)
-    search(index, *vectors.row(0), k, scorer)
+    index.search_sparse(*vectors.row(0), k, scorer)
     latencies = np.empty(len(vectors))
     for q in range(len(vectors)):
         started = time.perf_counter()
-        search(index, *vectors.row(q), k, scorer)
+        index.search_sparse(*vectors.row(q), k, scorer)
         latencies[q] = (time.perf_counter() - started) * 1000
     return latencies
 
 
-def efficiency(index: SparseIndex, vectors: SparseBatch, encode_ms: float, latencies: np.ndarray) -> dict:
-    meta = index.meta
+def efficiency(index: LiveIndex, vectors: SparseBatch, encode_ms: float, latencies: np.ndarray) -> dict:
+    segments = [state.segment for state in index.refresh().segments]
+    num_docs = sum(s.num_docs for s in segments)
     return {
-        "mean_doc_nnz": meta["mean_doc_nnz"],
+        "mean_doc_nnz": sum(s.meta["mean_doc_nnz"] * s.num_docs for s in segments) / max(1, num_docs),
         "mean_query_nnz": vectors.nnz / max(1, len(vectors)),
         "flops_per_query": flops_per_query(index, vectors),
-        "index_mb": index.size_bytes() / 2**20,
-        "encode_seconds": meta.get("encode_seconds"),
+        "index_mb": sparse_size_bytes(index) / 2**20,
+        "segments": len(segments),
+        "encode_seconds": index.meta.get("encode_seconds"),
         "mean_query_encode_ms": encode_ms,
         "mean_search_ms": float(np.mean(latencies)) if len(latencies) else 0.0,
         "p50_search_ms": float(np.percentile(latencies, 50)) if len(latencies) else 0.0,
@@ -83,11 +85,25 @@ def efficiency(index: SparseIndex, vectors: SparseBatch, encode_ms: float, laten
     }
 
 
+def sparse_size_bytes(index: LiveIndex) -> int:
+    """Bytes of the segments' sparse structures (their ``.npy`` arrays and ``meta.json``; the
+    dense part and stored texts excluded)."""
+    total = 0
+    for state in index.refresh().segments:
+        segment = state.segment
+        total += (segment.path / "meta.json").stat().st_size
+        total += sum(info["bytes"] for name, info in segment.meta["arrays"].items() if not name.startswith("doc_text"))
+    return total
+
+
 def evaluate_index(encoder, index_dir: str | Path, queries: dict[str, str], qrels: dict, k: int,
                    scorer: str = "auto") -> dict:
     """Metrics and efficiency of ``encoder`` over an index built with it."""
-    index = SparseIndex.open(index_dir, vocab_size=encoder.vocab_size)
-    run, vectors, encode_ms = retrieve(encoder, index, queries, k, scorer)
-    latencies = search_latencies_ms(index, vectors, k, scorer)
-    return {"metrics": evaluate(run, qrels), "efficiency": efficiency(index, vectors, encode_ms, latencies),
-            "run": run, "query_vectors": vectors}
+    with LiveIndex(index_dir, writer="never") as index:
+        if index.vocab_size != encoder.vocab_size:
+            raise ValueError(f"{index_dir}: index vocabulary has {index.vocab_size} terms but the query encoder "
+                             f"has {encoder.vocab_size}; search it with the model it was built with")
+        run, vectors, encode_ms = retrieve(encoder, index, queries, k, scorer)
+        latencies = search_latencies_ms(index, vectors, k, scorer)
+        return {"metrics": evaluate(run, qrels), "efficiency": efficiency(index, vectors, encode_ms, latencies),
+                "run": run, "query_vectors": vectors}

@@ -11,15 +11,14 @@ import time
 
 import numpy as np
 
-from index.dense import DenseIndex
-from index.format import SparseIndex
 from index.fusion import fuse
+from index.live import LiveIndex
 
 Run = dict[str, dict[str, float]]
 
 
-def retrieve_dense(encoder, dense: DenseIndex, index: SparseIndex, queries: dict[str, str], k: int) -> dict:
-    """Encode every query, search the faiss index one query at a time.
+def retrieve_dense(encoder, index: LiveIndex, queries: dict[str, str], k: int) -> dict:
+    """Encode every query, search the index's dense part one query at a time.
 
     Returns:
         ``{"run", "encode_ms" (mean per query), "search_ms" (array per query)}``.
@@ -29,14 +28,14 @@ def retrieve_dense(encoder, dense: DenseIndex, index: SparseIndex, queries: dict
     vectors = encoder.encode_queries([queries[q] for q in query_ids])
     encode_ms = (time.perf_counter() - started) * 1000 / max(1, len(query_ids))
     if query_ids:
-        dense.search(vectors[:1], k)  # warm-up
+        index.search_dense(vectors[0], k)  # warm-up
     run: Run = {}
     latencies = np.empty(len(query_ids))
     for row, qid in enumerate(query_ids):
         started = time.perf_counter()
-        docs, scores = dense.search(vectors[row : row + 1], k)
+        ids, scores = index.search_dense(vectors[row], k)
         latencies[row] = (time.perf_counter() - started) * 1000
-        run[qid] = {index.doc_ids[int(d)]: float(s) for d, s in zip(docs[0], scores[0]) if d >= 0}
+        run[qid] = {doc_id: float(s) for doc_id, s in zip(ids, scores)}
     return {"run": run, "encode_ms": encode_ms, "search_ms": latencies}
 
 

@@ -34,6 +34,7 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             if settings.warm_up:
                 engine.warm_up()
+            engine.start_maintenance()
             app.state.engine = engine
             yield
         finally:

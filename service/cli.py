@@ -16,7 +16,8 @@ def register(subparsers) -> None:
     parser.add_argument("index", metavar="INDEX_DIR", help="index directory built by lsr index")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--workers", type=int, default=1, help="worker processes (they share the update log)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="worker processes: they share the write-ahead log, one of them flushes and merges")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     parser.set_defaults(handler=run)
 
@@ -26,9 +27,9 @@ def run(args: argparse.Namespace) -> int:
         import uvicorn
     except ImportError as error:
         raise ImportError('lsr serve needs the service extra: pip install "lsr[service]"') from error
-    from index.format import read_meta
+    from index.commit import read_newest_commit
 
-    read_meta(args.index)  # a clear error now rather than in every worker
+    read_newest_commit(args.index)  # a clear error now rather than in every worker
     if args.workers < 1:
         raise ValueError("--workers must be at least 1")
     os.environ["LSR_INDEX_DIR"] = os.path.abspath(args.index)

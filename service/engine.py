@@ -6,15 +6,16 @@ each stage, and raises domain errors (`service.errors`) that the app maps to sta
 
 from __future__ import annotations
 
+import logging
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
 from index.fusion import fuse
-from index.live.live_index import DocumentNotFound, LiveIndex
-from index.live.lock import hold_shared
+from index.live import DocumentNotFound, LiveIndex
 from service.errors import ModeUnavailable, PayloadTooLarge
 from service.schemas import Document, SearchRequest
 from service.settings import Settings
@@ -30,9 +31,10 @@ class SearchEngine:
 
         torch.set_num_threads(settings.torch_threads)
         self.settings = settings
-        self._serving_lock = hold_shared(settings.index_dir)  # compaction waits for us to stop
-        self.index = LiveIndex(settings.index_dir)
-        recorded = self.index.main.meta["encoder"]
+        self.index = LiveIndex(settings.index_dir, writer="auto")
+        self.index.flush_policy.max_docs = settings.flush_docs
+        self.index.flush_policy.max_seconds = settings.flush_seconds
+        recorded = self.index.meta["encoder"]
         self.encoder = load_encoder(recorded["model"], query_max_length=recorded["query_max_length"],
                                     doc_max_length=recorded["doc_max_length"], device=settings.device)
         self.dense_encoder = None
@@ -41,25 +43,51 @@ class SearchEngine:
 
             self.dense_encoder = DenseEncoder(self.index.dense.meta["model"], device=settings.device)
         self._tokens = self.encoder.tokenizer.convert_ids_to_tokens(list(range(self.encoder.vocab_size)))
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._every, args=(settings.flush_check_seconds, self.index.maintain),
+                                          name="flush", daemon=True),
+                         threading.Thread(target=self._every, args=(settings.merge_check_seconds, self._merge),
+                                          name="merge", daemon=True)]
+
+    def start_maintenance(self) -> None:
+        """Background threads: flush the write buffer when it is due (taking the write role
+        when it is free) and merge segments as the merge policy says."""
+        for thread in self._threads:
+            thread.start()
+
+    def _merge(self) -> None:
+        if self.index.writer is not None:
+            self.index.merge()
+
+    def _every(self, seconds: float, action) -> None:
+        while not self._stop.wait(seconds):
+            try:
+                action()
+            except Exception:  # logged, retried on the next tick: a failed flush loses nothing (the log holds it)
+                logging.getLogger("lsr.service").exception("index maintenance (%s) failed", action.__name__)
 
     def close(self) -> None:
-        self._serving_lock.close()
+        self._stop.set()
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join()
+        self.index.close()
 
     def warm_up(self) -> None:
         """Compile (or load from cache) every Numba kernel on a tiny valid index, then run one
         real query per mode, so the first request pays no JIT or lazy-load cost."""
-        from index.builder import build_index
-        from index.format import SparseIndex
-        from index.scorers.planner import search
+        from index.build import build_index
         from index.sparse_batch import SparseBatch
 
         with tempfile.TemporaryDirectory() as tmp:
             batch = SparseBatch.from_dicts([{0: 1.0, 1: 0.5}, {1: 2.0}, {2: 1.0}], 3)
-            tiny = SparseIndex.open(build_index(Path(tmp) / "tiny", [(["a", "b", "c"], batch, None)], 3,
-                                                reorder="bp", block_size=2))
-            for scorer in ("exhaustive", "bmp"):
-                search(tiny, np.array([1], np.uint32), np.array([1.0], np.float32), 2, scorer)
-        self.index.internal_id("")  # builds the id table
+            with LiveIndex(build_index(Path(tmp) / "tiny", [(["a", "b", "c"], batch, None)], 3,
+                                       reorder="bp", block_size=2)) as tiny:
+                tiny.add("d", "", "", np.array([1]), np.array([1.0], np.float32))
+                for scorer in ("exhaustive", "bmp"):
+                    tiny.search_sparse(np.array([1], np.uint32), np.array([1.0], np.float32), 2, scorer)
+                tiny.flush()
+                tiny.search_sparse(np.array([1], np.uint32), np.array([1.0], np.float32), 2, "bmp")
         for mode in ("sparse", "dense", "hybrid") if self.dense_encoder else ("sparse",):
             self.search(SearchRequest(query="warm up", mode=mode, highlight=True))
 
@@ -140,9 +168,10 @@ class SearchEngine:
     def explain(self, query: str, doc_id: str) -> dict:
         """The terms a document shares with the sparse query, with their score contributions.
 
-        Contributions are computed as the scorer does: for the main index the query weight
-        times the term's quantisation scale times the uint8 impact; for the live segment the
-        query weight times the float document weight. They sum to the document's sparse score.
+        Contributions are computed as the scorer does: in a segment the query weight times the
+        term's quantisation scale (the segment's) times the uint8 impact; for a write not yet
+        flushed the query weight times the float document weight. They sum to the document's
+        sparse score.
         """
         self._check_query(query)
         terms, weights, truncated = self.encode_sparse(query)
@@ -152,17 +181,16 @@ class SearchEngine:
 
     def _contributions(self, terms: np.ndarray, weights: np.ndarray, doc_id: str) -> list[dict]:
         """Shared terms of a query vector and a document, best contribution first."""
-        doc_terms, doc_weights, impacts = self.index.document_vector(doc_id)
+        doc_terms, doc_weights, impacts, scales = self.index.document_vector(doc_id)
         common, q_pos, d_pos = np.intersect1d(terms.astype(np.int64), doc_terms.astype(np.int64),
                                               assume_unique=True, return_indices=True)
-        scales = self.index.main.term_scales
         rows = []
         for term, qi, di in zip(common, q_pos, d_pos):
             query_weight = np.float32(weights[qi])
             if impacts is not None:
-                contribution = float(np.float32(query_weight * scales[term]) * np.float64(impacts[di]))
+                contribution = float(np.float32(query_weight * scales[di]) * np.float64(impacts[di]))
             else:
-                contribution = float(query_weight * doc_weights[di])
+                contribution = float(np.float64(query_weight) * np.float64(doc_weights[di]))
             rows.append({"term_id": int(term), "token": self._tokens[term], "query_weight": float(query_weight),
                          "document_weight": float(doc_weights[di]),
                          "impact": None if impacts is None else int(impacts[di]), "contribution": contribution})

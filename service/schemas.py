@@ -97,7 +97,7 @@ class DocumentOut(BaseModel):
     id: str
     title: str
     text: str
-    segment: Literal["main", "live"] = Field(description="main: the built index; live: added since")
+    segment: str = Field(description="the segment that holds it, or `buffer` for a write not yet flushed into one")
 
 
 class WriteResult(BaseModel):
@@ -109,8 +109,8 @@ class ExplainTerm(BaseModel):
     term_id: int
     token: str
     query_weight: float = Field(description="the query encoder's weight")
-    document_weight: float = Field(description="the document's weight (dequantised impact in the main index)")
-    impact: int | None = Field(description="the stored uint8 impact (main index only)")
+    document_weight: float = Field(description="the document's weight (its dequantised impact in a segment)")
+    impact: int | None = Field(description="the stored uint8 impact (None for a write not yet in a segment)")
     contribution: float = Field(description="this term's part of the score")
 
 
@@ -131,15 +131,23 @@ class Health(BaseModel):
     documents: int
 
 
+class SegmentStats(BaseModel):
+    name: str
+    documents: int = Field(description="documents stored, deleted ones included")
+    live: int = Field(description="documents not deleted")
+
+
 class Stats(BaseModel):
-    documents: int
-    main_documents: int
-    segment_documents: int
-    tombstones: int
+    documents: int = Field(description="live documents, written but unflushed ones included")
+    segments: list[SegmentStats]
+    buffered_writes: int = Field(description="acknowledged writes not yet in a segment")
+    buffer_documents: int
     postings: int
-    segment_postings: int
     vocab_size: int
-    format_version: int
+    commit: int = Field(description="generation of the commit this worker reads")
+    wal_seq: int = Field(description="last write-ahead log record the commit's segments hold")
+    last_seq: int = Field(description="last write-ahead log record this worker has applied")
+    writer: bool = Field(description="this worker holds the write role (flushes and merges)")
     encoder: dict
     dense: dict | None
     quantization: str

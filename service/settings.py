@@ -34,6 +34,12 @@ class Settings(BaseSettings):
     # One intra-op thread per request: concurrent requests then run side by side instead of
     # several OpenMP teams spinning against each other on few cores.
     torch_threads: int = Field(1, ge=1)
+    # Index maintenance in the background: how often the write buffer is checked for a flush
+    # (due after flush_docs writes or flush_seconds), and how often the merge policy is asked.
+    flush_docs: int = Field(1000, ge=1, description="buffered writes that make a segment")
+    flush_seconds: float = Field(5.0, gt=0, description="age of the oldest buffered write that makes a segment")
+    flush_check_seconds: float = Field(0.5, gt=0)
+    merge_check_seconds: float = Field(2.0, gt=0)
 
     @field_validator("api_keys", mode="before")
     @classmethod

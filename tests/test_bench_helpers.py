@@ -5,8 +5,9 @@ import scipy.sparse as sp
 
 from eval.bench_collection import VOCAB_SIZE, impact_docs, reordered_docs
 from eval.bench_engines import exact_float_reference
-from index.builder import build_index
-from index.format import SparseIndex
+from index.build import build_index
+from index.format import Segment
+from index.live import open_single_segment
 from index.sparse_batch import SparseBatch
 
 
@@ -34,7 +35,7 @@ def test_impact_docs_equal_the_index_impacts(tmp_path):
     docs = random_docs(rng, 500)
     ids = [f"d{i}" for i in range(500)]
     build_index(tmp_path / "ix", [(ids, SparseBatch.from_scipy(docs), None)], VOCAB_SIZE, reorder="bp", block_size=8)
-    index = SparseIndex.open(tmp_path / "ix")
+    index = open_single_segment(tmp_path / "ix")
     found = impact_docs(index, tmp_path / "impacts")
     expected = index.to_scipy_docs()
     assert found.to_scipy().shape == expected.shape

@@ -10,8 +10,9 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from index.builder import build_index
-from index.format import SparseIndex
+from index.build import build_index
+from index.format import Segment
+from index.live import open_single_segment
 from index.scorers.bmp import bmp_search, bmp_search_batch
 from index.scorers.exhaustive import search, search_batch
 from index.scorers.query import canonical_query
@@ -22,7 +23,7 @@ def build(path, docs: sp.csr_matrix, block_size: int, reorder: str = "none"):
     batch = SparseBatch.from_scipy(docs)
     ids = [f"d{i}" for i in range(docs.shape[0])]
     build_index(path, [(ids, batch, None)], docs.shape[1], quantization="global", scale=1.0, block_size=block_size, reorder=reorder)
-    return SparseIndex.open(path)
+    return open_single_segment(path)
 
 
 def scipy_top_k(index, terms, weights, k):

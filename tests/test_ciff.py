@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from index.builder import build_index
+from index.build import build_index
 from index.ciff import CiffFormatError, export_ciff, import_ciff, read_ciff_header
 from index.ciff_protobuf import (
     CiffHeader,
@@ -17,7 +17,8 @@ from index.ciff_protobuf import (
     encode_postings_list,
     encode_varint,
 )
-from index.format import SparseIndex, verify_checksums
+from index.format import Segment
+from index.live import open_single_segment
 from index.scorers.exhaustive import search
 from index.sparse_batch import SparseBatch
 
@@ -40,7 +41,7 @@ def random_index(path, n=400, seed=0, **options):
     matrix.eliminate_zeros()
     ids = [f"doc-{i}" if i % 3 else f"документ-{i}-文" for i in range(n)]
     build_index(path, [(ids, SparseBatch.from_scipy(matrix), None)], VOCAB, {"encoder": {"model": "m"}}, **options)
-    return SparseIndex.open(path)
+    return open_single_segment(path)
 
 
 def write_ciff(path, lists, records, num_docs=None, extra_header=b""):
@@ -78,7 +79,7 @@ def test_round_trip_gives_identical_index(tmp_path, name):
     original = random_index(tmp_path / "ix")
     export_ciff(original, tmp_path / name, description="round trip")
     import_ciff(tmp_path / name, tmp_path / "back", scale=original.term_scales, meta={"encoder": {"model": "m"}})
-    back = SparseIndex.open(tmp_path / "back")
+    back = open_single_segment(tmp_path / "back")
     before, after = term_major(original), term_major(back)
     for array in ARRAYS:
         assert np.array_equal(before[array], after[array]), array
@@ -125,7 +126,7 @@ def test_term_strings_sorted_and_mapped_back(tmp_path):
     assert tfs == postings["postings_impacts"][start:end].tolist()
     vocab = {s: i for i, s in enumerate(vocab_list)}
     import_ciff(tmp_path / "x.ciff", tmp_path / "back", vocab=vocab, scale=index.term_scales)
-    back = SparseIndex.open(tmp_path / "back")
+    back = open_single_segment(tmp_path / "back")
     assert back.vocab_size == VOCAB
     before, after = term_major(index), term_major(back)
     for array in ARRAYS:
@@ -139,7 +140,7 @@ def test_term_strings_sorted_and_mapped_back(tmp_path):
 def tiny_index(path):
     batch = SparseBatch.from_dicts([{0: 2.0, 1: 1.0}, {1: 3.0}], 2)
     build_index(path, [(["a", "b"], batch, None)], 2, quantization="global", scale=1.0)
-    return SparseIndex.open(path)
+    return open_single_segment(path)
 
 
 def test_hand_computed_bytes(tmp_path):
@@ -216,7 +217,7 @@ def test_tf_above_255_clipped_and_zero_dropped_counted(tmp_path):
     lists = [("0", [0, 2], [300, 7]), ("4", [1, 2], [0, 255])]
     write_ciff(tmp_path / "x.ciff", lists, [(0, "a", 0), (1, "b", 0), (2, "c", 0)])
     import_ciff(tmp_path / "x.ciff", tmp_path / "ix", vocab_size=6, scale=0.5)
-    index = SparseIndex.open(tmp_path / "ix")
+    index = open_single_segment(tmp_path / "ix")
     postings = term_major(index)
     assert postings["postings_offsets"].tolist() == [0, 2, 2, 2, 2, 3, 3]
     assert postings["postings_docs"].tolist() == [0, 2, 2] and postings["postings_impacts"].tolist() == [255, 7, 255]
@@ -259,7 +260,7 @@ def test_unknown_fields_are_skipped(tmp_path):
     record1 = bytes.fromhex("08 01 12 01 62 18 09 41") + struct.pack("<d", 1.5)  # field 8, fixed64
     (tmp_path / "x.ciff").write_bytes(delimited(header, postings, record0, record1))
     import_ciff(tmp_path / "x.ciff", tmp_path / "ix")
-    index = SparseIndex.open(tmp_path / "ix")
+    index = open_single_segment(tmp_path / "ix")
     stored = term_major(index)
     assert index.vocab_size == 2 and stored["postings_docs"].tolist() == [1]
     assert stored["postings_impacts"].tolist() == [9]
@@ -277,7 +278,7 @@ def test_refuses_to_overwrite(tmp_path):
     with pytest.raises(FileExistsError):
         import_ciff(tmp_path / "x.ciff", tmp_path / "ix")
     import_ciff(tmp_path / "x.ciff", tmp_path / "ix", overwrite=True, scale=2.0)
-    index = SparseIndex.open(tmp_path / "ix")
+    index = open_single_segment(tmp_path / "ix")
     assert index.meta["quantization"]["scale"] == 2.0 and index.term_scales.tolist() == [2.0, 2.0]
     with pytest.raises(ValueError, match="scale has 3 values but the vocabulary has 2"):
         import_ciff(tmp_path / "x.ciff", tmp_path / "ix", overwrite=True, scale=[1.0, 1.0, 1.0])
@@ -301,7 +302,7 @@ def test_bmp_reads_our_export(tmp_path):
     docs = sp.vstack([sp.hstack([docs, sp.csr_matrix((n, 1))]), sentinel]).tocsr()
     ids = [f"d{i}-é" for i in range(n + 1)]
     build_index(tmp_path / "ix", [(ids, SparseBatch.from_scipy(docs), None)], vocab, quantization="global", scale=1.0)
-    index = SparseIndex.open(tmp_path / "ix")
+    index = open_single_segment(tmp_path / "ix")
     export_ciff(index, tmp_path / "x.ciff")
     bmp.ciff2bmp(ciff_file=str(tmp_path / "x.ciff"), output=str(tmp_path / "x.bmp"), bsize=block, compress_range=False)
     searcher = bmp.Searcher(str(tmp_path / "x.bmp"))

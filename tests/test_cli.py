@@ -74,7 +74,7 @@ def test_dense_index_hybrid_eval_and_compact(tmp_path, scifact_subset, encoder):
     import numpy as np
 
     from index.dense import read_dense_meta
-    from index.format import SparseIndex
+    from index.live import open_single_segment
     from index.live.live_index import LiveIndex
     from lsr.encoders.dense import DenseEncoder
 
@@ -101,7 +101,7 @@ def test_dense_index_hybrid_eval_and_compact(tmp_path, scifact_subset, encoder):
     live.delete(live.main.doc_ids[0])
     out = lsr("index", "compact", index_dir)
     assert out.returncode == 0 and "200 documents (1 added or replaced, 1 deleted" in out.stdout, out.stderr
-    compacted = SparseIndex.open(index_dir)
+    compacted = open_single_segment(index_dir)
     assert "quokka" in {compacted.doc_ids[i] for i in range(compacted.num_docs)}
     assert read_dense_meta(index_dir)["kind"] == "hnsw" and lsr("index", "verify", index_dir).returncode == 0
     assert np.isclose(LiveIndex(index_dir).search_sparse(terms, weights, 1)[1][0],

@@ -10,7 +10,8 @@ import scipy.sparse as sp
 
 from index.builder import IndexBuilder, build_index
 from index.dense import DenseIndex, DenseIndexError, DenseOptions, has_dense_index, normalize_rows, verify_dense
-from index.format import SparseIndex
+from index.format import Segment
+from index.live import open_single_segment
 from index.sparse_batch import SparseBatch
 
 
@@ -31,7 +32,7 @@ def test_flat_search_equals_numpy_in_internal_order(tmp_path):
     rng = np.random.default_rng(1)
     vectors = rng.normal(size=(500, 16)).astype(np.float32)
     directory = _build(tmp_path, vectors)
-    index, dense = SparseIndex.open(directory), DenseIndex.open(directory, 500)
+    index, dense = open_single_segment(directory), DenseIndex.open(directory, 500)
     assert index.meta["doc_order"] == "bp"
     external = np.array([int(index.doc_ids[i][1:]) for i in range(500)])  # internal -> input row
     queries = rng.normal(size=(5, 16)).astype(np.float32)
@@ -52,7 +53,7 @@ def test_hnsw_parameters_recorded_and_recall(tmp_path):
     assert (meta["kind"], meta["hnsw_m"], meta["ef_construction"], meta["ef_search"]) == ("hnsw", 16, 80, 64)
     dense = DenseIndex.open(directory)
     assert dense.faiss_index.hnsw.efSearch == 64
-    index = SparseIndex.open(directory)
+    index = open_single_segment(directory)
     external = np.array([int(index.doc_ids[i][1:]) for i in range(2000)])
     queries = rng.normal(size=(20, 16)).astype(np.float32)
     ids, _ = dense.search(queries, 10)

@@ -6,8 +6,9 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from index.builder import build_index
-from index.format import SparseIndex
+from index.build import build_index
+from index.format import Segment
+from index.live import open_single_segment
 from index.scorers.exhaustive import search, search_batch
 from index.sparse_batch import SparseBatch
 
@@ -17,10 +18,10 @@ def build(tmp_path, docs: sp.csr_matrix, name="ix"):
     # A fixed scale keeps impacts exact integers: the oracle sees the same numbers.
     build_index(tmp_path / name, [([f"d{i}" for i in range(docs.shape[0])], batch, None)],
                 docs.shape[1], quantization="global", scale=1.0)
-    return SparseIndex.open(tmp_path / name)
+    return open_single_segment(tmp_path / name)
 
 
-def oracle(index: SparseIndex, query: sp.csr_matrix, k: int):
+def oracle(index: Segment, query: sp.csr_matrix, k: int):
     """scipy scores; positive only, by score descending then doc id ascending."""
     scores = (query.astype(np.float64) @ index.to_scipy_docs().T.astype(np.float64)).toarray()[0]
     positive = np.flatnonzero(scores > 0)
@@ -109,7 +110,7 @@ def test_unknown_terms_empty_query_and_large_k(tmp_path):
 def test_scores_come_back_in_encoder_units(tmp_path, quantization):
     batch = SparseBatch.from_dicts([{0: 0.51, 1: 1.02}, {1: 0.2, 2: 0.01}], 4)
     build_index(tmp_path / "ix", [(["a", "b"], batch, None)], 4, quantization=quantization)
-    index = SparseIndex.open(tmp_path / "ix")
+    index = open_single_segment(tmp_path / "ix")
     docs, scores = search(index, np.array([1, 2]), np.array([2.0, 1.0]), 2)
     assert docs.tolist() == [0, 1]
     np.testing.assert_allclose(scores, [2.04, 0.41], atol=2 * 1.02 / 255)

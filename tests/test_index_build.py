@@ -8,8 +8,13 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from index.builder import IndexBuilder, build_index
-from index.format import IndexFormatError, SparseIndex, verify_checksums
+from index.build import build_index
+from index.builder import SegmentBuilder
+from index.check import verify_index
+from index.commit import read_newest_commit
+from index.doc_ids import DuplicateIdError
+from index.format import IndexFormatError
+from index.live import LiveIndex, open_single_segment
 from index.quantize import quantize
 from index.sparse_batch import SparseBatch
 
@@ -37,7 +42,7 @@ def chunks_of(matrix, size, titles=True):
 def test_build_then_open_equals_quantised_input(tmp_path):
     docs = random_docs()
     build_index(tmp_path / "ix", chunks_of(docs, 64), VOCAB, {"encoder": {"model": "m"}})
-    index = SparseIndex.open(tmp_path / "ix")
+    index = open_single_segment(tmp_path / "ix")
     term_max = docs.max(axis=0).toarray()[0]
     present = term_max > 0
     np.testing.assert_allclose(index.term_scales[present], term_max[present] / 255, rtol=1e-6)
@@ -54,14 +59,14 @@ def test_build_then_open_equals_quantised_input(tmp_path):
         docs, impacts = index.term_postings(term)
         row = by_term[term]
         assert docs.tolist() == row.indices.tolist() and impacts.tolist() == row.data.astype(int).tolist()
-    assert verify_checksums(tmp_path / "ix") == []
+    assert verify_index(tmp_path / "ix")[0] == []
 
 
 def test_build_is_independent_of_chunk_size(tmp_path):
     docs = random_docs(seed=3)
     build_index(tmp_path / "a", chunks_of(docs, 7), VOCAB)
     build_index(tmp_path / "b", chunks_of(docs, 500), VOCAB)
-    a, b = SparseIndex.open(tmp_path / "a"), SparseIndex.open(tmp_path / "b")
+    a, b = open_single_segment(tmp_path / "a"), open_single_segment(tmp_path / "b")
     for name in ("block_terms", "block_entry_starts", "block_post_docs", "term_entry_starts", "term_post_impacts"):
         assert np.array_equal(getattr(a.postings, name), getattr(b.postings, name))
 
@@ -69,58 +74,71 @@ def test_build_is_independent_of_chunk_size(tmp_path):
 def test_clipping_is_recorded(tmp_path):
     docs = random_docs()
     build_index(tmp_path / "ix", chunks_of(docs, 100), VOCAB, quantization="global", scale_quantile=0.9)
-    quant = SparseIndex.open(tmp_path / "ix").meta["quantization"]
+    quant = open_single_segment(tmp_path / "ix").meta["quantization"]
     assert quant["clipped"] == pytest.approx(0.1 * docs.nnz, rel=0.15)
 
 
 def test_global_scale_and_bad_quantization_options(tmp_path):
     docs = random_docs()
     build_index(tmp_path / "ix", chunks_of(docs, 100), VOCAB, quantization="global")
-    index = SparseIndex.open(tmp_path / "ix")
+    index = open_single_segment(tmp_path / "ix")
     assert index.meta["quantization"]["scale"] == pytest.approx(docs.data.max() / 255)
     assert np.all(index.term_scales == np.float32(index.meta["quantization"]["scale"]))
     with pytest.raises(ValueError, match="apply to quantization='global' only"):
-        IndexBuilder(tmp_path / "other", VOCAB, scale=1.0)
+        SegmentBuilder(tmp_path / "other", VOCAB, scale=1.0)
     with pytest.raises(ValueError, match="quantization must be one of"):
-        IndexBuilder(tmp_path / "other", VOCAB, quantization="log")
+        SegmentBuilder(tmp_path / "other", VOCAB, quantization="log")
 
 
 def test_non_ascii_ids_and_empty_titles(tmp_path):
     batch = SparseBatch.from_dicts([{1: 1.0}, {2: 0.5}], VOCAB)
     build_index(tmp_path / "ix", [(["é-1", "文"], batch, None)], VOCAB)
-    index = SparseIndex.open(tmp_path / "ix")
+    index = open_single_segment(tmp_path / "ix")
     assert [index.doc_ids[0], index.doc_ids[1], index.doc_titles[1]] == ["é-1", "文", ""]
 
 
 def test_refuses_to_overwrite_without_flag(tmp_path):
     build_index(tmp_path / "ix", chunks_of(random_docs(), 100), VOCAB)
-    with pytest.raises(FileExistsError, match="already exists"):
-        IndexBuilder(tmp_path / "ix", VOCAB)
+    with pytest.raises(FileExistsError, match="already holds an index"):
+        build_index(tmp_path / "ix", chunks_of(random_docs(), 100), VOCAB)
+    (tmp_path / "stranger").mkdir()
+    (tmp_path / "stranger" / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not empty and not an index"):
+        build_index(tmp_path / "stranger", chunks_of(random_docs(), 100), VOCAB)
 
 
-def test_failed_build_leaves_no_index_and_keeps_the_old_one(tmp_path):
+def test_failed_overwrite_keeps_the_old_index_and_leaves_nothing(tmp_path):
     build_index(tmp_path / "ix", chunks_of(random_docs(seed=1), 100), VOCAB)
-    before = (tmp_path / "ix" / "meta.json").read_text()
+    before = read_newest_commit(tmp_path / "ix")
+    files_before = sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "ix").rglob("*"))
 
     def failing_chunks():
         yield from chunks_of(random_docs(seed=2), 100)
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        build_index(tmp_path / "ix", failing_chunks(), VOCAB, overwrite=True)
-    assert (tmp_path / "ix" / "meta.json").read_text() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ix"]  # no temporary left behind
-    assert verify_checksums(tmp_path / "ix") == []
+        build_index(tmp_path / "ix", failing_chunks(), VOCAB, overwrite=True, segment_docs=150)
+    assert read_newest_commit(tmp_path / "ix") == before
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "ix").rglob("*")) == files_before
+    assert verify_index(tmp_path / "ix")[0] == []
+
+
+def test_overwrite_replaces_every_segment(tmp_path):
+    build_index(tmp_path / "ix", chunks_of(random_docs(seed=1), 100), VOCAB)
+    build_index(tmp_path / "ix", chunks_of(random_docs(n=50, seed=2), 10), VOCAB, overwrite=True)
+    assert open_single_segment(tmp_path / "ix").num_docs == 50
+    assert len(list((tmp_path / "ix" / "segments").iterdir())) == 1  # the old segment is gone
 
 
 def test_killed_build_leaves_no_index(tmp_path):
-    """A build killed by SIGKILL (no cleanup possible) never appears at the target path."""
+    """A build killed by SIGKILL (no cleanup possible) leaves no commit, so no index."""
     script = (
-        "import sys, numpy as np\n"
-        "from index.builder import IndexBuilder\n"
+        "import sys\n"
+        "from index.build import IndexBuild\n"
         "from index.sparse_batch import SparseBatch\n"
-        "b = IndexBuilder(sys.argv[1], 10)\n"
+        "b = IndexBuild(sys.argv[1], 10, segment_docs=1, background=False)\n"
         "b.add(['a'], SparseBatch.from_dicts([{1: 1.0}], 10))\n"
+        "b.add(['b'], SparseBatch.from_dicts([{1: 1.0}], 10))\n"
         "print('ready', flush=True)\n"
         "sys.stdin.read()\n"
     )
@@ -129,39 +147,56 @@ def test_killed_build_leaves_no_index(tmp_path):
     assert proc.stdout.readline().strip() == "ready"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not (tmp_path / "ix").exists()
-    with pytest.raises(IndexFormatError, match="meta.json is missing"):
-        SparseIndex.open(tmp_path / "ix")
+    with pytest.raises(IndexFormatError, match="no commit file"):
+        open_single_segment(tmp_path / "ix")
+    build_index(tmp_path / "ix", [(["c"], SparseBatch.from_dicts([{2: 1.0}], 10), None)], 10)  # a new build there
+    index = open_single_segment(tmp_path / "ix")
+    assert index.num_docs == 1 and len(list((tmp_path / "ix" / "segments").iterdir())) == 1
 
 
-def test_other_format_version_is_refused(tmp_path):
+def test_index_of_the_previous_format_is_refused_with_a_way_out(tmp_path):
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "meta.json").write_text(json.dumps({"format": "lsr-index", "format_version": 2}))
+    with pytest.raises(IndexFormatError, match="format version 2 .*`lsr index upgrade "):
+        LiveIndex(tmp_path / "old")
     build_index(tmp_path / "ix", chunks_of(random_docs(), 100), VOCAB)
-    meta_path = tmp_path / "ix" / "meta.json"
-    meta = json.loads(meta_path.read_text())
-    meta["format_version"] = 1  # an index from before doc reordering and BMP
-    meta_path.write_text(json.dumps(meta))
-    with pytest.raises(IndexFormatError, match="format version 1, but this build reads version 2; rebuild it"):
-        SparseIndex.open(tmp_path / "ix")
+    commit_path = next((tmp_path / "ix").glob("commit-*.json"))
+    commit_path.write_bytes(commit_path.read_bytes().replace(b'"format_version": 3', b'"format_version": 4'))
+    with pytest.raises(IndexFormatError, match="checksum footer"):
+        LiveIndex(tmp_path / "ix")
 
 
-def test_other_vocabulary_is_refused(tmp_path):
-    build_index(tmp_path / "ix", chunks_of(random_docs(), 100), VOCAB, {"encoder": {"model": "m"}})
-    with pytest.raises(IndexFormatError, match="index vocabulary has 300 terms but the query encoder has 30522"):
-        SparseIndex.open(tmp_path / "ix", vocab_size=30522)
+def test_duplicate_ids_are_an_error_or_the_last_wins(tmp_path):
+    batch = SparseBatch.from_dicts([{1: 1.0}, {2: 1.0}, {3: 1.0}, {1: 2.0}], VOCAB)
+    with pytest.raises(DuplicateIdError, match="duplicate document id 'x'"):
+        build_index(tmp_path / "a", [(["x", "y", "z", "x"], batch, None)], VOCAB)
+    build_index(tmp_path / "b", [(["x", "y", "z", "x"], batch, ["first", "", "", "last"])], VOCAB, duplicates="last")
+    with LiveIndex(tmp_path / "b") as index:
+        assert index.num_docs == 3 and index.document("x")["title"] == "last"
+    chunks = [(["x", "y"], SparseBatch.from_dicts([{1: 1.0}, {2: 1.0}], VOCAB), ["first", ""]),
+              (["z", "x"], SparseBatch.from_dicts([{3: 1.0}, {1: 2.0}], VOCAB), ["", "last"])]
+    with pytest.raises(DuplicateIdError, match="'x' .*two chunks"):
+        build_index(tmp_path / "c", chunks, VOCAB, segment_docs=2)
+    for merge in (True, False):  # across segments too, merged or kept
+        build_index(tmp_path / f"d{merge}", chunks, VOCAB, segment_docs=2, duplicates="last", merge=merge)
+        with LiveIndex(tmp_path / f"d{merge}") as index:
+            ids, _ = index.search_sparse([1], [1.0], 10)
+            assert ids == ["x"] and index.document("x")["title"] == "last" and index.num_docs == 3
 
 
 def test_verify_detects_a_corrupted_array(tmp_path):
     build_index(tmp_path / "ix", chunks_of(random_docs(), 100), VOCAB)
-    path = tmp_path / "ix" / "term_post_impacts.npy"
+    segment = next((tmp_path / "ix" / "segments").iterdir())
+    path = segment / "term_post_impacts.npy"
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF
     path.write_bytes(bytes(data))
-    problems = verify_checksums(tmp_path / "ix")
-    assert len(problems) == 1 and "term_post_impacts.npy: sha256" in problems[0]
+    problems, _ = verify_index(tmp_path / "ix")
+    assert len(problems) == 1 and "term_post_impacts.npy: CRC32" in problems[0]
 
 
 def test_rejects_bad_batches(tmp_path):
-    with IndexBuilder(tmp_path / "ix", VOCAB) as builder:
+    with SegmentBuilder(tmp_path / "ix", VOCAB) as builder:
         with pytest.raises(ValueError, match="2 doc ids for a batch of 1"):
             builder.add(["a", "b"], SparseBatch.from_dicts([{1: 1.0}], VOCAB))
         with pytest.raises(ValueError, match="non-negative"):
@@ -173,4 +208,4 @@ def test_rejects_bad_batches(tmp_path):
 def test_empty_corpus_is_refused(tmp_path):
     with pytest.raises(ValueError, match="every document weight is zero"):
         build_index(tmp_path / "ix", [], VOCAB)
-    assert list(tmp_path.iterdir()) == []
+    assert list(tmp_path.iterdir()) == []  # the directory this build created is gone

@@ -11,14 +11,15 @@ class Block:
             raise ImportError(f'{name} is blocked in this test')
 sys.meta_path.insert(0, Block())
 import numpy as np, tempfile
-from index.builder import build_index
-from index.format import SparseIndex
+from index.build import build_index
+from index.format import Segment
+from index.live import open_single_segment
 from index.scorers.exhaustive import search
 from index.sparse_batch import SparseBatch
 with tempfile.TemporaryDirectory() as tmp:
     batch = SparseBatch.from_dicts([{1: 1.0, 2: 0.5}, {2: 2.0}], 4)
     build_index(tmp + '/ix', [(['a', 'b'], batch, None)], 4)
-    docs, scores = search(SparseIndex.open(tmp + '/ix'), np.array([2]), np.array([1.0]), 2)
+    docs, scores = search(open_single_segment(tmp + '/ix'), np.array([2]), np.array([1.0]), 2)
     assert docs.tolist() == [1, 0], docs
     # The dense part, fusion, live updates and compaction are index-layer code too.
     from index.fusion import fuse

@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from index.builder import build_index
-from index.format import SparseIndex
+from index.build import build_index
+from index.format import Segment
+from index.live import open_single_segment
 from index.scorers import planner
 from index.scorers.exhaustive import search as exhaustive_search
 from index.sparse_batch import SparseBatch
@@ -14,21 +15,21 @@ def index(tmp_path):
     docs = sp.random(3000, 400, density=0.03, random_state=0, format="csr", dtype=np.float32) * 3
     build_index(tmp_path / "ix", [([str(i) for i in range(3000)], SparseBatch.from_scipy(docs), None)], 400,
                 reorder="bp", block_size=16)
-    return SparseIndex.open(tmp_path / "ix")
+    return open_single_segment(tmp_path / "ix")
 
 
 def test_rule(index, monkeypatch):
-    assert planner.choose_scorer(index, 10) == "exhaustive"  # a small collection
-    assert planner.choose_scorer(index, 10, alpha=0.9) == "bmp"  # approximate needs BMP
-    assert planner.choose_scorer(index, 10, max_blocks=100) == "bmp"
+    assert planner.choose_scorer(index.num_docs, 10) == "exhaustive"  # a small collection
+    assert planner.choose_scorer(index.num_docs, 10, alpha=0.9) == "bmp"  # approximate needs BMP
+    assert planner.choose_scorer(index.num_docs, 10, max_blocks=100) == "bmp"
     monkeypatch.setattr(planner, "MIN_DOCS_FOR_BMP", 1000)
-    assert planner.choose_scorer(index, 10) == "bmp"
-    assert planner.choose_scorer(index, planner.MAX_QUERY_TERMS_FOR_BMP + 1) == "exhaustive"
-    assert planner.choose_scorer(index, 10, k=1000) == "exhaustive"  # large k needs a larger collection
+    assert planner.choose_scorer(index.num_docs, 10) == "bmp"
+    assert planner.choose_scorer(index.num_docs, planner.MAX_QUERY_TERMS_FOR_BMP + 1) == "exhaustive"
+    assert planner.choose_scorer(index.num_docs, 10, k=1000) == "exhaustive"  # large k needs a larger collection
     monkeypatch.setattr(planner, "MIN_DOCS_FOR_BMP_LONG_QUERIES", 2000)
     monkeypatch.setattr(planner, "MIN_DOCS_FOR_BMP_LARGE_K", 2000)
-    assert planner.choose_scorer(index, planner.MAX_QUERY_TERMS_FOR_BMP + 1) == "bmp"
-    assert planner.choose_scorer(index, 10, k=1000) == "bmp"
+    assert planner.choose_scorer(index.num_docs, planner.MAX_QUERY_TERMS_FOR_BMP + 1) == "bmp"
+    assert planner.choose_scorer(index.num_docs, 10, k=1000) == "bmp"
 
 
 def test_every_scorer_gives_the_same_results(index, monkeypatch):

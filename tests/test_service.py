@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from index.format import SparseIndex
+from index.format import Segment
+from index.live import open_single_segment
 from index.fusion import fuse
 from index.scorers.planner import search as planner_search
 from service.app import create_app
@@ -36,7 +37,7 @@ def _search(client, **body):
 def test_sparse_search_equals_the_index_scorer(client, served_index, encoder):
     body = _search(client, query="vitamin D deficiency and bone density", k=10)
     terms, weights = encoder.encode_queries(["vitamin D deficiency and bone density"]).row(0)
-    index = SparseIndex.open(served_index)
+    index = open_single_segment(served_index)
     docs, scores = planner_search(index, terms, weights, 10)
     assert [hit["id"] for hit in body["hits"]] == [index.doc_ids[d] for d in docs]
     np.testing.assert_allclose([hit["score"] for hit in body["hits"]], scores, rtol=1e-6)

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from eval.peers.base import BuildReport, phased_report, run_build_child
-from index.format import SparseIndex
+from index.format import Segment
+from index.live import open_single_segment
 
 _INSTALL_HINT = 'bmp is not installed: pip install "lsr[bench]"'
 
@@ -26,7 +27,7 @@ def export(out_dir: Path, index_dir: str) -> dict:
     from index.ciff import export_ciff
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = export_ciff(SparseIndex.open(index_dir), out_dir / "index.ciff")
+    path = export_ciff(open_single_segment(index_dir), out_dir / "index.ciff")
     return {"ciff_bytes": path.stat().st_size}
 
 
@@ -55,7 +56,7 @@ class BmpEngine:
         self._searcher = None
         self._internal: dict[str, int] = {}
 
-    def build_from_index(self, index: SparseIndex, work_dir: Path) -> BuildReport:
+    def build_from_index(self, index: Segment, work_dir: Path) -> BuildReport:
         work_dir = Path(work_dir)
         first = run_build_child("eval.peers.bmp:export", work_dir, {"index_dir": str(index.path)},
                                 threads=self.build_threads)
@@ -65,7 +66,7 @@ class BmpEngine:
         notes = f"bmp.ciff2bmp bsize={self.block_size} from our CIFF export (uint8 impacts, our doc order)"
         return phased_report(first, second, work_dir, notes, first.result)
 
-    def open(self, path: Path, index: SparseIndex) -> None:
+    def open(self, path: Path, index: Segment) -> None:
         import bmp
 
         self._searcher = bmp.Searcher(str(path))

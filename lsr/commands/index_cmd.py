@@ -1,4 +1,4 @@
-"""`lsr index CORPUS --out DIR` builds an index; `lsr index verify DIR` checks one."""
+"""`lsr index CORPUS --out DIR` builds an index; `lsr index verify|merge|compact|upgrade DIR` maintain one."""
 
 from __future__ import annotations
 
@@ -6,19 +6,22 @@ import argparse
 
 from lsr.encoders.models import DEFAULT_MODEL
 
+SUBCOMMANDS = ("verify", "merge", "compact", "upgrade")
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "index",
-        help="encode a corpus and write an index (or: lsr index verify|compact DIR)",
+        help="encode a corpus and write an index (or: lsr index verify|merge|compact|upgrade DIR)",
         description=(
             "Encode CORPUS (a BEIR folder, a JSONL file or a dataset id such as beir/scifact/test) "
-            "and write a quantised inverted index to --out. `lsr index verify DIR` checks the "
-            "sha256 of every array of an existing index; `lsr index compact DIR` folds the "
-            "documents added and deleted through `lsr serve` into a new main index."
+            "and write a quantised inverted index of segments to --out. `lsr index verify DIR` checks "
+            "every checksum and structure of an index; `lsr index merge DIR` flushes the writes made "
+            "through `lsr serve` and merges the segments (into one with --max-segments 1, the default; "
+            "`compact` is its alias); `lsr index upgrade DIR` converts an index of the previous format."
         ),
     )
-    parser.add_argument("corpus", metavar="CORPUS", nargs="+", help="corpus to index, or: verify DIR, compact DIR")
+    parser.add_argument("corpus", metavar="CORPUS", nargs="+", help="corpus to index, or: verify|merge|compact|upgrade DIR")
     parser.add_argument("--out", help="index directory to create")
     parser.add_argument("--model", default=DEFAULT_MODEL,
                         help="a model saved by lsr train/export, or a Hugging Face SPLADE masked-LM name or directory")
@@ -33,9 +36,16 @@ def register(subparsers) -> None:
     parser.add_argument("--reorder", choices=["bp", "none", "random"], default="bp",
                         help="doc order: recursive graph bisection (default), input order, or random")
     parser.add_argument("--block-size", type=int, default=8, help="docs per block-max pruning block (1-256)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing index")
+    parser.add_argument("--segment-docs", type=int, default=None,
+                        help="documents per segment while indexing (bounds the build's memory; default 250000)")
+    parser.add_argument("--segments", choices=["merge", "keep"], default="merge",
+                        help="merge the segments into one at the end (default) or keep them as built")
+    parser.add_argument("--max-segments", type=int, default=1, help="lsr index merge: segments to merge down to")
+    parser.add_argument("--duplicates", choices=["error", "last"], default="error",
+                        help="a document id given twice: an error naming it (default), or the last one wins")
+    parser.add_argument("--overwrite", action="store_true", help="replace every segment of an existing index")
     parser.add_argument("--no-texts", action="store_true",
-                        help="do not store document texts (no highlighting, and `compact` cannot rebuild them)")
+                        help="do not store document texts (no highlighting, and merges cannot keep them)")
     dense = parser.add_argument_group("dense index (hybrid search; needs lsr[dense])")
     dense.add_argument("--dense", action="store_true", help="also build a faiss index of dense vectors")
     dense.add_argument("--dense-model", help="dense encoder (default: the bundled all-MiniLM-L6-v2)")
@@ -48,14 +58,20 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.corpus[0] in ("verify", "compact"):
+    if args.corpus[0] in SUBCOMMANDS:
         if len(args.corpus) != 2:
             raise ValueError(f"usage: lsr index {args.corpus[0]} DIR")
-        return verify(args.corpus[1]) if args.corpus[0] == "verify" else compact(args.corpus[1])
+        directory = args.corpus[1]
+        if args.corpus[0] == "verify":
+            return verify(directory)
+        if args.corpus[0] == "upgrade":
+            return upgrade(directory)
+        return merge(directory, args.max_segments)
     if len(args.corpus) != 1:
         raise ValueError("give one CORPUS")
     if not args.out:
         raise ValueError("--out DIR is required")
+    from index.build import DEFAULT_SEGMENT_DOCS
     from lsr.data.sources import open_corpus
     from lsr.encoders.loading import load_encoder
     from lsr.indexing import index_corpus
@@ -66,15 +82,28 @@ def run(args: argparse.Namespace) -> int:
     out = index_corpus(documents, encoder, args.out, name, overwrite=args.overwrite,
                        quantization=args.quantization, scale_quantile=args.scale_quantile, reorder=args.reorder,
                        block_size=args.block_size, store_texts=not args.no_texts,
-                       dense_encoder=dense_encoder, dense_options=dense_options)
-    from index.format import read_meta
-
-    meta = read_meta(out)
-    print(f"indexed {meta['num_docs']} documents, {meta['num_postings']} postings "
-          f"({meta['mean_doc_nnz']:.1f} terms/doc) into {out} in {meta['build_seconds']:.1f} s "
-          f"(doc order {meta['doc_order']}: {meta['reorder_seconds']:.1f} s; {meta['num_blocks']} blocks of "
-          f"{meta['block_size']})")
+                       dense_encoder=dense_encoder, dense_options=dense_options,
+                       segment_docs=args.segment_docs or DEFAULT_SEGMENT_DOCS, merge=args.segments == "merge",
+                       duplicates=args.duplicates)
+    print(_summary(out))
     return 0
+
+
+def _summary(directory) -> str:
+    from index.live import LiveIndex
+
+    with LiveIndex(directory, writer="never") as index:
+        segments = [state.segment for state in index.refresh().segments]
+        postings = sum(int(s.meta["num_postings"]) for s in segments)
+        docs = sum(s.num_docs for s in segments)
+        blocks = sum(int(s.meta["num_blocks"]) for s in segments)
+        reorder = sum(float(s.meta["reorder_seconds"]) for s in segments)
+        build = sum(float(s.meta["build_seconds"]) for s in segments)
+        block_size = segments[0].postings.block_size if segments else 0
+        doc_order = segments[0].meta["doc_order"] if segments else "none"
+    return (f"indexed {docs} documents, {postings} postings ({postings / max(1, docs):.1f} terms/doc) into {directory}: "
+            f"{len(segments)} segment{'s' if len(segments) != 1 else ''}, built in {build:.1f} s (doc order "
+            f"{doc_order}: {reorder:.1f} s; {blocks} blocks of {block_size})")
 
 
 def _dense_arguments(args: argparse.Namespace) -> tuple:
@@ -87,23 +116,39 @@ def _dense_arguments(args: argparse.Namespace) -> tuple:
     return DenseEncoder(args.dense_model, batch_size=args.batch_size), options
 
 
-def compact(directory: str) -> int:
-    from index.live.compact import compact_index
+def merge(directory: str, max_segments: int) -> int:
+    import time
 
-    summary = compact_index(directory)
-    print(f"compacted {directory}: {summary['num_docs']} documents ({summary['added']} added or replaced, "
-          f"{summary['deleted']} deleted since the last build) in {summary['seconds']:.1f} s")
+    from index.live import LiveIndex
+
+    started = time.perf_counter()
+    with LiveIndex(directory, writer="required") as index:
+        before = index.stats()
+        index.merge(max_segments=max_segments)
+        after = index.stats()
+    print(f"merged {directory}: {len(before['segments'])} segments and {before['buffered_writes']} logged writes "
+          f"into {len(after['segments'])} segment{'s' if len(after['segments']) != 1 else ''} of "
+          f"{after['documents']} documents in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def upgrade(directory: str) -> int:
+    from index.upgrade import upgrade_index
+
+    summary = upgrade_index(directory)
+    print(f"upgraded {directory} to format version {summary['format_version']}: one segment of "
+          f"{summary['documents']} documents, {summary['logged_writes']} writes of its update log carried over")
     return 0
 
 
 def verify(directory: str) -> int:
-    from index.dense import verify_dense
-    from index.format import verify_checksums
+    from index.check import verify_index
 
-    problems = verify_checksums(directory) + verify_dense(directory)
+    problems, checked = verify_index(directory)
     for line in problems:
         print(line)
     if problems:
         return 1
-    print(f"{directory}: all array checksums match meta.json")
+    print(f"{directory}: {checked['commits']} commit(s), {checked['segments']} segment(s), {checked['files']} "
+          f"segment files and {checked['delete_files']} delete file(s): every checksum and structure check passed")
     return 0

@@ -19,21 +19,20 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from index.format import SparseIndex, read_meta
-    from index.scorers.planner import search
+    from index.live import LiveIndex
     from lsr.encoders.loading import load_encoder
 
-    encoder_meta = read_meta(args.index)["encoder"]
-    encoder = load_encoder(encoder_meta["model"], query_max_length=encoder_meta["query_max_length"],
-                           doc_max_length=encoder_meta["doc_max_length"])
-    index = SparseIndex.open(args.index, vocab_size=encoder.vocab_size)
-    query = encoder.encode_queries([args.query])
-    terms, weights = query.row(0)
-    docs, scores = search(index, terms, weights, args.k, args.scorer, args.alpha, args.beta, args.max_blocks)
+    with LiveIndex(args.index, writer="never") as index:
+        encoder_meta = index.meta["encoder"]
+        encoder = load_encoder(encoder_meta["model"], query_max_length=encoder_meta["query_max_length"],
+                               doc_max_length=encoder_meta["doc_max_length"])
+        terms, weights = encoder.encode_queries([args.query]).row(0)
+        ids, scores = index.search_sparse(terms, weights, args.k, args.scorer, args.alpha, args.beta, args.max_blocks)
+        titles = index.documents(ids)
     print(f"{'rank':>4}  {'doc id':<20} {'score':>8}  title")
-    for rank, (doc, score) in enumerate(zip(docs, scores), start=1):
-        title = index.doc_titles[doc]
-        print(f"{rank:>4}  {index.doc_ids[doc]:<20} {score:8.3f}  {title[:80]}")
-    if len(docs) == 0:
+    for rank, (doc_id, score) in enumerate(zip(ids, scores), start=1):
+        title = titles.get(doc_id, {}).get("title", "")
+        print(f"{rank:>4}  {doc_id:<20} {score:8.3f}  {title[:80]}")
+    if len(ids) == 0:
         print("(no document shares a term with the query)")
     return 0

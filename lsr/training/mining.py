@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from index.format import SparseIndex
-from index.scorers.planner import search_batch
+from index.commit import generations
+from index.live import LiveIndex
 from lsr.data.loaders import Document
 from lsr.training.cache import cache_key, read_json, write_json
 from lsr.training.data import TrainingSet
@@ -21,7 +21,7 @@ def corpus_index(training_set: TrainingSet, encoder, cache_dir: Path) -> Path:
     from lsr.indexing import index_corpus
 
     directory = cache_dir / f"index-{cache_key(training_set.name, len(training_set.corpus), encoder.describe())}"
-    if not (directory / "meta.json").is_file():
+    if not generations(directory):
         documents = (Document(doc_id, "", text) for doc_id, text in training_set.corpus.items())
         index_corpus(documents, encoder, directory, training_set.name, overwrite=True)
     return directory
@@ -44,15 +44,13 @@ def mine_hard_negatives(training_set: TrainingSet, encoder, cache_dir: str | Pat
     cached = read_json(cache_file)
     if cached is not None:
         return cached
-    index = SparseIndex.open(corpus_index(training_set, encoder, cache_dir), vocab_size=encoder.vocab_size)
     examples = training_set.examples
     vectors = encoder.encode_queries([e.query for e in examples], show_progress=True)
-    results = search_batch(index, vectors, depth)
+    with LiveIndex(corpus_index(training_set, encoder, cache_dir), writer="never") as index:
+        results = index.search_sparse_batch(vectors, depth)
     mined = {}
-    for row, example in enumerate(examples):
-        docs, _ = results.row(row)
+    for example, (ranked, _) in zip(examples, results):
         positives = set(example.positives)
-        ranked = [index.doc_ids[d] for d in docs]
         mined[example.query_id] = [doc for doc in ranked[skip:] if doc not in positives]
     write_json(cache_file, mined)
     return mined

@@ -1,0 +1,199 @@
+"""`lsr index upgrade DIR`: an index of format version 2 (one directory) becomes version 3.
+
+Version 2 kept its arrays and ``meta.json`` at the top of the directory, a faiss part in
+``dense/`` and live writes in ``updates.log`` (JSON lines). The upgrade, in place:
+
+1. checks every array against the sha256 its ``meta.json`` recorded (a damaged index is not
+   upgraded);
+2. builds one segment from those arrays by hard links (nothing is copied), adding the id hash
+   table and CRC32 checksums; if two documents share an id, the last one stays searchable;
+3. writes the records of ``updates.log`` (a torn last line skipped: it was never
+   acknowledged) into the write-ahead log;
+4. commits, and only then removes the version 2 files.
+
+A crash before the commit leaves the version 2 index as it was (run the upgrade again); after
+it, the index is version 3 and a second run removes what is left of version 2.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from index import storage
+from index.builder import describe_extra_files
+from index.commit import SEGMENTS_DIR, Commit, SegmentRecord, generations, write_commit
+from index.deletes import write_deletes
+from index.directory import WriteLock, init_layout
+from index.doc_ids import duplicate_positions, hash_ids, sorted_hash_table
+from index.format import (META_FILE, SEGMENT_FORMAT, SEGMENT_FORMAT_VERSION, IndexFormatError, describe_arrays,
+                          describe_file, load_array)
+from index.wal import WriteAheadLog, create_wal_file, encode_body
+from index.writer import index_settings
+
+OLD_VERSION = 2
+OLD_LOG = "updates.log"
+OLD_LOCK = ".serving.lock"
+
+
+def upgrade_index(directory: str | Path) -> dict:
+    """Upgrade a version 2 index in place (see the module docstring).
+
+    Returns:
+        ``{"format_version", "documents", "logged_writes"}``.
+    """
+    directory = Path(directory)
+    old_meta_path = directory / META_FILE
+    if generations(directory):
+        _remove_old_files(directory, _read_old_meta(directory) if old_meta_path.is_file() else None)
+        return {"format_version": 3, "documents": None, "logged_writes": 0}
+    meta = _read_old_meta(directory)
+    _check_old_arrays(directory, meta)
+    init_layout(directory)
+    with _locked(directory):
+        for sub in (SEGMENTS_DIR, "deletes", "wal"):  # what an interrupted upgrade left
+            for path in (directory / sub).iterdir():
+                storage.remove(path)
+        name = f"s000001-{uuid.uuid4().hex[:8]}"
+        duplicates = _link_segment(directory, meta, directory / SEGMENTS_DIR / name)
+        create_wal_file(directory, 1)
+        writes = _carry_log(directory, meta)
+        record = SegmentRecord(name, int(meta["num_docs"]), describe_file(directory / SEGMENTS_DIR / name / META_FILE))
+        if len(duplicates):
+            deleted = np.zeros(record.num_docs, dtype=bool)
+            deleted[duplicates] = True
+            record = SegmentRecord(record.name, record.num_docs, record.meta, write_deletes(directory, name, 1, deleted))
+        write_commit(directory, Commit(1, (record,), wal_seq=0, next_segment=2, settings=_settings(directory, meta)))
+        _remove_old_files(directory, meta)
+    return {"format_version": 3, "documents": int(meta["num_docs"]) - len(duplicates), "logged_writes": writes}
+
+
+class _locked:
+    def __init__(self, directory: Path) -> None:
+        self.lock = WriteLock.acquire(directory)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.lock.release()
+
+
+def _read_old_meta(directory: Path) -> dict:
+    path = directory / META_FILE
+    if not path.is_file():
+        raise IndexFormatError(f"{directory} is not an index of format version {OLD_VERSION} ({META_FILE} missing)")
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise IndexFormatError(f"{path}: invalid JSON ({error})") from error
+    if meta.get("format") != "lsr-index" or meta.get("format_version") != OLD_VERSION:
+        raise IndexFormatError(f"{path}: not an index of format version {OLD_VERSION}")
+    return meta
+
+
+def _check_old_arrays(directory: Path, meta: dict) -> None:
+    for info in meta["arrays"].values():
+        path = directory / info["file"]
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 22):
+                digest.update(chunk)
+        if digest.hexdigest() != info["sha256"]:
+            raise IndexFormatError(f"{path}: sha256 does not match meta.json; rebuild the index instead")
+
+
+def _link_segment(directory: Path, meta: dict, target: Path) -> np.ndarray:
+    """The version 2 arrays as a segment (hard links); returns positions of duplicate ids to delete."""
+    tmp = target.parent / f".{target.name}.building-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        for info in meta["arrays"].values():
+            os.link(directory / info["file"], tmp / info["file"])
+        if (directory / "dense").is_dir():
+            (tmp / "dense").mkdir()
+            for path in (directory / "dense").iterdir():
+                os.link(path, tmp / "dense" / path.name)
+        offsets, data = load_array(tmp / "doc_id_offsets.npy"), load_array(tmp / "doc_id_bytes.npy")
+        hashes = hash_ids(offsets, data)
+        sorted_hashes, docs = sorted_hash_table(hashes)
+        np.save(tmp / "doc_id_hashes.npy", sorted_hashes)
+        np.save(tmp / "doc_id_hash_docs.npy", docs)
+        later, first = duplicate_positions(np.asarray(offsets), np.asarray(data), hashes)
+        groups: dict[int, list[int]] = {}
+        for position, origin in zip(later.tolist(), first.tolist()):
+            groups.setdefault(origin, [origin]).append(position)
+        duplicates = np.array(sorted(p for members in groups.values() for p in sorted(members)[:-1]), dtype=np.int64)
+        names = list(meta["arrays"]) + ["doc_id_hashes", "doc_id_hash_docs"]
+        segment_meta = {k: v for k, v in meta.items() if k not in ("arrays", "format", "format_version")}
+        segment_meta.update(format=SEGMENT_FORMAT, format_version=SEGMENT_FORMAT_VERSION,
+                            upgraded_from=OLD_VERSION, arrays=describe_arrays(tmp, names),
+                            files=describe_extra_files(tmp))
+        (tmp / META_FILE).write_text(json.dumps(segment_meta, indent=2))
+        storage.fsync_tree(tmp)
+        storage.rename(tmp, target)
+    except BaseException:
+        storage.remove(tmp)
+        raise
+    return duplicates
+
+
+def _carry_log(directory: Path, meta: dict) -> int:
+    """The version 2 update log's records, appended to the write-ahead log; how many."""
+    path = directory / OLD_LOG
+    if not path.is_file():
+        return 0
+    data = path.read_bytes()
+    lines = data[: data.rfind(b"\n") + 1].splitlines()  # a last line without newline was never acknowledged
+    bodies = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line)
+            if record["op"] == "add":
+                bodies.append(encode_body("add", record["id"], record.get("title", ""), record.get("text", ""),
+                                          record.get("terms", []), record.get("weights", []), record.get("dense")))
+            else:
+                bodies.append(encode_body("delete", record["id"]))
+        except (ValueError, KeyError, TypeError) as error:
+            raise IndexFormatError(f"{path}, line {number}: not an update record ({error})") from error
+    if bodies:
+        wal = WriteAheadLog(directory)
+        try:
+            wal.append(bodies)
+        finally:
+            wal.close()
+    return len(bodies)
+
+
+def _settings(directory: Path, meta: dict) -> dict:
+    quantization = meta["quantization"]
+    build = {"quantization": quantization["method"].removeprefix("uint8-"), "reorder": meta["doc_order"],
+             "block_size": meta["block_size"], "bp_options": meta.get("bp_options") or {},
+             "store_texts": "doc_text_offsets" in meta["arrays"]}
+    if build["quantization"] == "global":
+        if quantization.get("scale_quantile") is None:
+            build["scale"] = quantization["scale"]
+        else:
+            build["scale_quantile"] = quantization["scale_quantile"]
+    dense = None
+    if (directory / "dense" / "dense.json").is_file():
+        d = json.loads((directory / "dense" / "dense.json").read_text())
+        dense = {"model": d["model"], "dim": d["dim"], "options": {"kind": d["kind"], "hnsw_m": d["hnsw_m"],
+                 "ef_construction": d["ef_construction"], "ef_search": d["ef_search"]}}
+    user = {k: meta[k] for k in ("encoder", "corpus", "dense_encoder", "encode_seconds", "dense_encode_seconds")
+            if k in meta}
+    return index_settings(meta["vocab_size"], user, dense, **build)
+
+
+def _remove_old_files(directory: Path, meta: dict | None) -> None:
+    """The version 2 files, once a commit holds everything (their segment copies are hard links)."""
+    for info in (meta or {}).get("arrays", {}).values():
+        storage.remove(directory / info["file"])
+    for name in ("dense", OLD_LOG, OLD_LOCK, META_FILE):
+        storage.remove(directory / name)
+    storage.fsync_dir(directory)
