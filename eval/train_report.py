@@ -71,11 +71,13 @@ def _with_corpus_idf(model: str, dataset: str, out: Path) -> str:
 
 
 def _evaluate(experiment, dataset: str) -> dict:
+    from index.commit import generations
+
     model, index_dir = _model_for(experiment, dataset)
     out = EVAL_ROOT / experiment.name / dataset.replace("/", "-")
     index_dir = index_dir or out / "index"
     report = run_beir(BeirRunConfig(dataset=dataset, index_dir=index_dir, out_dir=out,
-                                    model=None if (index_dir / "meta.json").is_file() else model,
+                                    model=None if generations(index_dir) else model,
                                     command="eval/train_experiments.py"))
     best = json.loads((experiment.run_dir / "best.json").read_text())
     summary = json.loads((experiment.run_dir / "summary.json").read_text())

@@ -259,9 +259,11 @@ def import_ciff(
                                                                          None, **build))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
         writer.close()
+        if writer.created_directory:  # nothing was committed: leave no trace of the import
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+    writer.close()
     return out_dir
 
 

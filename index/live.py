@@ -479,9 +479,9 @@ def open_single_segment(directory: str | Path, verify: bool = True) -> Segment:
     finally:
         wal.close()
     if len(commit.segments) != 1 or commit.segments[0].deletes or pending > 0:
-        raise IndexFormatError(f"{directory} has {len(commit.segments)} segments, "
-                               f"{sum(s.num_deleted for s in commit.segments)} deleted documents and {pending} "
-                               f"unflushed writes; this reads an index of one segment: run `lsr index merge "
+        raise IndexFormatError(f"{directory} has {len(commit.segments)} segment(s), "
+                               f"{sum(s.num_deleted for s in commit.segments)} deleted document(s) and {pending} "
+                               f"unflushed write(s); this reads an index of one segment: run `lsr index merge "
                                f"{directory}` first")
     record = commit.segments[0]
     return Segment.open(directory / SEGMENTS_DIR / record.name, record.meta, verify=verify)

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from index import storage
-from index.builder import SegmentBuilder
+from index.builder import DEFAULT_BLOCK_SIZE, SegmentBuilder
 from index.commit import SEGMENTS_DIR, Commit, SegmentRecord, generations, read_newest_commit, write_commit
 from index.deletes import read_deletes, write_deletes
 from index.directory import WriteLock, collect_garbage, init_layout
@@ -39,7 +39,9 @@ from index.format import META_FILE, IndexFormatError, Segment, describe_file
 from index.sparse_batch import SparseBatch
 from index.wal import WAL_DIR, WalRecord, WriteAheadLog, create_wal_file
 
-BUILD_KEYS = ("quantization", "scale", "scale_quantile", "reorder", "block_size", "bp_options", "store_texts")
+# How segments are built, with `SegmentBuilder`'s defaults (every flush and merge uses these).
+BUILD_DEFAULTS = {"quantization": "per-term", "scale": None, "scale_quantile": 1.0, "reorder": "none",
+                  "block_size": DEFAULT_BLOCK_SIZE, "bp_options": {}, "store_texts": False}
 LAYOUT_NAMES = {SEGMENTS_DIR, "deletes", WAL_DIR, "locks"}
 
 
@@ -66,7 +68,7 @@ def index_settings(vocab_size: int, meta: dict | None = None, dense: dict | None
                           "options": asdict(options) if options is not None and not isinstance(options, dict)
                           else options}
     return {"vocab_size": int(vocab_size), "meta": dict(meta or {}),
-            "build": {**{k: build[k] for k in BUILD_KEYS if k in build}, "dense": dense_settings}}
+            "build": {**{k: build.get(k, default) for k, default in BUILD_DEFAULTS.items()}, "dense": dense_settings}}
 
 
 def builder_options(settings: dict) -> dict:

@@ -38,10 +38,11 @@ class SearchEngine:
         self.encoder = load_encoder(recorded["model"], query_max_length=recorded["query_max_length"],
                                     doc_max_length=recorded["doc_max_length"], device=settings.device)
         self.dense_encoder = None
-        if self.index.dense is not None:
+        dense = self.index.settings["build"].get("dense")
+        if dense is not None:
             from lsr.encoders.dense import DenseEncoder
 
-            self.dense_encoder = DenseEncoder(self.index.dense.meta["model"], device=settings.device)
+            self.dense_encoder = DenseEncoder(dense["model"], device=settings.device)
         self._tokens = self.encoder.tokenizer.convert_ids_to_tokens(list(range(self.encoder.vocab_size)))
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._every, args=(settings.flush_check_seconds, self.index.maintain),

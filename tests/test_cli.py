@@ -27,7 +27,7 @@ def test_index_verify_search_eval(tmp_path, scifact_subset):
     assert "indexed 200 documents" in out.stdout
 
     out = lsr("index", "verify", index_dir)
-    assert out.returncode == 0 and "all array checksums match" in out.stdout
+    assert out.returncode == 0 and "every checksum and structure check passed" in out.stdout
 
     first = json.loads((scifact_subset / "corpus.jsonl").read_text().splitlines()[0])
     out = lsr("search", index_dir, first["title"], "-k", "3")
@@ -52,7 +52,7 @@ def test_index_verify_search_eval(tmp_path, scifact_subset):
 def test_eval_builds_the_index_when_missing(tmp_path, scifact_subset):
     run_dir = tmp_path / "run"
     assert main(["eval", "beir", str(scifact_subset), "--out", str(run_dir), "-k", "10"]) == 0
-    assert (run_dir / "index" / "meta.json").is_file()
+    assert next((run_dir / "index").glob("commit-*.json")).is_file()
     assert (run_dir / "doc-vectors" / "values.npy").is_file()
 
 
@@ -67,22 +67,21 @@ def test_bad_input_is_a_one_line_error(tmp_path, capsys):
     assert "Known ids:" in capsys.readouterr().err
 
     assert main(["index", "verify", str(tmp_path)]) == 1
-    assert "meta.json is missing" in capsys.readouterr().err
+    assert "is not an index: it has no commit file" in capsys.readouterr().out
 
 
 def test_dense_index_hybrid_eval_and_compact(tmp_path, scifact_subset, encoder):
     import numpy as np
 
     from index.dense import read_dense_meta
-    from index.live import open_single_segment
-    from index.live.live_index import LiveIndex
+    from index.live import LiveIndex, open_single_segment
     from lsr.encoders.dense import DenseEncoder
 
     index_dir = tmp_path / "ix"
     out = lsr("index", scifact_subset / "corpus.jsonl", "--out", index_dir, "--dense", "--dense-index", "hnsw",
-              "--hnsw-m", "8", "--hnsw-ef-search", "32")
+              "--hnsw-m", "8", "--hnsw-ef-search", "32", "--segment-docs", "120")
     assert out.returncode == 0, out.stderr
-    meta = read_dense_meta(index_dir)
+    meta = read_dense_meta(open_single_segment(index_dir).path)  # two segments, merged into one
     assert (meta["kind"], meta["hnsw_m"], meta["ef_search"], meta["num_docs"]) == ("hnsw", 8, 32, 200)
 
     run_dir = tmp_path / "run"
@@ -95,25 +94,31 @@ def test_dense_index_hybrid_eval_and_compact(tmp_path, scifact_subset, encoder):
     assert report["settings"]["dense_index"] == "hnsw" and "Latency per stage" in (run_dir / "report.md").read_text()
     assert all(s["metrics"]["nDCG@10"] > 0.4 for s in report["systems"].values())
 
-    live = LiveIndex(index_dir)
+    first_id = open_single_segment(index_dir).doc_ids[0]
+    live = LiveIndex(index_dir, writer="never")
     terms, weights = encoder.encode_documents(["a note on quokkas"]).row(0)
     live.add("quokka", "Quokka", "a note on quokkas", terms, weights, DenseEncoder().encode_documents(["a note on quokkas"])[0])
-    live.delete(live.main.doc_ids[0])
+    live.delete(first_id)
+    before = live.search_sparse(terms, weights, 1)
     out = lsr("index", "compact", index_dir)
-    assert out.returncode == 0 and "200 documents (1 added or replaced, 1 deleted" in out.stdout, out.stderr
+    assert out.returncode == 0 and "2 logged writes into 1 segment of 200 documents" in out.stdout, out.stderr
     compacted = open_single_segment(index_dir)
     assert "quokka" in {compacted.doc_ids[i] for i in range(compacted.num_docs)}
-    assert read_dense_meta(index_dir)["kind"] == "hnsw" and lsr("index", "verify", index_dir).returncode == 0
-    assert np.isclose(LiveIndex(index_dir).search_sparse(terms, weights, 1)[1][0],
-                      live.search_sparse(terms, weights, 1)[1][0], rtol=0.02)
+    assert read_dense_meta(compacted.path)["kind"] == "hnsw" and lsr("index", "verify", index_dir).returncode == 0
+    after = live.search_sparse(terms, weights, 1)  # the same reader, after the merge's commit
+    assert after[0] == before[0] == ["quokka"] and np.isclose(after[1][0], before[1][0], rtol=0.02)
 
 
 def test_eval_dense_mode_adds_the_dense_part(tmp_path, scifact_subset):
     index_dir = tmp_path / "plain"
     assert lsr("index", scifact_subset / "corpus.jsonl", "--out", index_dir, "--no-texts").returncode == 0
-    assert not (index_dir / "dense").exists()
+    from index.live import open_single_segment
+
+    assert open_single_segment(index_dir).dense is None
     run_dir = tmp_path / "run"
     assert main(["eval", "beir", str(scifact_subset), "--index", str(index_dir), "--out", str(run_dir),
                  "-k", "10", "--mode", "dense"]) == 0
     report = json.loads((run_dir / "report.json").read_text())
-    assert list(report["systems"]) == ["dense"] and (index_dir / "dense" / "dense.json").is_file()
+    segment = open_single_segment(index_dir)  # replaced by a copy with a dense part (hard links)
+    assert list(report["systems"]) == ["dense"] and segment.dense.num_docs == 200
+    assert lsr("index", "verify", index_dir).returncode == 0

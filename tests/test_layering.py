@@ -21,20 +21,23 @@ with tempfile.TemporaryDirectory() as tmp:
     build_index(tmp + '/ix', [(['a', 'b'], batch, None)], 4)
     docs, scores = search(open_single_segment(tmp + '/ix'), np.array([2]), np.array([1.0]), 2)
     assert docs.tolist() == [1, 0], docs
-    # The dense part, fusion, live updates and compaction are index-layer code too.
+    # The dense part, fusion, the write-ahead log, flushes, merges and checks are index-layer code too.
     from index.fusion import fuse
-    from index.live.compact import compact_index
-    from index.live.live_index import LiveIndex
-    from index.builder import IndexBuilder
+    from index.live import LiveIndex
+    from index.builder import SegmentBuilder
+    from index.check import verify_index
     from index.dense import DenseIndex
-    with IndexBuilder(tmp + '/dense', 4, dense={'model': 'm', 'dim': 3}) as builder:
+    with SegmentBuilder(tmp + '/dense', 4, dense={'model': 'm', 'dim': 3}) as builder:
         builder.add(['a', 'b'], batch, dense=np.eye(3, dtype=np.float32)[:2])
         builder.finish()
     assert DenseIndex.open(tmp + '/dense').search(np.array([[0, 1, 0]]), 1)[0].tolist() == [[1]]
     live = LiveIndex(tmp + '/ix')
     live.add('c', 't', 'x', np.array([3]), np.array([1.0], np.float32))
     assert live.search_sparse(np.array([3]), np.array([1.0]), 1)[0] == ['c']
-    assert compact_index(tmp + '/ix')['num_docs'] == 3
+    live.flush()
+    live.merge(max_segments=1)
+    assert live.num_docs == 3 and verify_index(tmp + '/ix')[0] == []
+    live.close()
     assert fuse((['a'], [1.0]), (['b'], [2.0]))[0] == ['a', 'b']
 print('ok')
 """

@@ -49,7 +49,7 @@ def test_mined_negatives_are_ranked_non_positives_and_cached(training_set, encod
     del scores["bone1"]
     assert mined["q1"][0] == max(scores, key=scores.get)
     # A second call reads the cache: no index is opened.
-    monkeypatch.setattr(mining.SparseIndex, "open", lambda *a, **k: pytest.fail("cache not used"))
+    monkeypatch.setattr(mining, "LiveIndex", lambda *a, **k: pytest.fail("cache not used"))
     assert mining.mine_hard_negatives(training_set, encoder, tmp_path, depth=4) == mined
 
 

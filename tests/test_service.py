@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from index.format import Segment
 from index.live import open_single_segment
 from index.fusion import fuse
 from index.scorers.planner import search as planner_search
@@ -19,7 +20,7 @@ KEY = "test-key-123"
 @pytest.fixture
 def settings(served_index):
     return Settings(index_dir=served_index, api_keys=KEY, warm_up=False, max_body_bytes=20_000,
-                    max_query_chars=1000, max_batch_queries=4)
+                    max_query_chars=1000, max_batch_queries=4, flush_seconds=3600)
 
 
 @pytest.fixture
@@ -142,17 +143,30 @@ def test_add_search_delete_and_restart(settings, served_index):
         main_id = _search(client, query="cancer", k=1)["hits"][0]["id"]
         replaced = client.post("/documents", headers=headers, json={"id": main_id, "text": "replaced by a note on kangaroos"})
         assert replaced.json()["status"] == "replaced"
-        assert client.get(f"/documents/{main_id}").json()["segment"] == "live"
+        assert client.get(f"/documents/{main_id}").json()["segment"] == "buffer"
         assert client.delete("/documents/4983", headers=headers).json() == {"id": "4983", "status": "deleted"}
         assert client.get("/documents/4983").status_code == 404
         assert client.delete("/documents/4983", headers=headers).status_code == 404
         stats = client.get("/stats").json()
-    assert stats["documents"] == 200 and stats["segment_documents"] == 2 and stats["tombstones"] == 2
-    with TestClient(create_app(settings)) as restarted:  # replayed from the update log
+    assert stats["documents"] == 200 and stats["buffered_writes"] == 3 and stats["buffer_documents"] == 2
+    with TestClient(create_app(settings)) as restarted:  # replayed from the write-ahead log
         assert restarted.get("/documents/quokka-1").json()["title"] == "Quokkas"
         assert restarted.get("/documents/4983").status_code == 404
         assert "kangaroos" in restarted.get(f"/documents/{main_id}").json()["text"]
         assert restarted.get("/stats").json() == stats
+
+
+def test_the_background_thread_flushes_acknowledged_writes(settings):
+    headers = {"X-API-Key": KEY}
+    quick = settings.model_copy(update={"flush_seconds": 0.2, "flush_check_seconds": 0.05})
+    with TestClient(create_app(quick)) as client:
+        client.post("/documents", headers=headers, json={"id": "wombat", "text": "Wombats dig burrows."})
+        deadline = time.monotonic() + 20
+        while client.get("/documents/wombat").json()["segment"] == "buffer" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stats = client.get("/stats").json()
+    assert stats["buffered_writes"] == 0 and len(stats["segments"]) == 2 and stats["writer"] is True
+    assert stats["documents"] == 201
 
 
 def test_ids_with_slashes_and_unicode(client):
@@ -174,7 +188,8 @@ def test_bad_documents_are_refused(client):
 def test_health_stats_metrics_and_page(client):
     assert client.get("/health").json() == {"status": "ok", "documents": 200}
     stats = client.get("/stats").json()
-    assert stats["format_version"] == 2 and stats["dense"]["dim"] == 384 and stats["postings"] > 0
+    assert stats["commit"] >= 1 and stats["dense"]["dim"] == 384 and stats["postings"] > 0
+    assert [s["documents"] for s in stats["segments"]] == [200]
     _search(client, query="cancer")
     client.get("/documents/does-not-exist")
     metrics = client.get("/metrics").text
@@ -185,11 +200,13 @@ def test_health_stats_metrics_and_page(client):
     assert page.status_code == 200 and 'id="query"' in page.text
 
 
-def test_dense_mode_needs_a_dense_index(served_index):
-    import shutil
+def test_dense_mode_needs_a_dense_index(tmp_path, encoder):
+    from lsr.data.loaders import Document
+    from lsr.indexing import index_corpus
 
-    shutil.rmtree(served_index / "dense")
-    with TestClient(create_app(Settings(index_dir=served_index, warm_up=False))) as client:
+    documents = [Document(f"d{i}", "", text) for i, text in enumerate(["cancer cells", "bone density", "vitamin D"])]
+    index_corpus(documents, encoder, tmp_path / "sparse-only", "tiny", show_progress=False)
+    with TestClient(create_app(Settings(index_dir=tmp_path / "sparse-only", warm_up=False))) as client:
         response = client.post("/search", json={"query": "cancer", "mode": "dense"})
         assert response.status_code == 409 and "dense index" in response.json()["detail"]
         assert client.post("/search", json={"query": "cancer"}).status_code == 200

@@ -122,7 +122,7 @@ def test_dev_evaluation_keeps_the_best_checkpoint(tiny_model, train_file, tmp_pa
     best = json.loads((run_dir / "best.json").read_text())
     assert best["step"] == summary["best"]["step"]
     assert best["metrics"]["nDCG@10"] == max(r["dev_nDCG@10"] for r in evals)
-    assert (Path(best["index"]) / "meta.json").is_file()
+    assert list(Path(best["index"]).glob("commit-*.json"))
 
 
 def _trainer(tiny_model, train_file, out):
