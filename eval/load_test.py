@@ -1,7 +1,7 @@
 """Load test of `lsr serve` on loopback, with a forced restart in the middle of the run.
 
     python eval/load_test.py INDEX_DIR [--clients 16] [--duration 60] [--write-fraction 0.05]
-        [--restart-at 30] [--out eval/results/service_load]
+        [--restart-at 30] [--workers 2 --kill-worker-at 20] [--out eval/results/service_load]
 
 The index is copied first (the run writes to it). Each client thread holds one keep-alive
 connection and loops until the deadline: a search (sparse 70%, hybrid 20%, dense 10%, k=10)
@@ -10,6 +10,11 @@ replace one, or delete one). At ``--restart-at`` seconds the server's process gr
 SIGKILL (a crash: no shutdown code runs) and is started again; requests that meet the dead
 server count as connection errors, and a write without a response is "unknown" (it may or
 may not have been applied).
+
+With ``--kill-worker-at`` (and two or more workers), one worker process alone gets SIGKILL at
+that moment (uvicorn starts a new one) while the others go on: requests on connections opened
+after the kill must all succeed (a client's keep-alive connection to the dead worker fails
+once, and is counted apart as a stale connection).
 
 Afterwards every document a client wrote is checked, first on the running server, then again
 after a second SIGKILL and restart: an acknowledged write is lost when the document's state
@@ -21,7 +26,9 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import random
+import signal
 import shlex
 import shutil
 import sys
@@ -45,7 +52,7 @@ ABSENT = None
 class ClientLog:
     """What one client did: request outcomes and the write history of its documents."""
 
-    outcomes: list = field(default_factory=list)  # (kind, status or "error", ms)
+    outcomes: list = field(default_factory=list)  # (kind, status or "error", ms, connection opened at)
     history: dict = field(default_factory=dict)  # doc id -> [(op, text, acknowledged)]
 
 
@@ -61,12 +68,14 @@ class Client:
         self.live: list[str] = []  # its documents it believes exist
         self.created = 0
         self.connection = None
+        self.connection_opened = 0.0
 
     def request(self, method: str, path: str, body: dict | None = None) -> tuple[int | str, dict | None]:
         headers = {"Content-Type": "application/json", "X-API-Key": API_KEY}
         try:
             if self.connection is None:
                 self.connection = http.client.HTTPConnection(self.host, self.port, timeout=30)
+                self.connection_opened = time.perf_counter()
             self.connection.request(method, path, json.dumps(body) if body is not None else None, headers)
             response = self.connection.getresponse()
             payload = response.read()
@@ -79,8 +88,9 @@ class Client:
 
     def timed(self, kind: str, method: str, path: str, body: dict | None = None):
         started = time.perf_counter()
+        opened = self.connection_opened if self.connection is not None else started
         status, payload = self.request(method, path, body)
-        self.log.outcomes.append((kind, status, (time.perf_counter() - started) * 1000))
+        self.log.outcomes.append((kind, status, (time.perf_counter() - started) * 1000, opened))
         if status == "error":
             time.sleep(0.1)  # the server is down (restart): back off a little
         return status, payload
@@ -149,7 +159,7 @@ def verify(url: str, logs: list[ClientLog]) -> dict:
 
 
 def summarise(logs: list[ClientLog], seconds: float) -> dict:
-    outcomes = [o for log in logs for o in log.outcomes]
+    outcomes = [o[:3] for log in logs for o in log.outcomes]
     by_kind: dict = {}
     for kind, status, ms in outcomes:
         entry = by_kind.setdefault(kind, {"ok": [], "4xx": 0, "5xx": 0, "errors": 0})
@@ -175,8 +185,29 @@ def summarise(logs: list[ClientLog], seconds: float) -> dict:
             "connection_errors": sum(t["connection_errors"] for t in table.values()), "by_kind": table}
 
 
+def after_worker_kill(logs: list[ClientLog], killed_at: float) -> dict:
+    """Requests on connections opened after the kill (must all succeed) and stale-connection failures."""
+    fresh = [o for log in logs for o in log.outcomes if o[3] > killed_at]
+    stale = [o for log in logs for o in log.outcomes if o[3] <= killed_at and o[1] == "error"]
+    failed = [o for o in fresh if o[1] == "error" or o[1] >= 500]
+    writes = [o for o in fresh if o[0] in ("add", "delete")]
+    return {"requests_after": len(fresh), "writes_after": len(writes), "failed_requests_after": len(failed),
+            "stale_connection_failures": len(stale)}
+
+
+def worker_pids(master: int) -> list[int]:
+    """The uvicorn worker processes: children of the master started by multiprocessing's spawn
+    (not its resource tracker)."""
+    workers = []
+    for pid in Path(f"/proc/{master}/task/{master}/children").read_text().split():
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        if b"spawn_main" in command and b"resource_tracker" not in command:
+            workers.append(int(pid))
+    return workers
+
+
 def run(index_dir: Path, clients: int, duration: float, write_fraction: float, restart_at: float | None,
-        workers: int, dataset: str, work_dir: Path) -> dict:
+        workers: int, dataset: str, work_dir: Path, kill_worker_at: float | None = None) -> dict:
     from lsr.data.datasets import resolve_dataset
 
     data = resolve_dataset(dataset)
@@ -184,7 +215,6 @@ def run(index_dir: Path, clients: int, duration: float, write_fraction: float, r
     texts = [doc.text for _, doc in zip(range(500), data.iter_documents())]
     copy = work_dir / "index"
     shutil.copytree(index_dir, copy)
-    (copy / ".serving.lock").unlink(missing_ok=True)
     server = ServerProcess(copy, api_key=API_KEY, workers=workers, log_path=work_dir / "server.log")
     startup = server.start()
     started = time.perf_counter()
@@ -193,7 +223,12 @@ def run(index_dir: Path, clients: int, duration: float, write_fraction: float, r
     threads = [threading.Thread(target=c.run, daemon=True) for c in pool]
     for thread in threads:
         thread.start()
-    restart = None
+    restart = worker_kill = None
+    if kill_worker_at is not None:
+        time.sleep(max(0.0, started + kill_worker_at - time.perf_counter()))
+        victim = worker_pids(server.process.pid)[0]
+        os.kill(victim, signal.SIGKILL)
+        worker_kill = {"at_s": time.perf_counter() - started, "pid": victim, "killed_at": time.perf_counter()}
     if restart_at is not None:
         time.sleep(max(0.0, started + restart_at - time.perf_counter()))
         killed = time.perf_counter()
@@ -204,6 +239,8 @@ def run(index_dir: Path, clients: int, duration: float, write_fraction: float, r
         thread.join()
     seconds = time.perf_counter() - started
     logs = [c.log for c in pool]
+    if worker_kill is not None:
+        worker_kill.update(after_worker_kill(logs, worker_kill.pop("killed_at")))
     after_run = verify(server.url, logs)
     server.kill()
     server.start()
@@ -211,7 +248,7 @@ def run(index_dir: Path, clients: int, duration: float, write_fraction: float, r
     _, stats = Client(-1, server.url, [], [], 0.0, 0.0, 0).request("GET", "/stats")
     server.stop()
     return {"clients": clients, "duration_s": seconds, "write_fraction": write_fraction, "workers": workers,
-            "initial_startup_s": startup, "restart": restart, **summarise(logs, seconds),
+            "initial_startup_s": startup, "restart": restart, "worker_kill": worker_kill, **summarise(logs, seconds),
             "writes_verified_after_run": after_run, "writes_verified_after_second_restart": after_second_restart,
             "stats": stats}
 
@@ -229,6 +266,12 @@ def write(result: dict, out: Path) -> None:
     if restart:
         lines.append(f"- forced restart (SIGKILL of the server's process group) at {restart['at_s']:.1f} s; "
                      f"back after {restart['downtime_s']:.1f} s")
+    kill = r.get("worker_kill")
+    if kill:
+        lines.append(f"- one worker of {r['workers']} killed (SIGKILL of pid {kill['pid']}) at {kill['at_s']:.1f} s: "
+                     f"**failed requests after it: {kill['failed_requests_after']}** of {kill['requests_after']} "
+                     f"({kill['writes_after']} writes) on connections opened after the kill; "
+                     f"{kill['stale_connection_failures']} failed on a connection to the dead worker")
     for label, key in (("after the run", "writes_verified_after_run"),
                        ("after a second SIGKILL and restart", "writes_verified_after_second_restart")):
         v = r[key]
@@ -252,18 +295,21 @@ def main() -> int:
     parser.add_argument("--write-fraction", type=float, default=0.05)
     parser.add_argument("--restart-at", type=float, default=30.0, help="seconds into the run; negative: no restart")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--kill-worker-at", type=float, help="seconds into the run: SIGKILL one worker (needs --workers 2+)")
     parser.add_argument("--dataset", default="beir/scifact/test", help="queries and document texts to write")
     parser.add_argument("--out", type=Path, default=Path("eval/results/service_load"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         result = run(args.index, args.clients, args.duration, args.write_fraction,
-                     args.restart_at if args.restart_at >= 0 else None, args.workers, args.dataset, Path(tmp))
+                     args.restart_at if args.restart_at >= 0 else None, args.workers, args.dataset, Path(tmp),
+                     args.kill_worker_at)
     result["machine"] = machine_description()
     result["command"] = "python eval/load_test.py " + shlex.join(sys.argv[1:])
     write(result, args.out)
     print(args.out.with_suffix(".md").read_text())
     failed = result["5xx"] or result["writes_verified_after_run"]["lost_acknowledged_writes"] \
-        or result["writes_verified_after_second_restart"]["lost_acknowledged_writes"]
+        or result["writes_verified_after_second_restart"]["lost_acknowledged_writes"] \
+        or (result["worker_kill"] or {}).get("failed_requests_after")
     return 1 if failed else 0
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from numba import njit
 
 from index import storage
-from index.bmp_build import MAX_BLOCK_SIZE, finish_postings
+from index.bmp_build import MAX_BLOCK_SIZE
 from index.doc_ids import DuplicateIdError, duplicate_positions, hash_ids, sorted_hash_table
 from index.format import (
     ALL_ARRAY_NAMES,
@@ -35,6 +35,7 @@ from index.format import (
     describe_file,
     new_array_file,
 )
+from index.postings_writer import PostingsWriter
 from index.quantize import MAX_IMPACT, QuantizationStats, WeightSample, quantize, scale_for
 from index.reorder import bp_order, random_order
 from index.sparse_batch import SparseBatch
@@ -43,19 +44,6 @@ POSTINGS_PER_PASS = 1 << 23
 DEFAULT_BLOCK_SIZE = 8  # fastest of 8, 16, 32 on 1M docs (README, engine benchmark)
 
 # kernels
-
-
-@njit(cache=True, nogil=True)
-def _scatter_postings(terms, impacts, docs, cursor, out_docs, out_impacts):
-    # Docs arrive in increasing order, so each term's postings stay sorted by doc id.
-    for i in range(terms.shape[0]):
-        if impacts[i] == 0:
-            continue
-        t = terms[i]
-        pos = cursor[t]
-        out_docs[pos] = docs[i]
-        out_impacts[pos] = impacts[i]
-        cursor[t] = pos + 1
 
 
 @njit(cache=True, nogil=True)
@@ -187,6 +175,7 @@ class SegmentBuilder:
         titles = titles if titles is not None else [""] * len(doc_ids)
         if np.any(batch.values < 0):
             raise ValueError("document weights must be non-negative")
+        batch = _sorted_rows(batch)
         self._files["doc_nnz"].write(np.diff(batch.indptr).astype(np.int64).tobytes())
         self._files["terms"].write(batch.indices.tobytes())
         self._files["weights"].write(batch.values.tobytes())
@@ -237,7 +226,9 @@ class SegmentBuilder:
             started = time.perf_counter()
             order = self._doc_order(kept)
             reorder_seconds = time.perf_counter() - started
-            stats = self._write_postings(term_scales, order)
+            started = time.perf_counter()
+            stats, num_blocks = self._write_postings(term_scales, order)
+            postings_seconds = time.perf_counter() - started
             self._write_string_table("id", "doc_id", order)
             self._write_string_table("title", "doc_title", order)
             if self.store_texts:
@@ -246,10 +237,7 @@ class SegmentBuilder:
                 self._write_dense(order)
             if self.float_vectors_dir is not None:
                 self._write_float_vectors(order)
-            started = time.perf_counter()
-            num_blocks = finish_postings(self.tmp_dir, len(order), self.block_size)
-            timings = {"reorder_seconds": round(reorder_seconds, 3),
-                       "bmp_seconds": round(time.perf_counter() - started, 3)}
+            timings = {"reorder_seconds": round(reorder_seconds, 3), "bmp_seconds": round(postings_seconds, 3)}
             storage.remove(self.spill_dir)
             finalize_segment(self.tmp_dir, self.out_dir, self._meta(len(order), stats, num_blocks, timings))
         except BaseException:
@@ -328,27 +316,20 @@ class SegmentBuilder:
             return np.empty(0, dtype=dtype)
         return np.memmap(path, dtype=dtype, mode="r")
 
-    def _write_postings(self, term_scales: np.ndarray, order: np.ndarray) -> QuantizationStats:
-        df = np.zeros(self.vocab_size, dtype=np.int64)
+    def _write_postings(self, term_scales: np.ndarray, order: np.ndarray) -> tuple[QuantizationStats, int]:
+        """Quantise the documents in their final order and stream them into the postings arrays
+        (``index.postings_writer``); returns the quantisation counts and the number of blocks."""
+        nnz = np.diff(self._doc_indptr())[order]
+        writer = PostingsWriter(self.tmp_dir, self.vocab_size, len(order), self.block_size,
+                                max_block_postings=_largest_block(nnz, self.block_size), max_postings=int(nnz.sum()))
         stats = QuantizationStats()
-        for _, _, _, terms, weights in self._permuted_chunks(order):
+        for start, end, chunk_nnz, terms, weights in self._permuted_chunks(order):
             impacts, chunk_stats = quantize(weights, term_scales[terms])
             stats.add(chunk_stats)
-            df += np.bincount(terms[impacts > 0], minlength=self.vocab_size)
-        offsets = np.concatenate([[0], np.cumsum(df)]).astype(np.int64)
-        out_docs = new_array_file(self.tmp_dir, "postings_docs", np.uint32, int(offsets[-1]))
-        out_impacts = new_array_file(self.tmp_dir, "postings_impacts", np.uint8, int(offsets[-1]))
-        cursor = offsets[:-1].copy()
-        for start, end, nnz, terms, weights in self._permuted_chunks(order):
-            impacts, _ = quantize(weights, term_scales[terms])
-            docs = np.repeat(np.arange(start, end, dtype=np.uint32), nnz)
-            _scatter_postings(terms, impacts, docs, cursor, out_docs, out_impacts)
-        if isinstance(out_docs, np.memmap):
-            out_docs.flush()
-            out_impacts.flush()
-        del out_docs, out_impacts
-        np.save(self.tmp_dir / "postings_offsets.npy", offsets)
-        return stats
+            kept = impacts > 0
+            docs = np.repeat(np.arange(end - start), chunk_nnz)
+            writer.add(np.bincount(docs[kept], minlength=end - start), terms[kept], impacts[kept])
+        return stats, writer.finish()
 
     def _write_string_table(self, kind: str, name: str, order: np.ndarray) -> None:
         lens = self._spill(f"{kind}_lens", np.int64)
@@ -427,6 +408,27 @@ def finalize_segment(tmp_dir: Path, out_dir: Path, meta: dict) -> Path:
     storage.fsync_tree(tmp_dir)
     storage.rename(tmp_dir, out_dir)
     return out_dir
+
+
+def _sorted_rows(batch: SparseBatch) -> SparseBatch:
+    """The batch with each row's terms ascending and a term given twice summed (the postings
+    writer needs one posting per term and document)."""
+    terms = batch.indices.astype(np.int64)
+    row_of = np.repeat(np.arange(len(batch)), np.diff(batch.indptr))
+    if len(terms) < 2 or np.all((np.diff(terms) > 0) | (np.diff(row_of) > 0)):
+        return batch
+    matrix = batch.to_scipy()
+    matrix.sum_duplicates()
+    return SparseBatch.from_scipy(matrix)
+
+
+def _largest_block(nnz: np.ndarray, block_size: int) -> int:
+    """The most postings any block of consecutive documents can hold (before zeros are dropped)."""
+    if not len(nnz):
+        return 0
+    padded = np.zeros(-(-len(nnz) // block_size) * block_size, dtype=np.int64)
+    padded[: len(nnz)] = nnz
+    return int(padded.reshape(-1, block_size).sum(axis=1).max())
 
 
 def describe_extra_files(directory: Path) -> dict:
