@@ -8,10 +8,12 @@ times a small penalty for the merge's size, times the share of live documents sq
 merges that expunge deletions are preferred). Segments above half ``max_merged_docs`` are
 left alone unless more than ``deletes_pct_allowed`` percent of them is deleted.
 
-A merge reads the live documents of its sources block range by block range (bounded memory;
-impacts dequantised with each source's scales and quantised again with the merged segment's,
-which keeps them exact for the source whose scale is the largest), builds the merged segment
-without any lock, then commits it in place of its sources. Deletions committed on a source
+A merge reads the live documents of its sources block range by block range (impacts
+dequantised with each source's scales and quantised again with the merged segment's, which
+keeps them exact for the source whose scale is the largest), builds the merged segment
+without any lock, then commits it in place of its sources. Up to `REORDER_MAX_DOCS` live
+documents the merged documents are reordered (graph bisection); beyond, each source keeps its
+order and the merged segment streams to disk in bounded memory (``index.concat_builder``). Deletions committed on a source
 while the merge ran are carried over to the merged segment through the map from (source,
 internal id) to merged id; deletions still in the log resolve by id against the new commit.
 """
@@ -32,6 +34,9 @@ from index.forward import block_range_impacts
 from index.sparse_batch import SparseBatch
 
 BLOCKS_PER_STEP = 512
+# Merges up to this many live documents reorder them (graph bisection, whose memory grows with
+# the merge); larger ones keep their sources' orders and stream (``index.concat_builder``).
+REORDER_MAX_DOCS = 250_000
 
 
 @dataclass
@@ -95,7 +100,7 @@ class TieredMergePolicy:
 
 
 def merge(writer, names: list[str], floats: dict[str, Path] | None = None,
-          float_vectors_dir: Path | None = None) -> Commit:
+          float_vectors_dir: Path | None = None, concatenate: bool | None = None) -> Commit:
     """Merge the named segments of ``writer``'s index into one and commit it.
 
     Args:
@@ -104,6 +109,8 @@ def merge(writer, names: list[str], floats: dict[str, Path] | None = None,
         floats: per segment, a directory of its float doc vectors in its doc order (an indexing
             job keeps them): read instead of the dequantised impacts.
         float_vectors_dir: keep the merged segment's float vectors there.
+        concatenate: keep the sources' document orders (streaming, bounded memory) instead of
+            reordering the merged documents; by default when they are more than `REORDER_MAX_DOCS`.
 
     Returns:
         The commit that replaced them.
@@ -111,9 +118,19 @@ def merge(writer, names: list[str], floats: dict[str, Path] | None = None,
     base = writer.commit
     sources = [base.segment(name) for name in names]
     deleted_at_start = [read_deletes(writer.directory, s.deletes, s.num_docs) for s in sources]
-    builder = writer.new_segment(float_vectors_dir=float_vectors_dir)
+    floats = floats or {}
+    if concatenate is None:
+        concatenate = sum(s.num_live for s in sources) > REORDER_MAX_DOCS
+    scan = None
+    if concatenate:  # a first pass finds the merged segment's quantisation scales
+        from index.concat_builder import TermMaxScan
+
+        scan = TermMaxScan(writer.settings["vocab_size"])
+        for record, deleted in zip(sources, deleted_at_start):
+            _add_live_documents(writer, record, deleted, scan, floats.get(record.name))
+    builder = writer.new_segment(scan=scan, float_vectors_dir=float_vectors_dir)
     try:
-        origins = [_add_live_documents(writer, record, deleted, builder, (floats or {}).get(record.name))
+        origins = [_add_live_documents(writer, record, deleted, builder, floats.get(record.name))
                    for record, deleted in zip(sources, deleted_at_start)]
         builder.finish()
     except BaseException:

@@ -180,19 +180,26 @@ class IndexWriter:
             self._in_flight.add(name)
         return name
 
-    def new_segment(self, **overrides) -> SegmentBuilder:
-        """A builder for a new segment, with the index's build settings (``overrides`` win)."""
+    def new_segment(self, scan=None, **overrides):
+        """A builder for a new segment, with the index's build settings (``overrides`` win): a
+        `SegmentBuilder`, or with ``scan`` (an ``index.concat_builder.TermMaxScan`` of the
+        documents to come) a `ConcatBuilder` that keeps their order."""
         name = self.new_segment_name()
         options = {**builder_options(self.settings), **overrides}
         meta = dict(self.settings["meta"])
-        return SegmentBuilder(self.directory / SEGMENTS_DIR / name, self.settings["vocab_size"], meta, **options)
+        out = self.directory / SEGMENTS_DIR / name
+        if scan is not None:
+            from index.concat_builder import ConcatBuilder
+
+            return ConcatBuilder(out, self.settings["vocab_size"], scan, meta, **options)
+        return SegmentBuilder(out, self.settings["vocab_size"], meta, **options)
 
     def protect(self, name: str) -> None:
         """Keep a file or directory of the index out of this writer's cleanups (work in progress)."""
         with self._commit_lock:
             self._in_flight.add(name)
 
-    def abandon(self, builder: SegmentBuilder) -> None:
+    def abandon(self, builder) -> None:
         """Forget a builder that failed or was not committed (its files go with the next cleanup)."""
         builder.abort()
         with self._commit_lock:
@@ -319,10 +326,11 @@ class IndexWriter:
         return self.commit
 
     def merge_from_floats(self, names: list[str], floats: dict[str, Path], float_vectors_dir: Path | None) -> Commit:
-        """Merge an indexing job's segments into one from the float vectors it kept."""
+        """Merge an indexing job's segments into one from the float vectors it kept, keeping
+        each segment's document order (they were reordered when built: bounded memory)."""
         from index.merge import merge
 
-        return merge(self, names, floats, float_vectors_dir)
+        return merge(self, names, floats, float_vectors_dir, concatenate=len(names) > 1)
 
     def delete_copies(self, deleted: dict[str, list[int]]) -> Commit:
         """Commit the deletion of documents given by (segment name, internal ids)."""

@@ -71,6 +71,24 @@ def test_build_is_independent_of_chunk_size(tmp_path):
         assert np.array_equal(getattr(a.postings, name), getattr(b.postings, name))
 
 
+def test_segmented_build_merged_in_order_equals_one_pass(tmp_path):
+    """Segments of 100 documents, merged at the end keeping each one's order (bounded memory):
+    the same impacts per document as one pass over all of them."""
+    docs = random_docs(seed=4)
+    build_index(tmp_path / "one", chunks_of(docs, 50), VOCAB, reorder="bp")
+    build_index(tmp_path / "many", chunks_of(docs, 50), VOCAB, reorder="bp", segment_docs=100)
+    one, many = open_single_segment(tmp_path / "one"), open_single_segment(tmp_path / "many")
+    assert many.meta["doc_order"] == "concatenated" and one.num_docs == many.num_docs == 500
+    assert np.array_equal(one.term_scales, many.term_scales)
+    rows_one, rows_many = one.to_scipy_docs(), many.to_scipy_docs()
+    position = {many.doc_ids[i]: i for i in range(many.num_docs)}
+    for i in range(one.num_docs):
+        j = position[one.doc_ids[i]]
+        assert (rows_one[i] != rows_many[j]).nnz == 0
+        assert one.doc_titles[i] == many.doc_titles[j]
+    assert verify_index(tmp_path / "many")[0] == []
+
+
 def test_clipping_is_recorded(tmp_path):
     docs = random_docs()
     build_index(tmp_path / "ix", chunks_of(docs, 100), VOCAB, quantization="global", scale_quantile=0.9)

@@ -165,19 +165,27 @@ def test_random_writes_flushes_and_merges_match_the_oracle(index_dir):
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(seed=st.integers(0, 2**31 - 1), block_size=st.sampled_from([1, 3, 8]), reorder=st.sampled_from(["none", "bp"]))
-def test_hypothesis_add_delete_merge_sequences(tmp_path_factory, seed, block_size, reorder):
-    rng = np.random.default_rng(seed)
-    path = tmp_path_factory.mktemp("h") / "idx"
-    model = Model(make_index(path, n=60, seed=seed % 1000, block_size=block_size, reorder=reorder))
-    with LiveIndex(path) as live:
-        for step in range(int(rng.integers(5, 30))):
-            random_step(live, model, rng, step)
-        query = random_rows(rng, 1, density=0.2)
-        for k in (1, 7, 100):
-            for scorer in ("exhaustive", "bmp"):
-                assert_matches_oracle(live, query.indices, query.data, k, scorer)
-        model.check(live)
+@given(seed=st.integers(0, 2**31 - 1), block_size=st.sampled_from([1, 3, 8]), reorder=st.sampled_from(["none", "bp"]),
+       concatenate=st.booleans())
+def test_hypothesis_add_delete_merge_sequences(tmp_path_factory, seed, block_size, reorder, concatenate):
+    from index import merge
+
+    default = merge.REORDER_MAX_DOCS
+    merge.REORDER_MAX_DOCS = 0 if concatenate else default  # merges keep their sources' orders, or reorder
+    try:
+        rng = np.random.default_rng(seed)
+        path = tmp_path_factory.mktemp("h") / "idx"
+        model = Model(make_index(path, n=60, seed=seed % 1000, block_size=block_size, reorder=reorder))
+        with LiveIndex(path) as live:
+            for step in range(int(rng.integers(5, 30))):
+                random_step(live, model, rng, step)
+            query = random_rows(rng, 1, density=0.2)
+            for k in (1, 7, 100):
+                for scorer in ("exhaustive", "bmp"):
+                    assert_matches_oracle(live, query.indices, query.data, k, scorer)
+            model.check(live)
+    finally:
+        merge.REORDER_MAX_DOCS = default
 
 
 def test_bmp_seeds_stay_exact_when_the_top_documents_are_deleted(tmp_path):
