@@ -35,6 +35,7 @@ from index.format import (
     describe_file,
     new_array_file,
 )
+from index.npy_stream import NpyAppender
 from index.postings_writer import PostingsWriter
 from index.quantize import MAX_IMPACT, QuantizationStats, WeightSample, quantize, scale_for
 from index.reorder import bp_order, random_order
@@ -346,11 +347,12 @@ class SegmentBuilder:
         target.mkdir(parents=True, exist_ok=True)
         indptr = np.concatenate([[0], np.cumsum(np.diff(self._doc_indptr())[order])]).astype(np.int64)
         np.save(target / "indptr.npy", indptr)
-        out_terms = new_array_file(target, "indices", np.uint32, int(indptr[-1]))
-        out_weights = new_array_file(target, "values", np.float32, int(indptr[-1]))
-        for start, end, _, terms, weights in self._permuted_chunks(order):
-            out_terms[indptr[start] : indptr[end]] = terms
-            out_weights[indptr[start] : indptr[end]] = weights
+        out_terms, out_weights = NpyAppender(target / "indices.npy", np.uint32), NpyAppender(target / "values.npy", np.float32)
+        for _, _, _, terms, weights in self._permuted_chunks(order):
+            out_terms.append(terms)
+            out_weights.append(weights)
+        out_terms.close()
+        out_weights.close()
         (target / "meta.json").write_text(json.dumps({"vocab_size": self.vocab_size, "num_docs": len(order)}))
 
     def _write_dense(self, order: np.ndarray) -> None:

@@ -29,7 +29,7 @@ import scipy.sparse as sp
 
 from index.commit import Commit, SegmentRecord
 from index.deletes import read_deletes
-from index.format import load_array
+from index.npy_stream import NpyReader
 from index.forward import block_range_impacts
 from index.sparse_batch import SparseBatch
 
@@ -180,14 +180,14 @@ def _add_live_documents(writer, record: SegmentRecord, deleted: np.ndarray, buil
 
 
 def _float_rows(directory: Path, vocab_size: int):
-    """A reader of rows ``[start, end)`` of a float doc-vector directory (CSR, memory-mapped)."""
+    """A reader of rows ``[start, end)`` of a float doc-vector directory (CSR; plain reads, so a
+    merge streaming through them keeps no pages of them resident)."""
     indptr = np.load(directory / "indptr.npy")
-    indices = load_array(directory / "indices.npy")
-    values = load_array(directory / "values.npy")
+    indices, values = NpyReader(directory / "indices.npy"), NpyReader(directory / "values.npy")
 
     def rows(start: int, end: int) -> sp.csr_matrix:
-        a, b = indptr[start], indptr[end]
-        return sp.csr_matrix((np.asarray(values[a:b]), np.asarray(indices[a:b]), indptr[start : end + 1] - a),
+        a, b = int(indptr[start]), int(indptr[end])
+        return sp.csr_matrix((values.read(a, b), indices.read(a, b), indptr[start : end + 1] - a),
                              shape=(end - start, vocab_size))
 
     return rows

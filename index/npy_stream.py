@@ -62,3 +62,30 @@ def read_slice(path: Path, dtype, start: int, count: int) -> np.ndarray:
     if count <= 0:
         return np.empty(0, dtype=dtype)
     return np.fromfile(path, dtype=dtype, count=count, offset=start * np.dtype(dtype).itemsize)
+
+
+def npy_data_offset(path: Path) -> tuple[int, np.dtype, tuple]:
+    """Where a ``.npy`` file's data starts, its dtype and shape (from its header)."""
+    with open(path, "rb") as handle:
+        version = np.lib.format.read_magic(handle)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(handle)
+        return handle.tell(), dtype, shape
+
+
+class NpyReader:
+    """Slices of a 1-d ``.npy`` array read with plain reads (no memory map: what a stream reads
+    once does not stay in the process's resident memory)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.offset, self.dtype, self.shape = npy_data_offset(self.path)
+
+    def __len__(self) -> int:
+        return int(self.shape[0])
+
+    def read(self, start: int, end: int) -> np.ndarray:
+        count = max(0, end - start)
+        if count == 0:
+            return np.empty(0, dtype=self.dtype)
+        return np.fromfile(self.path, dtype=self.dtype, count=count, offset=self.offset + start * self.dtype.itemsize)

@@ -35,3 +35,35 @@ def test_writes_are_seen_by_every_worker(served_index, tmp_path):
             pids.add(connection.getresponse().getheader("X-Worker-Pid"))
             connection.close()
         assert len(pids) == 2, "both workers answered"
+
+
+@pytest.mark.slow
+def test_one_worker_killed_while_the_other_writes(served_index, tmp_path):
+    """Two workers share the write-ahead log; one takes the write role and flushes. SIGKILL one
+    worker: requests on new connections keep succeeding, nothing acknowledged is lost."""
+    import os
+    import signal
+    import time
+
+    from eval.load_test import worker_pids
+
+    env = {"LSR_FLUSH_SECONDS": "0.3", "LSR_FLUSH_CHECK_SECONDS": "0.1"}
+    with ServerProcess(served_index, api_key="k", workers=2, log_path=tmp_path / "server.log", env=env) as server:
+        for n in range(10):
+            assert _call(server.port, "POST", "/documents", {"id": f"before{n}", "text": f"note {n}"})[0] == 200
+        victim = worker_pids(server.process.pid)[0]
+        os.kill(victim, signal.SIGKILL)
+        failed = 0
+        for n in range(30):
+            status, _ = _call(server.port, "POST", "/documents", {"id": f"after{n}", "text": f"note {n}"})
+            failed += status != 200
+        assert failed == 0
+        deadline = time.monotonic() + 60
+        while len(worker_pids(server.process.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)  # uvicorn starts a new worker
+        for doc_id in [f"before{n}" for n in range(10)] + [f"after{n}" for n in range(30)]:
+            for _ in range(2):  # whichever worker answers
+                assert _call(server.port, "GET", f"/documents/{doc_id}")[0] == 200
+        stats = _call(server.port, "GET", "/stats")[1]
+        assert stats["documents"] == 240
+    assert "Traceback" not in (tmp_path / "server.log").read_text()

@@ -90,17 +90,21 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _summary(directory) -> str:
-    from index.live import LiveIndex
+    """From the commit and the segments' meta.json (nothing else is read)."""
+    from pathlib import Path
 
-    with LiveIndex(directory, writer="never") as index:
-        segments = [state.segment for state in index.refresh().segments]
-        postings = sum(int(s.meta["num_postings"]) for s in segments)
-        docs = sum(s.num_docs for s in segments)
-        blocks = sum(int(s.meta["num_blocks"]) for s in segments)
-        reorder = sum(float(s.meta["reorder_seconds"]) for s in segments)
-        build = sum(float(s.meta["build_seconds"]) for s in segments)
-        block_size = segments[0].postings.block_size if segments else 0
-        doc_order = segments[0].meta["doc_order"] if segments else "none"
+    from index.commit import SEGMENTS_DIR, read_newest_commit
+    from index.format import read_segment_meta
+
+    commit = read_newest_commit(Path(directory))
+    segments = [read_segment_meta(Path(directory) / SEGMENTS_DIR / s.name, s.meta) for s in commit.segments]
+    postings = sum(int(s["num_postings"]) for s in segments)
+    docs = sum(int(s["num_docs"]) for s in segments)
+    blocks = sum(int(s["num_blocks"]) for s in segments)
+    reorder = sum(float(s["reorder_seconds"]) for s in segments)
+    build = sum(float(s["build_seconds"]) for s in segments)
+    block_size = segments[0]["block_size"] if segments else 0
+    doc_order = segments[0]["doc_order"] if segments else "none"
     return (f"indexed {docs} documents, {postings} postings ({postings / max(1, docs):.1f} terms/doc) into {directory}: "
             f"{len(segments)} segment{'s' if len(segments) != 1 else ''}, built in {build:.1f} s (doc order "
             f"{doc_order}: {reorder:.1f} s; {blocks} blocks of {block_size})")

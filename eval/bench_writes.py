@@ -1,0 +1,199 @@
+"""Write throughput of the index layer (vectors given, no encoder) and what it does to search.
+
+    python eval/bench_writes.py /tmp/lsr-bench-segments/segments-1 /tmp/bench-1m --out eval/results/bench_writes
+
+A copy of an index (hard links) is served by two processes, as two service workers would:
+a writer process adds documents (vectors of the collection's documents under new ids) from
+``--threads`` threads, paced to ``--rate`` adds per second, with the write-ahead log's group
+commit (threads share fsyncs), flushing and merging in the background as the service does;
+a search process answers the sampled queries one at a time (safe BMP, k = 10), refreshing
+before each (so it sees every acknowledged write). Search latency is measured first alone,
+then while the writes run; then the writer runs unpaced to find its ceiling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import shlex
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from eval.bench_collection import sample_queries
+from eval.report import machine_description
+from index.npy_stream import NpyReader
+
+
+def _searcher(path: str, collection: str, num_queries: int, seconds: float, ready, results) -> None:
+    from index.live import LiveIndex
+
+    _, queries = sample_queries(Path(collection), num_queries)
+    with LiveIndex(path, writer="never") as live:
+        for q in range(len(queries)):  # warm up: page cache, JIT
+            live.search_sparse(*queries.row(q), 10, scorer="bmp")
+        ready.set()
+        times, deadline, q = [], time.perf_counter() + seconds, 0
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            live.search_sparse(*queries.row(q % len(queries)), 10, scorer="bmp")
+            times.append((time.perf_counter() - started) * 1000)
+            q += 1
+        results.put({"searches": len(times), "p50_ms": float(np.percentile(times, 50)),
+                     "mean_ms": float(np.mean(times)), "p99_ms": float(np.percentile(times, 99)),
+                     "segments_seen": len(live.refresh().segments)})
+
+
+def _writer(path: str, collection: str, threads: int, rate: float | None, seconds: float, start, results,
+            flush_docs: int) -> None:
+    from index.live import LiveIndex
+
+    live = LiveIndex(path, writer="required")
+    live.flush_policy.max_docs = flush_docs
+    live.flush_policy.max_seconds = 1.0
+    indptr = np.load(Path(collection) / "docs" / "indptr.npy")
+    indices = NpyReader(Path(collection) / "docs" / "indices.npy")
+    values = NpyReader(Path(collection) / "docs" / "values.npy")
+    stop = threading.Event()
+    counts = [0] * threads
+    latencies: list[list[float]] = [[] for _ in range(threads)]
+
+    def maintain() -> None:
+        while not stop.wait(0.25):
+            live.maintain()
+
+    def merge() -> None:
+        while not stop.wait(1.0):
+            live.merge()
+
+    def add(worker: int) -> None:
+        rng = np.random.default_rng(worker)
+        interval = threads / rate if rate else 0.0
+        next_time = time.perf_counter()
+        while not stop.is_set():
+            doc = int(rng.integers(len(indptr) - 1))
+            a, b = int(indptr[doc]), int(indptr[doc + 1])
+            began = time.perf_counter()
+            live.add(f"w{worker}-{counts[worker]}", "", "", indices.read(a, b), values.read(a, b))
+            latencies[worker].append((time.perf_counter() - began) * 1000)
+            counts[worker] += 1
+            if interval:
+                next_time += interval
+                time.sleep(max(0.0, next_time - time.perf_counter()))
+
+    background = [threading.Thread(target=maintain, daemon=True), threading.Thread(target=merge, daemon=True)]
+    for thread in background:
+        thread.start()
+    start.wait()
+    began = time.perf_counter()
+    workers = [threading.Thread(target=add, args=(w,), daemon=True) for w in range(threads)]
+    for thread in workers:
+        thread.start()
+    time.sleep(seconds)
+    stop.set()
+    for thread in workers:
+        thread.join()
+    elapsed = time.perf_counter() - began
+    all_latencies = [x for worker in latencies for x in worker]
+    results.put({"adds": sum(counts), "adds_per_second": sum(counts) / elapsed,
+                 "add_p50_ms": float(np.percentile(all_latencies, 50)),
+                 "add_p99_ms": float(np.percentile(all_latencies, 99)),
+                 "commits": live.commit.generation, "segments_at_end": len(live.commit.segments)})
+    for thread in background:
+        thread.join()
+    live.close()
+
+
+def run(index: Path, collection: Path, work: Path, rate: float, threads: int, seconds: float, queries: int,
+        flush_docs: int) -> dict:
+    context = multiprocessing.get_context("spawn")
+    results = {}
+    for phase in ("search alone", "search while writing", "writes unpaced"):
+        copy = work / "index"
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(index, copy, copy_function=os.link)
+        ready, start, searched, written = context.Event(), context.Event(), context.Queue(), context.Queue()
+        processes = []
+        if phase != "writes unpaced":
+            processes.append(context.Process(target=_searcher, args=(str(copy), str(collection), queries, seconds,
+                                                                     ready, searched)))
+        if phase != "search alone":
+            processes.append(context.Process(target=_writer, args=(str(copy), str(collection), threads,
+                                                                   rate if phase != "writes unpaced" else None,
+                                                                   seconds, start, written, flush_docs)))
+        for process in processes:
+            process.start()
+        if phase != "writes unpaced":
+            ready.wait()
+        start.set()
+        row = {}
+        if phase != "writes unpaced":
+            row["search"] = searched.get()
+        if phase != "search alone":
+            row["writes"] = written.get()
+        for process in processes:
+            process.join()
+        results[phase] = row
+        print(f"{phase}: {json.dumps(row)}", flush=True)
+    base, loaded = results["search alone"]["search"], results["search while writing"]["search"]
+    return {"phases": results, "p50_ratio": loaded["p50_ms"] / base["p50_ms"],
+            "mean_ratio": loaded["mean_ms"] / base["mean_ms"], "rate": rate, "threads": threads,
+            "seconds": seconds, "flush_docs": flush_docs}
+
+
+def markdown(report: dict) -> str:
+    phases = report["phases"]
+    base, loaded = phases["search alone"]["search"], phases["search while writing"]["search"]
+    paced, free = phases["search while writing"]["writes"], phases["writes unpaced"]["writes"]
+    return "\n".join([
+        "# Writes through the index layer (vectors given) and search beside them", "",
+        f"Two processes on one index of {report['docs']:,} documents: a writer ({report['threads']} threads, group "
+        f"commit, flushes every {report['flush_docs']} writes or second, merges in the background) and a searcher "
+        f"(safe BMP, k = 10, one query at a time, a refresh before each). {report['seconds']:.0f} s per phase.", "",
+        "| phase | adds/s | add p50 / p99 ms | search p50 / mean / p99 ms | segments |", "|---|---|---|---|---|",
+        f"| search alone | - | - | {base['p50_ms']:.3f} / {base['mean_ms']:.3f} / {base['p99_ms']:.2f} | "
+        f"{base['segments_seen']} |",
+        f"| writes paced at {report['rate']:.0f}/s, search beside | {paced['adds_per_second']:.0f} | "
+        f"{paced['add_p50_ms']:.2f} / {paced['add_p99_ms']:.2f} | {loaded['p50_ms']:.3f} / {loaded['mean_ms']:.3f} / "
+        f"{loaded['p99_ms']:.2f} | {loaded['segments_seen']} |",
+        f"| writes unpaced | **{free['adds_per_second']:.0f}** | {free['add_p50_ms']:.2f} / {free['add_p99_ms']:.2f} "
+        f"| - | {free['segments_at_end']} |", "",
+        f"Search p50 while writing / alone: **{report['p50_ratio']:.3f}x** (mean {report['mean_ratio']:.3f}x).", "",
+        f"Machine: {report['machine']['platform']}, {report['machine']['cpus']} CPUs (both processes share them)  ",
+        f"Command: `{report['command']}`", ""])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("index", type=Path, help="an index of the collection (copied by hard links)")
+    parser.add_argument("collection", type=Path)
+    parser.add_argument("--rate", type=float, default=1000.0)
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--queries", type=int, default=500)
+    parser.add_argument("--flush-docs", type=int, default=1000)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/lsr-bench-writes"))
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    report = run(args.index, args.collection, args.work, args.rate, args.threads, args.seconds, args.queries,
+                 args.flush_docs)
+    from index.commit import read_newest_commit
+
+    report.update(docs=read_newest_commit(args.index).num_docs, machine=machine_description(),
+                  command="python eval/bench_writes.py " + shlex.join(sys.argv[1:] if argv is None else argv))
+    print(markdown(report))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+        args.out.with_suffix(".md").write_text(markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
