@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from index import storage
 from index.buffer import WriteBuffer
 from index.commit import SEGMENTS_DIR, Commit, generations, read_commit, read_newest_commit
 from index.deletes import read_deletes
@@ -104,6 +105,7 @@ class LiveIndex:
         self._applied_seq = 0
         self._view: View | None = None
         self._resolved: dict[str, list[tuple[int, int]]] = {}  # shadowed id -> (segment index, internal id)
+        self._watch = storage.ChangeWatch()
         self._masks: dict[int, tuple[int, np.ndarray, int]] = {}  # segment index -> (extra count, live mask, live)
         self.wal = WriteAheadLog(self.directory)
         self.writer: IndexWriter | None = None
@@ -192,6 +194,7 @@ class LiveIndex:
                     break
                 except WalGap:
                     self._state = None  # a newer commit holds what was trimmed: load it
+                    self._watch = storage.ChangeWatch()
             else:
                 raise IndexFormatError(f"{self.directory}: the write-ahead log misses records that no commit holds")
             for record in records:
@@ -202,6 +205,8 @@ class LiveIndex:
             return self._view
 
     def _load_newest_commit(self) -> bool:
+        if self._state is not None and not self._watch.changed(self.directory):
+            return False  # no name added or removed at the top: no new commit
         for _ in range(REFRESH_ATTEMPTS):
             found = generations(self.directory)
             if not found:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 import uuid
 from pathlib import Path
 from typing import Protocol
@@ -40,6 +41,35 @@ def set_recorder(recorder: Recorder | None) -> None:
     """Report every fsync and removal to ``recorder`` (None stops reporting)."""
     global _recorder
     _recorder = recorder
+
+
+class ChangeWatch:
+    """Tells cheaply (one ``stat``) whether a directory's entries or a file's size may have changed.
+
+    A directory's modification time changes when a name is added, renamed or removed; but the
+    kernel's clock for it is coarse (a few ms), so a change within the same tick as the last look
+    can leave it equal. A time within `AMBIGUOUS_SECONDS` of now therefore counts as changed:
+    the caller looks again, and only quiet directories are trusted.
+    """
+
+    AMBIGUOUS_SECONDS = 0.05
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple] = {}
+
+    def changed(self, path: str | Path) -> bool:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            stamp = None
+        else:
+            stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+            if time.time_ns() - st.st_mtime_ns < self.AMBIGUOUS_SECONDS * 1e9:
+                self._seen[str(path)] = None
+                return True
+        previous = self._seen.get(str(path), ())
+        self._seen[str(path)] = stamp
+        return stamp != previous or stamp is None
 
 
 def fsync_file(path: str | Path) -> None:

@@ -208,6 +208,7 @@ class WriteAheadLog:
         self._mutex = threading.Lock()  # flock is per open file: threads of this process take this first
         self._append_state: tuple[int, int, int] | None = None  # (file first seq, validated end, last seq)
         self._read_cursor: tuple[int, int, int] | None = None  # (file first seq, offset read to, last seq read)
+        self._watch = storage.ChangeWatch()
         self._cond = threading.Condition()
         self._queue: list[_Ticket] = []
         self._writing = False
@@ -337,6 +338,8 @@ class WriteAheadLog:
             WalGap: the next record the caller needs was trimmed (reload the commit).
             WalCorruptError: a damaged record with valid records after it, or a gap in the seqs.
         """
+        if self._nothing_new(after_seq):
+            return []
         files = wal_files(self.directory)
         # The file holding after_seq + 1 is the last one starting at or before it.
         start = max((i for i, (first, _) in enumerate(files) if first <= after_seq + 1), default=None)
@@ -364,6 +367,17 @@ class WriteAheadLog:
                 expected += 1
             self._read_cursor = (first, offset + scan.end, expected - 1)
         return records
+
+    def _nothing_new(self, after_seq: int) -> bool:
+        """Cheaply (two ``stat``), whether the log surely holds nothing after ``after_seq``: no
+        file was added or removed, and the file the cursor is in did not grow."""
+        cursor = self._read_cursor
+        if cursor is None or cursor[2] != after_seq or self._watch.changed(self.wal_dir):
+            return False
+        try:
+            return os.stat(self.wal_dir / wal_file_name(cursor[0])).st_size == cursor[1]
+        except FileNotFoundError:
+            return False
 
     def _recheck(self, path: Path, offset: int, scan: _Scan) -> _Scan:
         """A record failed its check while reading without the lock: look again under it, where
