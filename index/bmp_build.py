@@ -22,7 +22,8 @@ block. Written arrays:
 * dense block maxima for terms present in many blocks (``bm_dense[slot, block]`` uint8,
   ``bm_dense_slot[t]`` the slot or -1): a row is faster to sum than the term's entries;
 * ``term_kth_impacts[t, i]`` (uint8): the ``SEED_KS[i]``-th largest impact of term ``t``
-  (0 when fewer postings), seeds for the top-k threshold.
+  (0 when fewer postings), seeds for the top-k threshold (a column serves a k up to its own,
+  less the deleted documents at or above that impact).
 
 Term-major postings with 4-byte doc ids cost 5 bytes a posting; this layout costs 4 a posting
 (2 in each copy) plus about 19 an entry, and BP makes entries several times fewer than postings.
@@ -39,7 +40,7 @@ from numba import njit
 
 from index.format import load_array, new_array_file
 
-SEED_KS = (10, 100, 1000)
+SEED_KS = (10, 100, 1000, 2000, 5000)  # the wider ones serve k = 1000 with deletions
 MAX_BLOCK_SIZE = 256  # doc offsets inside a block are uint8
 
 # kernels

@@ -68,15 +68,24 @@ class IndexBuild:
 
     def add(self, doc_ids: list[str], batch: SparseBatch, titles: list[str] | None = None,
             texts: list[str] | None = None, dense: np.ndarray | None = None) -> None:
-        """Append a chunk of documents (as `SegmentBuilder.add`)."""
-        if self._builder is None:
-            keep_floats = self.merge or self.float_vectors_dir is not None
-            floats = self._floats_root / f"{len(self._finished)}" if keep_floats else None
-            self._builder = self.writer.new_segment(duplicates=self.duplicates, float_vectors_dir=floats)
-        self._builder.add(doc_ids, batch, titles, texts=texts, dense=dense)
-        self.num_docs += len(doc_ids)
-        if self.segment_docs is not None and self._builder.num_docs >= self.segment_docs:
-            self._seal()
+        """Append a chunk of documents (as `SegmentBuilder.add`); a chunk that crosses a segment
+        boundary is split there."""
+        start = 0
+        while start < len(doc_ids):
+            if self._builder is None:
+                keep_floats = self.merge or self.float_vectors_dir is not None
+                floats = self._floats_root / f"{len(self._finished)}" if keep_floats else None
+                self._builder = self.writer.new_segment(duplicates=self.duplicates, float_vectors_dir=floats)
+            room = len(doc_ids) - start if self.segment_docs is None else self.segment_docs - self._builder.num_docs
+            end = min(len(doc_ids), start + room)
+            part = _rows(batch, start, end)
+            self._builder.add(doc_ids[start:end], part, None if titles is None else titles[start:end],
+                              texts=None if texts is None else texts[start:end],
+                              dense=None if dense is None else dense[start:end])
+            self.num_docs += end - start
+            if self.segment_docs is not None and self._builder.num_docs >= self.segment_docs:
+                self._seal()
+            start = end
 
     def _seal(self) -> None:
         builder, self._builder = self._builder, None
@@ -158,6 +167,13 @@ class IndexBuild:
         self.writer.close()
         if not self._published and self.writer.created_directory:
             storage.remove(self.out_dir)
+
+
+def _rows(batch: SparseBatch, start: int, end: int) -> SparseBatch:
+    if start == 0 and end == len(batch):
+        return batch
+    a, b = batch.indptr[start], batch.indptr[end]
+    return SparseBatch(batch.indptr[start : end + 1] - a, batch.indices[a:b], batch.values[a:b], batch.vocab_size)
 
 
 def _finish(builder: SegmentBuilder) -> SegmentBuilder:

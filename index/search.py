@@ -20,8 +20,8 @@ import numpy as np
 from index.buffer import BufferView
 from index.dense import DenseIndex
 from index.format import Segment
-from index.scorers.bmp import (_block_budget, _check_alpha_beta, _keep_top_terms, bmp_into, bmp_into_batch,
-                               keep_top_terms_batch, ranked_results)
+from index.scorers.bmp import (KernelGroup, _block_budget, _check_alpha_beta, _keep_top_terms, bmp_into,
+                               bmp_into_batch, kernel_groups, kernel_segment, keep_top_terms_batch, ranked_results)
 from index.scorers.exhaustive import (NO_DELETE_COUNTS, NO_DELETES, SearchResults, _check_k, segment_top_k,
                                       segment_top_k_batch)
 from index.scorers.heap import TopK, heap_offer_many
@@ -65,6 +65,14 @@ class View:
     buffer: BufferView | None
     vocab_size: int
     owner: object = field(default=None, compare=False, repr=False)  # keeps the commit's pin while in use
+    cache: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def kernel_groups(self) -> list[KernelGroup]:
+        """The segments as the BMP kernel reads them (built on first use, then kept)."""
+        if "kernel_groups" not in self.cache:
+            self.cache["kernel_groups"] = kernel_groups([
+                kernel_segment(s.segment, s.live, s.kth_deleted, s.extra_deleted, s.base) for s in self.segments])
+        return self.cache["kernel_groups"]
 
     @property
     def buffer_base(self) -> int:
@@ -108,15 +116,12 @@ def search_sparse(view: View, terms, weights, k: int = 10, scorer: str = "auto",
     merged_terms, merged_weights = merge_query(terms, weights, view.vocab_size)
     use_bmp = _use_bmp(view, len(merged_terms), scorer, alpha, beta, k, max_blocks)
     heap = TopK(k)
-    for state in view.segments:
-        segment = state.segment
-        scaled = scale_query(merged_terms, merged_weights, segment.term_scales)
-        if use_bmp:
-            used = bmp_into(segment, *_keep_top_terms(merged_terms, scaled, beta), k, alpha, budget, heap,
-                            state.live, state.kth_deleted, state.extra_deleted, state.base)
-            budget = budget - used if budget >= 0 else budget
-        else:
-            heap.offer(*reversed(segment_top_k(segment, merged_terms, scaled, k, state.live)), state.base)
+    if use_bmp:  # every segment's blocks in one bound order
+        bmp_into(view.kernel_groups(), *_keep_top_terms(merged_terms, merged_weights, beta), k, alpha, budget, heap)
+    else:
+        for state in view.segments:
+            scaled = scale_query(merged_terms, merged_weights, state.segment.term_scales)
+            heap.offer(*reversed(segment_top_k(state.segment, merged_terms, scaled, k, state.live)), state.base)
     if view.buffer is not None and view.buffer.num_live:
         scores = view.buffer.sparse_scores(merged_terms, merged_weights, view.vocab_size)
         rows = np.flatnonzero(scores > 0)
@@ -137,19 +142,17 @@ def search_sparse_batch(view: View, queries: SparseBatch, k: int = 10, scorer: s
     heaps = (np.zeros((n, k), dtype=np.float64), np.full((n, k), -1, dtype=np.int64), np.zeros(n, dtype=np.int64))
     budgets = np.full(n, budget, dtype=np.int64)
     bmp_rows, exhaustive_rows = np.flatnonzero(use_bmp), np.flatnonzero(~use_bmp)
-    for state in view.segments:
-        scaled = scale_batch(merged, state.segment.term_scales)
-        if len(bmp_rows):
-            sub = _rows(scaled, bmp_rows)
-            sub_heaps = tuple(h[bmp_rows] for h in heaps)
-            sub_budgets = budgets[bmp_rows]
-            bmp_into_batch(state.segment, keep_top_terms_batch(sub, beta), k, alpha, sub_budgets, sub_heaps,
-                           state.live, state.kth_deleted, state.extra_deleted, state.base)
-            for h, sub_h in zip(heaps, sub_heaps):
-                h[bmp_rows] = sub_h
-            budgets[bmp_rows] = sub_budgets
-        if len(exhaustive_rows):
-            found = segment_top_k_batch(state.segment, _rows(scaled, exhaustive_rows), k, state.live)
+    if len(bmp_rows):
+        sub_heaps = tuple(np.ascontiguousarray(h[bmp_rows]) for h in heaps)
+        sub_budgets = budgets[bmp_rows]
+        bmp_into_batch(view.kernel_groups(), keep_top_terms_batch(_rows(merged, bmp_rows), beta), k, alpha,
+                       sub_budgets, sub_heaps)
+        for h, sub_h in zip(heaps, sub_heaps):
+            h[bmp_rows] = sub_h
+    if len(exhaustive_rows):
+        for state in view.segments:
+            scaled = scale_batch(_rows(merged, exhaustive_rows), state.segment.term_scales)
+            found = segment_top_k_batch(state.segment, scaled, k, state.live)
             for i, q in enumerate(exhaustive_rows):
                 _offer_row(heaps, q, k, *reversed(found.row(i)), state.base)
     if view.buffer is not None and view.buffer.num_live:

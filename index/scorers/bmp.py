@@ -40,8 +40,9 @@ import threading
 import numba
 import numpy as np
 from numba import njit, prange
+from numba.typed import List
 
-from index.bmp_build import SEED_KS
+from index.bmp_build import MAX_BLOCK_SIZE, SEED_KS
 from index.format import Segment
 from index.scorers.exhaustive import NO_DELETES, NO_DELETE_COUNTS, SearchResults, _check_k
 from index.scorers.heap import heap_offer, heap_ranked
@@ -183,29 +184,54 @@ def _score_block(blk, q_terms, q_weights, dense_slot, bm_dense, mask, sparse_bit
 
 
 @njit(cache=True, nogil=True)
-def _bmp_segment(q_terms, q_weights, k, alpha, budget, block_size, num_docs, kth_impacts, kth_deleted, extra_deleted,
-                 live, base, dense_slot, bm_dense, term_entry_offsets, term_entry_blocks, term_entry_max,
-                 block_term_offsets, block_terms, block_entry_starts, block_post_offsets, block_post_docs,
-                 block_post_impacts, ub, sparse_mask, order, scratch, heap_scores, heap_keys, size):
-    """Search one segment into the running heap. Returns (heap size, blocks scored).
+def _segment_of(offsets, block):
+    """The segment holding global block ``block`` (``offsets``: first global block of each segment)."""
+    lo, hi = 0, offsets.shape[0] - 1
+    while hi - lo > 1:
+        mid = (lo + hi) >> 1
+        if offsets[mid] <= block:
+            lo = mid
+        else:
+            hi = mid
+    return lo
 
-    ``budget`` < 0 means no block budget; ``live`` is empty when nothing is deleted.
+
+@njit(cache=True, nogil=True)
+def _bmp_multi(segments, q_terms, q_merged, k, alpha, budget, ub, sparse_mask, order, scratch, heap_scores, heap_keys,
+               size):
+    """Search segments together into the running heap: their blocks in one bound order.
+
+    ``segments``: a typed list of `kernel_segment` tuples; ``q_merged``: the merged query
+    weights, scaled here by each segment's term scales. Returns (heap size, blocks scored);
+    ``budget`` < 0 means no block budget.
     """
-    num_blocks = block_term_offsets.shape[0] - 1
-    sparse_bit = np.empty(q_terms.shape[0], dtype=np.int64)
-    _upper_bounds(q_terms, q_weights, num_blocks, dense_slot, bm_dense, term_entry_offsets,
-                  term_entry_blocks, term_entry_max, ub, sparse_mask, sparse_bit)
+    count = len(segments)
+    nq = q_terms.shape[0]
+    offsets = np.zeros(count + 1, dtype=np.int64)
+    for s in range(count):
+        offsets[s + 1] = offsets[s] + segments[s][13].shape[0] - 1
+    weights = np.empty((count, nq), dtype=np.float32)
+    sparse_bits = np.empty((count, nq), dtype=np.int64)
+    seed = 0.0
+    for s in range(count):
+        seg = segments[s]
+        scales = seg[7]
+        for j in range(nq):
+            weights[s, j] = np.float32(q_merged[j] * scales[q_terms[j]])
+        lo, hi = offsets[s], offsets[s + 1]
+        _upper_bounds(q_terms, weights[s], hi - lo, seg[8], seg[9], seg[10], seg[11], seg[12], ub[lo:hi],
+                      sparse_mask[lo:hi], sparse_bits[s])
+        # k docs of one segment score at least its seed: a seed for the whole search.
+        seed = max(seed, _seed_threshold(q_terms, weights[s], k, seg[2], seg[3], seg[4]))
     # float32 sums of float32 products: relative error below (n + 1) * 2^-24; inflate by twice that.
-    margin = np.float32(1.0 + (q_terms.shape[0] + 2) * 2.0 ** -23)
-    seed = _seed_threshold(q_terms, q_weights, k, kth_impacts, kth_deleted, extra_deleted)
+    margin = np.float32(1.0 + (nq + 2) * 2.0 ** -23)
     floor = max(seed, heap_scores[0]) if size == k else seed
-    num_ordered, scale = _order_blocks(ub, margin, floor, order, scratch)
-    acc = np.zeros(block_size, dtype=np.float64)
-    has_deletes = live.shape[0] > 0
+    num_ordered, scale = _order_blocks(ub[: offsets[count]], margin, floor, order, scratch)
+    acc = np.zeros(MAX_BLOCK_SIZE, dtype=np.float64)
     used = 0
     for i in range(num_ordered):
-        blk = order[i]
-        bound = ub[blk] * margin
+        block = order[i]
+        bound = ub[block] * margin
         # Everything from this bucket on is bounded by its upper edge.
         edge = (NUM_BUCKETS - _bucket(bound, scale)) / scale * (1.0 + 1e-9)  # covers rounding of the division
         if size == k:
@@ -220,8 +246,13 @@ def _bmp_segment(q_terms, q_weights, k, alpha, budget, block_size, num_docs, kth
         if used == budget:
             break
         used += 1
-        _score_block(blk, q_terms, q_weights, dense_slot, bm_dense, sparse_mask[blk], sparse_bit, block_term_offsets,
-                     block_terms, block_entry_starts, block_post_offsets, block_post_docs, block_post_impacts, acc)
+        s = _segment_of(offsets, block)
+        seg = segments[s]
+        blk = block - offsets[s]
+        _score_block(blk, q_terms, weights[s], seg[8], seg[9], sparse_mask[block], sparse_bits[s], seg[13], seg[14],
+                     seg[15], seg[16], seg[17], seg[18], acc)
+        num_docs, block_size, live, base = seg[0], seg[1], seg[5], seg[6]
+        has_deletes = live.shape[0] > 0
         first = blk * block_size
         for d in range(min(block_size, num_docs - first)):
             score = acc[d]
@@ -232,27 +263,19 @@ def _bmp_segment(q_terms, q_weights, k, alpha, budget, block_size, num_docs, kth
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _bmp_segment_many(q_indptr, q_terms, q_weights, k, alpha, budgets, block_size, num_docs, kth_impacts, kth_deleted,
-                      extra_deleted, live, base, dense_slot, bm_dense, term_entry_offsets, term_entry_blocks,
-                      term_entry_max, block_term_offsets, block_terms, block_entry_starts, block_post_offsets,
-                      block_post_docs, block_post_impacts, workers, heap_scores, heap_keys, sizes):
-    """`_bmp_segment` for every query of a batch (one heap row each), in parallel over queries."""
-    num_blocks = block_term_offsets.shape[0] - 1
+def _bmp_multi_many(segments, total_blocks, q_indptr, q_terms, q_merged, k, alpha, budgets, workers, heap_scores,
+                    heap_keys, sizes):
+    """`_bmp_multi` for every query of a batch (one heap row each), in parallel over queries."""
     num_queries = q_indptr.shape[0] - 1
     for w in prange(workers):  # one workspace per worker, reused for its queries
-        ub = np.empty(num_blocks, dtype=np.float32)
-        sparse_mask = np.empty(num_blocks, dtype=np.uint16)
-        order = np.empty(num_blocks, dtype=np.int64)
-        scratch = np.empty(num_blocks, dtype=np.int64)
+        ub = np.empty(total_blocks, dtype=np.float32)
+        sparse_mask = np.empty(total_blocks, dtype=np.uint16)
+        order = np.empty(total_blocks, dtype=np.int64)
+        scratch = np.empty(total_blocks, dtype=np.int64)
         for q in range(w, num_queries, workers):
             start, end = q_indptr[q], q_indptr[q + 1]
-            sizes[q], used = _bmp_segment(
-                q_terms[start:end], q_weights[start:end], k, alpha, budgets[q], block_size, num_docs, kth_impacts,
-                kth_deleted, extra_deleted, live, base, dense_slot, bm_dense, term_entry_offsets, term_entry_blocks,
-                term_entry_max, block_term_offsets, block_terms, block_entry_starts, block_post_offsets,
-                block_post_docs, block_post_impacts, ub, sparse_mask, order, scratch, heap_scores[q], heap_keys[q],
-                sizes[q],
-            )
+            sizes[q], used = _bmp_multi(segments, q_terms[start:end], q_merged[start:end], k, alpha, budgets[q], ub,
+                                        sparse_mask, order, scratch, heap_scores[q], heap_keys[q], sizes[q])
             if budgets[q] >= 0:
                 budgets[q] -= used
 
@@ -287,7 +310,7 @@ _workspaces = threading.local()
 
 
 def _workspace(num_blocks: int) -> tuple:
-    """This thread's scratch arrays for one segment (reused, grown to the largest segment seen:
+    """This thread's scratch arrays for one search (reused, grown to the largest index seen:
     large fresh allocations cost page faults)."""
     cached = getattr(_workspaces, "arrays", None)
     if cached is None or cached[0].shape[0] < num_blocks:
@@ -297,36 +320,68 @@ def _workspace(num_blocks: int) -> tuple:
     return tuple(array[:num_blocks] for array in cached)
 
 
-def segment_arrays(segment: Segment) -> tuple:
-    """The arrays `_bmp_segment` walks, in its argument order."""
+def _readonly(array: np.ndarray) -> np.ndarray:
+    """A read-only view: every segment's arrays then have the same numba type (memory maps are
+    read-only; arrays too small to map, and live masks, are not)."""
+    view = array.view()
+    view.setflags(write=False)
+    return view
+
+
+def kernel_segment(segment: Segment, live: np.ndarray = NO_DELETES, kth_deleted: np.ndarray = NO_DELETE_COUNTS,
+                   extra_deleted: int = 0, base: int = 0) -> tuple:
+    """The tuple `_bmp_multi` reads a segment from (fields by position, see there)."""
     b = segment.postings
-    return (b.bm_dense_slot, b.bm_dense, b.term_entry_offsets, b.term_entry_blocks, b.term_entry_max,
-            b.block_term_offsets, b.block_terms, b.block_entry_starts, b.block_post_offsets,
-            b.block_post_docs, b.block_post_impacts)
+    return (np.int64(segment.num_docs), np.int64(b.block_size), _readonly(b.term_kth_impacts),
+            _readonly(np.asarray(kth_deleted, dtype=np.int32)), np.int64(extra_deleted), _readonly(live),
+            np.int64(base), _readonly(segment.term_scales), _readonly(b.bm_dense_slot), _readonly(b.bm_dense),
+            _readonly(b.term_entry_offsets), _readonly(b.term_entry_blocks), _readonly(b.term_entry_max),
+            _readonly(b.block_term_offsets), _readonly(b.block_terms), _readonly(b.block_entry_starts),
+            _readonly(b.block_post_offsets), _readonly(b.block_post_docs), _readonly(b.block_post_impacts))
 
 
-def bmp_into(segment: Segment, terms: np.ndarray, weights: np.ndarray, k: int, alpha: float, budget: int,
-             heap, live: np.ndarray = NO_DELETES, kth_deleted: np.ndarray = NO_DELETE_COUNTS,
-             extra_deleted: int = 0, base: int = 0) -> int:
-    """Search one segment with a canonical query (``index.scorers.query``) into ``heap``
-    (an ``index.scorers.heap.TopK``); returns the blocks scored (``budget`` -1: no budget)."""
-    heap.size, used = _bmp_segment(
-        terms, weights, k, float(alpha), budget, segment.postings.block_size, segment.num_docs,
-        segment.postings.term_kth_impacts, kth_deleted, extra_deleted, live, np.int64(base),
-        *segment_arrays(segment), *_workspace(segment.postings.num_blocks), heap.scores, heap.keys, heap.size)
-    return used
+class KernelGroup:
+    """Segments whose arrays share dtypes, as one typed list for `_bmp_multi` (built once per view)."""
+
+    def __init__(self, tuples: list[tuple]) -> None:
+        self.segments = List()
+        for item in tuples:
+            self.segments.append(item)
+        self.total_blocks = sum(int(item[13].shape[0]) - 1 for item in tuples)
 
 
-def bmp_into_batch(segment: Segment, queries: SparseBatch, k: int, alpha: float, budgets: np.ndarray,
-                   heaps, live: np.ndarray = NO_DELETES, kth_deleted: np.ndarray = NO_DELETE_COUNTS,
-                   extra_deleted: int = 0, base: int = 0) -> None:
-    """`bmp_into` for a batch of canonical queries, one heap row each (``heaps``: scores, keys,
-    sizes arrays); ``budgets`` are decremented by the blocks each query scored."""
+def kernel_groups(tuples: list[tuple]) -> list[KernelGroup]:
+    """`kernel_segment` tuples grouped by dtypes (one group unless a segment's starts are wider),
+    in segment order within a group."""
+    groups: dict = {}
+    for item in tuples:
+        groups.setdefault(item[15].dtype.str, []).append(item)
+    return [KernelGroup(items) for items in groups.values()]
+
+
+def bmp_into(groups: list[KernelGroup], terms: np.ndarray, merged: np.ndarray, k: int, alpha: float, budget: int,
+             heap) -> int:
+    """Search the segments of ``groups`` with a merged query (``index.scorers.query.merge_query``)
+    into ``heap`` (an ``index.scorers.heap.TopK``); returns the blocks scored (``budget`` -1: none)."""
+    used_total = 0
+    for group in groups:
+        heap.size, used = _bmp_multi(group.segments, terms, merged, k, float(alpha), budget,
+                                     *_workspace(group.total_blocks), heap.scores, heap.keys, heap.size)
+        used_total += used
+        if budget >= 0:
+            budget -= used
+    return used_total
+
+
+def bmp_into_batch(groups: list[KernelGroup], queries: SparseBatch, k: int, alpha: float, budgets: np.ndarray,
+                   heaps) -> None:
+    """`bmp_into` for a batch of merged queries, one heap row each (``heaps``: scores, keys, sizes
+    arrays); ``budgets`` are decremented by the blocks each query scored."""
     workers = max(1, min(numba.get_num_threads(), len(queries)))
     scores, keys, sizes = heaps
-    _bmp_segment_many(queries.indptr, queries.indices, queries.values, k, float(alpha), budgets,
-                      segment.postings.block_size, segment.num_docs, segment.postings.term_kth_impacts, kth_deleted,
-                      extra_deleted, live, np.int64(base), *segment_arrays(segment), workers, scores, keys, sizes)
+    for group in groups:
+        _bmp_multi_many(group.segments, group.total_blocks, queries.indptr, queries.indices, queries.values, k,
+                        float(alpha), budgets, workers, scores, keys, sizes)
 
 
 def bmp_search(index: Segment, terms, weights, k: int = 10, alpha: float = 1.0,
@@ -347,28 +402,18 @@ def bmp_search(index: Segment, terms, weights, k: int = 10, alpha: float = 1.0,
         doc id; at alpha = beta = 1 and no max_blocks identical to
         ``index.scorers.exhaustive.search``. The scores are always exact for the docs returned.
     """
-    from index.scorers.heap import TopK
+    from index.search import search_sparse, single_segment_view
 
-    k = _check_k(k)
     _check_alpha_beta(alpha, beta)
-    budget = _block_budget(max_blocks)
-    terms, weights = _keep_top_terms(*canonical_query(terms, weights, index.term_scales), beta)
-    heap = TopK(k)
-    bmp_into(index, terms, weights, k, alpha, budget, heap)
-    return heap.ranked()
+    return search_sparse(single_segment_view(index), terms, weights, k, "bmp", alpha, beta, max_blocks)
 
 
 def bmp_search_batch(index: Segment, queries: SparseBatch, k: int = 10, alpha: float = 1.0,
                      beta: float = 1.0, max_blocks: int | None = None) -> SearchResults:
     """`bmp_search` for every query of a batch, in parallel over queries (numba threads)."""
-    k = _check_k(k)
-    _check_alpha_beta(alpha, beta)
-    budget = _block_budget(max_blocks)
-    queries = keep_top_terms_batch(canonical_batch(queries, index.term_scales), beta)
-    n = len(queries)
-    heaps = (np.zeros((n, k), dtype=np.float64), np.full((n, k), -1, dtype=np.int64), np.zeros(n, dtype=np.int64))
-    bmp_into_batch(index, queries, k, alpha, np.full(n, budget, dtype=np.int64), heaps)
-    return ranked_results(heaps)
+    from index.search import search_sparse_batch, single_segment_view
+
+    return search_sparse_batch(single_segment_view(index), queries, k, "bmp", alpha, beta, max_blocks)
 
 
 def keep_top_terms_batch(queries: SparseBatch, beta: float) -> SparseBatch:

@@ -20,12 +20,13 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
+from index.bmp_build import SEED_KS
 from index.format import Segment
 from index.scorers.query import canonical_batch, canonical_query
 from index.sparse_batch import SparseBatch
 
 NO_DELETES = np.zeros(0, dtype=np.uint8)  # a live mask that says: nothing is deleted
-NO_DELETE_COUNTS = np.zeros((0, 3), dtype=np.int32)  # deleted docs per term and seed column: none
+NO_DELETE_COUNTS = np.zeros((0, len(SEED_KS)), dtype=np.int32)  # deleted docs per term and seed column: none
 
 # kernels
 
