@@ -107,6 +107,7 @@ class LiveIndex:
         self._resolved: dict[str, list[tuple[int, int]]] = {}  # shadowed id -> (segment index, internal id)
         self._watch = storage.ChangeWatch()
         self._masks: dict[int, tuple[int, np.ndarray, int]] = {}  # segment index -> (extra count, live mask, live)
+        self._kernel_cache: tuple = (None, {})  # (what it was built for, the view cache holding it)
         self.wal = WriteAheadLog(self.directory)
         self.writer: IndexWriter | None = None
         self.flush_policy = FlushPolicy()
@@ -265,7 +266,13 @@ class LiveIndex:
             states.append(SegmentState(entry.segment, base, live, num_live, entry.kth_deleted,
                                        len(extra.get(index, [])), dense))
             base += entry.segment.num_docs
-        return View(tuple(states), buffer, self.vocab_size, owner=self._state)
+        # What the BMP kernel reads of the segments changes with the commit and the live masks
+        # only: views that differ by buffered adds alone share it (building it costs about 0.1
+        # ms a segment).
+        signature = (self._state.commit.generation, tuple((id(s.live), s.extra_deleted) for s in states))
+        if self._kernel_cache[0] != signature:
+            self._kernel_cache = (signature, {})
+        return View(tuple(states), buffer, self.vocab_size, owner=self._state, cache=self._kernel_cache[1])
 
     def _resolve(self, shadowed: frozenset[str]) -> None:
         """Find the segment copies of newly shadowed ids (ids the buffer replaced or deleted)."""
