@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 LSR := $(VENV)/bin/lsr
 TORCH ?= torch==2.13.0
 
-.PHONY: run test install install-dev browser results train-results hybrid-results service-results bench-engines bench-engines-4m clean
+.PHONY: run test install install-dev browser results train-results hybrid-results service-results bench-engines bench-engines-4m reliability-results index-results clean
 
 $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -75,6 +75,26 @@ service-results: install-dev browser
 	$(PY) eval/load_test.py $(SERVE_INDEX) --workers 2 --out eval/results/service_load_2workers
 	$(PY) eval/fuzz_service.py $(SERVE_INDEX) --max-examples 100 --out eval/results/service_fuzz.md
 	$(PY) eval/page_browser.py $(SERVE_INDEX) --out eval/results/service_page.png
+
+# Issue 11's reliability figures: power cuts at every fsync, real kills, corruption, hostile
+# requests against a real server, one worker of two killed under load (about an hour).
+reliability-results: install-dev
+	test -d $(SERVE_INDEX) || $(LSR) index beir/scifact/test --dense --out $(SERVE_INDEX)
+	$(PY) eval/crash_replay.py --seeds 5 --steps 40 --out eval/results/crash_replay
+	$(PY) eval/kill_test.py --trials 200 --out eval/results/kill_test
+	$(PY) eval/corruption_test.py --flips 20 --out eval/results/corruption
+	$(PY) eval/hostile_service.py $(SERVE_INDEX) --out eval/results/service_hostile
+	$(PY) eval/load_test.py $(SERVE_INDEX) --workers 2 --restart-at -1 --kill-worker-at 20 --write-fraction 0.3 \
+	  --duration 40 --out eval/results/service_load_worker_kill
+
+# Issue 11's index figures on grown collections: segments and deletions (1M), writes beside
+# search (1M), build memory (4M; its collection takes about 25 minutes and 6 GB to grow).
+index-results: install-dev
+	test -d $(BENCH_DIR) || $(PY) ../shared/tools/make_bench_corpus.py --docs 1000000 --out $(BENCH_DIR)
+	$(PY) eval/bench_segments.py $(BENCH_DIR) --out eval/results/bench_segments_1m
+	$(PY) eval/bench_writes.py /tmp/lsr-bench-segments/one $(BENCH_DIR) --out eval/results/bench_writes_1m
+	test -d $(BENCH_4M_DIR) || $(PY) ../shared/tools/make_bench_corpus.py --docs 4000000 --out $(BENCH_4M_DIR)
+	$(PY) eval/bench_build.py $(BENCH_4M_DIR) --segment-docs 250000 --out eval/results/bench_build_4m
 
 # Issue 3's figures: the query engine against PISA, BMP and Seismic on a grown 1M-doc collection.
 BENCH_DIR ?= /tmp/bench-1m

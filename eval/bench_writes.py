@@ -1,6 +1,6 @@
 """Write throughput of the index layer (vectors given, no encoder) and what it does to search.
 
-    python eval/bench_writes.py /tmp/lsr-bench-segments/segments-1 /tmp/bench-1m --out eval/results/bench_writes
+    python eval/bench_writes.py /tmp/lsr-bench-segments/one /tmp/bench-1m --out eval/results/bench_writes
 
 A copy of an index (hard links) is served by two processes, as two service workers would:
 a writer process adds documents (vectors of the collection's documents under new ids) from

@@ -4,8 +4,9 @@
    inflated by a margin that covers its rounding, so it is never below a true doc score).
 2. A threshold seed: with non-negative weights, at least ``k`` docs score ``>= w_t * kth_t``
    for every query term, so docs and blocks below the largest such product cannot make the
-   top k (``kth_t`` is the stored k'-th largest impact of the term, for k' = 10, 100, 1000;
-   with deletions, column k' serves only if ``k' - (deleted docs at or above kth_t) >= k``).
+   top k (``kth_t`` is the stored k'-th largest impact of the term, for k' = 10, 100, 1000,
+   2000, 5000; deleted documents at or above it do not count; over several segments, the
+   counts of every segment add up: `_combined_seed`).
 3. Blocks above the seed are bucket-sorted by bound and visited best first (one pass over all
    blocks collects them; the sort runs over those alone); each is scored through the per-block
    forward index (a binary search per query term, then that term's postings in the block)
@@ -87,25 +88,50 @@ def _upper_bounds(q_terms, q_weights, num_blocks, dense_slot, bm_dense, term_ent
 
 
 @njit(cache=True, nogil=True)
-def _seed_threshold(q_terms, q_weights, k, kth_impacts, kth_deleted, extra_deleted):
-    """The largest ``w_t * kth`` over query terms whose column holds at least k live docs.
+def _combined_seed(segments, q_terms, weights, k):
+    """The largest ``w_t x impact`` that at least k live documents reach for one query term t,
+    counting over every segment: a score no lower than the k-th best (with non-negative weights).
 
-    ``kth_deleted[t, c]`` counts deleted docs with impact >= ``kth_impacts[t, c]`` (empty
-    when the segment has none); ``extra_deleted`` more docs may be deleted anywhere.
+    A segment says, per term and seed column c, that ``SEED_KS[c]`` documents have an impact of
+    at least ``kth[t, c]``, less its deleted ones among them (``kth_deleted``) and those deleted
+    since its commit (``extra_deleted``, anywhere). Going down the values of every (segment,
+    column) of a term, each segment counts with its largest column reached so far; the value
+    at which the counts add up to k is the term's seed.
     """
-    for j in range(q_weights.shape[0]):
-        if q_weights[j] < 0:  # other terms could pull a doc below the seed
+    count, nq, columns = len(segments), q_terms.shape[0], len(SEED_KS)
+    for j in range(nq):
+        if weights[0, j] < 0:  # another term could pull a document below the seed
             return 0.0
+    values = np.zeros((nq, count * columns), dtype=np.float64)
+    lives = np.zeros((nq, count * columns), dtype=np.int64)
+    for s in range(count):
+        seg = segments[s]
+        kth, kth_deleted, extra = seg[2], seg[3], seg[4]
+        for j in range(nq):
+            t = q_terms[j]
+            for c in range(columns):
+                if kth[t, c] == 0:  # fewer postings than the column's count
+                    break
+                live = SEED_KS[c] - extra
+                if kth_deleted.shape[0] > 0:
+                    live -= kth_deleted[t, c]
+                values[j, s * columns + c] = np.float64(weights[s, j]) * kth[t, c]
+                lives[j, s * columns + c] = max(live, 0)
     seed = 0.0
-    for j in range(q_terms.shape[0]):
-        t = q_terms[j]
-        for c in range(kth_impacts.shape[1]):
-            live = SEED_KS[c] - extra_deleted
-            if kth_deleted.shape[0] > 0:
-                live -= kth_deleted[t, c]
-            if live >= k:
-                if kth_impacts[t, c] > 0:
-                    seed = max(seed, np.float64(q_weights[j]) * kth_impacts[t, c])
+    reached = np.zeros(count, dtype=np.int64)
+    for j in range(nq):
+        order = np.argsort(-values[j])
+        reached[:] = 0
+        total = 0
+        for i in order:
+            if values[j, i] <= seed:  # this term cannot raise the seed any more
+                break
+            s = i // columns
+            if lives[j, i] > reached[s]:
+                total += lives[j, i] - reached[s]
+                reached[s] = lives[j, i]
+            if total >= k:
+                seed = values[j, i]
                 break
     return seed
 
@@ -212,7 +238,6 @@ def _bmp_multi(segments, q_terms, q_merged, k, alpha, budget, ub, sparse_mask, o
         offsets[s + 1] = offsets[s] + segments[s][13].shape[0] - 1
     weights = np.empty((count, nq), dtype=np.float32)
     sparse_bits = np.empty((count, nq), dtype=np.int64)
-    seed = 0.0
     for s in range(count):
         seg = segments[s]
         scales = seg[7]
@@ -221,14 +246,15 @@ def _bmp_multi(segments, q_terms, q_merged, k, alpha, budget, ub, sparse_mask, o
         lo, hi = offsets[s], offsets[s + 1]
         _upper_bounds(q_terms, weights[s], hi - lo, seg[8], seg[9], seg[10], seg[11], seg[12], ub[lo:hi],
                       sparse_mask[lo:hi], sparse_bits[s])
-        # k docs of one segment score at least its seed: a seed for the whole search.
-        seed = max(seed, _seed_threshold(q_terms, weights[s], k, seg[2], seg[3], seg[4]))
+    seed = _combined_seed(segments, q_terms, weights, k)
     # float32 sums of float32 products: relative error below (n + 1) * 2^-24; inflate by twice that.
     margin = np.float32(1.0 + (nq + 2) * 2.0 ** -23)
     floor = max(seed, heap_scores[0]) if size == k else seed
     num_ordered, scale = _order_blocks(ub[: offsets[count]], margin, floor, order, scratch)
     acc = np.zeros(MAX_BLOCK_SIZE, dtype=np.float64)
     used = 0
+    current = 0
+    seg = segments[0]
     for i in range(num_ordered):
         block = order[i]
         bound = ub[block] * margin
@@ -246,11 +272,15 @@ def _bmp_multi(segments, q_terms, q_merged, k, alpha, budget, ub, sparse_mask, o
         if used == budget:
             break
         used += 1
-        s = _segment_of(offsets, block)
-        seg = segments[s]
-        blk = block - offsets[s]
-        _score_block(blk, q_terms, weights[s], seg[8], seg[9], sparse_mask[block], sparse_bits[s], seg[13], seg[14],
-                     seg[15], seg[16], seg[17], seg[18], acc)
+        # The sort is stable over blocks in segment order, so a bucket's blocks come segment by
+        # segment: the segment's tuple is fetched from the list only when it changes (a fetch
+        # takes a reference to each of its arrays).
+        if not offsets[current] <= block < offsets[current + 1]:
+            current = _segment_of(offsets, block)
+            seg = segments[current]
+        blk = block - offsets[current]
+        _score_block(blk, q_terms, weights[current], seg[8], seg[9], sparse_mask[block], sparse_bits[current],
+                     seg[13], seg[14], seg[15], seg[16], seg[17], seg[18], acc)
         num_docs, block_size, live, base = seg[0], seg[1], seg[5], seg[6]
         has_deletes = live.shape[0] > 0
         first = blk * block_size
