@@ -52,7 +52,9 @@ def build_or_open(docs: SparseBatch, index_dir: Path, **options) -> tuple[Segmen
         index = open_single_segment(index_dir)
         return index, float(index.meta["build_seconds"])
     started = time.perf_counter()
-    build_index(index_dir, doc_chunks(docs), VOCAB_SIZE, {"corpus": str(index_dir)}, **options)
+    # One segment, reordered as a whole (the peers get the same order): not the bounded-memory
+    # segmented build of `lsr index`, whose merged order costs latency (eval/results/bench_segments_1m).
+    build_index(index_dir, doc_chunks(docs), VOCAB_SIZE, {"corpus": str(index_dir)}, segment_docs=None, **options)
     return open_single_segment(index_dir), time.perf_counter() - started
 
 

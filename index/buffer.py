@@ -191,9 +191,16 @@ class WriteBuffer:
 
     def drop_through(self, seq: int) -> "WriteBuffer":
         """A buffer of the records after ``seq`` (a commit now holds the others)."""
-        fresh = WriteBuffer(self.vocab_size, self.dense_dim)
+        return self._rebuilt(self.vocab_size, self.dense_dim, after=seq)
+
+    def reshaped(self, vocab_size: int, dense_dim: int | None) -> "WriteBuffer":
+        """The same records for an index whose settings changed (a commit that rebuilt it)."""
+        return self._rebuilt(vocab_size, dense_dim, after=-1)
+
+    def _rebuilt(self, vocab_size: int, dense_dim: int | None, after: int) -> "WriteBuffer":
+        fresh = WriteBuffer(vocab_size, dense_dim)
         for record in self.records:
-            if record.seq > seq:
+            if record.seq > after:
                 fresh.apply(record)
         return fresh
 

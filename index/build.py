@@ -27,7 +27,7 @@ from index.format import load_array
 from index.sparse_batch import SparseBatch
 from index.writer import IndexWriter, index_settings
 
-DEFAULT_SEGMENT_DOCS = 250_000
+DEFAULT_SEGMENT_DOCS = 1_000_000  # BP over a segment's documents costs about 2 GB at 1M (eval/results/bench_build_*)
 
 
 class IndexBuild:

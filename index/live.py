@@ -96,7 +96,7 @@ class LiveIndex:
         self.settings = first.settings
         self.vocab_size = int(self.settings["vocab_size"])
         dense = self.settings["build"].get("dense")
-        self.dense_dim = int(dense["dim"]) if dense else None
+        self.dense_dim = int(dense["dim"]) if dense else None  # both follow the commit (`_adopt`)
         self._verify = verify
         self._lock = threading.RLock()
         self._open: dict[str, Segment] = {}
@@ -226,21 +226,34 @@ class LiveIndex:
             self._state = _CommitState(commit, pin, entries)
             self._open = {e.segment.name: e.segment for e in entries}
             self._buffer = self._buffer.drop_through(commit.wal_seq)
+            if commit.settings != self.settings:  # a rebuild (or a dense part added) changed them
+                self._adopt(commit.settings)
             self._applied_seq = max(self._applied_seq, commit.wal_seq)
             self._resolved, self._masks = {}, {}
             return True
         raise IndexFormatError(f"{self.directory}: could not pin a commit (they change too fast)")
 
+    def _adopt(self, settings: dict) -> None:
+        self.settings = settings
+        self.vocab_size = int(settings["vocab_size"])
+        dense = settings["build"].get("dense")
+        self.dense_dim = int(dense["dim"]) if dense else None
+        self._buffer = self._buffer.reshaped(self.vocab_size, self.dense_dim)
+
     def _entry(self, record) -> _SegmentEntry:
         segment = self._segment_for(record)
         if record.deletes is None:
             return _SegmentEntry(segment, None, NO_DELETE_COUNTS)
-        previous = self._state.entries if self._state is not None else []
-        for entry in previous:  # the same delete file as before: reuse what was computed from it
-            if entry.segment is segment and entry.file == record.deletes["file"]:
-                return entry
+        before = next((e for e in (self._state.entries if self._state is not None else []) if e.segment is segment), None)
+        if before is not None and before.file == record.deletes["file"]:
+            return before  # the same delete file: reuse what was computed from it
         deleted = read_deletes(self.directory, record.deletes, record.num_docs)
-        return _SegmentEntry(segment, deleted, deleted_seed_counts(segment, deleted), record.deletes["file"])
+        if before is not None and before.deleted is not None and not np.any(before.deleted & ~deleted):
+            # More deletions than before (the usual case, a flush): count only the new ones.
+            counts = before.kth_deleted + deleted_seed_counts(segment, deleted & ~before.deleted)
+        else:
+            counts = deleted_seed_counts(segment, deleted)
+        return _SegmentEntry(segment, deleted, counts, record.deletes["file"])
 
     def _segment_for(self, record) -> Segment:
         segment = self._open.get(record.name)

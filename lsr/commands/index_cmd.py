@@ -37,7 +37,7 @@ def register(subparsers) -> None:
                         help="doc order: recursive graph bisection (default), input order, or random")
     parser.add_argument("--block-size", type=int, default=8, help="docs per block-max pruning block (1-256)")
     parser.add_argument("--segment-docs", type=int, default=None,
-                        help="documents per segment while indexing (bounds the build's memory; default 250000)")
+                        help="documents per segment while indexing (bounds the build's memory; default 1000000)")
     parser.add_argument("--segments", choices=["merge", "keep"], default="merge",
                         help="merge the segments into one at the end (default) or keep them as built")
     parser.add_argument("--max-segments", type=int, default=1, help="lsr index merge: segments to merge down to")
