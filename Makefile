@@ -94,7 +94,7 @@ index-results: install-dev
 	$(PY) eval/bench_segments.py $(BENCH_DIR) --out eval/results/bench_segments_1m
 	$(PY) eval/bench_writes.py /tmp/lsr-bench-segments/one $(BENCH_DIR) --out eval/results/bench_writes_1m
 	test -d $(BENCH_4M_DIR) || $(PY) ../shared/tools/make_bench_corpus.py --docs 4000000 --out $(BENCH_4M_DIR)
-	$(PY) eval/bench_build.py $(BENCH_4M_DIR) --segment-docs 250000 --out eval/results/bench_build_4m
+	$(PY) eval/bench_build.py $(BENCH_4M_DIR) --segment-docs 1000000 --out eval/results/bench_build_4m
 
 # Issue 3's figures: the query engine against PISA, BMP and Seismic on a grown 1M-doc collection.
 BENCH_DIR ?= /tmp/bench-1m

@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("collection", type=Path)
     parser.add_argument("--docs", type=int, help="the first N documents (default: all)")
-    parser.add_argument("--segment-docs", type=int, default=250_000)
+    parser.add_argument("--segment-docs", type=int, default=1_000_000)
     parser.add_argument("--segments", choices=["merge", "keep"], default="merge")
     parser.add_argument("--work", type=Path, default=Path("/tmp/lsr-bench-build"))
     parser.add_argument("--keep-index", action="store_true", help="leave the index in --work")

@@ -184,3 +184,19 @@ def collection_from_run(run_dir: Path, out_dir: Path) -> Path:
         np.save(out_dir / "queries" / f"{name}.npy", queries[name])
     (out_dir / "meta.json").write_text(json.dumps({"source": str(run_dir)}))
     return out_dir
+
+
+def link_copy(source: Path, target: Path) -> None:
+    """A copy of an index directory that shares its immutable files (segments, delete files,
+    commits) by hard links and copies the rest: the log and the lock files change in place."""
+    import os
+    import shutil
+
+    def copy(src: str, dst: str) -> None:
+        relative = Path(src).relative_to(source).parts
+        if relative[0] in ("segments", "deletes") or relative[0].startswith("commit-"):
+            os.link(src, dst)
+        else:
+            shutil.copy2(src, dst)
+
+    shutil.copytree(source, target, copy_function=copy)

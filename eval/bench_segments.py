@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from eval.bench_build import read_chunks
-from eval.bench_collection import _gather_rows, sample_queries, summary
+from eval.bench_collection import _gather_rows, link_copy, sample_queries, summary
 from eval.report import machine_description
 from index.build import IndexBuild
 from index.commit import generations
@@ -77,7 +77,7 @@ def merged_copy(source: Path, target: Path) -> None:
     """A copy of an index (hard links: segments never change) merged into one segment."""
     if generations(target):
         return
-    shutil.copytree(source, target, copy_function=os.link)
+    link_copy(source, target)
     with LiveIndex(target, writer="required") as live:
         live.merge(max_segments=1)
 
@@ -86,7 +86,7 @@ def with_deletions(source: Path, target: Path, fraction: float, seed: int) -> in
     """A copy of an index with ``fraction`` of its documents deleted in one commit; how many."""
     if target.exists():
         shutil.rmtree(target)
-    shutil.copytree(source, target, copy_function=os.link)
+    link_copy(source, target)
     with LiveIndex(target, writer="required") as live:
         record = live.commit.segments[0]
         chosen = np.random.default_rng(seed).choice(record.num_docs, int(fraction * record.num_docs), replace=False)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.bench_collection import sample_queries
+from eval.bench_collection import link_copy, sample_queries
 from eval.report import machine_description
 from index.npy_stream import NpyReader
 
@@ -50,6 +50,15 @@ def _searcher(path: str, collection: str, num_queries: int, seconds: float, read
                      "segments_seen": len(live.refresh().segments)})
 
 
+def _vectors(collection: Path, count: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The vectors of ``count`` random documents of the collection, in memory."""
+    indptr = np.load(collection / "docs" / "indptr.npy")
+    indices, values = NpyReader(collection / "docs" / "indices.npy"), NpyReader(collection / "docs" / "values.npy")
+    rows = np.random.default_rng(0).choice(len(indptr) - 1, size=count, replace=False)
+    return [(indices.read(int(indptr[r]), int(indptr[r + 1])), values.read(int(indptr[r]), int(indptr[r + 1])))
+            for r in rows]
+
+
 def _writer(path: str, collection: str, threads: int, rate: float | None, seconds: float, start, results,
             flush_docs: int) -> None:
     from index.live import LiveIndex
@@ -57,9 +66,7 @@ def _writer(path: str, collection: str, threads: int, rate: float | None, second
     live = LiveIndex(path, writer="required")
     live.flush_policy.max_docs = flush_docs
     live.flush_policy.max_seconds = 1.0
-    indptr = np.load(Path(collection) / "docs" / "indptr.npy")
-    indices = NpyReader(Path(collection) / "docs" / "indices.npy")
-    values = NpyReader(Path(collection) / "docs" / "values.npy")
+    pool = _vectors(Path(collection), 20_000)  # read before the clock starts
     stop = threading.Event()
     counts = [0] * threads
     latencies: list[list[float]] = [[] for _ in range(threads)]
@@ -77,10 +84,9 @@ def _writer(path: str, collection: str, threads: int, rate: float | None, second
         interval = threads / rate if rate else 0.0
         next_time = time.perf_counter()
         while not stop.is_set():
-            doc = int(rng.integers(len(indptr) - 1))
-            a, b = int(indptr[doc]), int(indptr[doc + 1])
+            terms, weights = pool[int(rng.integers(len(pool)))]
             began = time.perf_counter()
-            live.add(f"w{worker}-{counts[worker]}", "", "", indices.read(a, b), values.read(a, b))
+            live.add(f"w{worker}-{counts[worker]}", "", "", terms, weights)
             latencies[worker].append((time.perf_counter() - began) * 1000)
             counts[worker] += 1
             if interval:
@@ -117,7 +123,7 @@ def run(index: Path, collection: Path, work: Path, rate: float, threads: int, se
     for phase in ("search alone", "search while writing", "writes unpaced"):
         copy = work / "index"
         shutil.rmtree(copy, ignore_errors=True)
-        shutil.copytree(index, copy, copy_function=os.link)
+        link_copy(index, copy)
         ready, start, searched, written = context.Event(), context.Event(), context.Queue(), context.Queue()
         processes = []
         if phase != "writes unpaced":

@@ -243,7 +243,7 @@ def _check_state(live: LiveIndex, candidates: list[dict], rng) -> str | None:
     if view.buffer is not None:
         for row in range(view.buffer.num_rows):
             if view.buffer.live[row]:
-                held[view.buffer.doc_ids[row]] = None
+                held[view.buffer.doc_id(row)] = None
     matched = None
     for candidate in candidates:
         expected = {doc_id for doc_id, vector in candidate.items() if vector is not None}
@@ -296,6 +296,6 @@ def _oracle(view, terms, weights, k: int) -> list[tuple[str, float]]:
         span = slice(buffer.indptr[row], buffer.indptr[row + 1])
         score = float(buffer.values[span].astype(np.float64) @ query[buffer.indices[span]])
         if buffer.live[row] and score > 0:
-            found.append((-score, view.buffer_base + row, buffer.doc_ids[row]))
+            found.append((-score, view.buffer_base + row, buffer.doc_id(row)))
     found.sort()
     return [(doc_id, -negative) for negative, _, doc_id in found[:k]]

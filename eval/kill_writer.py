@@ -82,7 +82,9 @@ def _existing(live: LiveIndex, number: int) -> list[str]:
             if doc_id.startswith(prefix) and (not len(state.live) or state.live[local]):
                 found.append(doc_id)
     if view.buffer is not None:
-        found += [d for row, d in enumerate(view.buffer.doc_ids) if d.startswith(prefix) and view.buffer.live[row]]
+        buffer = view.buffer
+        found += [buffer.doc_id(row) for row in range(buffer.num_rows)
+                  if buffer.doc_id(row).startswith(prefix) and buffer.live[row]]
     return sorted(set(found))
 
 

@@ -7,14 +7,16 @@ segment is out of date, so searches treat it as deleted. A flush turns the buffe
 segment (``index.writer``); once the commit covering it is read, `WriteBuffer.drop_through`
 forgets the records it holds.
 
-Arrays grow by doubling and are only ever appended to, so a `BufferView` (a search's
-snapshot) stays valid while writes continue: it sees a prefix, plus its own copy of the
-live mask (a buffered document replaced or deleted later is dead).
+Arrays grow by doubling and are only ever appended to, and so are the lists of ids, titles
+and texts, so a `BufferView` (a search's snapshot) stays valid while writes continue without
+copying them: it sees a prefix, plus its own copy of the live mask (a buffered document
+replaced or deleted later is dead). Building a view costs the live mask's copy, not a pass
+over the buffered documents.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numba import njit
@@ -49,31 +51,44 @@ class BufferView:
     """A snapshot of the buffer, safe to search without a lock.
 
     Attributes:
-        doc_ids: external id of each buffered row (dead rows included).
+        num_rows: buffered documents seen (dead rows included).
         indptr, indices, values: the rows' sparse vectors (CSR; uint32 terms, float32 weights).
         dense: ``(rows, dim)`` float32, or None when the index has no dense part.
         live: bool per row: False once a later record replaced or deleted it.
-        shadowed: ids whose segment copies are out of date (every id a buffered record touched).
-        titles, texts: per row.
+        num_shadowed: ids whose segment copies are out of date, as of this view (a prefix of
+            the buffer's `WriteBuffer.shadow_order`: every id a buffered record touched).
     """
 
-    doc_ids: tuple[str, ...]
+    num_rows: int
     indptr: np.ndarray
     indices: np.ndarray
     values: np.ndarray
     dense: np.ndarray | None
     live: np.ndarray
-    shadowed: frozenset[str]
-    titles: tuple[str, ...]
-    texts: tuple[str, ...]
-
-    @property
-    def num_rows(self) -> int:
-        return len(self.doc_ids)
+    num_shadowed: int
+    _ids: list = field(repr=False)
+    _titles: list = field(repr=False)
+    _texts: list = field(repr=False)
+    _shadow_rank: dict = field(repr=False)  # id -> position in shadow_order (never changes once set)
+    _rows_of: dict = field(repr=False)  # id -> its rows, ascending
+    shadow_order: list = field(repr=False)
 
     @property
     def num_live(self) -> int:
         return int(np.count_nonzero(self.live))
+
+    def doc_id(self, row: int) -> str:
+        return self._ids[row]
+
+    def title(self, row: int) -> str:
+        return self._titles[row]
+
+    def text(self, row: int) -> str:
+        return self._texts[row]
+
+    def is_shadowed(self, doc_id: str) -> bool:
+        """Whether a buffered record (as of this view) touched ``doc_id``."""
+        return self._shadow_rank.get(doc_id, self.num_shadowed) < self.num_shadowed
 
     def sparse_scores(self, merged_terms: np.ndarray, merged_weights: np.ndarray, vocab_size: int) -> np.ndarray:
         """Float64 scores of every row for a merged query (``index.scorers.query.merge_query``)."""
@@ -91,8 +106,8 @@ class BufferView:
 
     def row_of(self, doc_id: str) -> int | None:
         """The live row holding ``doc_id``, or None."""
-        for row in range(self.num_rows - 1, -1, -1):
-            if self.doc_ids[row] == doc_id:
+        for row in reversed(self._rows_of.get(doc_id, ())):
+            if row < self.num_rows:
                 return row if self.live[row] else None
         return None
 
@@ -112,8 +127,10 @@ class WriteBuffer:
         self._ids: list[str] = []
         self._titles: list[str] = []
         self._texts: list[str] = []
-        self._row_of: dict[str, int] = {}
-        self._shadowed: set[str] = set()
+        self._row_of: dict[str, int] = {}  # id -> its live row
+        self._rows_of: dict[str, list[int]] = {}  # id -> every row it had (append-only, for views)
+        self.shadow_order: list[str] = []  # ids in the order a record first touched them
+        self._shadow_rank: dict[str, int] = {}
         self._indptr = np.zeros(17, dtype=np.int64)
         self._indices = np.zeros(256, dtype=np.uint32)
         self._values = np.zeros(256, dtype=np.float32)
@@ -135,7 +152,9 @@ class WriteBuffer:
         previous = self._row_of.pop(record.doc_id, None)
         if previous is not None:
             self._live[previous] = False
-        self._shadowed.add(record.doc_id)
+        if record.doc_id not in self._shadow_rank:
+            self._shadow_rank[record.doc_id] = len(self.shadow_order)
+            self.shadow_order.append(record.doc_id)
         if record.op == "add":
             self._append_row(record)
         self.records.append(record)
@@ -178,15 +197,17 @@ class WriteBuffer:
         self._titles.append(record.title)
         self._texts.append(record.text)
         self._row_of[record.doc_id] = row
+        self._rows_of.setdefault(record.doc_id, []).append(row)
 
     def view(self) -> BufferView:
         """The current snapshot (built on first use after a change)."""
         if self._view is None:
             rows = len(self._ids)
             self._view = BufferView(
-                tuple(self._ids), self._indptr[: rows + 1], self._indices[: self._nnz], self._values[: self._nnz],
+                rows, self._indptr[: rows + 1], self._indices[: self._nnz], self._values[: self._nnz],
                 None if self._dense is None else self._dense[:rows], self._live[:rows].copy(),
-                frozenset(self._shadowed), tuple(self._titles), tuple(self._texts))
+                len(self.shadow_order), self._ids, self._titles, self._texts, self._shadow_rank, self._rows_of,
+                self.shadow_order)
         return self._view
 
     def drop_through(self, seq: int) -> "WriteBuffer":

@@ -42,9 +42,10 @@ class DuplicateIdError(ValueError):
 
 
 def hash_id(doc_id: str) -> np.uint64:
-    """FNV-1a (64-bit) of the id's UTF-8 bytes."""
+    """FNV-1a (64-bit) of the id's UTF-8 bytes (a numpy uint64: a Python int above 2^63 would
+    make numpy compare the whole hash table as floats)."""
     data = np.frombuffer(doc_id.encode("utf-8"), dtype=np.uint8)
-    return _fnv1a(data, 0, data.shape[0])
+    return np.uint64(_fnv1a(data, 0, data.shape[0]))
 
 
 def hash_ids(offsets: np.ndarray, data: np.ndarray) -> np.ndarray:
@@ -65,7 +66,7 @@ def find_id(segment, doc_id: str) -> int | None:
     """The internal id of ``doc_id`` in ``segment`` (an `index.format.Segment`), or None."""
     hashes = segment.doc_id_hashes
     h = hash_id(doc_id)
-    position = int(np.searchsorted(hashes, h, side="left"))
+    position = int(hashes.searchsorted(h, side="left"))
     while position < len(hashes) and hashes[position] == h:
         doc = int(segment.doc_id_hash_docs[position])
         if segment.doc_ids[doc] == doc_id:

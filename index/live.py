@@ -104,7 +104,8 @@ class LiveIndex:
         self._buffer = WriteBuffer(self.vocab_size, self.dense_dim)
         self._applied_seq = 0
         self._view: View | None = None
-        self._resolved: dict[str, list[tuple[int, int]]] = {}  # shadowed id -> (segment index, internal id)
+        self._resolved = 0  # shadowed ids looked up in the segments (a prefix of the buffer's shadow order)
+        self._extra: dict[int, list[int]] = {}  # segment index -> internal ids the buffer deleted
         self._watch = storage.ChangeWatch()
         self._masks: dict[int, tuple[int, np.ndarray, int]] = {}  # segment index -> (extra count, live mask, live)
         self._kernel_cache: tuple = (None, {})  # (what it was built for, the view cache holding it)
@@ -229,7 +230,7 @@ class LiveIndex:
             if commit.settings != self.settings:  # a rebuild (or a dense part added) changed them
                 self._adopt(commit.settings)
             self._applied_seq = max(self._applied_seq, commit.wal_seq)
-            self._resolved, self._masks = {}, {}
+            self._resolved, self._extra, self._masks = 0, {}, {}
             return True
         raise IndexFormatError(f"{self.directory}: could not pin a commit (they change too fast)")
 
@@ -267,11 +268,8 @@ class LiveIndex:
 
     def _build_view(self) -> View:
         buffer = self._buffer.view()
-        self._resolve(buffer.shadowed)
-        extra: dict[int, list[int]] = {}
-        for hits in self._resolved.values():
-            for index, local in hits:
-                extra.setdefault(index, []).append(local)
+        self._resolve(buffer)
+        extra = self._extra
         states, base = [], 0
         for index, entry in enumerate(self._state.entries):
             live, num_live = self._live_mask(index, entry, extra.get(index, []))
@@ -287,17 +285,15 @@ class LiveIndex:
             self._kernel_cache = (signature, {})
         return View(tuple(states), buffer, self.vocab_size, owner=self._state, cache=self._kernel_cache[1])
 
-    def _resolve(self, shadowed: frozenset[str]) -> None:
-        """Find the segment copies of newly shadowed ids (ids the buffer replaced or deleted)."""
-        for doc_id in shadowed:
-            if doc_id in self._resolved:
-                continue
-            hits = []
+    def _resolve(self, buffer) -> None:
+        """Find the segment copies of the ids newly shadowed (replaced or deleted by buffered
+        writes) and add them to the segments' extra deletions (``self._extra``)."""
+        for doc_id in buffer.shadow_order[self._resolved : buffer.num_shadowed]:
             for index, entry in enumerate(self._state.entries):
                 local = entry.segment.find(doc_id)
                 if local is not None and (entry.deleted is None or not entry.deleted[local]):
-                    hits.append((index, local))
-            self._resolved[doc_id] = hits
+                    self._extra.setdefault(index, []).append(local)
+        self._resolved = max(self._resolved, buffer.num_shadowed)
 
     def _live_mask(self, index: int, entry: _SegmentEntry, extra: list[int]) -> tuple[np.ndarray, int]:
         """The segment's live mask: its commit's deletions plus the buffer's (cached per count)."""
@@ -385,7 +381,7 @@ class LiveIndex:
     def _locate(self, view: View, doc_id: str) -> tuple[SegmentState | None, int]:
         """``(segment state, internal id)`` of a live document, or ``(None, buffer row)``."""
         buffer = view.buffer
-        if buffer is not None and doc_id in buffer.shadowed:
+        if buffer is not None and buffer.is_shadowed(doc_id):
             row = buffer.row_of(doc_id)
             if row is None:
                 raise DocumentNotFound(doc_id)
@@ -399,7 +395,7 @@ class LiveIndex:
     def _describe(self, doc_id: str, state: SegmentState | None, local: int, view: View | None = None) -> dict:
         if state is None:
             buffer = (view or self.refresh()).buffer
-            return {"id": doc_id, "title": buffer.titles[local], "text": buffer.texts[local], "segment": "buffer"}
+            return {"id": doc_id, "title": buffer.title(local), "text": buffer.text(local), "segment": "buffer"}
         segment = state.segment
         texts = segment.doc_texts
         return {"id": doc_id, "title": segment.doc_titles[local], "text": texts[local] if texts is not None else "",

@@ -12,8 +12,8 @@ per document, uint8 impacts, zeros already dropped), and writes the arrays that
 * the dense block-maxima rows (terms in a fifth of the blocks or more), one row at a time
   from the finished term view, and the per-term k-th impacts from impact histograms.
 
-Memory is bounded by the chunk size and the vocabulary (a 256-level histogram per term and
-the runs' per-term counts), not by the number of documents. The arrays equal those of
+Memory is bounded by the chunk size and the vocabulary (the runs' per-term counts), not by
+the number of documents. The arrays equal those of
 ``index.bmp_build.build_bmp_arrays`` on the same postings (tested).
 """
 
@@ -81,9 +81,8 @@ def _block_view(indptr, terms, impacts, block_size, first_block, num_blocks, out
 
 @njit(cache=True, nogil=True)
 def _term_run(entry_terms, entry_counts, entry_max, entry_blocks, post_docs, post_impacts, vocab_size,
-              run_blocks, run_max, run_counts, run_docs, run_impacts, term_entries, term_postings, histogram):
-    """A chunk's entries sorted by term (a counting sort; block order kept inside a term), and
-    the impact histogram of each term."""
+              run_blocks, run_max, run_counts, run_docs, run_impacts, term_entries, term_postings):
+    """A chunk's entries sorted by term (a counting sort; block order kept inside a term)."""
     num_entries = entry_terms.shape[0]
     for x in range(num_entries):
         term_entries[entry_terms[x]] += 1
@@ -109,7 +108,6 @@ def _term_run(entry_terms, entry_counts, entry_max, entry_blocks, post_docs, pos
         for i in range(entry_counts[x]):
             run_docs[q + i] = post_docs[source + i]
             run_impacts[q + i] = post_impacts[source + i]
-            histogram[t, post_impacts[source + i]] += 1
         post_cursor[t] = q + entry_counts[x]
         source += entry_counts[x]
 
@@ -147,19 +145,25 @@ def _merge_runs(counts_e, counts_p, entry_bases, post_bases, blocks, maxima, cou
 
 
 @njit(cache=True, nogil=True)
-def _kth_from_histogram(histogram, postings_per_term, ks):
-    out = np.zeros((histogram.shape[0], ks.shape[0]), dtype=np.uint8)
-    for t in range(histogram.shape[0]):
-        if postings_per_term[t] < ks[0]:
-            continue
-        for i in range(ks.shape[0]):
-            seen = 0
-            for level in range(255, 0, -1):
-                seen += histogram[t, level]
-                if seen >= ks[i]:
-                    out[t, i] = level
-                    break
-    return out
+def _kth_impacts(postings_per_term, impacts, ks, out):
+    """Each term's ks[i]-th largest impact (0 when fewer postings), from a 256-level histogram of
+    its postings (``impacts``: the postings of consecutive terms, in term order)."""
+    histogram = np.zeros(256, dtype=np.int64)
+    p = 0
+    for t in range(postings_per_term.shape[0]):
+        count = postings_per_term[t]
+        if count >= ks[0]:
+            histogram[:] = 0
+            for q in range(p, p + count):
+                histogram[impacts[q]] += 1
+            for i in range(ks.shape[0]):
+                seen = 0
+                for level in range(255, 0, -1):
+                    seen += histogram[level]
+                    if seen >= ks[i]:
+                        out[t, i] = level
+                        break
+        p += count
 
 
 # wrappers
@@ -192,7 +196,6 @@ class PostingsWriter:
         self.start_type = np.uint32 if max_postings < 2**32 else np.int64
         self.block_entries = np.zeros(self.num_blocks, dtype=np.int64)
         self.block_postings = np.zeros(self.num_blocks, dtype=np.int64)
-        self.histogram = np.zeros((vocab_size, 256), dtype=np.int64)
         self.forward = {"block_terms": NpyAppender(self.out_dir / "block_terms.npy", np.uint32),
                         "block_entry_starts": NpyAppender(self.out_dir / "block_entry_starts.npy", self.block_start_type),
                         "block_post_docs": NpyAppender(self.out_dir / "block_post_docs.npy", np.uint8),
@@ -269,8 +272,7 @@ class PostingsWriter:
         term_entries = np.zeros(self.vocab_size, dtype=np.int64)
         term_postings = np.zeros(self.vocab_size, dtype=np.int64)
         _term_run(entry_terms, entry_counts, entry_max, entry_blocks, docs, impacts, self.vocab_size,
-                  run["blocks"], run["max"], run["counts"], run["docs"], run["impacts"], term_entries, term_postings,
-                  self.histogram)
+                  run["blocks"], run["max"], run["counts"], run["docs"], run["impacts"], term_entries, term_postings)
         number = len(self.run_counts)
         for name, array in run.items():
             array.tofile(self.runs_dir / f"{number}.{name}")
@@ -285,16 +287,15 @@ class PostingsWriter:
             appender.close()
         np.save(self.out_dir / "block_term_offsets.npy", _prefix(self.block_entries))
         np.save(self.out_dir / "block_post_offsets.npy", _prefix(self.block_postings))
-        term_entries = self._merge_term_view()
-        postings_per_term = self.histogram.sum(axis=1)
-        np.save(self.out_dir / "term_kth_impacts.npy",
-                _kth_from_histogram(self.histogram, postings_per_term, np.array(SEED_KS, dtype=np.int64)))
+        term_entries, kth = self._merge_term_view()
+        np.save(self.out_dir / "term_kth_impacts.npy", kth)
         self._write_dense_maxima(term_entries)
         storage.remove(self.runs_dir)
         return self.num_blocks
 
-    def _merge_term_view(self) -> np.ndarray:
-        """The term view from the runs, term range by term range; returns entries per term."""
+    def _merge_term_view(self) -> tuple[np.ndarray, np.ndarray]:
+        """The term view from the runs, term range by term range; returns the entries per term
+        and the per-term k-th impacts (``term_kth_impacts``)."""
         runs = len(self.run_counts)
         counts_e = np.stack([c[0] for c in self.run_counts]) if runs else np.zeros((0, self.vocab_size), np.int64)
         counts_p = np.stack([c[1] for c in self.run_counts]) if runs else np.zeros((0, self.vocab_size), np.int64)
@@ -308,7 +309,9 @@ class PostingsWriter:
                "term_post_docs": NpyAppender(self.out_dir / "term_post_docs.npy", np.uint8),
                "term_post_impacts": NpyAppender(self.out_dir / "term_post_impacts.npy", np.uint8)}
         position = 0  # postings written so far: the next entry's start
-        for t0, t1 in _term_ranges(counts_p.sum(axis=0), RANGE_POSTINGS):
+        postings_per_term = counts_p.sum(axis=0)
+        kth = np.zeros((self.vocab_size, len(SEED_KS)), dtype=np.uint8)
+        for t0, t1 in _term_ranges(postings_per_term, RANGE_POSTINGS):
             slices = {name: [] for name in RUN_FILES}
             entry_bases, post_bases = np.zeros(runs, np.int64), np.zeros(runs, np.int64)
             total_e = total_p = 0
@@ -333,6 +336,7 @@ class PostingsWriter:
             starts = position + np.concatenate([[0], np.cumsum(merged["counts"][:-1], dtype=np.int64)]) \
                 if total_e else np.zeros(0, np.int64)
             position += total_p
+            _kth_impacts(postings_per_term[t0:t1], merged["impacts"], np.array(SEED_KS, dtype=np.int64), kth[t0:t1])
             out["term_entry_blocks"].append(merged["blocks"])
             out["term_entry_max"].append(merged["max"])
             out["term_entry_starts"].append(starts.astype(self.start_type))
@@ -341,7 +345,7 @@ class PostingsWriter:
         out["term_entry_starts"].append(np.array([position], dtype=self.start_type))
         for appender in out.values():
             appender.close()
-        return term_entries
+        return term_entries, kth
 
     def _write_dense_maxima(self, term_entries: np.ndarray) -> None:
         """Rows of block maxima for the terms in a fifth of the blocks or more (see ``index.bmp_build``)."""
@@ -352,10 +356,16 @@ class PostingsWriter:
         rows = NpyAppender(self.out_dir / "bm_dense.npy", np.uint8, (self.num_blocks,))
         offsets = _prefix(term_entries)
         blocks_file, max_file = self.out_dir / "term_entry_blocks.npy", self.out_dir / "term_entry_max.npy"
+        small = int(offsets[-1]) <= CHUNK_POSTINGS  # read the entries once rather than term by term
+        all_blocks = _npy_slice(blocks_file, np.uint32, 0, int(offsets[-1])) if small else None
+        all_max = _npy_slice(max_file, np.uint8, 0, int(offsets[-1])) if small else None
         for t in np.flatnonzero(dense):
             start, count = int(offsets[t]), int(term_entries[t])
             row = np.zeros(self.num_blocks, dtype=np.uint8)
-            row[_npy_slice(blocks_file, np.uint32, start, count)] = _npy_slice(max_file, np.uint8, start, count)
+            if small:
+                row[all_blocks[start : start + count]] = all_max[start : start + count]
+            else:
+                row[_npy_slice(blocks_file, np.uint32, start, count)] = _npy_slice(max_file, np.uint8, start, count)
             rows.append(row[None, :])
         rows.close()
 

@@ -94,7 +94,7 @@ class View:
 
     def doc_id(self, key: int) -> str:
         state, local = self.locate(key)
-        return self.buffer.doc_ids[local] if state is None else state.segment.doc_ids[local]
+        return self.buffer.doc_id(local) if state is None else state.segment.doc_ids[local]
 
 
 def single_segment_view(segment: Segment) -> View:

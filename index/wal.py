@@ -209,6 +209,8 @@ class WriteAheadLog:
         self._append_state: tuple[int, int, int] | None = None  # (file first seq, validated end, last seq)
         self._read_cursor: tuple[int, int, int] | None = None  # (file first seq, offset read to, last seq read)
         self._watch = storage.ChangeWatch()
+        self._read_watch, self._append_watch = storage.ChangeWatch(), storage.ChangeWatch()
+        self._listings: dict[int, list] = {}
         self._cond = threading.Condition()
         self._queue: list[_Ticket] = []
         self._writing = False
@@ -279,10 +281,19 @@ class WriteAheadLog:
     def _locked(self):
         return _FileLock(self._mutex, self._lock_handle)
 
+    def _files(self, watch: storage.ChangeWatch) -> list[tuple[int, Path]]:
+        """The log's files, listed again only when the directory may have changed (``watch``:
+        one per caller, so that each notices every change)."""
+        cached = self._listings.get(id(watch))
+        if cached is None or watch.changed(self.wal_dir):
+            cached = wal_files(self.directory)
+            self._listings[id(watch)] = cached
+        return cached
+
     def _catch_up(self) -> tuple[int, int, int]:
         """Under the lock: the current file, the end of its valid records and the last seq,
         cutting a torn or corrupt tail."""
-        files = wal_files(self.directory)
+        files = self._files(self._append_watch)
         if not files:
             raise WalCorruptError(f"{self.wal_dir}: the write-ahead log has no file")
         first_seq, path = files[-1]
@@ -340,7 +351,7 @@ class WriteAheadLog:
         """
         if self._nothing_new(after_seq):
             return []
-        files = wal_files(self.directory)
+        files = self._files(self._read_watch)
         # The file holding after_seq + 1 is the last one starting at or before it.
         start = max((i for i, (first, _) in enumerate(files) if first <= after_seq + 1), default=None)
         if start is None:

@@ -57,6 +57,9 @@ class FlushPolicy:
 
     max_docs: int = 1000
     max_seconds: float = 5.0
+    # A flushed segment is small and soon merged (merges reorder): not reordering it saves the
+    # flush most of its time.
+    reorder: str = "none"
 
 
 def index_settings(vocab_size: int, meta: dict | None = None, dense: dict | None = None, **build) -> dict:
@@ -281,7 +284,7 @@ class IndexWriter:
 
     def _build_from_records(self, adds: list[WalRecord]) -> str:
         """A segment of the added documents (one chunk: a flush holds few)."""
-        builder = self.new_segment()
+        builder = self.new_segment(reorder=self.policy.reorder)
         try:
             vocab_size = self.settings["vocab_size"]
             indptr = np.concatenate([[0], np.cumsum([len(r.terms) for r in adds])]).astype(np.int64)

@@ -68,7 +68,7 @@ def oracle(live: LiveIndex, terms, weights, k: int) -> list[tuple[str, float]]:
         span = slice(buffer.indptr[row], buffer.indptr[row + 1])
         score = float(buffer.values[span].astype(np.float64) @ query[buffer.indices[span]])
         if buffer.live[row] and score > 0:
-            found.append((-score, view.buffer_base + row, buffer.doc_ids[row]))
+            found.append((-score, view.buffer_base + row, buffer.doc_id(row)))
     found.sort()
     return [(doc_id, -negative) for negative, _, doc_id in found[:k]]
 
