@@ -31,7 +31,14 @@ from eval.report import machine_description
 from index.npy_stream import NpyReader
 
 
-def _searcher(path: str, collection: str, num_queries: int, seconds: float, ready, results) -> None:
+def _pin(cpus: list[int] | None) -> None:
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+
+
+def _searcher(path: str, collection: str, num_queries: int, seconds: float, ready, results,
+              cpus: list[int] | None) -> None:
+    _pin(cpus)
     from index.live import LiveIndex
 
     _, queries = sample_queries(Path(collection), num_queries)
@@ -60,7 +67,8 @@ def _vectors(collection: Path, count: int) -> list[tuple[np.ndarray, np.ndarray]
 
 
 def _writer(path: str, collection: str, threads: int, rate: float | None, seconds: float, start, results,
-            flush_docs: int) -> None:
+            flush_docs: int, cpus: list[int] | None = None) -> None:
+    _pin(cpus)
     from index.live import LiveIndex
 
     live = LiveIndex(path, writer="required")
@@ -117,8 +125,12 @@ def _writer(path: str, collection: str, threads: int, rate: float | None, second
 
 
 def run(index: Path, collection: Path, work: Path, rate: float, threads: int, seconds: float, queries: int,
-        flush_docs: int) -> dict:
+        flush_docs: int, pin: bool) -> dict:
     context = multiprocessing.get_context("spawn")
+    cpus = sorted(os.sched_getaffinity(0))
+    if pin and len(cpus) < 2:
+        raise SystemExit("--pin needs at least 2 CPUs")
+    search_cpus, write_cpus = (cpus[-1:], cpus[:-1]) if pin else (None, None)
     results = {}
     for phase in ("search alone", "search while writing", "writes unpaced"):
         copy = work / "index"
@@ -128,11 +140,12 @@ def run(index: Path, collection: Path, work: Path, rate: float, threads: int, se
         processes = []
         if phase != "writes unpaced":
             processes.append(context.Process(target=_searcher, args=(str(copy), str(collection), queries, seconds,
-                                                                     ready, searched)))
+                                                                     ready, searched, search_cpus)))
         if phase != "search alone":
             processes.append(context.Process(target=_writer, args=(str(copy), str(collection), threads,
                                                                    rate if phase != "writes unpaced" else None,
-                                                                   seconds, start, written, flush_docs)))
+                                                                   seconds, start, written, flush_docs,
+                                                                   write_cpus)))
         for process in processes:
             process.start()
         if phase != "writes unpaced":
@@ -150,7 +163,8 @@ def run(index: Path, collection: Path, work: Path, rate: float, threads: int, se
     base, loaded = results["search alone"]["search"], results["search while writing"]["search"]
     return {"phases": results, "p50_ratio": loaded["p50_ms"] / base["p50_ms"],
             "mean_ratio": loaded["mean_ms"] / base["mean_ms"], "rate": rate, "threads": threads,
-            "seconds": seconds, "flush_docs": flush_docs}
+            "seconds": seconds, "flush_docs": flush_docs,
+            "cpus": {"searcher": search_cpus, "writer": write_cpus} if pin else "shared"}
 
 
 def markdown(report: dict) -> str:
@@ -171,7 +185,9 @@ def markdown(report: dict) -> str:
         f"| writes unpaced | **{free['adds_per_second']:.0f}** | {free['add_p50_ms']:.2f} / {free['add_p99_ms']:.2f} "
         f"| - | {free['segments_at_end']} |", "",
         f"Search p50 while writing / alone: **{report['p50_ratio']:.3f}x** (mean {report['mean_ratio']:.3f}x).", "",
-        f"Machine: {report['machine']['platform']}, {report['machine']['cpus']} CPUs (both processes share them)  ",
+        f"Machine: {report['machine']['platform']}, {report['machine']['cpus']} CPUs ("
+        + (f"searcher pinned to CPU {report['cpus']['searcher']}, writer to {report['cpus']['writer']}"
+           if report["cpus"] != "shared" else "both processes share them") + ")  ",
         f"Command: `{report['command']}`", ""])
 
 
@@ -184,11 +200,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--flush-docs", type=int, default=1000)
+    parser.add_argument("--pin", action="store_true",
+                        help="the searcher on the last CPU, the writer on the others (as on a machine with a "
+                             "core for each), instead of both sharing every CPU")
     parser.add_argument("--work", type=Path, default=Path("/tmp/lsr-bench-writes"))
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     report = run(args.index, args.collection, args.work, args.rate, args.threads, args.seconds, args.queries,
-                 args.flush_docs)
+                 args.flush_docs, args.pin)
     from index.commit import read_newest_commit
 
     report.update(docs=read_newest_commit(args.index).num_docs, machine=machine_description(),

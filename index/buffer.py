@@ -10,8 +10,9 @@ forgets the records it holds.
 Arrays grow by doubling and are only ever appended to, and so are the lists of ids, titles
 and texts, so a `BufferView` (a search's snapshot) stays valid while writes continue without
 copying them: it sees a prefix, plus its own copy of the live mask (a buffered document
-replaced or deleted later is dead). Building a view costs the live mask's copy, not a pass
-over the buffered documents.
+replaced or deleted later is dead) and of the heads of the term chains (each posting links
+to the previous posting of its term, so a query reads only its terms' postings). Building a
+view costs those two copies, not a pass over the buffered documents.
 """
 
 from __future__ import annotations
@@ -21,22 +22,48 @@ from dataclasses import dataclass, field
 import numpy as np
 from numba import njit
 
+from index.doc_ids import hash_id
 from index.wal import WalRecord
 
 # kernels
 
 
 @njit(cache=True, nogil=True)
-def _score_rows(indptr, indices, values, live, query, out):
-    """Dot product of every live row with a dense query vector (float64 sums)."""
-    for r in range(indptr.shape[0] - 1):
+def _vector_problem(terms, weights, vocab_size):
+    """0 if a record's vector fits the index, 1 for a term id out of range, 2 for a weight
+    that is negative or not finite (one pass, for every record read from the log)."""
+    for p in range(terms.shape[0]):
+        if terms[p] >= vocab_size:
+            return 1
+        if not (0 <= weights[p] < np.inf):  # NaN fails every comparison
+            return 2
+    return 0
+
+
+@njit(cache=True, nogil=True)
+def _link_row(indices, start, end, row, term_head, post_next, post_row):
+    """Put the postings ``start:end`` (one row's) at the head of their terms' chains."""
+    for p in range(start, end):
+        term = indices[p]
+        post_next[p] = term_head[term]
+        post_row[p] = row
+        term_head[term] = p
+
+
+@njit(cache=True, nogil=True)
+def _score_chains(q_terms, q_weights, term_head, post_next, post_row, values, live, out):
+    """Add ``weight x value`` of every posting of the query's terms to its row (float64);
+    dead rows end at 0. Rows meet their terms in query order, as a row-by-row pass over
+    term-sorted rows would add them."""
+    for j in range(q_terms.shape[0]):
+        w = np.float64(q_weights[j])
+        p = term_head[q_terms[j]]
+        while p >= 0:
+            out[post_row[p]] += w * np.float64(values[p])
+            p = post_next[p]
+    for r in range(out.shape[0]):
         if not live[r]:
             out[r] = 0.0
-            continue
-        total = 0.0
-        for p in range(indptr[r], indptr[r + 1]):
-            total += np.float64(values[p]) * query[indices[p]]
-        out[r] = total
 
 
 # wrappers
@@ -53,19 +80,26 @@ class BufferView:
     Attributes:
         num_rows: buffered documents seen (dead rows included).
         indptr, indices, values: the rows' sparse vectors (CSR; uint32 terms, float32 weights).
+        term_head, post_next, post_row: the same postings chained by term (newest first, -1
+            ends a chain), so a query visits only the postings of its own terms.
         dense: ``(rows, dim)`` float32, or None when the index has no dense part.
         live: bool per row: False once a later record replaced or deleted it.
         num_shadowed: ids whose segment copies are out of date, as of this view (a prefix of
             the buffer's `WriteBuffer.shadow_order`: every id a buffered record touched).
+        shadow_hashes: the `index.doc_ids.hash_id` of each of those ids, in that order.
     """
 
     num_rows: int
     indptr: np.ndarray
     indices: np.ndarray
     values: np.ndarray
+    term_head: np.ndarray
+    post_next: np.ndarray
+    post_row: np.ndarray
     dense: np.ndarray | None
     live: np.ndarray
     num_shadowed: int
+    shadow_hashes: np.ndarray
     _ids: list = field(repr=False)
     _titles: list = field(repr=False)
     _texts: list = field(repr=False)
@@ -94,9 +128,8 @@ class BufferView:
         """Float64 scores of every row for a merged query (``index.scorers.query.merge_query``)."""
         out = np.zeros(self.num_rows, dtype=np.float64)
         if self.num_rows and len(merged_terms):
-            query = np.zeros(vocab_size, dtype=np.float64)
-            query[merged_terms.astype(np.int64)] = merged_weights
-            _score_rows(self.indptr, self.indices, self.values, self.live, query, out)
+            _score_chains(np.asarray(merged_terms, dtype=np.int64), np.asarray(merged_weights, dtype=np.float64),
+                          self.term_head, self.post_next, self.post_row, self.values, self.live, out)
         return out
 
     def dense_scores(self, vector: np.ndarray) -> np.ndarray:
@@ -131,9 +164,13 @@ class WriteBuffer:
         self._rows_of: dict[str, list[int]] = {}  # id -> every row it had (append-only, for views)
         self.shadow_order: list[str] = []  # ids in the order a record first touched them
         self._shadow_rank: dict[str, int] = {}
+        self._shadow_hashes = np.zeros(16, dtype=np.uint64)
         self._indptr = np.zeros(17, dtype=np.int64)
         self._indices = np.zeros(256, dtype=np.uint32)
         self._values = np.zeros(256, dtype=np.float32)
+        self._term_head = np.full(vocab_size, -1, dtype=np.int64)
+        self._post_next = np.zeros(256, dtype=np.int64)
+        self._post_row = np.zeros(256, dtype=np.int32)
         self._dense = np.zeros((16, dense_dim), dtype=np.float32) if dense_dim else None
         self._live = np.zeros(16, dtype=bool)
         self._nnz = 0
@@ -146,6 +183,14 @@ class WriteBuffer:
     def __len__(self) -> int:
         return len(self.records)
 
+    def touched(self, doc_id: str) -> bool:
+        """Whether a buffered record added, replaced or deleted ``doc_id``."""
+        return doc_id in self._shadow_rank
+
+    def holds(self, doc_id: str) -> bool:
+        """Whether the buffer holds a live copy of ``doc_id``."""
+        return doc_id in self._row_of
+
     def apply(self, record: WalRecord) -> None:
         """Apply one record, in log order."""
         self._check(record)
@@ -153,7 +198,11 @@ class WriteBuffer:
         if previous is not None:
             self._live[previous] = False
         if record.doc_id not in self._shadow_rank:
-            self._shadow_rank[record.doc_id] = len(self.shadow_order)
+            rank = len(self.shadow_order)
+            if rank + 1 > len(self._shadow_hashes):
+                self._shadow_hashes = _grown(self._shadow_hashes, rank + 1)
+            self._shadow_hashes[rank] = hash_id(record.doc_id)
+            self._shadow_rank[record.doc_id] = rank
             self.shadow_order.append(record.doc_id)
         if record.op == "add":
             self._append_row(record)
@@ -163,11 +212,11 @@ class WriteBuffer:
     def _check(self, record: WalRecord) -> None:
         if record.op == "delete":
             return
-        terms, weights = record.terms, record.weights
-        if len(terms) and int(terms.max()) >= self.vocab_size:
-            raise BufferRecordError(f"log record {record.seq} ({record.doc_id!r}): term id {int(terms.max())} "
+        problem = _vector_problem(record.terms, record.weights, self.vocab_size)
+        if problem == 1:
+            raise BufferRecordError(f"log record {record.seq} ({record.doc_id!r}): term id {int(record.terms.max())} "
                                     f"is outside the vocabulary of {self.vocab_size}")
-        if not np.all(np.isfinite(weights)) or np.any(weights < 0):
+        if problem == 2:
             raise BufferRecordError(f"log record {record.seq} ({record.doc_id!r}): weights must be finite, >= 0")
         dim = 0 if record.dense is None else len(record.dense)
         if dim != (self.dense_dim or 0):
@@ -185,8 +234,11 @@ class WriteBuffer:
         if self._nnz + nnz > len(self._indices):
             self._indices = _grown(self._indices, self._nnz + nnz)
             self._values = _grown(self._values, self._nnz + nnz)
+            self._post_next = _grown(self._post_next, self._nnz + nnz)
+            self._post_row = _grown(self._post_row, self._nnz + nnz)
         self._indices[self._nnz : self._nnz + nnz] = record.terms
         self._values[self._nnz : self._nnz + nnz] = record.weights
+        _link_row(self._indices, self._nnz, self._nnz + nnz, row, self._term_head, self._post_next, self._post_row)
         self._nnz += nnz
         self._indptr[row + 1] = self._nnz
         if self._dense is not None:  # stored normalised, as the segments' faiss part is
@@ -205,8 +257,9 @@ class WriteBuffer:
             rows = len(self._ids)
             self._view = BufferView(
                 rows, self._indptr[: rows + 1], self._indices[: self._nnz], self._values[: self._nnz],
+                self._term_head.copy(), self._post_next[: self._nnz], self._post_row[: self._nnz],
                 None if self._dense is None else self._dense[:rows], self._live[:rows].copy(),
-                len(self.shadow_order), self._ids, self._titles, self._texts, self._shadow_rank, self._rows_of,
+                len(self.shadow_order), self._shadow_hashes[: len(self.shadow_order)], self._ids, self._titles, self._texts, self._shadow_rank, self._rows_of,
                 self.shadow_order)
         return self._view
 

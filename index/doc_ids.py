@@ -75,6 +75,30 @@ def find_id(segment, doc_id: str) -> int | None:
     return None
 
 
+def find_ids(segment, doc_ids: list[str], hashes: np.ndarray) -> list[tuple[int, int]]:
+    """`find_id` for many ids at once (``hashes``: their `hash_id` values): ``(position in
+    doc_ids, internal id)`` for each id the segment holds. One vectorised binary search; strings
+    are compared only where a hash matches."""
+    table = segment.doc_id_hashes
+    if not len(doc_ids) or not len(table):
+        return []
+    hashes = np.asarray(hashes, dtype=np.uint64)
+    positions = table.searchsorted(hashes, side="left")
+    inside = positions < len(table)
+    candidates = np.flatnonzero(inside)
+    candidates = candidates[table[positions[candidates]] == hashes[candidates]]
+    found = []
+    for i in candidates.tolist():
+        position, h = int(positions[i]), hashes[i]
+        while position < len(table) and table[position] == h:
+            doc = int(segment.doc_id_hash_docs[position])
+            if segment.doc_ids[doc] == doc_ids[i]:
+                found.append((i, doc))
+                break
+            position += 1
+    return found
+
+
 def duplicate_positions(offsets: np.ndarray, data: np.ndarray, hashes: np.ndarray | None = None):
     """Positions of a string table whose string appeared at an earlier position.
 

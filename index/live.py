@@ -35,6 +35,7 @@ from index.commit import SEGMENTS_DIR, Commit, generations, read_commit, read_ne
 from index.deletes import read_deletes
 from index.directory import CommitPin, IndexBusyError
 from index.dense import DenseIndexError
+from index.doc_ids import find_ids, hash_id
 from index.forward import document_impacts
 from index.format import IndexFormatError, Segment
 from index.scorers.bmp import deleted_seed_counts
@@ -189,22 +190,29 @@ class LiveIndex:
     def refresh(self) -> View:
         """The current view: the newest commit and every log record written so far."""
         with self._lock:
-            for _ in range(REFRESH_ATTEMPTS):
-                try:
-                    changed = self._load_newest_commit()
-                    records = self.wal.read(self._applied_seq)
-                    break
-                except WalGap:
-                    self._state = None  # a newer commit holds what was trimmed: load it
-                    self._watch = storage.ChangeWatch()
-            else:
-                raise IndexFormatError(f"{self.directory}: the write-ahead log misses records that no commit holds")
-            for record in records:
-                self._buffer.apply(record)
-                self._applied_seq = record.seq
-            if changed or records or self._view is None:
+            self._catch_up()
+            if self._view is None:
                 self._view = self._build_view()
             return self._view
+
+    def _catch_up(self) -> None:
+        """Under the lock: load a newer commit and apply the log records after it (the view is
+        built again when next asked for: writes alone need none)."""
+        for _ in range(REFRESH_ATTEMPTS):
+            try:
+                changed = self._load_newest_commit()
+                records = self.wal.read(self._applied_seq)
+                break
+            except WalGap:
+                self._state = None  # a newer commit holds what was trimmed: load it
+                self._watch = storage.ChangeWatch()
+        else:
+            raise IndexFormatError(f"{self.directory}: the write-ahead log misses records that no commit holds")
+        for record in records:
+            self._buffer.apply(record)
+            self._applied_seq = record.seq
+        if changed or records:
+            self._view = None
 
     def _load_newest_commit(self) -> bool:
         if self._state is not None and not self._watch.changed(self.directory):
@@ -288,12 +296,16 @@ class LiveIndex:
     def _resolve(self, buffer) -> None:
         """Find the segment copies of the ids newly shadowed (replaced or deleted by buffered
         writes) and add them to the segments' extra deletions (``self._extra``)."""
-        for doc_id in buffer.shadow_order[self._resolved : buffer.num_shadowed]:
-            for index, entry in enumerate(self._state.entries):
-                local = entry.segment.find(doc_id)
-                if local is not None and (entry.deleted is None or not entry.deleted[local]):
+        start = self._resolved
+        if start >= buffer.num_shadowed:
+            return
+        ids = buffer.shadow_order[start : buffer.num_shadowed]
+        hashes = buffer.shadow_hashes[start : buffer.num_shadowed]
+        for index, entry in enumerate(self._state.entries):
+            for _, local in find_ids(entry.segment, ids, hashes):
+                if entry.deleted is None or not entry.deleted[local]:
                     self._extra.setdefault(index, []).append(local)
-        self._resolved = max(self._resolved, buffer.num_shadowed)
+        self._resolved = buffer.num_shadowed
 
     def _live_mask(self, index: int, entry: _SegmentEntry, extra: list[int]) -> tuple[np.ndarray, int]:
         """The segment's live mask: its commit's deletions plus the buffer's (cached per count)."""
@@ -414,30 +426,42 @@ class LiveIndex:
         for doc_id, title, text, terms, weights, dense in documents:
             self._check_document(doc_id, terms, weights, dense)
             bodies.append(encode_body("add", doc_id, title, text, terms, weights, dense))
-        view = self.refresh()
-        replaced = [self._is_live(view, d[0]) for d in documents]
+        with self._lock:
+            self._catch_up()
+            replaced = [self._is_live(d[0]) for d in documents]
         self._append(bodies)
         return replaced
 
     def delete(self, doc_id: str) -> None:
         """Delete a live document durably (`DocumentNotFound` if there is none)."""
-        if not self.contains(doc_id):
-            raise DocumentNotFound(doc_id)
+        with self._lock:
+            self._catch_up()
+            if not self._is_live(doc_id):
+                raise DocumentNotFound(doc_id)
         self._append([encode_body("delete", doc_id)])
 
     def _append(self, bodies: list[bytes]) -> None:
         self.wal.append(bodies)
-        self.refresh()
-        if self.writer is not None and len(self._buffer) >= self.flush_policy.max_docs:
-            self.writer.flush(force=False)
-            self.refresh()
+        with self._lock:
+            self._catch_up()
+            full = self.writer is not None and len(self._buffer) >= self.flush_policy.max_docs
+        # Flush outside the lock, and only if no other thread is flushing: writes and
+        # searches go on meanwhile.
+        if full and self.writer.flush(force=False, wait=False) is not None:
+            with self._lock:
+                self._catch_up()
 
-    def _is_live(self, view: View, doc_id: str) -> bool:
-        try:
-            self._locate(view, doc_id)
-        except DocumentNotFound:
-            return False
-        return True
+    def _is_live(self, doc_id: str) -> bool:
+        """Under the lock, after `_catch_up`: whether ``doc_id`` has a live copy (without
+        building a view: `_locate` on one says the same)."""
+        if self._buffer.touched(doc_id):
+            return self._buffer.holds(doc_id)
+        hashes = np.array([hash_id(doc_id)], dtype=np.uint64)  # hashed once for every segment
+        for entry in reversed(self._state.entries):
+            for _, local in find_ids(entry.segment, [doc_id], hashes):
+                if entry.deleted is None or not entry.deleted[local]:
+                    return True
+        return False
 
     def _check_document(self, doc_id, terms, weights, dense) -> None:
         if not isinstance(doc_id, str) or not doc_id:

@@ -58,17 +58,18 @@ class ChangeWatch:
         self._seen: dict[str, tuple] = {}
 
     def changed(self, path: str | Path) -> bool:
+        key = os.fspath(path)
         try:
-            st = os.stat(path)
+            st = os.stat(key)
         except FileNotFoundError:
             stamp = None
         else:
             stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
             if time.time_ns() - st.st_mtime_ns < self.AMBIGUOUS_SECONDS * 1e9:
-                self._seen[str(path)] = None
+                self._seen[key] = None
                 return True
-        previous = self._seen.get(str(path), ())
-        self._seen[str(path)] = stamp
+        previous = self._seen.get(key, ())
+        self._seen[key] = stamp
         return stamp != previous or stamp is None
 
 

@@ -48,6 +48,7 @@ HEAD = struct.Struct("<QBI")  # seq, op, header length
 COUNT = struct.Struct("<I")
 ADD, DELETE = 1, 2
 OPS = {"add": ADD, "delete": DELETE}
+OP_NAMES = {code: name for name, code in OPS.items()}
 MAX_PAYLOAD = 1 << 30
 FILE_PATTERN = re.compile(r"^(\d{16})\.wal$")
 
@@ -118,11 +119,10 @@ def decode_payload(payload: bytes) -> WalRecord:
     dense = np.frombuffer(payload, dtype=np.float32, count=dim, offset=pos)
     if pos + 4 * dim != len(payload):
         raise ValueError("payload length does not match its contents")
-    ops = {code: name for name, code in OPS.items()}
-    if op_code not in ops or not isinstance(header, dict) or not all(
+    if op_code not in OP_NAMES or not isinstance(header, dict) or not all(
             isinstance(header.get(key), str) for key in ("id", "title", "text")):
         raise ValueError("unknown op or header fields")
-    return WalRecord(seq, ops[op_code], header["id"], header["title"], header["text"], terms, weights,
+    return WalRecord(seq, OP_NAMES[op_code], header["id"], header["title"], header["text"], terms, weights,
                      dense if dim else None)
 
 
@@ -204,6 +204,7 @@ class WriteAheadLog:
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
         self.wal_dir = self.directory / WAL_DIR
+        self._wal_dir_name = os.fspath(self.wal_dir)  # for the stat of every refresh
         self._lock_handle = open(self.directory / LOCKS_DIR / WAL_LOCK, "a+b")
         self._mutex = threading.Lock()  # flock is per open file: threads of this process take this first
         self._append_state: tuple[int, int, int] | None = None  # (file first seq, validated end, last seq)
@@ -383,10 +384,10 @@ class WriteAheadLog:
         """Cheaply (two ``stat``), whether the log surely holds nothing after ``after_seq``: no
         file was added or removed, and the file the cursor is in did not grow."""
         cursor = self._read_cursor
-        if cursor is None or cursor[2] != after_seq or self._watch.changed(self.wal_dir):
+        if cursor is None or cursor[2] != after_seq or self._watch.changed(self._wal_dir_name):
             return False
         try:
-            return os.stat(self.wal_dir / wal_file_name(cursor[0])).st_size == cursor[1]
+            return os.stat(os.path.join(self._wal_dir_name, wal_file_name(cursor[0]))).st_size == cursor[1]
         except FileNotFoundError:
             return False
 

@@ -35,6 +35,7 @@ from index.builder import DEFAULT_BLOCK_SIZE, SegmentBuilder
 from index.commit import SEGMENTS_DIR, Commit, SegmentRecord, generations, read_newest_commit, write_commit
 from index.deletes import read_deletes, write_deletes
 from index.directory import WriteLock, collect_garbage, init_layout
+from index.doc_ids import find_ids, hash_id
 from index.format import META_FILE, IndexFormatError, Segment, describe_file
 from index.sparse_batch import SparseBatch
 from index.wal import WAL_DIR, WalRecord, WriteAheadLog, create_wal_file
@@ -242,35 +243,44 @@ class IndexWriter:
 
     # flushing
 
-    def flush(self, force: bool = True) -> Commit | None:
+    def flush(self, force: bool = True, wait: bool = True) -> Commit | None:
         """Turn the logged writes not yet in a segment into one and commit it.
 
         Args:
             force: flush whatever is logged; otherwise only when the policy says so.
+            wait: if another thread is flushing, wait for it and flush after; otherwise
+                return None at once (its flush takes the writes logged before it started).
 
         Returns:
             The new commit, or None when there was nothing to flush.
         """
-        with self._flush_mutex:
-            if not force and not self._flush_due():
-                return None
-            last_seq = self.wal.roll()
-            covered = self.commit.wal_seq
-            if last_seq <= covered:
-                return None
-            records = [r for r in self.wal.read(covered) if r.seq <= last_seq]
-            latest = _last_per_id(records)
-            adds = [r for r in latest if r.op == "add"]
-            name = self._build_from_records(adds) if adds else None
-            with self._commit_lock:
-                changes = self._deletes_for_ids({r.doc_id for r in latest}, self.commit.segments)
-                segments = self.apply_deletes(self.commit.segments, changes)
-                new = (self._segment_record(name),) if name else ()
-                self._commit(self.commit.successor(segments=segments + new, wal_seq=last_seq))
-                self._in_flight.discard(name)
-            self.wal.trim(last_seq)
-            self._pending_since = None
-            return self.commit
+        if not self._flush_mutex.acquire(blocking=wait):
+            return None
+        try:
+            return self._flush(force)
+        finally:
+            self._flush_mutex.release()
+
+    def _flush(self, force: bool) -> Commit | None:
+        if not force and not self._flush_due():
+            return None
+        last_seq = self.wal.roll()
+        covered = self.commit.wal_seq
+        if last_seq <= covered:
+            return None
+        records = [r for r in self.wal.read(covered) if r.seq <= last_seq]
+        latest = _last_per_id(records)
+        adds = [r for r in latest if r.op == "add"]
+        name = self._build_from_records(adds) if adds else None
+        with self._commit_lock:
+            changes = self._deletes_for_ids({r.doc_id for r in latest}, self.commit.segments)
+            segments = self.apply_deletes(self.commit.segments, changes)
+            new = (self._segment_record(name),) if name else ()
+            self._commit(self.commit.successor(segments=segments + new, wal_seq=last_seq))
+            self._in_flight.discard(name)
+        self.wal.trim(last_seq)
+        self._pending_since = None
+        return self.commit
 
     def _flush_due(self) -> bool:
         pending = self.wal.last_seq() - self.commit.wal_seq
@@ -404,9 +414,10 @@ class IndexWriter:
     def _deletes_for_ids(self, doc_ids: set[str], segments) -> dict[str, np.ndarray]:
         """Per segment, the deleted mask after deleting every copy of ``doc_ids`` (changed ones only)."""
         changed = {}
+        ids = list(doc_ids)
+        hashes = np.array([hash_id(doc_id) for doc_id in ids], dtype=np.uint64)
         for record in segments:
-            segment = self._open_segment(record)
-            hits = [local for doc_id in doc_ids if (local := segment.find(doc_id)) is not None]
+            hits = [local for _, local in find_ids(self._open_segment(record), ids, hashes)]
             if not hits:
                 continue
             deleted = read_deletes(self.directory, record.deletes, record.num_docs).copy()

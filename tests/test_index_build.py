@@ -3,6 +3,7 @@ import os
 import signal
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from index.build import build_index
 from index.builder import SegmentBuilder
 from index.check import verify_index
 from index.commit import read_newest_commit
-from index.doc_ids import DuplicateIdError
+from index.doc_ids import DuplicateIdError, find_ids, hash_id
 from index.format import IndexFormatError
 from index.live import LiveIndex, open_single_segment
 from index.quantize import quantize
@@ -227,3 +228,25 @@ def test_empty_corpus_is_refused(tmp_path):
     with pytest.raises(ValueError, match="every document weight is zero"):
         build_index(tmp_path / "ix", [], VOCAB)
     assert list(tmp_path.iterdir()) == []  # the directory this build created is gone
+
+
+def test_lookup_by_id_one_and_many_equal_a_dictionary(tmp_path):
+    docs = random_docs(300)
+    build_index(tmp_path / "ix", chunks_of(docs, 64), VOCAB)
+    index = open_single_segment(tmp_path / "ix")
+    oracle = index.internal_ids()
+    asked = [f"doc-{i}" for i in range(0, 320, 3)] + ["", "doc-", "DOC-1", "é"]
+    for doc_id in asked:
+        assert index.find(doc_id) == oracle.get(doc_id)
+    found = find_ids(index, asked, np.array([hash_id(d) for d in asked], dtype=np.uint64))
+    assert found == [(i, oracle[d]) for i, d in enumerate(asked) if d in oracle]
+
+
+def test_lookup_by_id_compares_strings_when_hashes_collide():
+    # Every id given the same hash: only the string compare tells them apart.
+    ids = ["a", "b", "c", "d"]
+    table = types.SimpleNamespace(doc_ids=ids, doc_id_hashes=np.full(4, 7, dtype=np.uint64),
+                                  doc_id_hash_docs=np.arange(4, dtype=np.uint32))
+    asked = ["c", "x", "a", "d"]
+    assert find_ids(table, asked, np.full(4, 7, dtype=np.uint64)) == [(0, 2), (2, 0), (3, 3)]
+    assert find_ids(table, ["b"], np.array([8], dtype=np.uint64)) == []

@@ -10,13 +10,14 @@ import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from index.buffer import BufferRecordError
 from index.build import build_index
 from index.commit import read_newest_commit
 from index.directory import IndexBusyError
 from index.live import DocumentNotFound, LiveIndex
 from index.scorers.query import merge_query
 from index.sparse_batch import SparseBatch
-from index.wal import WAL_DIR, WalCorruptError, wal_files
+from index.wal import WAL_DIR, WalCorruptError, encode_body, wal_files
 
 VOCAB = 300
 
@@ -373,3 +374,16 @@ def test_bad_writes_are_refused_before_the_log(index_dir):
     with pytest.raises(ValueError):
         live.add("x", "\ud800", "", np.array([1]), np.array([1.0], np.float32))
     assert live.stats()["buffered_writes"] == 0
+
+
+@pytest.mark.parametrize("terms, weights, message", [
+    ([1, VOCAB], [1.0, 1.0], f"term id {VOCAB} is outside the vocabulary of {VOCAB}"),
+    ([1, 2], [1.0, float("nan")], "weights must be finite"),
+    ([1, 2], [float("inf"), 1.0], "weights must be finite"),
+    ([1, 2], [1.0, -0.5], "weights must be finite"),
+])
+def test_a_log_record_that_does_not_fit_the_index_is_named(index_dir, terms, weights, message):
+    # Another process (or an older version) logged what this index cannot hold.
+    LiveIndex(index_dir, writer="never").wal.append([encode_body("add", "bad", "", "", terms, weights)])
+    with pytest.raises(BufferRecordError, match=rf"log record 1 \('bad'\): {message}"):
+        LiveIndex(index_dir)
