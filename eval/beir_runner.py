@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from eval.report import machine_description, write_report
-from eval.runfile import Run, drop_self_hits, write_trec_run
+from eval.runfile import drop_self_hits, write_trec_run
 from index.commit import generations, read_newest_commit
 from index.sparse_batch import SparseBatch
 from lsr.metrics import evaluate

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import shutil
 import sys
@@ -37,7 +36,7 @@ import numpy as np
 
 from eval.bench_build import read_chunks
 from eval.bench_collection import _gather_rows, link_copy, sample_queries, summary
-from eval.report import machine_description
+from eval.report import machine_description, save_result
 from index.build import IndexBuild
 from index.commit import generations
 from index.live import LiveIndex, open_single_segment
@@ -196,9 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                   command="python eval/bench_segments.py " + shlex.join(sys.argv[1:] if argv is None else argv))
     print(markdown(report))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-        args.out.with_suffix(".md").write_text(markdown(report))
+        save_result(args.out, report, markdown(report))
     return 0
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from eval.bench_collection import link_copy, sample_queries
-from eval.report import machine_description
+from eval.report import machine_description, save_result
 from index.npy_stream import NpyReader
 
 
@@ -214,9 +214,7 @@ def main(argv: list[str] | None = None) -> int:
                   command="python eval/bench_writes.py " + shlex.join(sys.argv[1:] if argv is None else argv))
     print(markdown(report))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-        args.out.with_suffix(".md").write_text(markdown(report))
+        save_result(args.out, report, markdown(report))
     return 0
 
 

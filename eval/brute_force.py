@@ -28,7 +28,7 @@ from eval.beir_runner import load_query_vectors
 from lsr.metrics import evaluate
 from eval.report import machine_description
 from eval.runfile import Run, drop_self_hits, read_trec_run
-from index.format import Segment, load_array
+from index.format import load_array
 from index.live import open_single_segment
 from index.scorers.query import canonical_batch
 

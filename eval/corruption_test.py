@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from eval.report import machine_description
+from eval.report import machine_description, save_result
 from index.build import IndexBuild
 from index.commit import read_newest_commit
 from index.live import LiveIndex
@@ -210,9 +210,7 @@ def main(argv: list[str] | None = None) -> int:
                   command="python eval/corruption_test.py " + shlex.join(sys.argv[1:] if argv is None else argv))
     print(markdown(report))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-        args.out.with_suffix(".md").write_text(markdown(report))
+        save_result(args.out, report, markdown(report))
     t = report["totals"]
     return 1 if t["crashes"] or t["verify_detects"] < t["trials"] or t["checked_silent"] or t["checked_unclear"] else 0
 

@@ -14,7 +14,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 import tempfile
@@ -24,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from eval.crash_sim import IoRecorder, check_cut, initial_index, run_scenario
-from eval.report import machine_description
+from eval.report import machine_description, save_result
 
 SCENARIOS = {
     "appends": ("add", "add_many", "delete"),
@@ -96,9 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"scenarios": scenarios, "machine": machine_description(),
               "command": "python eval/crash_replay.py " + shlex.join(sys.argv[1:] if argv is None else argv)}
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-        args.out.with_suffix(".md").write_text(markdown(report))
+        save_result(args.out, report, markdown(report))
     return 1 if any(row["failures"] for row in scenarios.values()) else 0
 
 

@@ -259,7 +259,7 @@ def _check_state(live: LiveIndex, candidates: list[dict], rng) -> str | None:
         query = _vector(rng, density=0.15)
         for scorer in ("exhaustive", "bmp"):
             ids, scores = live.search_sparse(query.indices, query.data, 10, scorer=scorer)
-            expected = _oracle(view, query.indices, query.data, 10)
+            expected = brute_force_top_k(view, query.indices, query.data, 10)
             if len(ids) != len(expected) or not np.allclose(scores, [s for _, s in expected], rtol=1e-9):
                 return f"{scorer} search differs from brute force: {list(zip(ids, scores))} vs {expected}"
     return None
@@ -278,19 +278,23 @@ def _close(live: LiveIndex, doc_id: str, vector: sp.csr_matrix) -> bool:
     return bool(np.all(np.abs(stored - expected) <= 0.02))
 
 
-def _oracle(view, terms, weights, k: int) -> list[tuple[str, float]]:
-    merged_terms, merged_weights = merge_query(np.asarray(terms), np.asarray(weights), VOCAB)
+def brute_force_top_k(view, terms, weights, k: int) -> list[tuple[str, float]]:
+    """Brute force over what a view holds: segment docs by quantised impacts (query weights
+    scaled per segment, as the kernels scale them), buffered docs by float weights, deleted
+    docs left out; ranked by score, then by segment order and internal id."""
+    vocab_size = view.vocab_size
+    merged_terms, merged_weights = merge_query(np.asarray(terms), np.asarray(weights), vocab_size)
     found = []
     for state in view.segments:
         segment = state.segment
-        query = np.zeros(VOCAB)
+        query = np.zeros(vocab_size)
         query[merged_terms] = (merged_weights * segment.term_scales[merged_terms]).astype(np.float64)
         scores = segment.to_scipy_docs().astype(np.float64) @ query
         for doc in np.flatnonzero(scores > 0):
             if not len(state.live) or state.live[doc]:
                 found.append((-scores[doc], state.base + doc, segment.doc_ids[doc]))
     buffer = view.buffer
-    query = np.zeros(VOCAB)
+    query = np.zeros(vocab_size)
     query[merged_terms] = merged_weights.astype(np.float64)
     for row in range(buffer.num_rows):
         span = slice(buffer.indptr[row], buffer.indptr[row + 1])

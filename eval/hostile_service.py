@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import shlex
 import shutil
 import sys
@@ -19,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from eval.hostile_requests import hostile_requests, problems, send
-from eval.report import machine_description
+from eval.report import machine_description, save_result
 from eval.server_process import ServerProcess
 
 API_KEY = "hostile-test-key-7f3a"
@@ -72,9 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                   command="python eval/hostile_service.py " + shlex.join(sys.argv[1:] if argv is None else argv))
     print(markdown(report))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-        args.out.with_suffix(".md").write_text(markdown(report))
+        save_result(args.out, report, markdown(report))
     return 1 if report["server_errors"] or report["failures"] or report["tracebacks_in_log"] else 0
 
 

@@ -36,8 +36,8 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from eval.crash_sim import _oracle
-from eval.report import machine_description
+from eval.crash_sim import brute_force_top_k
+from eval.report import machine_description, save_result
 from index.build import build_index
 from index.live import LiveIndex
 from index.sparse_batch import SparseBatch
@@ -135,7 +135,7 @@ def verify(live: LiveIndex, model: Model, in_flight: list[dict], rng) -> list[st
         weights = rng.random(8).astype(np.float32) + 0.05
         for scorer in ("exhaustive", "bmp"):
             _, scores = live.search_sparse(terms, weights, 10, scorer=scorer)
-            expected = _oracle(view, terms, weights, 10)
+            expected = brute_force_top_k(view, terms, weights, 10)
             if not np.allclose(scores, [s for _, s in expected], rtol=1e-9):
                 problems.append(f"{scorer} search differs from brute force")
     return problems
@@ -266,9 +266,7 @@ def main(argv: list[str] | None = None) -> int:
               "command": "python eval/kill_test.py " + shlex.join(sys.argv[1:] if argv is None else argv)}
     print(markdown(report))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-        args.out.with_suffix(".md").write_text(markdown(report))
+        save_result(args.out, report, markdown(report))
     failed = kills["failed_opens"] or kills["lost_or_wrong"] or mid["failed_requests_after_kill"] or mid["lost"] \
         or mid["torn_visible"]
     return 1 if failed else 0

@@ -52,6 +52,13 @@ def stage_table(systems: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def save_result(out: Path, report: dict, markdown: str) -> None:
+    """``OUT.json`` (the report) and ``OUT.md`` (its markdown) beside each other in eval/results."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    out.with_suffix(".md").write_text(markdown)
+
+
 def write_report(report: dict, out_dir: Path) -> tuple[Path, Path]:
     """Write ``report.json`` and ``report.md`` into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)

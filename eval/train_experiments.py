@@ -11,7 +11,6 @@ bundled SPLADE-tiny and BM25. The report (JSON, markdown, plot) goes to ``--out`
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 from dataclasses import dataclass, field

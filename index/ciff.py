@@ -28,7 +28,6 @@ Files ending in ``.gz`` are read and written through gzip.
 from __future__ import annotations
 
 import gzip
-import json
 import os
 import shutil
 import time

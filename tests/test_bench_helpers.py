@@ -6,7 +6,6 @@ import scipy.sparse as sp
 from eval.bench_collection import VOCAB_SIZE, impact_docs, reordered_docs
 from eval.bench_engines import exact_float_reference
 from index.build import build_index
-from index.format import Segment
 from index.live import open_single_segment
 from index.sparse_batch import SparseBatch
 

@@ -11,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from index.build import build_index
-from index.format import Segment
 from index.live import open_single_segment
 from index.scorers.bmp import bmp_search, bmp_search_batch
 from index.scorers.exhaustive import search, search_batch

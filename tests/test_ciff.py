@@ -17,7 +17,6 @@ from index.ciff_protobuf import (
     encode_postings_list,
     encode_varint,
 )
-from index.format import Segment
 from index.check import verify_index
 from index.live import open_single_segment
 from index.scorers.exhaustive import search

@@ -10,12 +10,12 @@ import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from eval.crash_sim import brute_force_top_k
 from index.buffer import BufferRecordError
 from index.build import build_index
 from index.commit import read_newest_commit
 from index.directory import IndexBusyError
 from index.live import DocumentNotFound, LiveIndex
-from index.scorers.query import merge_query
 from index.sparse_batch import SparseBatch
 from index.wal import WAL_DIR, WalCorruptError, encode_body, wal_files
 
@@ -48,30 +48,7 @@ def index_dir(tmp_path):
 
 
 def oracle(live: LiveIndex, terms, weights, k: int) -> list[tuple[str, float]]:
-    """Brute force over what the index holds: segment docs by quantised impacts (query weights
-    scaled per segment, as the kernels scale them), buffered docs by float weights, deleted
-    docs left out; ranked by score, then by segment order and internal id."""
-    view = live.refresh()
-    merged_terms, merged_weights = merge_query(np.asarray(terms), np.asarray(weights), VOCAB)
-    found = []
-    for state in view.segments:
-        segment = state.segment
-        query = np.zeros(VOCAB)
-        query[merged_terms] = (merged_weights * segment.term_scales[merged_terms]).astype(np.float64)
-        scores = segment.to_scipy_docs().astype(np.float64) @ query
-        for doc in np.flatnonzero(scores > 0):
-            if not len(state.live) or state.live[doc]:
-                found.append((-scores[doc], state.base + doc, segment.doc_ids[doc]))
-    buffer = view.buffer
-    query = np.zeros(VOCAB)
-    query[merged_terms] = merged_weights.astype(np.float64)
-    for row in range(buffer.num_rows):
-        span = slice(buffer.indptr[row], buffer.indptr[row + 1])
-        score = float(buffer.values[span].astype(np.float64) @ query[buffer.indices[span]])
-        if buffer.live[row] and score > 0:
-            found.append((-score, view.buffer_base + row, buffer.doc_id(row)))
-    found.sort()
-    return [(doc_id, -negative) for negative, _, doc_id in found[:k]]
+    return brute_force_top_k(live.refresh(), terms, weights, k)
 
 
 def assert_matches_oracle(live: LiveIndex, terms, weights, k: int, scorer: str) -> None:

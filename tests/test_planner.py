@@ -3,7 +3,6 @@ import pytest
 import scipy.sparse as sp
 
 from index.build import build_index
-from index.format import Segment
 from index.live import open_single_segment
 from index.scorers import planner
 from index.scorers.exhaustive import search as exhaustive_search

@@ -45,9 +45,8 @@ from numba.typed import List
 
 from index.bmp_build import MAX_BLOCK_SIZE, SEED_KS
 from index.format import Segment
-from index.scorers.exhaustive import NO_DELETES, NO_DELETE_COUNTS, SearchResults, _check_k
+from index.scorers.exhaustive import NO_DELETES, NO_DELETE_COUNTS, SearchResults
 from index.scorers.heap import heap_offer, heap_ranked
-from index.scorers.query import canonical_batch, canonical_query
 from index.sparse_batch import SparseBatch
 
 NUM_BUCKETS = 4096
