@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from eval.report import machine_description
-from eval.server_process import ServerProcess
+from eval.server_process import ServerProcess, log_tracebacks
 
 CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,"
           "response_schema_conformance,negative_data_rejection,positive_data_acceptance")
@@ -55,7 +55,8 @@ def run_fuzz(index_dir: str | Path, max_examples: int = 50, workdir: str | Path 
             server_log = (Path(tmp) / "server.log").read_text(errors="replace")
     shown = [part if not part.startswith("X-API-Key") else "X-API-Key: ***" for part in command]
     return {"returncode": result.returncode, "output": result.stdout + result.stderr, "seconds": seconds,
-            "command": " ".join(shown[1:]), "server_errors": server_log.count("Traceback")}
+            "command": " ".join(shown[1:]), "server_errors": server_log.count("Traceback"),
+            "tracebacks": log_tracebacks(server_log)}
 
 
 def main() -> int:
@@ -73,8 +74,11 @@ def main() -> int:
             f"--max-examples {args.max_examples} --out {args.out}`\n\nschemathesis: `{result['command']}`\n\n"
             f"Exit code {result['returncode']} ({'passed' if result['returncode'] == 0 else 'FAILED'}) in "
             f"{result['seconds']:.0f} s; tracebacks in the server log: {result['server_errors']}.\n"
-            f"Machine: {machine['platform']}, {machine['cpus']} CPUs.\n\n```\n{result['output'].strip()}\n```\n")
-    return 0 if result["returncode"] == 0 else 1
+            f"Machine: {machine['platform']}, {machine['cpus']} CPUs.\n\n```\n{result['output'].strip()}\n```\n"
+            + "".join(f"\nServer traceback:\n\n```\n{text}\n```\n" for text in result["tracebacks"]))
+    for text in result["tracebacks"]:
+        print(text, file=sys.stderr)
+    return 0 if result["returncode"] == 0 and not result["server_errors"] else 1
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from eval.report import machine_description
-from eval.server_process import ServerProcess
+from eval.server_process import ServerProcess, log_tracebacks
 
 API_KEY = "load-test-key"
 MODES = (("sparse", 0.7), ("hybrid", 0.2), ("dense", 0.1))
@@ -79,7 +79,10 @@ class Client:
             self.connection.request(method, path, json.dumps(body) if body is not None else None, headers)
             response = self.connection.getresponse()
             payload = response.read()
-            return response.status, json.loads(payload) if payload else None
+            try:
+                return response.status, json.loads(payload) if payload else None
+            except ValueError:  # not JSON (a proxy's or a dying server's page): the status still counts
+                return response.status, {"not_json": payload[:200].decode("utf-8", "replace")}
         except (OSError, http.client.HTTPException):
             if self.connection is not None:
                 self.connection.close()
@@ -262,7 +265,8 @@ def write(result: dict, out: Path) -> None:
              f"{r['write_fraction']:.0%} writes, {r['workers']} worker(s)", "",
              f"- answered requests: {r['answered']} of {r['requests']}; **{r['qps']:.1f} QPS**, "
              f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms (successful requests)",
-             f"- **5xx: {r['5xx']}**; 4xx: {r['4xx']}; connection errors (while the server was down): {r['connection_errors']}"]
+             f"- **5xx: {r['5xx']}**; 4xx: {r['4xx']}; connection errors (while the server was down): {r['connection_errors']}; "
+             f"**tracebacks in the server log: {len(r['server_tracebacks'])}**"]
     if restart:
         lines.append(f"- forced restart (SIGKILL of the server's process group) at {restart['at_s']:.1f} s; "
                      f"back after {restart['downtime_s']:.1f} s")
@@ -284,6 +288,7 @@ def write(result: dict, out: Path) -> None:
         lines.append(f"| {kind} | {t['ok']} | {t['4xx']} | {t['5xx']} | {t['connection_errors']} | {p50} | {p99} |")
     lines += ["", f"Machine: {r['machine']['platform']}, {r['machine']['cpus']} CPUs (clients and server share them).",
               f"Command: `{r['command']}`", ""]
+    lines += [f"\nServer traceback:\n\n```\n{text}\n```" for text in r["server_tracebacks"]]
     out.with_suffix(".md").write_text("\n".join(lines))
 
 
@@ -300,14 +305,21 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("eval/results/service_load"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        result = run(args.index, args.clients, args.duration, args.write_fraction,
-                     args.restart_at if args.restart_at >= 0 else None, args.workers, args.dataset, Path(tmp),
-                     args.kill_worker_at)
+        try:
+            result = run(args.index, args.clients, args.duration, args.write_fraction,
+                         args.restart_at if args.restart_at >= 0 else None, args.workers, args.dataset, Path(tmp),
+                         args.kill_worker_at)
+        finally:  # the server's log outlives the run: beside the results, named after them
+            kept = args.out.with_suffix(".server.log")
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            if (Path(tmp) / "server.log").exists():
+                shutil.copyfile(Path(tmp) / "server.log", kept)
+        result["server_tracebacks"] = log_tracebacks(kept.read_text(errors="replace"))
     result["machine"] = machine_description()
     result["command"] = "python eval/load_test.py " + shlex.join(sys.argv[1:])
     write(result, args.out)
     print(args.out.with_suffix(".md").read_text())
-    failed = result["5xx"] or result["writes_verified_after_run"]["lost_acknowledged_writes"] \
+    failed = result["5xx"] or result["server_tracebacks"] or result["writes_verified_after_run"]["lost_acknowledged_writes"] \
         or result["writes_verified_after_second_restart"]["lost_acknowledged_writes"] \
         or (result["worker_kill"] or {}).get("failed_requests_after")
     return 1 if failed else 0

@@ -84,3 +84,9 @@ class ServerProcess:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def log_tracebacks(log: str) -> list[str]:
+    """Each traceback of a server log with the lines around it (what a report must show)."""
+    lines = log.splitlines()
+    return ["\n".join(lines[max(0, i - 3) : i + 40]) for i, line in enumerate(lines) if "Traceback" in line]

@@ -108,6 +108,9 @@ class IndexBuild:
                     self._builder = self.writer.new_segment(duplicates=self.duplicates)
                 self._seal()
             builders = [future.result() for future in self._finished]
+            if not any(b.has_weights for b in builders):
+                raise ValueError(f"cannot index {self.num_docs} documents: every document weight is zero (an empty "
+                                 f"corpus, or an encoder that gives no terms)")
             names = [b.out_dir.name for b in builders]
             self.writer.publish(names, replace_all=True, meta=extra_meta)
             self._published = True

@@ -164,6 +164,11 @@ class SegmentBuilder:
         self.order: np.ndarray | None = None  # after finish: input position of each internal doc
         self._started = time.perf_counter()
 
+    @property
+    def has_weights(self) -> bool:
+        """Whether any document added so far has a positive weight."""
+        return bool(self._term_max.max(initial=0.0) > 0)
+
     def add(self, doc_ids: list[str], batch: SparseBatch, titles: list[str] | None = None,
             texts: list[str] | None = None, dense: np.ndarray | None = None) -> None:
         """Append one chunk of documents: ids, sparse vectors, optional titles, the texts
@@ -270,10 +275,11 @@ class SegmentBuilder:
     def _term_scales(self) -> np.ndarray:
         """The weight of one impact level, per term (float32); saved as ``term_scales.npy``."""
         if self.quantization == "global":
-            self.global_scale = self.fixed_scale or scale_for(self._sample.quantile(self.scale_quantile))
+            # A segment whose documents have no weight at all (documents with empty texts, say)
+            # is valid: any scale quantises nothing. An indexing job refuses a corpus of them.
+            self.global_scale = self.fixed_scale or scale_for(self._sample.quantile(self.scale_quantile), 1.0)
             scales = np.full(self.vocab_size, self.global_scale, dtype=np.float32)
         else:
-            scale_for(float(self._term_max.max(initial=0.0)))  # refuses an all-zero collection
             scales = np.where(self._term_max > 0, self._term_max / MAX_IMPACT, 1.0).astype(np.float32)
         np.save(self.tmp_dir / "term_scales.npy", scales)
         return scales

@@ -163,9 +163,8 @@ class ConcatBuilder:
 
 def _scales(scan: TermMaxScan, quantization: str, scale: float | None, quantile: float) -> tuple[np.ndarray, float | None]:
     if quantization == "global":
-        chosen = scale or scale_for(scan.sample.quantile(quantile))
+        chosen = scale or scale_for(scan.sample.quantile(quantile), 1.0)  # 1.0: no weight at all
         return np.full(len(scan.term_max), chosen, dtype=np.float32), chosen
-    scale_for(float(scan.term_max.max(initial=0.0)))  # refuses an all-zero merge
     return np.where(scan.term_max > 0, scan.term_max / MAX_IMPACT, 1.0).astype(np.float32), None
 
 

@@ -50,9 +50,12 @@ def quantize(values: np.ndarray, scale: float) -> tuple[np.ndarray, Quantization
     return impacts, QuantizationStats(clipped, zeroed, impacts.size - zeroed)
 
 
-def scale_for(reference_weight: float) -> float:
-    """The scale that maps ``reference_weight`` to the top impact level 255."""
+def scale_for(reference_weight: float, default: float | None = None) -> float:
+    """The scale that maps ``reference_weight`` to the top impact level 255; when it is zero
+    (no document has a weight), ``default``, or an error without one."""
     if not reference_weight > 0:
+        if default is not None:
+            return default
         raise ValueError("cannot choose a quantisation scale: every document weight is zero")
     return float(reference_weight) / MAX_IMPACT
 

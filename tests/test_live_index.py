@@ -364,3 +364,24 @@ def test_a_log_record_that_does_not_fit_the_index_is_named(index_dir, terms, wei
     LiveIndex(index_dir, writer="never").wal.append([encode_body("add", "bad", "", "", terms, weights)])
     with pytest.raises(BufferRecordError, match=rf"log record 1 \('bad'\): {message}"):
         LiveIndex(index_dir)
+
+
+def test_segments_of_documents_without_weights_flush_and_merge(index_dir):
+    # Documents with empty texts encode to no terms: their segments flush and merge like any
+    # other (a background merge of them once failed forever).
+    live = LiveIndex(index_dir)
+    live.flush_policy.max_docs = 10_000
+    for round_ in range(3):
+        for i in range(5):
+            live.add(f"empty-{round_}-{i}", "", "", np.array([], np.uint32), np.array([], np.float32))
+        live.flush()
+    live.delete("d0")
+    assert live.merge(max_segments=1) is not None and len(live.commit.segments) == 1
+    assert live.contains("empty-2-4") and not live.contains("d0")
+    terms, weights = np.array([3, 7]), np.array([1.0, 0.5], np.float32)
+    assert_matches_oracle(live, terms, weights, 10, "bmp")
+    # Only the empty documents left: a merge of them is still a segment.
+    for doc_id in [d for d in initial_docs() if d != "d0"]:
+        live.delete(doc_id)
+    assert live.merge(max_segments=1) is not None and live.num_docs == 15
+    assert live.search_sparse(terms, weights, 10)[0] == []
