@@ -385,3 +385,24 @@ def test_segments_of_documents_without_weights_flush_and_merge(index_dir):
         live.delete(doc_id)
     assert live.merge(max_segments=1) is not None and live.num_docs == 15
     assert live.search_sparse(terms, weights, 10)[0] == []
+
+
+def test_a_flush_does_not_wait_for_another_when_asked_not_to(index_dir, monkeypatch):
+    live = LiveIndex(index_dir)
+    live.add("x", "", "", np.array([1]), np.array([1.0], np.float32))
+    writer, inside, release = live.writer, threading.Event(), threading.Event()
+    real_flush = writer._flush
+
+    def slow_flush(force):
+        inside.set()
+        release.wait(10)
+        return real_flush(force)
+
+    monkeypatch.setattr(writer, "_flush", slow_flush)
+    first = threading.Thread(target=writer.flush)
+    first.start()
+    assert inside.wait(10)
+    assert writer.flush(wait=False) is None  # the running flush takes what was logged
+    release.set()
+    first.join()
+    assert live.commit.wal_seq == 1 and live.contains("x")
