@@ -1,4 +1,4 @@
-"""Two uvicorn workers share one update log: a write through one is read through the other (slow)."""
+"""Two uvicorn workers share one write-ahead log: a write through one is read through the other (slow)."""
 
 from __future__ import annotations
 
