@@ -1,6 +1,7 @@
 """Write throughput of the index layer (vectors given, no encoder) and what it does to search.
 
-    python eval/bench_writes.py /tmp/lsr-bench-segments/one /tmp/bench-1m --out eval/results/bench_writes
+    python eval/bench_writes.py /tmp/lsr-bench-segments/one /tmp/bench-1m --seconds 30 --pin --threads 16 \
+        --out eval/results/bench_writes_1m
 
 A copy of an index (hard links) is served by two processes, as two service workers would:
 a writer process adds documents (vectors of the collection's documents under new ids) from

@@ -116,23 +116,29 @@ def _fill_dense_maxima(term_entry_offsets, term_entry_blocks, term_entry_max, de
 
 
 @njit(cache=True, nogil=True)
+def kth_levels(impacts, start, end, ks, histogram, out_row):
+    """``out_row[i]``: the ``ks[i]``-th largest of ``impacts[start:end]`` (left as it is when
+    fewer are above 0), from a 256-level histogram (``histogram``: scratch of 256)."""
+    histogram[:] = 0
+    for p in range(start, end):
+        histogram[impacts[p]] += 1
+    for i in range(ks.shape[0]):
+        seen = 0
+        for level in range(255, 0, -1):
+            seen += histogram[level]
+            if seen >= ks[i]:
+                out_row[i] = level
+                break
+
+
+@njit(cache=True, nogil=True)
 def _kth_impacts(offsets, impacts, ks):
-    """k-th largest impact per term, from a 256-level histogram of its postings."""
+    """k-th largest impact per term (0 when fewer postings)."""
     out = np.zeros((offsets.shape[0] - 1, ks.shape[0]), dtype=np.uint8)
     histogram = np.zeros(256, dtype=np.int64)
     for t in range(offsets.shape[0] - 1):
-        if offsets[t + 1] - offsets[t] < ks[0]:
-            continue
-        histogram[:] = 0
-        for p in range(offsets[t], offsets[t + 1]):
-            histogram[impacts[p]] += 1
-        for i in range(ks.shape[0]):
-            seen = 0
-            for level in range(255, 0, -1):
-                seen += histogram[level]
-                if seen >= ks[i]:
-                    out[t, i] = level
-                    break
+        if offsets[t + 1] - offsets[t] >= ks[0]:
+            kth_levels(impacts, offsets[t], offsets[t + 1], ks, histogram, out[t])
     return out
 
 

@@ -64,15 +64,8 @@ def sorted_hash_table(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def find_id(segment, doc_id: str) -> int | None:
     """The internal id of ``doc_id`` in ``segment`` (an `index.format.Segment`), or None."""
-    hashes = segment.doc_id_hashes
-    h = hash_id(doc_id)
-    position = int(hashes.searchsorted(h, side="left"))
-    while position < len(hashes) and hashes[position] == h:
-        doc = int(segment.doc_id_hash_docs[position])
-        if segment.doc_ids[doc] == doc_id:
-            return doc
-        position += 1
-    return None
+    found = find_ids(segment, [doc_id], np.array([hash_id(doc_id)], dtype=np.uint64))
+    return found[0][1] if found else None
 
 
 def find_ids(segment, doc_ids: list[str], hashes: np.ndarray) -> list[tuple[int, int]]:

@@ -25,7 +25,7 @@ import numpy as np
 from numba import njit
 
 from index import storage
-from index.bmp_build import MAX_BLOCK_SIZE, SEED_KS
+from index.bmp_build import MAX_BLOCK_SIZE, SEED_KS, kth_levels
 from index.npy_stream import NpyAppender, read_slice
 
 CHUNK_POSTINGS = 1 << 23
@@ -153,16 +153,7 @@ def _kth_impacts(postings_per_term, impacts, ks, out):
     for t in range(postings_per_term.shape[0]):
         count = postings_per_term[t]
         if count >= ks[0]:
-            histogram[:] = 0
-            for q in range(p, p + count):
-                histogram[impacts[q]] += 1
-            for i in range(ks.shape[0]):
-                seen = 0
-                for level in range(255, 0, -1):
-                    seen += histogram[level]
-                    if seen >= ks[i]:
-                        out[t, i] = level
-                        break
+            kth_levels(impacts, p, p + count, ks, histogram, out[t])
         p += count
 
 

@@ -211,7 +211,7 @@ class WriteAheadLog:
         self._read_cursor: tuple[int, int, int] | None = None  # (file first seq, offset read to, last seq read)
         self._watch = storage.ChangeWatch()
         self._read_watch, self._append_watch = storage.ChangeWatch(), storage.ChangeWatch()
-        self._listings: dict[int, list] = {}
+        self._listings: dict[storage.ChangeWatch, list] = {}  # each watch's last listing
         self._cond = threading.Condition()
         self._queue: list[_Ticket] = []
         self._writing = False
@@ -285,10 +285,10 @@ class WriteAheadLog:
     def _files(self, watch: storage.ChangeWatch) -> list[tuple[int, Path]]:
         """The log's files, listed again only when the directory may have changed (``watch``:
         one per caller, so that each notices every change)."""
-        cached = self._listings.get(id(watch))
-        if cached is None or watch.changed(self.wal_dir):
+        cached = self._listings.get(watch)
+        if cached is None or watch.changed(self._wal_dir_name):
             cached = wal_files(self.directory)
-            self._listings[id(watch)] = cached
+            self._listings[watch] = cached
         return cached
 
     def _catch_up(self) -> tuple[int, int, int]:
