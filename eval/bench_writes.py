@@ -9,7 +9,10 @@ a writer process adds documents (vectors of the collection's documents under new
 commit (threads share fsyncs), flushing and merging in the background as the service does;
 a search process answers the sampled queries one at a time (safe BMP, k = 10), refreshing
 before each (so it sees every acknowledged write). Search latency is measured first alone,
-then while the writes run; then the writer runs unpaced to find its ceiling.
+then beside the same writes into another copy of the index (what the machine's sharing costs:
+caches, memory bandwidth, the hypervisor; the searched index does not change), then while the
+writes go into the searched index (adding what the index's own work costs: new segments, the
+buffer, refreshes); then the writer runs unpaced to find its ceiling.
 """
 
 from __future__ import annotations
@@ -41,20 +44,33 @@ def _searcher(path: str, collection: str, num_queries: int, seconds: float, read
               cpus: list[int] | None) -> None:
     _pin(cpus)
     from index.live import LiveIndex
+    from index.search import search_sparse
 
     _, queries = sample_queries(Path(collection), num_queries)
     with LiveIndex(path, writer="never") as live:
         for q in range(len(queries)):  # warm up: page cache, JIT
             live.search_sparse(*queries.row(q), 10, scorer="bmp")
         ready.set()
-        times, deadline, q = [], time.perf_counter() + seconds, 0
+        # What LiveIndex.search_sparse does, timed in its two parts: the refresh (new log
+        # records, a new commit) and the search of the view it returns.
+        times, refreshes, segments, buffered = [], [], [], []
+        deadline, q = time.perf_counter() + seconds, 0
         while time.perf_counter() < deadline:
             started = time.perf_counter()
-            live.search_sparse(*queries.row(q % len(queries)), 10, scorer="bmp")
+            view = live.refresh()
+            refreshed = time.perf_counter()
+            keys, _ = search_sparse(view, *queries.row(q % len(queries)), 10, scorer="bmp")
+            [view.doc_id(int(key)) for key in keys]
             times.append((time.perf_counter() - started) * 1000)
+            refreshes.append((refreshed - started) * 1000)
+            segments.append(len(view.segments))
+            buffered.append(view.buffer.num_live if view.buffer is not None else 0)
             q += 1
         results.put({"searches": len(times), "p50_ms": float(np.percentile(times, 50)),
                      "mean_ms": float(np.mean(times)), "p99_ms": float(np.percentile(times, 99)),
+                     "refresh_p50_ms": float(np.percentile(refreshes, 50)),
+                     "refresh_mean_ms": float(np.mean(refreshes)),
+                     "segments_mean": float(np.mean(segments)), "buffered_mean": float(np.mean(buffered)),
                      "segments_seen": len(live.refresh().segments)})
 
 
@@ -133,17 +149,22 @@ def run(index: Path, collection: Path, work: Path, rate: float, threads: int, se
         raise SystemExit("--pin needs at least 2 CPUs")
     search_cpus, write_cpus = (cpus[-1:], cpus[:-1]) if pin else (None, None)
     results = {}
-    for phase in ("search alone", "search while writing", "writes unpaced"):
-        copy = work / "index"
-        shutil.rmtree(copy, ignore_errors=True)
+    for phase in ("search alone", "search beside writes elsewhere", "search while writing", "writes unpaced"):
+        copy, other = work / "index", work / "other"
+        for directory in (copy, other):
+            shutil.rmtree(directory, ignore_errors=True)
         link_copy(index, copy)
+        written_copy = copy
+        if phase == "search beside writes elsewhere":
+            link_copy(index, other)
+            written_copy = other
         ready, start, searched, written = context.Event(), context.Event(), context.Queue(), context.Queue()
         processes = []
         if phase != "writes unpaced":
             processes.append(context.Process(target=_searcher, args=(str(copy), str(collection), queries, seconds,
                                                                      ready, searched, search_cpus)))
         if phase != "search alone":
-            processes.append(context.Process(target=_writer, args=(str(copy), str(collection), threads,
+            processes.append(context.Process(target=_writer, args=(str(written_copy), str(collection), threads,
                                                                    rate if phase != "writes unpaced" else None,
                                                                    seconds, start, written, flush_docs,
                                                                    write_cpus)))
@@ -162,8 +183,11 @@ def run(index: Path, collection: Path, work: Path, rate: float, threads: int, se
         results[phase] = row
         print(f"{phase}: {json.dumps(row)}", flush=True)
     base, loaded = results["search alone"]["search"], results["search while writing"]["search"]
+    beside = results["search beside writes elsewhere"]["search"]
     return {"phases": results, "p50_ratio": loaded["p50_ms"] / base["p50_ms"],
-            "mean_ratio": loaded["mean_ms"] / base["mean_ms"], "rate": rate, "threads": threads,
+            "mean_ratio": loaded["mean_ms"] / base["mean_ms"],
+            "machine_p50_ratio": beside["p50_ms"] / base["p50_ms"],
+            "index_p50_ratio": loaded["p50_ms"] / beside["p50_ms"], "rate": rate, "threads": threads,
             "seconds": seconds, "flush_docs": flush_docs,
             "cpus": {"searcher": search_cpus, "writer": write_cpus} if pin else "shared"}
 
@@ -172,6 +196,8 @@ def markdown(report: dict) -> str:
     phases = report["phases"]
     base, loaded = phases["search alone"]["search"], phases["search while writing"]["search"]
     paced, free = phases["search while writing"]["writes"], phases["writes unpaced"]["writes"]
+    beside, elsewhere = (phases["search beside writes elsewhere"]["search"],
+                         phases["search beside writes elsewhere"]["writes"])
     return "\n".join([
         "# Writes through the index layer (vectors given) and search beside them", "",
         f"Two processes on one index of {report['docs']:,} documents: a writer ({report['threads']} threads, group "
@@ -180,12 +206,26 @@ def markdown(report: dict) -> str:
         "| phase | adds/s | add p50 / p99 ms | search p50 / mean / p99 ms | segments |", "|---|---|---|---|---|",
         f"| search alone | - | - | {base['p50_ms']:.3f} / {base['mean_ms']:.3f} / {base['p99_ms']:.2f} | "
         f"{base['segments_seen']} |",
+        f"| writes paced at {report['rate']:.0f}/s into another copy, search beside | "
+        f"{elsewhere['adds_per_second']:.0f} | {elsewhere['add_p50_ms']:.2f} / {elsewhere['add_p99_ms']:.2f} | "
+        f"{beside['p50_ms']:.3f} / {beside['mean_ms']:.3f} / {beside['p99_ms']:.2f} | {beside['segments_seen']} |",
         f"| writes paced at {report['rate']:.0f}/s, search beside | {paced['adds_per_second']:.0f} | "
         f"{paced['add_p50_ms']:.2f} / {paced['add_p99_ms']:.2f} | {loaded['p50_ms']:.3f} / {loaded['mean_ms']:.3f} / "
         f"{loaded['p99_ms']:.2f} | {loaded['segments_seen']} |",
         f"| writes unpaced | **{free['adds_per_second']:.0f}** | {free['add_p50_ms']:.2f} / {free['add_p99_ms']:.2f} "
         f"| - | {free['segments_at_end']} |", "",
-        f"Search p50 while writing / alone: **{report['p50_ratio']:.3f}x** (mean {report['mean_ratio']:.3f}x).", "",
+        f"Search p50 while writing / alone: **{report['p50_ratio']:.3f}x** (mean {report['mean_ratio']:.3f}x): "
+        f"the machine's sharing (writes into another copy / alone) {report['machine_p50_ratio']:.3f}x, "
+        f"the index's own work (writes into the searched index / into another copy) "
+        f"{report['index_p50_ratio']:.3f}x.", "",
+        "Where a search's time goes (p50 / mean ms of the refresh, which reads new log records into "
+        "the buffer and opens new commits, inside the search's total; the segments and buffered "
+        "documents it searched, on average):", "",
+        "| phase | refresh p50 / mean ms | search p50 / mean ms | segments | buffered docs |", "|---|---|---|---|---|",
+        *[f"| {name} | {row['refresh_p50_ms']:.3f} / {row['refresh_mean_ms']:.3f} | {row['p50_ms']:.3f} / "
+          f"{row['mean_ms']:.3f} | {row['segments_mean']:.1f} | {row['buffered_mean']:.0f} |"
+          for name, row in (("search alone", base), ("beside writes into another copy", beside),
+                            ("beside writes into the searched index", loaded))], "",
         f"Machine: {report['machine']['platform']}, {report['machine']['cpus']} CPUs ("
         + (f"searcher pinned to CPU {report['cpus']['searcher']}, writer to {report['cpus']['writer']}"
            if report["cpus"] != "shared" else "both processes share them") + ")  ",

@@ -29,6 +29,28 @@ def _hash_table(offsets, data, out):
         out[i] = _fnv1a(data, offsets[i], offsets[i + 1])
 
 
+@njit(cache=True, nogil=True)
+def _hash_matches(table, hashes, out_query, out_position):
+    """For each hash present in the sorted ``table``: its index and the first table position
+    holding it (binary search). Returns how many were found."""
+    found = 0
+    n = table.shape[0]
+    for i in range(hashes.shape[0]):
+        h = hashes[i]
+        low, high = 0, n
+        while low < high:
+            middle = (low + high) >> 1
+            if table[middle] < h:
+                low = middle + 1
+            else:
+                high = middle
+        if low < n and table[low] == h:
+            out_query[found] = i
+            out_position[found] = low
+            found += 1
+    return found
+
+
 # wrappers
 
 
@@ -70,19 +92,19 @@ def find_id(segment, doc_id: str) -> int | None:
 
 def find_ids(segment, doc_ids: list[str], hashes: np.ndarray) -> list[tuple[int, int]]:
     """`find_id` for many ids at once (``hashes``: their `hash_id` values): ``(position in
-    doc_ids, internal id)`` for each id the segment holds. One vectorised binary search; strings
+    doc_ids, internal id)`` for each id the segment holds. One compiled binary search per id; strings
     are compared only where a hash matches."""
     table = segment.doc_id_hashes
     if not len(doc_ids) or not len(table):
         return []
     hashes = np.asarray(hashes, dtype=np.uint64)
-    positions = table.searchsorted(hashes, side="left")
-    inside = positions < len(table)
-    candidates = np.flatnonzero(inside)
-    candidates = candidates[table[positions[candidates]] == hashes[candidates]]
+    # One compiled pass: a refresh looks up each new id in every segment, mostly to find
+    # nothing, and numpy's per-call overhead per segment was most of its cost.
+    queries, positions = np.empty(len(hashes), dtype=np.int64), np.empty(len(hashes), dtype=np.int64)
+    count = _hash_matches(table, hashes, queries, positions)
     found = []
-    for i in candidates.tolist():
-        position, h = int(positions[i]), hashes[i]
+    for i, position in zip(queries[:count].tolist(), positions[:count].tolist()):
+        h = hashes[i]
         while position < len(table) and table[position] == h:
             doc = int(segment.doc_id_hash_docs[position])
             if segment.doc_ids[doc] == doc_ids[i]:

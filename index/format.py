@@ -343,4 +343,6 @@ def _open_array(directory: Path, meta: dict, name: str) -> np.ndarray:
             f"{path}: dtype {array.dtype} shape {list(array.shape)} differ from meta.json "
             f"({info.get('dtype')}, {info.get('shape')})"
         )
-    return array
+    # A plain ndarray over the same mapping (which it keeps alive): np.memmap's subclass
+    # hooks cost microseconds on every slice and every call into a kernel.
+    return np.asarray(array)

@@ -54,7 +54,7 @@ def test_build_then_open_equals_quantised_input(tmp_path):
     assert index.num_docs == 500 and index.meta["num_postings"] == expected.nnz
     assert [index.doc_ids[i] for i in (0, 5, 499)] == ["doc-0", "doc-5", "doc-499"]
     assert index.doc_titles[7] == "title 7"
-    assert isinstance(index.postings.term_post_impacts, np.memmap)
+    assert isinstance(index.postings.term_post_impacts.base, np.memmap)  # mapped, not read
     by_term = expected.T.tocsr()
     for term in range(0, VOCAB, 7):  # the term view gives the same postings
         docs, impacts = index.term_postings(term)
