@@ -65,6 +65,7 @@ class IndexBuild:
         self._finished: list[Future] = []
         self._published = False
         self.num_docs = 0
+        self.has_weights = False  # known once finished
 
     def add(self, doc_ids: list[str], batch: SparseBatch, titles: list[str] | None = None,
             texts: list[str] | None = None, dense: np.ndarray | None = None) -> None:
@@ -96,11 +97,13 @@ class IndexBuild:
             future.set_result(_finish(builder))
             self._finished.append(future)
 
-    def finish(self, extra_meta: dict | None = None) -> Path:
+    def finish(self, extra_meta: dict | None = None, require_weights: bool = True) -> Path:
         """Finish the last segment, check ids across segments, publish, merge; the index path.
 
         Args:
             extra_meta: more metadata for the index (what the job measured, e.g. encoding time).
+            require_weights: refuse an index in which every weight is zero (a sharded build
+                checks that over all its shards instead: one shard may be empty).
         """
         try:
             if self._builder is not None or not self._finished:
@@ -108,7 +111,8 @@ class IndexBuild:
                     self._builder = self.writer.new_segment(duplicates=self.duplicates)
                 self._seal()
             builders = [future.result() for future in self._finished]
-            if not any(b.has_weights for b in builders):
+            self.has_weights = any(b.has_weights for b in builders)
+            if require_weights and not self.has_weights:
                 raise ValueError(f"cannot index {self.num_docs} documents: every document weight is zero (an empty "
                                  f"corpus, or an encoder that gives no terms)")
             names = [b.out_dir.name for b in builders]

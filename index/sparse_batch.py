@@ -64,6 +64,17 @@ class SparseBatch:
         start, end = self.indptr[r], self.indptr[r + 1]
         return self.indices[start:end], self.values[start:end]
 
+    def take(self, rows) -> "SparseBatch":
+        """The batch of ``rows`` (positions, in the order given), values and term order kept."""
+        rows = np.asarray(rows, dtype=np.int64)
+        starts, ends = self.indptr[rows], self.indptr[rows + 1]
+        lengths = ends - starts
+        indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        # Each output position's source: its row's start plus its offset inside the row.
+        source = np.repeat(starts - indptr[:-1], lengths) + np.arange(indptr[-1], dtype=np.int64)
+        return SparseBatch(indptr, self.indices[source], self.values[source], self.vocab_size)
+
     def to_scipy(self) -> sp.csr_matrix:
         """The batch as a ``(rows, vocab_size)`` float32 scipy CSR matrix."""
         return sp.csr_matrix(

@@ -9,6 +9,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from index.build import DEFAULT_SEGMENT_DOCS, IndexBuild
+from index.sharded_build import ShardedBuild
 from lsr.data.loaders import Document, chunked
 
 CHUNK_DOCS = 2048
@@ -27,6 +28,7 @@ def index_corpus(
     store_texts: bool = True,
     segment_docs: int | None = DEFAULT_SEGMENT_DOCS,
     merge: bool = True,
+    shards: int | None = None,
     **builder_options,
 ) -> Path:
     """Encode a document stream chunk by chunk and write the index.
@@ -47,6 +49,8 @@ def index_corpus(
         store_texts: keep the document texts in the index (display, explain, merges).
         segment_docs: documents per segment (bounds the build's memory).
         merge: merge the segments into one at the end (``--segments merge``, the default).
+        shards: write a sharded index of this many shards (`index.sharded_build`; each merged
+            on its own), instead of one index.
         builder_options: passed to `IndexBuild` (quantisation, doc order, block size, duplicates).
 
     Returns:
@@ -58,9 +62,15 @@ def index_corpus(
         meta["dense_encoder"] = dense_encoder.describe()
         dense = {"model": dense_encoder.model_name, "dim": dense_encoder.dim, "options": dense_options}
     encode_seconds = dense_seconds = 0.0
-    build = IndexBuild(out_dir, encoder.vocab_size, meta, overwrite=overwrite, segment_docs=segment_docs,
-                       merge=merge, float_vectors_dir=float_vectors_dir, dense=dense, store_texts=store_texts,
-                       **builder_options)
+    if shards is not None:
+        if float_vectors_dir is not None:
+            raise ValueError("float_vectors_dir keeps one index's vectors: not with shards")
+        build = ShardedBuild(out_dir, shards, encoder.vocab_size, meta, overwrite=overwrite, segment_docs=segment_docs,
+                             merge=merge, dense=dense, store_texts=store_texts, **builder_options)
+    else:
+        build = IndexBuild(out_dir, encoder.vocab_size, meta, overwrite=overwrite, segment_docs=segment_docs,
+                           merge=merge, float_vectors_dir=float_vectors_dir, dense=dense, store_texts=store_texts,
+                           **builder_options)
     try:
         progress = tqdm(desc="indexing", unit="doc", disable=not show_progress)
         for chunk in chunked(documents, CHUNK_DOCS):

@@ -16,6 +16,7 @@ import numpy as np
 
 from index.fusion import fuse
 from index.live import DocumentNotFound, LiveIndex
+from index.sharded import open_index
 from service.errors import ModeUnavailable, PayloadTooLarge
 from service.schemas import Document, SearchRequest
 from service.settings import Settings
@@ -31,7 +32,7 @@ class SearchEngine:
 
         torch.set_num_threads(settings.torch_threads)
         self.settings = settings
-        self.index = LiveIndex(settings.index_dir, writer="auto")
+        self.index = open_index(settings.index_dir, writer="auto")  # one index, or every shard of a sharded one
         self.index.flush_policy.max_docs = settings.flush_docs
         self.index.flush_policy.max_seconds = settings.flush_seconds
         recorded = self.index.meta["encoder"]

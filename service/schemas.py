@@ -137,6 +137,15 @@ class SegmentStats(BaseModel):
     live: int = Field(description="documents not deleted")
 
 
+class ShardStats(BaseModel):
+    name: str
+    documents: int
+    commit: int
+    wal_seq: int
+    last_seq: int
+    writer: bool
+
+
 class Stats(BaseModel):
     documents: int = Field(description="live documents, written but unflushed ones included")
     segments: list[SegmentStats]
@@ -153,3 +162,5 @@ class Stats(BaseModel):
     quantization: str
     block_size: int
     doc_order: str
+    shards: list[ShardStats] | None = Field(
+        None, description="a sharded index: each shard's figures (commit, wal_seq and last_seq above are their sums)")

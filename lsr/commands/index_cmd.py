@@ -41,6 +41,9 @@ def register(subparsers) -> None:
     parser.add_argument("--segments", choices=["merge", "keep"], default="merge",
                         help="merge the segments into one at the end (default) or keep them as built")
     parser.add_argument("--max-segments", type=int, default=1, help="lsr index merge: segments to merge down to")
+    parser.add_argument("--shards", type=int,
+                        help="write a sharded index: documents partitioned by a hash of their id into this many "
+                             "shards (each an index of segments; `lsr serve` searches all of them)")
     parser.add_argument("--duplicates", choices=["error", "last"], default="error",
                         help="a document id given twice: an error naming it (default), or the last one wins")
     parser.add_argument("--overwrite", action="store_true", help="replace every segment of an existing index")
@@ -84,20 +87,29 @@ def run(args: argparse.Namespace) -> int:
                        block_size=args.block_size, store_texts=not args.no_texts,
                        dense_encoder=dense_encoder, dense_options=dense_options,
                        segment_docs=args.segment_docs or DEFAULT_SEGMENT_DOCS, merge=args.segments == "merge",
-                       duplicates=args.duplicates)
+                       shards=args.shards, duplicates=args.duplicates)
     print(_summary(out))
     return 0
 
 
-def _summary(directory) -> str:
-    """From the commit and the segments' meta.json (nothing else is read)."""
+def _index_directories(directory) -> list:
+    """The index directories of DIR: its shards (``shards.json``), or DIR itself."""
     from pathlib import Path
 
+    from index.shards import is_sharded, read_manifest
+
+    directory = Path(directory)
+    return [directory / name for name in read_manifest(directory).shards] if is_sharded(directory) else [directory]
+
+
+def _summary(directory) -> str:
+    """From the commits and the segments' meta.json (nothing else is read)."""
     from index.commit import SEGMENTS_DIR, read_newest_commit
     from index.format import read_segment_meta
 
-    commit = read_newest_commit(Path(directory))
-    segments = [read_segment_meta(Path(directory) / SEGMENTS_DIR / s.name, s.meta) for s in commit.segments]
+    shards = _index_directories(directory)
+    segments = [read_segment_meta(shard / SEGMENTS_DIR / s.name, s.meta)
+                for shard in shards for s in read_newest_commit(shard).segments]
     postings = sum(int(s["num_postings"]) for s in segments)
     docs = sum(int(s["num_docs"]) for s in segments)
     blocks = sum(int(s["num_blocks"]) for s in segments)
@@ -105,7 +117,8 @@ def _summary(directory) -> str:
     build = sum(float(s["build_seconds"]) for s in segments)
     block_size = segments[0]["block_size"] if segments else 0
     doc_order = segments[0]["doc_order"] if segments else "none"
-    return (f"indexed {docs} documents, {postings} postings ({postings / max(1, docs):.1f} terms/doc) into {directory}: "
+    where = f"{directory} ({len(shards)} shards)" if len(shards) > 1 or shards[0] != directory else directory
+    return (f"indexed {docs} documents, {postings} postings ({postings / max(1, docs):.1f} terms/doc) into {where}: "
             f"{len(segments)} segment{'s' if len(segments) != 1 else ''}, built in {build:.1f} s (doc order "
             f"{doc_order}: {reorder:.1f} s; {blocks} blocks of {block_size})")
 
@@ -125,14 +138,15 @@ def merge(directory: str, max_segments: int) -> int:
 
     from index.live import LiveIndex
 
-    started = time.perf_counter()
-    with LiveIndex(directory, writer="required") as index:
-        before = index.stats()
-        index.merge(max_segments=max_segments)
-        after = index.stats()
-    print(f"merged {directory}: {len(before['segments'])} segments and {before['buffered_writes']} logged writes "
-          f"into {len(after['segments'])} segment{'s' if len(after['segments']) != 1 else ''} of "
-          f"{after['documents']} documents in {time.perf_counter() - started:.1f} s")
+    for path in _index_directories(directory):
+        started = time.perf_counter()
+        with LiveIndex(path, writer="required") as index:
+            before = index.stats()
+            index.merge(max_segments=max_segments)
+            after = index.stats()
+        print(f"merged {path}: {len(before['segments'])} segments and {before['buffered_writes']} logged writes "
+              f"into {len(after['segments'])} segment{'s' if len(after['segments']) != 1 else ''} of "
+              f"{after['documents']} documents in {time.perf_counter() - started:.1f} s")
     return 0
 
 
@@ -148,11 +162,21 @@ def upgrade(directory: str) -> int:
 def verify(directory: str) -> int:
     from index.check import verify_index
 
-    problems, checked = verify_index(directory)
-    for line in problems:
-        print(line)
-    if problems:
+    from index.format import IndexFormatError
+
+    try:
+        paths = _index_directories(directory)
+    except IndexFormatError as error:  # a damaged manifest
+        print(error)
         return 1
-    print(f"{directory}: {checked['commits']} commit(s), {checked['segments']} segment(s), {checked['files']} "
-          f"segment files and {checked['delete_files']} delete file(s): every checksum and structure check passed")
-    return 0
+    failed = False
+    for path in paths:
+        problems, checked = verify_index(path)
+        for line in problems:
+            print(line)
+        failed = failed or bool(problems)
+        if not problems:
+            print(f"{path}: {checked['commits']} commit(s), {checked['segments']} segment(s), {checked['files']} "
+                  f"segment files and {checked['delete_files']} delete file(s): every checksum and structure check "
+                  f"passed")
+    return 1 if failed else 0

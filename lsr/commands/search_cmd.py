@@ -19,10 +19,10 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from index.live import LiveIndex
+    from index.sharded import open_index
     from lsr.encoders.loading import load_encoder
 
-    with LiveIndex(args.index, writer="never") as index:
+    with open_index(args.index, writer="never") as index:
         encoder_meta = index.meta["encoder"]
         encoder = load_encoder(encoder_meta["model"], query_max_length=encoder_meta["query_max_length"],
                                doc_max_length=encoder_meta["doc_max_length"])
