@@ -131,31 +131,7 @@ class IndexBuild:
         return self.out_dir
 
     def _cross_segment_duplicates(self, builders: list[SegmentBuilder]) -> dict[str, list[int]]:
-        """Ids given in two segments: an error, or (last wins) the earlier copies to delete."""
-        if len(builders) < 2:
-            return {}
-        tables = [(load_array(b.out_dir / "doc_id_offsets.npy"), load_array(b.out_dir / "doc_id_bytes.npy"))
-                  for b in builders]
-        sizes = [len(offsets) - 1 for offsets, _ in tables]
-        offsets = np.concatenate([[0]] + [o[1:] + sum(len(d) for _, d in tables[:i]) for i, (o, _) in enumerate(tables)])
-        data = np.concatenate([np.asarray(d) for _, d in tables])
-        later, first = duplicate_positions(offsets.astype(np.int64), data)
-        if not len(later):
-            return {}
-        starts = np.concatenate([[0], np.cumsum(sizes)])
-        if self.duplicates == "error":
-            j = int(np.argmin(later))
-            doc_id = bytes(data[offsets[later[j]] : offsets[later[j] + 1]]).decode("utf-8")
-            raise DuplicateIdError(doc_id, " (in two chunks of this build)")
-        groups: dict[int, list[int]] = {}
-        for position, origin in zip(later.tolist(), first.tolist()):
-            groups.setdefault(origin, [origin]).append(position)
-        deleted: dict[str, list[int]] = {}
-        for members in groups.values():
-            for position in sorted(members)[:-1]:  # every copy but the last
-                segment = int(np.searchsorted(starts, position, side="right") - 1)
-                deleted.setdefault(builders[segment].out_dir.name, []).append(position - int(starts[segment]))
-        return deleted
+        return cross_segment_duplicates([b.out_dir for b in builders], self.duplicates)
 
     def close(self) -> None:
         """Stop the background thread, drop the float copies and release the write lock; before
@@ -174,6 +150,34 @@ class IndexBuild:
         self.writer.close()
         if not self._published and self.writer.created_directory:
             storage.remove(self.out_dir)
+
+
+def cross_segment_duplicates(segment_dirs: list[Path], duplicates: str = "error") -> dict[str, list[int]]:
+    """Ids given in two of the segments (in this order): a `DuplicateIdError` naming the first,
+    or with ``duplicates="last"`` the earlier copies to delete, as ``{segment name: internal ids}``."""
+    if len(segment_dirs) < 2:
+        return {}
+    tables = [(load_array(d / "doc_id_offsets.npy"), load_array(d / "doc_id_bytes.npy")) for d in segment_dirs]
+    sizes = [len(offsets) - 1 for offsets, _ in tables]
+    offsets = np.concatenate([[0]] + [o[1:] + sum(len(d) for _, d in tables[:i]) for i, (o, _) in enumerate(tables)])
+    data = np.concatenate([np.asarray(d) for _, d in tables])
+    later, first = duplicate_positions(offsets.astype(np.int64), data)
+    if not len(later):
+        return {}
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    if duplicates == "error":
+        j = int(np.argmin(later))
+        doc_id = bytes(data[offsets[later[j]] : offsets[later[j] + 1]]).decode("utf-8")
+        raise DuplicateIdError(doc_id, " (in two chunks of this build)")
+    groups: dict[int, list[int]] = {}
+    for position, origin in zip(later.tolist(), first.tolist()):
+        groups.setdefault(origin, [origin]).append(position)
+    deleted: dict[str, list[int]] = {}
+    for members in groups.values():
+        for position in sorted(members)[:-1]:  # every copy but the last
+            segment = int(np.searchsorted(starts, position, side="right") - 1)
+            deleted.setdefault(segment_dirs[segment].name, []).append(position - int(starts[segment]))
+    return deleted
 
 
 def _rows(batch: SparseBatch, start: int, end: int) -> SparseBatch:

@@ -49,6 +49,14 @@ def register(subparsers) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace every segment of an existing index")
     parser.add_argument("--no-texts", action="store_true",
                         help="do not store document texts (no highlighting, and merges cannot keep them)")
+    ray = parser.add_argument_group("distributed indexing job on Ray Data (needs lsr[ray])")
+    ray.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                     help="run on Ray: the cluster at ADDRESS (`auto` for the one `ray start` runs here), or "
+                          "without ADDRESS a local Ray on this machine; a rerun resumes (blocks done are skipped)")
+    ray.add_argument("--block-docs", type=int, default=10_000,
+                     help="documents per corpus block, the unit of work and of resuming (default 10000)")
+    ray.add_argument("--actors", type=int, help="encoder actors (default: one per GPU, else one per CPU)")
+    ray.add_argument("--cpus-per-actor", type=int, default=1, help="CPUs (torch threads) per actor (default 1)")
     dense = parser.add_argument_group("dense index (hybrid search; needs lsr[dense])")
     dense.add_argument("--dense", action="store_true", help="also build a faiss index of dense vectors")
     dense.add_argument("--dense-model", help="dense encoder (default: the bundled all-MiniLM-L6-v2)")
@@ -79,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
     from lsr.encoders.loading import load_encoder
     from lsr.indexing import index_corpus
 
+    if args.ray is not None:
+        return _run_on_ray(args)
     name, documents = open_corpus(args.corpus[0])
     encoder = load_encoder(args.model, args.batch_size, args.query_max_length, args.doc_max_length)
     dense_encoder, dense_options = _dense_arguments(args)
@@ -100,6 +110,39 @@ def _index_directories(directory) -> list:
 
     directory = Path(directory)
     return [directory / name for name in read_manifest(directory).shards] if is_sharded(directory) else [directory]
+
+
+def _run_on_ray(args: argparse.Namespace) -> int:
+    """`lsr index CORPUS --out DIR --ray [ADDRESS]`: the job of ``lsr.scaleout.ray_indexing``."""
+    from index.writer import index_settings
+    from lsr.data.blocks import CorpusBlocks
+    from lsr.encoders.loading import load_encoder
+    from lsr.scaleout.block_indexer import EncoderSpec
+    from lsr.scaleout.ray_indexing import ray_index
+
+    if args.overwrite:
+        raise ValueError("--overwrite does not apply to --ray: give a new directory (a rerun resumes the job)")
+    source = CorpusBlocks.open(args.corpus[0], args.block_docs)
+    # The driver loads the encoders once too: the index records what they are.
+    encoder = load_encoder(args.model, args.batch_size, args.query_max_length, args.doc_max_length)
+    meta = {"encoder": encoder.describe(), "corpus": source.name}
+    dense_encoder, dense_options = _dense_arguments(args)
+    dense = None
+    if dense_encoder is not None:
+        meta["dense_encoder"] = dense_encoder.describe()
+        dense = {"model": dense_encoder.model_name, "dim": dense_encoder.dim, "options": dense_options}
+    settings = index_settings(encoder.vocab_size, meta, dense, quantization=args.quantization,
+                              scale_quantile=args.scale_quantile, reorder=args.reorder, block_size=args.block_size,
+                              store_texts=not args.no_texts)
+    spec = EncoderSpec(args.model, args.batch_size, encoder.query_max_length, encoder.doc_max_length,
+                       dense_model=args.dense_model or "", dense=args.dense)
+    done = ray_index(source, args.out, args.shards or 1, settings, spec, address=args.ray or None,
+                     actors=args.actors, cpus_per_actor=args.cpus_per_actor, merge=args.segments == "merge",
+                     duplicates=args.duplicates)
+    print(_summary(args.out))
+    print(f"on Ray: {done['blocks_indexed']} of {done['blocks']} blocks indexed by {done['actors']} actors in "
+          f"{done['seconds']:.1f} s (encoding {done['encode_seconds']:.1f} actor-seconds)")
+    return 0
 
 
 def _summary(directory) -> str:

@@ -1,0 +1,214 @@
+"""Distributed indexing jobs on Ray Data: ``lsr index CORPUS --out DIR --ray [ADDRESS]``.
+
+The corpus is cut into numbered blocks (`lsr.data.blocks`); a Ray Data pipeline sends the
+blocks not yet indexed to an actor pool (`BlockIndexer`: one encoder per actor, on a GPU when
+the cluster has them), which reads each block, encodes it and writes one segment per shard
+into ``DIR/.ray-job/``. The driver (this process) publishes each finished block as it comes:
+every shard's segment is renamed into that shard and committed with the shard's progress
+(the blocks it holds) in the same commit, so a block is in a shard exactly when the shard's
+newest commit says so. A rerun after a failure skips, per shard, the blocks already there
+(progress: blocks done / total). When every block is in, each shard checks ids across its
+segments, merges them into one from the float vectors the workers kept (as the one-process
+job does), drops the progress from its metadata, and the manifest (``shards.json``) is
+written: from then on the directory is a sharded index.
+
+Every write to a shard is the driver's (it holds each shard's write lock), so nothing but Ray
+is distributed here: no RPC, scheduler or lock of our own.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from index import storage
+from index.build import cross_segment_duplicates
+from index.commit import SEGMENTS_DIR, generations, read_newest_commit
+from index.doc_ids import DuplicateIdError
+from index.live import LiveIndex
+from index.shards import Manifest, check_num_shards, is_sharded, shard_names, write_manifest
+from index.writer import IndexWriter
+from lsr.scaleout.block_indexer import BlockIndexer, EncoderSpec, JobSpec
+
+WORK_DIR = ".ray-job"
+PROGRESS = "ray_job"  # the key of a shard's metadata that holds the job's progress until it ends
+
+
+class RayJobError(RuntimeError):
+    """The directory holds another job, or the job cannot go on (the message says why)."""
+
+
+def start_ray(address: str | None = None, num_cpus: int | None = None):
+    """Connect to the cluster at ``address`` (``auto``: the one ``ray start`` runs here), or
+    start a local one on this machine; reuses a connection this process already has."""
+    import ray
+
+    if not ray.is_initialized():
+        options = {"include_dashboard": False, "logging_level": "WARNING", "log_to_driver": False}
+        if address:
+            ray.init(address=address, **options)
+        else:
+            ray.init(num_cpus=num_cpus, **options)
+    from ray.data import DataContext
+
+    DataContext.get_current().enable_progress_bars = False  # the job prints blocks done / total
+    return ray
+
+
+def default_actors(ray, gpus_per_actor: float, cpus_per_actor: int = 1) -> int:
+    """One actor per GPU of the cluster when it has GPUs, else one per ``cpus_per_actor`` CPUs."""
+    resources = ray.cluster_resources()
+    if gpus_per_actor > 0 and resources.get("GPU", 0) >= gpus_per_actor:
+        return max(1, int(resources["GPU"] // gpus_per_actor))
+    return max(1, int(resources.get("CPU", 1) // cpus_per_actor))
+
+
+def ray_index(source, out_dir: str | Path, num_shards: int, settings: dict, encoder: EncoderSpec | None = None,
+              address: str | None = None, actors: int | None = None, cpus_per_actor: int = 1,
+              gpus_per_actor: float | None = None, merge: bool = True, duplicates: str = "error", report=print) -> dict:
+    """Run (or resume) a distributed indexing job; returns what it measured.
+
+    Args:
+        source: a `lsr.data.blocks.CorpusBlocks` (encoded by ``encoder``) or `VectorBlocks`.
+        out_dir: the sharded index to write.
+        num_shards: shards (documents go to `index.shards.shard_of` their id).
+        settings: ``index.writer.index_settings(...)``: vocabulary, metadata, build options.
+        encoder: how actors load their encoders (None for vectors given).
+        address: a Ray cluster (``auto`` or ``host:port``); None starts a local Ray.
+        actors: encoder actors (default: one per GPU, else one per ``cpus_per_actor`` CPUs).
+        cpus_per_actor: CPUs (torch threads) per actor.
+        gpus_per_actor: GPUs per actor (default: 1 when the cluster has GPUs, else 0).
+        merge: merge each shard's segments into one at the end.
+        duplicates: an id given twice: ``error`` or ``last`` (the last copy wins).
+        report: where progress lines go.
+
+    Raises:
+        RayJobError: ``out_dir`` holds a finished index or another job.
+    """
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    check_num_shards(num_shards)
+    if duplicates not in ("error", "last"):
+        raise ValueError(f"duplicates must be error or last, got {duplicates!r}")
+    if is_sharded(out_dir):
+        raise RayJobError(f"{out_dir} is a finished sharded index; give a new directory")
+    fingerprint = source.fingerprint()
+    shards = _open_shards(out_dir, num_shards, settings, fingerprint)
+    try:
+        work_dir = out_dir / WORK_DIR
+        storage.make_dir(work_dir)
+        done = [set(_progress(live)["blocks"]) for live in shards]
+        todo = [b for b in range(source.num_blocks) if any(b not in d for d in done)]
+        report(f"blocks done {source.num_blocks - len(todo)} / {source.num_blocks}")
+        ray = start_ray(address)
+        if gpus_per_actor is None:
+            gpus_per_actor = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+        actors = actors or default_actors(ray, gpus_per_actor, cpus_per_actor)
+        spec = JobSpec(str(work_dir), num_shards, settings, source, encoder, keep_floats=merge, duplicates=duplicates)
+        timings = {"encode_seconds": 0.0, "build_seconds": 0.0}
+        if todo:
+            dataset = ray.data.from_items([{"block": b} for b in todo], override_num_blocks=len(todo))
+            indexed = dataset.map_batches(
+                BlockIndexer, batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors),
+                fn_constructor_kwargs={"spec": spec, "device": "cuda" if gpus_per_actor else "cpu",
+                                       "threads": cpus_per_actor},
+                num_cpus=cpus_per_actor, num_gpus=gpus_per_actor or None)
+            finished = source.num_blocks - len(todo)
+            for batch in indexed.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
+                for block in sorted(set(batch["block"].tolist())):
+                    rows = [i for i, b in enumerate(batch["block"].tolist()) if b == block]
+                    _publish_block(shards, done, block, [{name: batch[name][i] for name in batch} for i in rows])
+                    timings["encode_seconds"] += float(sum(batch["encode_seconds"][rows]))
+                    timings["build_seconds"] += float(sum(batch["build_seconds"][rows]))
+                    finished += 1
+                    report(f"blocks done {finished} / {source.num_blocks}")
+        for name, live in zip(shard_names(num_shards), shards):
+            _finish_shard(live, merge, duplicates, out_dir / name)
+        write_manifest(out_dir, Manifest(tuple(shard_names(num_shards))))
+        storage.remove(work_dir, durable=True)
+    finally:
+        for live in shards:
+            live.close()
+    return {"blocks": source.num_blocks, "blocks_indexed": len(todo), "actors": actors,
+            "gpus_per_actor": gpus_per_actor, "seconds": time.perf_counter() - started,
+            **{k: round(v, 3) for k, v in timings.items()}}
+
+
+def _open_shards(out_dir: Path, num_shards: int, settings: dict, fingerprint: str) -> list[LiveIndex]:
+    """Each shard's index, created empty with the job's progress, or (a resumed job) checked."""
+    job = {"fingerprint": fingerprint, "blocks": [], "segments": {}}
+    shards = []
+    try:
+        for name in shard_names(num_shards):
+            directory = out_dir / name
+            if generations(directory):
+                commit = read_newest_commit(directory)
+                progress = commit.settings["meta"].get(PROGRESS)
+                if progress is None or progress.get("fingerprint") != fingerprint:
+                    raise RayJobError(f"{directory} holds an index that is not this job's (another corpus, block "
+                                      f"size or shard count); give a new directory")
+                if _without_progress(commit.settings) != settings:
+                    raise RayJobError(f"{directory} was started with other index settings (encoder, quantisation, "
+                                      f"doc order, block size); rerun with the same options or a new directory")
+            else:
+                with IndexWriter.create(directory, settings) as writer:
+                    writer.publish([], meta={PROGRESS: job})
+            shards.append(LiveIndex(directory, writer="required"))
+    except BaseException:
+        for live in shards:
+            live.close()
+        raise
+    return shards
+
+
+def _without_progress(settings: dict) -> dict:
+    return {**settings, "meta": {k: v for k, v in settings["meta"].items() if k != PROGRESS}}
+
+
+def _progress(live: LiveIndex) -> dict:
+    return live.writer.commit.settings["meta"][PROGRESS]
+
+
+def _publish_block(shards: list[LiveIndex], done: list[set], block: int, rows: list[dict]) -> None:
+    """Rename each shard's new segment into the shard and commit it with the shard's progress
+    (one commit per shard: the segment and the fact that the block is in are one change)."""
+    for shard, live in enumerate(shards):
+        mine = [r for r in rows if int(r["shard"]) == shard and str(r["segment"])]
+        if block in done[shard]:  # a resumed job ran it again for another shard
+            continue
+        writer = live.writer
+        progress = _progress(live)
+        names, segments = [], dict(progress["segments"])
+        for row in mine:
+            name = writer.new_segment_name()
+            storage.rename(row["segment"], live.directory / SEGMENTS_DIR / name)
+            names.append(name)
+            segments[name] = {"block": block, "floats": str(row["floats"])}
+        done[shard].add(block)
+        writer.publish(names, meta={PROGRESS: {**progress, "blocks": sorted(done[shard]), "segments": segments}})
+
+
+def _finish_shard(live: LiveIndex, merge: bool, duplicates: str, directory: Path) -> None:
+    """Ids across the shard's segments, the merge, and the metadata without the progress."""
+    writer = live.writer
+    progress = _progress(live)
+    built = progress["segments"]
+    names = sorted((r.name for r in writer.commit.segments), key=lambda n: built.get(n, {}).get("block", -1))
+    try:
+        deleted = cross_segment_duplicates([directory / SEGMENTS_DIR / n for n in names], duplicates)
+    except DuplicateIdError as error:
+        raise DuplicateIdError(error.doc_id, f" (in two blocks of {directory}; the blocks done stay: rerun with "
+                                             f"--duplicates last to keep the last copy)") from None
+    if deleted:
+        writer.delete_copies(deleted)
+    floats = {n: Path(built[n]["floats"]) for n in names if n in built and built[n]["floats"]}
+    if merge and len(names) > 1 and len(floats) == len(names):
+        writer.merge_from_floats(names, floats, None)
+    elif merge and (len(names) > 1 or deleted):
+        writer.force_merge(1)
+    new = []
+    if not writer.commit.segments:  # no document of the corpus hashed to this shard
+        builder = writer.new_segment()
+        builder.finish()
+        new.append(builder.out_dir.name)
+    writer.publish(new, settings=_without_progress(writer.commit.settings))
