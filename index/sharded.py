@@ -159,22 +159,25 @@ class ShardedIndex:
         self.shard_for(doc_id).delete(doc_id)
 
     def stats(self) -> dict:
-        """`LiveIndex.stats` summed over the shards (segment names prefixed by their shard),
-        with each shard's own figures under ``shards``."""
-        per_shard = [live.stats() for live in self.shards]
-        first = per_shard[0]
-        total = {key: sum(s[key] for s in per_shard)
-                 for key in ("documents", "buffered_writes", "buffer_documents", "postings", "commit", "wal_seq",
-                             "last_seq")}
-        return {
-            **first, **total,
-            "segments": [{**segment, "name": f"{name}/{segment['name']}"}
-                         for name, s in zip(self.manifest.shards, per_shard) for segment in s["segments"]],
-            "writer": any(s["writer"] for s in per_shard),
-            "shards": [{"name": name, "documents": s["documents"], "commit": s["commit"], "wal_seq": s["wal_seq"],
-                        "last_seq": s["last_seq"], "writer": s["writer"]}
-                       for name, s in zip(self.manifest.shards, per_shard)],
-        }
+        """`LiveIndex.stats` summed over the shards (see `combine_stats`)."""
+        return combine_stats(list(self.manifest.shards), [live.stats() for live in self.shards])
+
+
+def combine_stats(names: list[str], per_shard: list[dict]) -> dict:
+    """Shards' `LiveIndex.stats` as one: counts summed, segment names prefixed by their shard,
+    and each shard's own figures under ``shards``."""
+    first = per_shard[0]
+    total = {key: sum(s[key] for s in per_shard)
+             for key in ("documents", "buffered_writes", "buffer_documents", "postings", "commit", "wal_seq",
+                         "last_seq")}
+    return {
+        **first, **total,
+        "segments": [{**segment, "name": f"{name}/{segment['name']}"}
+                     for name, s in zip(names, per_shard) for segment in s["segments"]],
+        "writer": any(s["writer"] for s in per_shard),
+        "shards": [{"name": name, "documents": s["documents"], "commit": s["commit"], "wal_seq": s["wal_seq"],
+                    "last_seq": s["last_seq"], "writer": s["writer"]} for name, s in zip(names, per_shard)],
+    }
 
 
 def open_index(directory: str | Path, verify: bool = True, writer: str = "auto") -> LiveIndex | ShardedIndex:

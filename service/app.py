@@ -7,6 +7,7 @@ Domain errors become status codes in `service.errors`.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -25,15 +26,23 @@ from service.schemas import (MAX_QUERY_CHARS, BatchSearchRequest, BatchSearchRes
 from service.settings import Settings
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """Build the app; the index is opened when the app starts (lifespan), not here."""
+def create_app(settings: Settings, engine_factory=None) -> FastAPI:
+    """Build the app; the index is opened when the app starts (lifespan), not here.
+
+    Args:
+        settings: the service's settings.
+        engine_factory: makes the `SearchEngine` at start-up (default: the index and encoders
+            loaded in this process; ``service.ray_serve`` gives one over Ray Serve deployments).
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        engine = SearchEngine(settings)
+        # Off the event loop: loading models takes seconds, and an engine over Ray Serve makes
+        # blocking calls, which Serve refuses from inside a loop.
+        engine = await asyncio.to_thread(engine_factory or (lambda: SearchEngine(settings)))
         try:
             if settings.warm_up:
-                engine.warm_up()
+                await asyncio.to_thread(engine.warm_up)
             engine.start_maintenance()
             app.state.engine = engine
             yield

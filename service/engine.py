@@ -23,28 +23,27 @@ from service.settings import Settings
 
 
 class SearchEngine:
-    """The loaded index and encoders of one service process."""
+    """The index and encoders one service process answers with.
 
-    def __init__(self, settings: Settings) -> None:
-        import torch
+    Args:
+        settings: the service's settings.
+        index: what to search (default: ``settings.index_dir`` opened here, one index or every
+            shard of a sharded one); anything with `index.live.LiveIndex`'s methods.
+        encoders: the query and document encoders (default: `service.encoders.LocalEncoders`
+            of the index).
+    """
 
-        from lsr.encoders.loading import load_encoder
-
-        torch.set_num_threads(settings.torch_threads)
+    def __init__(self, settings: Settings, index=None, encoders=None) -> None:
         self.settings = settings
-        self.index = open_index(settings.index_dir, writer="auto")  # one index, or every shard of a sharded one
+        self.index = index if index is not None else open_index(settings.index_dir, writer="auto")
         self.index.flush_policy.max_docs = settings.flush_docs
         self.index.flush_policy.max_seconds = settings.flush_seconds
-        recorded = self.index.meta["encoder"]
-        self.encoder = load_encoder(recorded["model"], query_max_length=recorded["query_max_length"],
-                                    doc_max_length=recorded["doc_max_length"], device=settings.device)
-        self.dense_encoder = None
-        dense = self.index.settings["build"].get("dense")
-        if dense is not None:
-            from lsr.encoders.dense import DenseEncoder
+        if encoders is None:
+            from service.encoders import LocalEncoders
 
-            self.dense_encoder = DenseEncoder(dense["model"], device=settings.device)
-        self._tokens = self.encoder.tokenizer.convert_ids_to_tokens(list(range(self.encoder.vocab_size)))
+            encoders = LocalEncoders(self.index.settings, settings.device, settings.torch_threads)
+        self.encoders = encoders
+        self._tokens = encoders.tokens()
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._every, args=(settings.flush_check_seconds, self.index.maintain),
                                           name="flush", daemon=True),
@@ -76,31 +75,18 @@ class SearchEngine:
         self.index.close()
 
     def warm_up(self) -> None:
-        """Compile (or load from cache) every Numba kernel on a tiny valid index, then run one
-        real query per mode, so the first request pays no JIT or lazy-load cost."""
-        from index.build import build_index
-        from index.sparse_batch import SparseBatch
-
-        with tempfile.TemporaryDirectory() as tmp:
-            batch = SparseBatch.from_dicts([{0: 1.0, 1: 0.5}, {1: 2.0}, {2: 1.0}], 3)
-            with LiveIndex(build_index(Path(tmp) / "tiny", [(["a", "b", "c"], batch, None)], 3,
-                                       reorder="bp", block_size=2)) as tiny:
-                tiny.add("d", "", "", np.array([1]), np.array([1.0], np.float32))
-                for scorer in ("exhaustive", "bmp"):
-                    tiny.search_sparse(np.array([1], np.uint32), np.array([1.0], np.float32), 2, scorer)
-                tiny.flush()
-                tiny.search_sparse(np.array([1], np.uint32), np.array([1.0], np.float32), 2, "bmp")
-        for mode in ("sparse", "dense", "hybrid") if self.dense_encoder else ("sparse",):
+        """Compile (or load from cache) the Numba kernels where the index is searched, then run
+        one real query per mode, so the first request pays no JIT or lazy-load cost."""
+        if not getattr(self.index, "remote", False):  # shards on Ray warm up in their replicas
+            warm_kernels()
+        for mode in ("sparse", "dense", "hybrid") if self.encoders.has_dense else ("sparse",):
             self.search(SearchRequest(query="warm up", mode=mode, highlight=True))
 
     # searching
 
     def encode_sparse(self, query: str) -> tuple[np.ndarray, np.ndarray, bool]:
         """Query terms, raw weights and whether the query was cut to the encoder's token limit."""
-        tokens = self.encoder.tokenizer(query, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
-        truncated = len(tokens) > self.encoder.query_max_length
-        terms, weights = self.encoder.encode_queries([query]).row(0)
-        return np.asarray(terms), np.asarray(weights), truncated
+        return self.encoders.encode_sparse(query)
 
     def _check_query(self, query: str) -> None:
         if len(query) > self.settings.max_query_chars:
@@ -112,25 +98,30 @@ class SearchEngine:
         truncated, query_terms = False, 0
         sparse_hits = dense_hits = sparse_query = None
         depth = request.k if request.mode != "hybrid" else max(request.k, self.settings.fusion_depth)
-        if request.mode in ("dense", "hybrid") and self.dense_encoder is None:
+        if request.mode in ("dense", "hybrid") and not self.encoders.has_dense:
             raise ModeUnavailable(f"{request.mode} search needs a dense index; build one with `lsr index ... --dense`")
         self._check_query(request.query)
+        # Shards on Ray may be unavailable: with allow_partial the others answer (and the
+        # missing ones are listed) instead of a 503.
+        missing: list[str] | None = [] if request.allow_partial and getattr(self.index, "remote", False) else None
+        partial = {"missing": missing} if missing is not None else {}
         if request.mode in ("sparse", "hybrid"):
             t0 = time.perf_counter()
             terms, weights, truncated = self.encode_sparse(request.query)
             sparse_query = (terms, weights)
             t1 = time.perf_counter()
-            sparse_hits = self.index.search_sparse(terms, weights, depth, self.settings.scorer, request.alpha, request.beta)
+            sparse_hits = self.index.search_sparse(terms, weights, depth, self.settings.scorer, request.alpha, request.beta,
+                                                   **partial)
             timings.update(sparse_encode_ms=(t1 - t0) * 1000, sparse_search_ms=(time.perf_counter() - t1) * 1000)
             query_terms = len(terms)
         if request.mode in ("dense", "hybrid"):
             t0 = time.perf_counter()
-            vector = self.dense_encoder.encode_queries([request.query])[0]
+            vector, dense_truncated = self.encoders.encode_dense(request.query)
             t1 = time.perf_counter()
-            dense_hits = self.index.search_dense(vector, depth)
+            dense_hits = self.index.search_dense(vector, depth, **partial)
             timings.update(dense_encode_ms=(t1 - t0) * 1000, dense_search_ms=(time.perf_counter() - t1) * 1000)
             if request.mode == "dense":
-                truncated = self._dense_truncated(request.query)
+                truncated = dense_truncated
         hits = sparse_hits if dense_hits is None else dense_hits
         if request.mode == "hybrid":
             t0 = time.perf_counter()
@@ -142,11 +133,8 @@ class SearchEngine:
         out_hits = self._hits(hits, request, sparse_query)
         timings["total_ms"] = (time.perf_counter() - started) * 1000
         return {"query": request.query, "mode": request.mode, "k": request.k, "truncated": truncated,
-                "query_terms": query_terms, "hits": out_hits, "timings": timings}
-
-    def _dense_truncated(self, query: str) -> bool:
-        tokenizer = self.dense_encoder.model.tokenizer
-        return len(tokenizer(query, truncation=False, verbose=False)["input_ids"]) > self.dense_encoder.max_length
+                "query_terms": query_terms, "hits": out_hits, "timings": timings, "partial": bool(missing),
+                "missing_shards": sorted(set(missing or []))}
 
     def _hits(self, hits, request: SearchRequest, sparse_query) -> list[dict]:
         ids, scores = hits
@@ -206,11 +194,26 @@ class SearchEngine:
             raise PayloadTooLarge(f"document text has {len(document.text)} characters; the limit is "
                                   f"{self.settings.max_document_chars}")
         full_text = f"{document.title} {document.text}".strip()
-        terms, weights = self.encoder.encode_documents([full_text]).row(0)
-        dense = self.dense_encoder.encode_documents([full_text])[0] if self.dense_encoder is not None else None
+        terms, weights, dense = self.encoders.encode_document(full_text)
         replaced = self.index.add(document.id, document.title, document.text, terms, weights, dense)
         return {"id": document.id, "status": "replaced" if replaced else "added"}
 
     def delete(self, doc_id: str) -> dict:
         self.index.delete(doc_id)
         return {"id": doc_id, "status": "deleted"}
+
+
+def warm_kernels() -> None:
+    """Compile (or load from cache) every Numba kernel of a search on a tiny valid index."""
+    from index.build import build_index
+    from index.sparse_batch import SparseBatch
+
+    with tempfile.TemporaryDirectory() as tmp:
+        batch = SparseBatch.from_dicts([{0: 1.0, 1: 0.5}, {1: 2.0}, {2: 1.0}], 3)
+        with LiveIndex(build_index(Path(tmp) / "tiny", [(["a", "b", "c"], batch, None)], 3,
+                                   reorder="bp", block_size=2)) as tiny:
+            tiny.add("d", "", "", np.array([1]), np.array([1.0], np.float32))
+            for scorer in ("exhaustive", "bmp"):
+                tiny.search_sparse(np.array([1], np.uint32), np.array([1.0], np.float32), 2, scorer)
+            tiny.flush()
+            tiny.search_sparse(np.array([1], np.uint32), np.array([1.0], np.float32), 2, "bmp")

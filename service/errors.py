@@ -46,6 +46,17 @@ class ModeUnavailable(ServiceError):
     status = 409
 
 
+class ShardUnavailable(ServiceError):
+    """A shard of a sharded index answered no search in time (every replica down or busy)."""
+
+    status = 503
+
+    def __init__(self, shards: list[str]) -> None:
+        super().__init__(f"shard{'s' if len(shards) > 1 else ''} {', '.join(shards)} unavailable: no replica "
+                         f"answered; retry, or search with allow_partial for the other shards' results")
+        self.shards = shards
+
+
 # Errors raised below the service (index, live updates) and the status each gets.
 STATUS_OF = {
     DocumentNotFound: 404,

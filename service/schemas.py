@@ -48,6 +48,8 @@ class SearchRequest(Strict):
     normalization: Literal["minmax", "zscore"] = "minmax"
     include_text: bool = Field(False, description="return each hit's text")
     highlight: bool = Field(False, description="return the vocabulary terms each hit shares with the query")
+    allow_partial: bool = Field(False, description="a sharded index on Ray: when a shard is unavailable, answer "
+                                                   "from the others (marked partial) instead of 503")
 
 
 class BatchSearchRequest(Strict):
@@ -81,6 +83,8 @@ class SearchResponse(BaseModel):
     query_terms: int = Field(description="non-zero terms of the sparse query vector (0 in dense mode)")
     hits: list[SearchHit]
     timings: StageTimings
+    partial: bool = Field(False, description="some shards were unavailable (allow_partial): hits are from the others")
+    missing_shards: list[str] = Field(default_factory=list, description="the shards missing from a partial answer")
 
 
 class BatchSearchResponse(BaseModel):

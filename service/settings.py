@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     flush_seconds: float = Field(5.0, gt=0, description="age of the oldest buffered write that makes a segment")
     flush_check_seconds: float = Field(0.5, gt=0)
     merge_check_seconds: float = Field(2.0, gt=0)
+    # Sharded search on Ray Serve: how long a shard may take to answer (retries on other
+    # replicas included) before the search answers 503 naming it (or, allow_partial, goes on).
+    shard_timeout_seconds: float = Field(10.0, gt=0)
 
     @field_validator("api_keys", mode="before")
     @classmethod

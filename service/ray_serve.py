@@ -1,0 +1,377 @@
+"""Sharded search on Ray Serve: ``lsr serve DIR --ray [ADDRESS] --replicas R``.
+
+Deployments of one Serve application:
+
+* ``shard-NNNN`` (one per shard, R replicas each): `ShardSearcher`, a `index.live.LiveIndex`
+  over the shard's memory-mapped segments. Replicas of a shard are processes on one index
+  directory, as the workers of ``lsr serve --workers`` are: each appends writes to the
+  shard's write-ahead log (fsynced before it answers), one of them flushes and merges.
+* ``encoder``: `QueryEncoder`, the index's encoders (`service.encoders.LocalEncoders`).
+* ``ingress``: the FastAPI app of ``service.app`` (same endpoints, schemas and OpenAPI
+  document as the one-process service), whose engine reads through `RemoteShards` and
+  `RemoteEncoders`: a query is encoded once, sent to every shard, and the shards' top-k
+  are merged exactly (`index.shards.merge_top_k`).
+
+Faults: a call that fails because its replica died, or that gets no answer in time, is sent
+again (Serve routes it to another replica) until ``shard_timeout_seconds`` have passed; then
+the search answers 503 naming the shard, or with ``allow_partial`` answers from the other
+shards with the missing ones listed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from ray import serve
+from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
+
+from index.live import DocumentNotFound, LiveIndex
+from index.shards import is_sharded, merge_top_k, read_manifest, shard_of
+from index.sharded import combine_stats
+from index.writer import FlushPolicy
+from service.errors import ShardUnavailable
+from service.settings import Settings
+
+APP_NAME = "lsr"
+RETRY_PAUSES = (0.05, 0.2, 0.5, 1.0)  # between attempts on a failed shard call, then 1 s each
+UNAVAILABLE = (RayActorError, ActorUnavailableError, GetTimeoutError, TimeoutError)
+
+
+def shard_directories(index_dir: str | Path) -> dict[str, Path]:
+    """Shard name -> directory: a sharded index's shards, or a plain index as one shard."""
+    index_dir = Path(index_dir)
+    if is_sharded(index_dir):
+        return {name: index_dir / name for name in read_manifest(index_dir).shards}
+    return {"shard-0000": index_dir}
+
+
+# deployments
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0})
+class ShardSearcher:
+    """One replica of one shard: search, read and write it; flush and merge when it is the writer."""
+
+    def __init__(self, directory: str, settings: Settings) -> None:
+        from service.engine import warm_kernels
+
+        if settings.warm_up:
+            warm_kernels()
+        self.index = LiveIndex(directory, writer="auto")
+        self.index.flush_policy.max_docs = settings.flush_docs
+        self.index.flush_policy.max_seconds = settings.flush_seconds
+        self._stop = threading.Event()
+        for seconds, action in ((settings.flush_check_seconds, self.index.maintain),
+                                (settings.merge_check_seconds, self._merge)):
+            threading.Thread(target=self._every, args=(seconds, action), daemon=True).start()
+
+    def _merge(self) -> None:
+        if self.index.writer is not None:
+            self.index.merge()
+
+    def _every(self, seconds: float, action) -> None:
+        import logging
+
+        while not self._stop.wait(seconds):
+            try:
+                action()
+            except Exception:  # a failed flush loses nothing (the log holds it); retried next tick
+                logging.getLogger("lsr.service").exception("shard maintenance failed")
+
+    def settings(self) -> dict:
+        return self.index.settings
+
+    def search_sparse(self, terms, weights, k, scorer, alpha, beta, max_blocks=None):
+        return self.index.search_sparse(terms, weights, k, scorer, alpha, beta, max_blocks)
+
+    def search_dense(self, vector, k):
+        return self.index.search_dense(vector, k)
+
+    def documents(self, doc_ids):
+        return self.index.documents(doc_ids)
+
+    def document(self, doc_id):
+        return self.index.document(doc_id)
+
+    def document_vector(self, doc_id):
+        return self.index.document_vector(doc_id)
+
+    def add(self, doc_id, title, text, terms, weights, dense):
+        return self.index.add(doc_id, title, text, terms, weights, dense)
+
+    def delete(self, doc_id):
+        return self.index.delete(doc_id)
+
+    def stats(self):
+        return self.index.stats()
+
+    def num_docs(self):
+        return self.index.num_docs
+
+    def pid(self) -> int:
+        import os
+
+        return os.getpid()
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0})
+class QueryEncoder:
+    """The index's encoders, loaded once per replica."""
+
+    def __init__(self, directory: str, settings: Settings) -> None:
+        from index.commit import read_newest_commit
+        from service.encoders import LocalEncoders
+
+        self.encoders = LocalEncoders(read_newest_commit(Path(directory)).settings, settings.device,
+                                      settings.torch_threads)
+
+    def info(self) -> dict:
+        return {"has_dense": self.encoders.has_dense, "vocab_size": self.encoders.vocab_size}
+
+    def tokens(self):
+        return self.encoders.tokens()
+
+    def encode_sparse(self, query):
+        return self.encoders.encode_sparse(query)
+
+    def encode_dense(self, query):
+        return self.encoders.encode_dense(query)
+
+    def encode_document(self, full_text):
+        return self.encoders.encode_document(full_text)
+
+
+# what the ingress's engine reads through
+
+
+def _call(handle, method: str, *args, deadline: float):
+    """``handle.method(*args)``, sent again while its replica dies or does not answer, until
+    ``deadline`` (`time.monotonic`); `ShardUnavailable`-worthy errors are raised after it."""
+    attempt = 0
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            return getattr(handle, method).remote(*args).result(timeout_s=max(0.05, remaining))
+        except UNAVAILABLE:
+            if time.monotonic() >= deadline:
+                raise
+        time.sleep(min(RETRY_PAUSES[min(attempt, len(RETRY_PAUSES) - 1)], max(0.0, deadline - time.monotonic())))
+        attempt += 1
+
+
+class RemoteEncoders:
+    """`service.encoders.LocalEncoders`'s methods, answered by the ``encoder`` deployment."""
+
+    def __init__(self, handle, timeout: float) -> None:
+        self.handle, self.timeout = handle, timeout
+        info = self._call("info")
+        self.has_dense, self.vocab_size = info["has_dense"], info["vocab_size"]
+
+    def _call(self, method: str, *args):
+        return _call(self.handle, method, *args, deadline=time.monotonic() + max(self.timeout, 60.0))
+
+    def tokens(self):
+        return self._call("tokens")
+
+    def encode_sparse(self, query):
+        return self._call("encode_sparse", query)
+
+    def encode_dense(self, query):
+        return self._call("encode_dense", query)
+
+    def encode_document(self, full_text):
+        return self._call("encode_document", full_text)
+
+
+class RemoteShards:
+    """`index.live.LiveIndex`'s methods that the engine uses, over the shard deployments:
+    searches fan out and merge, a document's reads and writes go to the shard owning its id.
+
+    Args:
+        handles: shard name -> its deployment handle, in shard order.
+        timeout: seconds a shard may take (retries included) before it counts as unavailable.
+    """
+
+    remote = True  # the engine: kernels run in the shards' replicas, partial answers possible
+
+    def __init__(self, handles: dict, timeout: float) -> None:
+        self.names = list(handles)
+        self.handles = list(handles.values())
+        self.timeout = timeout
+        self.flush_policy = FlushPolicy()  # the replicas flush on their own (their settings)
+        self.writer = None  # nothing to merge here: the engine's merge thread idles
+        self.settings = self._one(0, "settings")
+
+    @property
+    def meta(self) -> dict:
+        return self.settings["meta"]
+
+    def maintain(self) -> None:
+        """The replicas maintain their shards themselves."""
+
+    def merge(self, *args, **kwargs) -> None:
+        """The replicas merge their shards themselves."""
+
+    def close(self) -> None:
+        """Nothing is held here: the deployments outlive an ingress replica."""
+
+    def _one(self, shard: int, method: str, *args):
+        try:
+            return _call(self.handles[shard], method, *args, deadline=time.monotonic() + self.timeout)
+        except UNAVAILABLE as error:
+            raise ShardUnavailable([self.names[shard]]) from error
+
+    def _all(self, method: str, *args, missing: list | None = None) -> list:
+        """Every shard's answer (sent to all first, then gathered); the shards that gave none
+        go to ``missing``, or without it make a `ShardUnavailable` naming them."""
+        deadline = time.monotonic() + self.timeout
+        pending = [getattr(h, method).remote(*args) for h in self.handles]
+        answers, failed = [], []
+        for shard, response in enumerate(pending):
+            try:
+                answers.append(response.result(timeout_s=max(0.05, deadline - time.monotonic())))
+                continue
+            except UNAVAILABLE:
+                pass
+            try:  # its replica died or is stuck: again, on whichever replica Serve picks
+                answers.append(_call(self.handles[shard], method, *args, deadline=deadline))
+            except UNAVAILABLE:
+                failed.append(shard)
+                answers.append(None)
+        if failed and missing is None:
+            raise ShardUnavailable([self.names[s] for s in failed])
+        if missing is not None:
+            missing.extend(self.names[s] for s in failed)
+        return answers
+
+    def _owner(self, doc_id: str) -> int:
+        return shard_of(doc_id, len(self.handles))
+
+    # searching
+
+    def search_sparse(self, terms, weights, k, scorer="auto", alpha=1.0, beta=1.0, max_blocks=None, missing=None):
+        answers = self._all("search_sparse", np.asarray(terms), np.asarray(weights), k, scorer, alpha, beta,
+                            max_blocks, missing=missing)
+        return merge_top_k([a for a in answers if a is not None], k)
+
+    def search_dense(self, vector, k, missing=None):
+        answers = self._all("search_dense", np.asarray(vector), k, missing=missing)
+        return merge_top_k([a for a in answers if a is not None], k)
+
+    @property
+    def num_docs(self) -> int:
+        return sum(self._all("num_docs"))
+
+    def stats(self) -> dict:
+        return combine_stats(self.names, self._all("stats"))
+
+    def contains(self, doc_id: str) -> bool:
+        try:
+            self.document(doc_id)
+        except DocumentNotFound:
+            return False
+        return True
+
+    def document(self, doc_id: str) -> dict:
+        return self._one(self._owner(doc_id), "document", doc_id)
+
+    def documents(self, doc_ids: list[str]) -> dict[str, dict]:
+        by_shard: dict[int, list[str]] = {}
+        for doc_id in doc_ids:
+            by_shard.setdefault(self._owner(doc_id), []).append(doc_id)
+        deadline = time.monotonic() + self.timeout
+        pending = {s: self.handles[s].documents.remote(ids) for s, ids in by_shard.items()}
+        found = {}
+        for shard, response in pending.items():
+            try:
+                found.update(response.result(timeout_s=max(0.05, deadline - time.monotonic())))
+            except UNAVAILABLE:
+                try:
+                    found.update(_call(self.handles[shard], "documents", by_shard[shard], deadline=deadline))
+                except UNAVAILABLE as error:
+                    raise ShardUnavailable([self.names[shard]]) from error
+        return found
+
+    def document_vector(self, doc_id: str):
+        return self._one(self._owner(doc_id), "document_vector", doc_id)
+
+    # writing: an add sent again is the same add (same id, same vectors); a delete sent again
+    # after a replica died may find the document gone by the first attempt
+
+    def add(self, doc_id, title, text, terms, weights, dense=None) -> bool:
+        return self._one(self._owner(doc_id), "add", doc_id, title, text, np.asarray(terms), np.asarray(weights),
+                         dense)
+
+    def delete(self, doc_id: str) -> None:
+        shard = self._owner(doc_id)
+        try:
+            return self.handles[shard].delete.remote(doc_id).result(timeout_s=self.timeout)
+        except UNAVAILABLE:
+            pass
+        try:
+            self._one(shard, "delete", doc_id)
+        except DocumentNotFound:
+            return None  # the first attempt deleted it before its replica died
+
+
+# the application
+
+
+def build_application(index_dir: str | Path, settings: Settings, replicas: int = 1, shard_cpus: float = 0.0,
+                      encoder_cpus: float = 0.0):
+    """The Serve application (not yet running): shard deployments, the encoder, the ingress."""
+    from service.app import create_app
+    from service.engine import SearchEngine
+
+    shards = shard_directories(index_dir)
+    timeout = settings.shard_timeout_seconds
+
+    def build_app():  # runs on the ingress replica
+        def engine():
+            handles = {name: serve.get_deployment_handle(name, app_name=APP_NAME) for name in shards}
+            encoders = RemoteEncoders(serve.get_deployment_handle("encoder", app_name=APP_NAME), timeout)
+            return SearchEngine(settings, index=RemoteShards(handles, timeout), encoders=encoders)
+
+        return create_app(settings, engine_factory=engine)
+
+    @serve.deployment(name="ingress", ray_actor_options={"num_cpus": 0})
+    @serve.ingress(build_app)
+    class Ingress:
+        def __init__(self, *deployments) -> None:  # bound so that Serve runs them in this application
+            self.deployments = deployments
+
+    bound_shards = [ShardSearcher.options(name=name, num_replicas=replicas, ray_actor_options={"num_cpus": shard_cpus})
+                    .bind(str(directory), settings) for name, directory in shards.items()]
+    encoder = QueryEncoder.options(name="encoder", ray_actor_options={"num_cpus": encoder_cpus}).bind(
+        str(next(iter(shards.values()))), settings)
+    return Ingress.bind(encoder, *bound_shards)
+
+
+def serve_on_ray(index_dir: str | Path, settings: Settings, address: str | None = None, replicas: int = 1,
+                 host: str = "127.0.0.1", port: int = 8000, shard_cpus: float = 0.0, encoder_cpus: float = 0.0,
+                 blocking: bool = True):
+    """Start Serve on the cluster (a local Ray without ``address``) and run the application.
+
+    Returns:
+        The ingress's deployment handle (when not ``blocking``).
+    """
+    from lsr.scaleout.ray_indexing import start_ray
+
+    if replicas < 1:
+        raise ValueError("--replicas must be at least 1")
+    start_ray(address)
+    serve.start(http_options={"host": host, "port": port})
+    application = build_application(index_dir, settings, replicas, shard_cpus, encoder_cpus)
+    handle = serve.run(application, name=APP_NAME, route_prefix="/", blocking=False)
+    if blocking:
+        print(f"serving {index_dir} on http://{host}:{port} ({len(shard_directories(index_dir))} shards x {replicas} "
+              f"replicas on Ray); Ctrl-C stops", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            serve.shutdown()
+    return handle
