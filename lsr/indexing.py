@@ -29,6 +29,7 @@ def index_corpus(
     segment_docs: int | None = DEFAULT_SEGMENT_DOCS,
     merge: bool = True,
     shards: int | None = None,
+    chunk_docs: int = CHUNK_DOCS,
     **builder_options,
 ) -> Path:
     """Encode a document stream chunk by chunk and write the index.
@@ -49,6 +50,8 @@ def index_corpus(
         store_texts: keep the document texts in the index (display, explain, merges).
         segment_docs: documents per segment (bounds the build's memory).
         merge: merge the segments into one at the end (``--segments merge``, the default).
+        chunk_docs: documents encoded per call (the encoder sorts each chunk by length into
+            batches, so this decides which documents share a batch).
         shards: write a sharded index of this many shards (`index.sharded_build`; each merged
             on its own), instead of one index.
         builder_options: passed to `IndexBuild` (quantisation, doc order, block size, duplicates).
@@ -73,7 +76,7 @@ def index_corpus(
                            **builder_options)
     try:
         progress = tqdm(desc="indexing", unit="doc", disable=not show_progress)
-        for chunk in chunked(documents, CHUNK_DOCS):
+        for chunk in chunked(documents, chunk_docs):
             texts = [doc.full_text() for doc in chunk]
             started = time.perf_counter()
             vectors = encoder.encode_documents(texts)

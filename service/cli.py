@@ -19,6 +19,15 @@ def register(subparsers) -> None:
     parser.add_argument("--workers", type=int, default=1,
                         help="worker processes: they share the write-ahead log, one of them flushes and merges")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    ray = parser.add_argument_group("sharded search on Ray Serve (needs lsr[ray])")
+    ray.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                     help="serve on Ray Serve: the cluster at ADDRESS (`auto` for the one `ray start` runs here), or "
+                          "without ADDRESS a local Ray; one deployment per shard, an encoder deployment, this API as "
+                          "the ingress")
+    ray.add_argument("--replicas", type=int, default=1, help="replicas of each shard's deployment (default 1)")
+    ray.add_argument("--shard-cpus", type=float, default=0.0,
+                     help="CPUs Ray reserves for each shard replica (default 0: packed wherever there is room)")
+    ray.add_argument("--encoder-cpus", type=float, default=0.0, help="CPUs Ray reserves for the encoder replica")
     parser.set_defaults(handler=run)
 
 
@@ -29,11 +38,33 @@ def run(args: argparse.Namespace) -> int:
         raise ImportError('lsr serve needs the service extra: pip install "lsr[service]"') from error
     from index.commit import read_newest_commit
 
-    read_newest_commit(args.index)  # a clear error now rather than in every worker
+    from index.shards import is_sharded
+
+    if is_sharded(args.index):
+        from index.shards import read_manifest
+
+        for name in read_manifest(args.index).shards:
+            read_newest_commit(os.path.join(args.index, name))
+    else:
+        read_newest_commit(args.index)  # a clear error now rather than in every worker
+    if args.ray is not None:
+        return _run_on_ray(args)
     if args.workers < 1:
         raise ValueError("--workers must be at least 1")
     os.environ["LSR_INDEX_DIR"] = os.path.abspath(args.index)
     # Workers are separate processes: each builds the app from the environment.
     uvicorn.run("service.app:create_app_from_env", factory=True, host=args.host, port=args.port,
                 workers=args.workers, log_level=args.log_level)
+    return 0
+
+
+def _run_on_ray(args: argparse.Namespace) -> int:
+    from service.ray_serve import serve_on_ray
+    from service.settings import Settings
+
+    if args.workers != 1:
+        raise ValueError("--workers is for the one-machine service; on Ray use --replicas")
+    settings = Settings(index_dir=os.path.abspath(args.index))  # and the LSR_* environment
+    serve_on_ray(settings.index_dir, settings, address=args.ray or None, replicas=args.replicas, host=args.host,
+                 port=args.port, shard_cpus=args.shard_cpus, encoder_cpus=args.encoder_cpus)
     return 0

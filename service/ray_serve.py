@@ -93,17 +93,30 @@ class ShardSearcher:
     def documents(self, doc_ids):
         return self.index.documents(doc_ids)
 
+    # A missing document is an answer (None, False), not an exception: Serve would log each
+    # one as a replica's failure.
+
     def document(self, doc_id):
-        return self.index.document(doc_id)
+        try:
+            return self.index.document(doc_id)
+        except DocumentNotFound:
+            return None
 
     def document_vector(self, doc_id):
-        return self.index.document_vector(doc_id)
+        try:
+            return self.index.document_vector(doc_id)
+        except DocumentNotFound:
+            return None
 
     def add(self, doc_id, title, text, terms, weights, dense):
         return self.index.add(doc_id, title, text, terms, weights, dense)
 
-    def delete(self, doc_id):
-        return self.index.delete(doc_id)
+    def delete(self, doc_id) -> bool:
+        try:
+            self.index.delete(doc_id)
+        except DocumentNotFound:
+            return False
+        return True
 
     def stats(self):
         return self.index.stats()
@@ -276,7 +289,10 @@ class RemoteShards:
         return True
 
     def document(self, doc_id: str) -> dict:
-        return self._one(self._owner(doc_id), "document", doc_id)
+        found = self._one(self._owner(doc_id), "document", doc_id)
+        if found is None:
+            raise DocumentNotFound(doc_id)
+        return found
 
     def documents(self, doc_ids: list[str]) -> dict[str, dict]:
         by_shard: dict[int, list[str]] = {}
@@ -296,7 +312,10 @@ class RemoteShards:
         return found
 
     def document_vector(self, doc_id: str):
-        return self._one(self._owner(doc_id), "document_vector", doc_id)
+        found = self._one(self._owner(doc_id), "document_vector", doc_id)
+        if found is None:
+            raise DocumentNotFound(doc_id)
+        return found
 
     # writing: an add sent again is the same add (same id, same vectors); a delete sent again
     # after a replica died may find the document gone by the first attempt
@@ -308,13 +327,12 @@ class RemoteShards:
     def delete(self, doc_id: str) -> None:
         shard = self._owner(doc_id)
         try:
-            return self.handles[shard].delete.remote(doc_id).result(timeout_s=self.timeout)
+            deleted = self.handles[shard].delete.remote(doc_id).result(timeout_s=self.timeout)
         except UNAVAILABLE:
-            pass
-        try:
-            self._one(shard, "delete", doc_id)
-        except DocumentNotFound:
-            return None  # the first attempt deleted it before its replica died
+            self._one(shard, "delete", doc_id)  # not found now: the first attempt deleted it before its replica died
+            return
+        if not deleted:
+            raise DocumentNotFound(doc_id)
 
 
 # the application

@@ -71,3 +71,85 @@ def served_index(tmp_path: Path, served_index_template: Path) -> Path:
     target = tmp_path / "index"
     shutil.copytree(served_index_template, target)
     return target
+
+
+# A real local Ray (two CPUs) and a 1,000-document index built on it, shared by the Ray tests.
+
+RAY_DOC_MAX_LENGTH = 32  # short documents keep the 1,000-document jobs quick on two CPUs
+# One fixed global scale: shards and one index then quantise every weight alike, so a sharded
+# search can be compared score for score with one index over the same documents.
+RAY_FIXED_SCALE = 0.02
+RAY_BLOCK_DOCS = 500  # two blocks: one for each encoder actor
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    yield ray
+    from ray import serve
+
+    serve.shutdown()
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def corpus_1000(tmp_path_factory, scifact_dir):
+    path = tmp_path_factory.mktemp("corpus") / "corpus.jsonl"
+    with gzip.open(scifact_dir / "corpus.jsonl.gz", "rt") as source:
+        path.write_text("".join(next(source) for _ in range(1000)))
+    return path
+
+
+@pytest.fixture(scope="session")
+def short_encoder():
+    from lsr.encoders.loading import load_encoder
+
+    return load_encoder(None, doc_max_length=RAY_DOC_MAX_LENGTH)
+
+
+def ray_build_options() -> dict:
+    return {"quantization": "global", "scale": RAY_FIXED_SCALE, "reorder": "bp", "block_size": 8,
+            "store_texts": True}
+
+
+@pytest.fixture(scope="session")
+def ray_index_1000(tmp_path_factory, ray_cluster, corpus_1000, short_encoder):
+    """The Ray job's index of the corpus: two encoder actors, two shards, sparse and dense;
+    ``(path, what the job reported, its progress lines)``."""
+    from index.dense import DenseOptions
+    from index.writer import index_settings
+    from lsr.data.blocks import CorpusBlocks
+    from lsr.encoders.dense import DenseEncoder
+    from lsr.scaleout.block_indexer import EncoderSpec
+    from lsr.scaleout.ray_indexing import ray_index
+
+    dense = DenseEncoder(max_length=RAY_DOC_MAX_LENGTH)
+    meta = {"encoder": short_encoder.describe(), "corpus": str(corpus_1000), "dense_encoder": dense.describe()}
+    settings = index_settings(short_encoder.vocab_size, meta,
+                              {"model": dense.model_name, "dim": dense.dim, "options": DenseOptions()},
+                              **ray_build_options())
+    out = tmp_path_factory.mktemp("ray-index") / "ix"
+    lines = []
+    done = ray_index(CorpusBlocks.open(str(corpus_1000), RAY_BLOCK_DOCS), out, 2, settings,
+                     EncoderSpec(None, doc_max_length=RAY_DOC_MAX_LENGTH, dense=True,
+                                                 dense_max_length=RAY_DOC_MAX_LENGTH), actors=2,
+                     report=lines.append)
+    return out, done, lines
+
+
+@pytest.fixture(scope="session")
+def single_index_1000(tmp_path_factory, corpus_1000, short_encoder):
+    """One index (not sharded) of the same corpus by the one-process job, encoding in the
+    Ray job's blocks (the same documents share a batch, so the vectors are the same)."""
+    from index.dense import DenseOptions
+    from lsr.data.loaders import iter_corpus
+    from lsr.encoders.dense import DenseEncoder
+    from lsr.indexing import index_corpus
+
+    out = tmp_path_factory.mktemp("single-index") / "ix"
+    index_corpus(iter_corpus(corpus_1000), short_encoder, out, str(corpus_1000), show_progress=False,
+                 dense_encoder=DenseEncoder(max_length=RAY_DOC_MAX_LENGTH), dense_options=DenseOptions(), chunk_docs=RAY_BLOCK_DOCS,
+                 **ray_build_options())
+    return out

@@ -29,6 +29,7 @@ class EncoderSpec:
     doc_max_length: int | None = None
     dense_model: str | None = None  # build the dense part with this model ("" = the bundled one)
     dense: bool = False
+    dense_max_length: int | None = None  # the dense model's token limit for documents (its own by default)
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,8 @@ class BlockIndexer:
             if e.dense:
                 from lsr.encoders.dense import DenseEncoder
 
-                self.dense_encoder = DenseEncoder(e.dense_model or None, batch_size=e.batch_size, device=device)
+                self.dense_encoder = DenseEncoder(e.dense_model or None, batch_size=e.batch_size,
+                                                  max_length=e.dense_max_length, device=device)
 
     def __call__(self, batch: dict) -> dict:
         rows: dict[str, list] = {name: [] for name in ("block", "shard", "segment", "floats", "docs",
