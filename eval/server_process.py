@@ -27,10 +27,13 @@ class ServerProcess:
         workers: uvicorn worker processes.
         log_path: where the server's output goes (default: discarded).
         env: further ``LSR_*`` settings.
+        ray_replicas: serve on Ray Serve instead (``lsr serve --ray``, a local Ray the server
+            starts and its process group takes down), with this many replicas per shard.
     """
 
     def __init__(self, index_dir: str | Path, api_key: str | None = None, workers: int = 1,
-                 log_path: str | Path | None = None, env: dict | None = None, port: int | None = None) -> None:
+                 log_path: str | Path | None = None, env: dict | None = None, port: int | None = None,
+                 ray_replicas: int | None = None) -> None:
         self.index_dir = Path(index_dir)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -39,6 +42,7 @@ class ServerProcess:
         self.env = {**os.environ, **(env or {})}
         if api_key:
             self.env["LSR_API_KEYS"] = api_key
+        self.ray_replicas = ray_replicas
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 180.0) -> float:
@@ -47,6 +51,8 @@ class ServerProcess:
         output = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         command = [sys.executable, "-m", "lsr.cli", "serve", str(self.index_dir), "--port", str(self.port),
                    "--workers", str(self.workers), "--log-level", "warning"]
+        if self.ray_replicas:
+            command += ["--ray", "--replicas", str(self.ray_replicas)]
         self.process = subprocess.Popen(command, env=self.env, stdout=output, stderr=subprocess.STDOUT,
                                         start_new_session=True)
         while time.perf_counter() - started < timeout:

@@ -55,6 +55,7 @@ def test_ray_job_equals_the_one_process_build(ray_index_1000, single_index_1000)
             np.testing.assert_allclose(shard_dense[doc_id], single_dense[internal], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # two runs of the command (about a minute): `pytest -m slow`
 def test_a_killed_job_resumes_where_it_stopped(tmp_path, ray_cluster, corpus_1000):
     """The job's driver killed (SIGKILL, on a cluster that lives on) after two blocks are in;
     the rerun skips them."""
