@@ -6,9 +6,7 @@ each stage, and raises domain errors (`service.errors`) that the app maps to sta
 
 from __future__ import annotations
 
-import logging
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from index.fusion import fuse
 from index.live import DocumentNotFound, LiveIndex
 from index.sharded import open_index
 from service.errors import ModeUnavailable, PayloadTooLarge
+from service.maintenance import Maintenance
 from service.schemas import Document, SearchRequest
 from service.settings import Settings
 
@@ -44,34 +43,15 @@ class SearchEngine:
             encoders = LocalEncoders(self.index.settings, settings.device, settings.torch_threads)
         self.encoders = encoders
         self._tokens = encoders.tokens()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._every, args=(settings.flush_check_seconds, self.index.maintain),
-                                          name="flush", daemon=True),
-                         threading.Thread(target=self._every, args=(settings.merge_check_seconds, self._merge),
-                                          name="merge", daemon=True)]
+        self._maintenance = Maintenance(self.index, settings.flush_check_seconds, settings.merge_check_seconds)
 
     def start_maintenance(self) -> None:
         """Background threads: flush the write buffer when it is due (taking the write role
         when it is free) and merge segments as the merge policy says."""
-        for thread in self._threads:
-            thread.start()
-
-    def _merge(self) -> None:
-        if self.index.writer is not None:
-            self.index.merge()
-
-    def _every(self, seconds: float, action) -> None:
-        while not self._stop.wait(seconds):
-            try:
-                action()
-            except Exception:  # logged, retried on the next tick: a failed flush loses nothing (the log holds it)
-                logging.getLogger("lsr.service").exception("index maintenance (%s) failed", action.__name__)
+        self._maintenance.start()
 
     def close(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            if thread.is_alive():
-                thread.join()
+        self._maintenance.stop()
         self.index.close()
 
     def warm_up(self) -> None:

@@ -20,7 +20,6 @@ shards with the missing ones listed.
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from index.shards import is_sharded, merge_top_k, read_manifest, shard_of
 from index.sharded import combine_stats
 from index.writer import FlushPolicy
 from service.errors import ShardUnavailable
+from service.maintenance import Maintenance
 from service.settings import Settings
 
 APP_NAME = "lsr"
@@ -63,23 +63,7 @@ class ShardSearcher:
         self.index = LiveIndex(directory, writer="auto")
         self.index.flush_policy.max_docs = settings.flush_docs
         self.index.flush_policy.max_seconds = settings.flush_seconds
-        self._stop = threading.Event()
-        for seconds, action in ((settings.flush_check_seconds, self.index.maintain),
-                                (settings.merge_check_seconds, self._merge)):
-            threading.Thread(target=self._every, args=(seconds, action), daemon=True).start()
-
-    def _merge(self) -> None:
-        if self.index.writer is not None:
-            self.index.merge()
-
-    def _every(self, seconds: float, action) -> None:
-        import logging
-
-        while not self._stop.wait(seconds):
-            try:
-                action()
-            except Exception:  # a failed flush loses nothing (the log holds it); retried next tick
-                logging.getLogger("lsr.service").exception("shard maintenance failed")
+        Maintenance(self.index, settings.flush_check_seconds, settings.merge_check_seconds).start()
 
     def settings(self) -> dict:
         return self.index.settings

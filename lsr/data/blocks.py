@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lsr.data.loaders import DataFormatError, Document, _id_field, _text_field, open_text
+from lsr.data.loaders import Document, corpus_document, open_text, parse_object_line
 
 
 def _check_block_docs(block_docs: int) -> int:
@@ -122,19 +122,7 @@ class CorpusBlocks:
         else:
             with open_text(self.path) as handle:
                 lines = list(islice(((n, l) for n, l in enumerate(handle, start=1) if l.strip()), first, first + want))
-        return [self._document(line, line_number) for line_number, line in lines]
-
-    def _document(self, line: str, line_number: int) -> Document:
-        """One line parsed as `lsr.data.loaders.iter_corpus` parses it (errors name file and line)."""
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DataFormatError(f"{self.path}:{line_number}: invalid JSON ({error.msg})") from None
-        if not isinstance(record, dict):
-            raise DataFormatError(f"{self.path}:{line_number}: expected a JSON object")
-        return Document(_id_field(record, self.path, line_number),
-                        _text_field(record, "title", self.path, line_number, required=False),
-                        _text_field(record, "text", self.path, line_number, required=True))
+        return [corpus_document(parse_object_line(line, self.path, n), self.path, n) for n, line in lines]
 
 
 @dataclass

@@ -46,15 +46,29 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
             for line_number, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise DataFormatError(f"{path}:{line_number}: invalid JSON ({error.msg})") from None
-                if not isinstance(record, dict):
-                    raise DataFormatError(f"{path}:{line_number}: expected a JSON object")
-                yield line_number, record
+                yield line_number, parse_object_line(line, path, line_number)
         except (UnicodeDecodeError, EOFError, gzip.BadGzipFile, OSError) as error:
             raise DataFormatError(f"{path}: unreadable ({error})") from None
+
+
+def parse_object_line(line: str, path, line_number: int) -> dict:
+    """One JSONL line that must hold a JSON object (`DataFormatError` names file and line)."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise DataFormatError(f"{path}:{line_number}: invalid JSON ({error.msg})") from None
+    if not isinstance(record, dict):
+        raise DataFormatError(f"{path}:{line_number}: expected a JSON object")
+    return record
+
+
+def corpus_document(record: dict, path, line_number: int) -> Document:
+    """A corpus line's object as a `Document`: ``{"_id" | "id", "title"?, "text"}``."""
+    return Document(
+        _id_field(record, path, line_number),
+        _text_field(record, "title", path, line_number, required=False),
+        _text_field(record, "text", path, line_number, required=True),
+    )
 
 
 def _id_field(record: dict, path, line_number: int) -> str:
@@ -81,11 +95,7 @@ def _text_field(record: dict, key: str, path, line_number: int, required: bool) 
 def iter_corpus(path: str | Path) -> Iterator[Document]:
     """Stream documents from a JSONL corpus: ``{"_id" | "id", "title"?, "text"}`` per line."""
     for line_number, record in iter_jsonl(path):
-        yield Document(
-            _id_field(record, path, line_number),
-            _text_field(record, "title", path, line_number, required=False),
-            _text_field(record, "text", path, line_number, required=True),
-        )
+        yield corpus_document(record, path, line_number)
 
 
 def chunked(items: Iterable, size: int) -> Iterator[list]:
