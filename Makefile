@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 LSR := $(VENV)/bin/lsr
 TORCH ?= torch==2.13.0
 
-.PHONY: run test install install-dev browser results train-results hybrid-results service-results bench-engines bench-engines-4m reliability-results index-results clean
+.PHONY: run test install install-dev browser results train-results hybrid-results service-results bench-engines bench-engines-4m reliability-results index-results ray-results clean
 
 $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -96,6 +96,12 @@ index-results: install-dev
 	  --out eval/results/bench_writes_1m
 	test -d $(BENCH_4M_DIR) || $(PY) ../shared/tools/make_bench_corpus.py --docs 4000000 --out $(BENCH_4M_DIR)
 	$(PY) eval/bench_build.py $(BENCH_4M_DIR) --segment-docs 1000000 --out eval/results/bench_build_4m
+
+# Issue 12's figures: indexing SciFact through Ray against one process (both write 2 shards),
+# then sharded search on Ray Serve against the one-process service over that index.
+ray-results: install-dev
+	$(PY) eval/bench_ray_encode.py --docs 5183 --out eval/results/bench_ray_encode_scifact
+	$(PY) eval/bench_ray_serve.py /tmp/lsr-bench-ray-encode/ray --out eval/results/bench_ray_serve_scifact
 
 # Issue 3's figures: the query engine against PISA, BMP and Seismic on a grown 1M-doc collection.
 BENCH_DIR ?= /tmp/bench-1m
