@@ -94,7 +94,13 @@ def test_a_rerun_on_another_corpus_is_refused(tmp_path, ray_cluster, corpus_1000
     ray_index(CorpusBlocks.open(str(small), 10), tmp_path / "ix", 2, settings, spec, actors=1, report=lambda _: None)
     with pytest.raises(RayJobError, match="finished sharded index"):
         ray_index(CorpusBlocks.open(str(small), 10), tmp_path / "ix", 2, settings, spec, report=lambda _: None)
-    (tmp_path / "ix" / "shards.json").unlink()  # as if the first job had stopped before its end
+    (tmp_path / "ix" / "shards.json").unlink()  # as if the job had stopped before its manifest
+    lines = []
+    ray_index(CorpusBlocks.open(str(small), 10), tmp_path / "ix", 2, settings, spec, report=lines.append)
+    assert lines == ["blocks done 2 / 2"]  # nothing done again: the manifest only
+    with ShardedIndex(tmp_path / "ix", writer="never") as index:
+        assert index.num_docs == 20
+    (tmp_path / "ix" / "shards.json").unlink()
     other = tmp_path / "other.jsonl"
     other.write_text("".join(corpus_1000.read_text().splitlines(keepends=True)[20:50]))
     with pytest.raises(RayJobError, match="not this job's"):

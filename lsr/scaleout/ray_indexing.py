@@ -32,6 +32,7 @@ from lsr.scaleout.block_indexer import BlockIndexer, EncoderSpec, JobSpec
 
 WORK_DIR = ".ray-job"
 PROGRESS = "ray_job"  # the key of a shard's metadata that holds the job's progress until it ends
+FINISHED = "ray_job_finished"  # then this one: the job's fingerprint (a rerun after a crash before the manifest)
 
 
 class RayJobError(RuntimeError):
@@ -97,7 +98,8 @@ def ray_index(source, out_dir: str | Path, num_shards: int, settings: dict, enco
     try:
         work_dir = out_dir / WORK_DIR
         storage.make_dir(work_dir)
-        done = [set(_progress(live)["blocks"]) for live in shards]
+        done = [set(range(source.num_blocks)) if _finished(live) else set(_progress(live)["blocks"])
+                for live in shards]
         todo = [b for b in range(source.num_blocks) if any(b not in d for d in done)]
         report(f"blocks done {source.num_blocks - len(todo)} / {source.num_blocks}")
         ray = start_ray(address)
@@ -123,7 +125,8 @@ def ray_index(source, out_dir: str | Path, num_shards: int, settings: dict, enco
                     finished += 1
                     report(f"blocks done {finished} / {source.num_blocks}")
         for name, live in zip(shard_names(num_shards), shards):
-            _finish_shard(live, merge, duplicates, out_dir / name)
+            if not _finished(live):
+                _finish_shard(live, merge, duplicates, out_dir / name, fingerprint)
         write_manifest(out_dir, Manifest(tuple(shard_names(num_shards))))
         storage.remove(work_dir, durable=True)
     finally:
@@ -143,8 +146,9 @@ def _open_shards(out_dir: Path, num_shards: int, settings: dict, fingerprint: st
             directory = out_dir / name
             if generations(directory):
                 commit = read_newest_commit(directory)
-                progress = commit.settings["meta"].get(PROGRESS)
-                if progress is None or progress.get("fingerprint") != fingerprint:
+                meta = commit.settings["meta"]
+                progress = meta.get(PROGRESS) or {}
+                if fingerprint not in (progress.get("fingerprint"), meta.get(FINISHED)):
                     raise RayJobError(f"{directory} holds an index that is not this job's (another corpus, block "
                                       f"size or shard count); give a new directory")
                 if _without_progress(commit.settings) != settings:
@@ -162,11 +166,17 @@ def _open_shards(out_dir: Path, num_shards: int, settings: dict, fingerprint: st
 
 
 def _without_progress(settings: dict) -> dict:
-    return {**settings, "meta": {k: v for k, v in settings["meta"].items() if k != PROGRESS}}
+    return {**settings, "meta": {k: v for k, v in settings["meta"].items() if k not in (PROGRESS, FINISHED)}}
 
 
 def _progress(live: LiveIndex) -> dict:
     return live.writer.commit.settings["meta"][PROGRESS]
+
+
+def _finished(live: LiveIndex) -> bool:
+    """Whether the shard is final (merged, progress dropped): a job that stopped before its
+    manifest leaves every shard so, or some."""
+    return PROGRESS not in live.writer.commit.settings["meta"]
 
 
 def _publish_block(shards: list[LiveIndex], done: list[set], block: int, rows: list[dict]) -> None:
@@ -188,8 +198,9 @@ def _publish_block(shards: list[LiveIndex], done: list[set], block: int, rows: l
         writer.publish(names, meta={PROGRESS: {**progress, "blocks": sorted(done[shard]), "segments": segments}})
 
 
-def _finish_shard(live: LiveIndex, merge: bool, duplicates: str, directory: Path) -> None:
-    """Ids across the shard's segments, the merge, and the metadata without the progress."""
+def _finish_shard(live: LiveIndex, merge: bool, duplicates: str, directory: Path, fingerprint: str) -> None:
+    """Ids across the shard's segments, the merge, and the metadata without the progress (but
+    with the job's fingerprint, so a rerun knows the shard is done)."""
     writer = live.writer
     progress = _progress(live)
     built = progress["segments"]
@@ -211,4 +222,5 @@ def _finish_shard(live: LiveIndex, merge: bool, duplicates: str, directory: Path
         builder = writer.new_segment()
         builder.finish()
         new.append(builder.out_dir.name)
-    writer.publish(new, settings=_without_progress(writer.commit.settings))
+    final = _without_progress(writer.commit.settings)
+    writer.publish(new, settings={**final, "meta": {**final["meta"], FINISHED: fingerprint}})
