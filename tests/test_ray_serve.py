@@ -42,7 +42,9 @@ def serve_port(ray_cluster):
 def deploy(index_dir, port: int, replicas: int, **settings) -> httpx.Client:
     from service.ray_serve import serve_on_ray
 
-    config = Settings(index_dir=index_dir, api_keys=KEY, flush_seconds=3600, **settings)
+    # No warm-up: each replica compiles (or loads) its kernels on its first search instead of
+    # all of them at start, which on a fresh machine's empty Numba cache costs minutes.
+    config = Settings(index_dir=index_dir, api_keys=KEY, flush_seconds=3600, warm_up=False, **settings)
     serve_on_ray(index_dir, config, replicas=replicas, port=port, blocking=False)
     return httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
 

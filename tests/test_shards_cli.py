@@ -4,6 +4,7 @@ over it (the bundled SPLADE model, a 200-document SciFact subset)."""
 import json
 
 import numpy as np
+import pytest
 from fastapi.testclient import TestClient
 
 from index.shards import read_manifest, shard_of
@@ -15,6 +16,7 @@ from tests.test_cli import lsr
 KEY = "k-123"
 
 
+@pytest.mark.slow  # about a minute; the default suite covers shards in-process (test_shards) and on Ray
 def test_sharded_index_through_cli_and_service(tmp_path, scifact_subset, encoder):
     index_dir = tmp_path / "ix"
     out = lsr("index", scifact_subset / "corpus.jsonl", "--out", index_dir, "--shards", "3")
