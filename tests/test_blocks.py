@@ -1,0 +1,63 @@
+"""Corpus blocks (`lsr.data.blocks`) and what a worker makes of one (`BlockIndexer`, without Ray)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from index.format import Segment
+from index.shards import shard_of
+from index.writer import index_settings
+from lsr.data.blocks import CorpusBlocks, VectorBlocks
+from lsr.data.loaders import DataFormatError, iter_corpus
+from lsr.scaleout.block_indexer import BlockIndexer, JobSpec
+
+
+def write_corpus(path, docs: int, blank_every: int = 4):
+    lines = []
+    for i in range(docs):
+        lines.append(json.dumps({"_id": f"doc-{i}", "title": f"t{i}", "text": f"text {i}"}) + "\n")
+        if i % blank_every == 0:
+            lines.append("\n")  # blank lines are skipped, as the one-process loader skips them
+    path.write_text("".join(lines))
+    return path
+
+
+@pytest.mark.parametrize("block_docs", [1, 3, 7, 100])
+def test_blocks_concatenate_to_the_corpus(tmp_path, block_docs):
+    path = write_corpus(tmp_path / "corpus.jsonl", 23)
+    blocks = CorpusBlocks.open(str(path), block_docs)
+    assert blocks.num_docs == 23 and blocks.num_blocks == -(-23 // block_docs)
+    read = [d for b in range(blocks.num_blocks) for d in blocks.read(b)]
+    assert read == list(iter_corpus(path))
+    with pytest.raises(IndexError):
+        blocks.read(blocks.num_blocks)
+
+
+def test_a_bad_line_names_file_and_line(tmp_path):
+    path = tmp_path / "corpus.jsonl"
+    path.write_text('{"_id": "a", "text": "x"}\n\n{"_id": "b"}\n')
+    blocks = CorpusBlocks.open(str(path), 1)
+    with pytest.raises(DataFormatError, match=r"corpus.jsonl:3: missing field 'text'"):
+        blocks.read(1)
+
+
+def test_vector_blocks_and_a_worker_block(tmp_path):
+    rng = np.random.default_rng(5)
+    rows = [np.sort(rng.choice(40, size=rng.integers(1, 6), replace=False)).astype(np.uint32) for _ in range(11)]
+    (tmp_path / "c" / "docs").mkdir(parents=True)
+    np.save(tmp_path / "c" / "docs" / "indptr.npy", np.concatenate([[0], np.cumsum([len(r) for r in rows])]))
+    np.save(tmp_path / "c" / "docs" / "indices.npy", np.concatenate(rows))
+    np.save(tmp_path / "c" / "docs" / "values.npy", rng.random(sum(len(r) for r in rows)).astype(np.float32) + 0.1)
+    (tmp_path / "c" / "meta.json").write_text(json.dumps({"vocab_size": 40}))
+    source = VectorBlocks.open(tmp_path / "c", 4)
+    assert (source.num_docs, source.num_blocks, source.vocab_size) == (11, 3, 40)
+    ids, batch = source.read_vectors(2)
+    assert ids == ["d8", "d9", "d10"] and [batch.row(i)[0].tolist() for i in range(3)] == [r.tolist() for r in rows[8:]]
+    settings = index_settings(40, {"corpus": "c"}, None, reorder="none", block_size=2)
+    out = BlockIndexer(JobSpec(str(tmp_path / "work"), 2, settings, source, keep_floats=False)).index_block(1)
+    assert sum(r["docs"] for r in out) == 4
+    for row in out:
+        segment = Segment.open(row["segment"])
+        held = [segment.doc_ids[i] for i in range(segment.num_docs)]
+        assert all(shard_of(d, 2) == row["shard"] for d in held) and set(held) <= {"d4", "d5", "d6", "d7"}
