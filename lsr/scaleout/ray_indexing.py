@@ -102,13 +102,14 @@ def ray_index(source, out_dir: str | Path, num_shards: int, settings: dict, enco
                 for live in shards]
         todo = [b for b in range(source.num_blocks) if any(b not in d for d in done)]
         report(f"blocks done {source.num_blocks - len(todo)} / {source.num_blocks}")
-        ray = start_ray(address)
-        if gpus_per_actor is None:
-            gpus_per_actor = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
-        actors = actors or default_actors(ray, gpus_per_actor, cpus_per_actor)
-        spec = JobSpec(str(work_dir), num_shards, settings, source, encoder, keep_floats=merge, duplicates=duplicates)
         timings = {"encode_seconds": 0.0, "build_seconds": 0.0}
-        if todo:
+        if todo:  # (a rerun with every block in only finishes: no Ray needed)
+            ray = start_ray(address)
+            if gpus_per_actor is None:
+                gpus_per_actor = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+            actors = actors or default_actors(ray, gpus_per_actor, cpus_per_actor)
+            spec = JobSpec(str(work_dir), num_shards, settings, source, encoder, keep_floats=merge,
+                           duplicates=duplicates)
             dataset = ray.data.from_items([{"block": b} for b in todo], override_num_blocks=len(todo))
             indexed = dataset.map_batches(
                 BlockIndexer, batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors),
