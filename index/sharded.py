@@ -14,7 +14,7 @@ import numpy as np
 
 from index.format import IndexFormatError
 from index.live import DocumentNotFound, Hits, LiveIndex
-from index.shards import merge_top_k, read_manifest, shard_of
+from index.shards import group_by_shard, merge_top_k, read_manifest, shard_of
 from index.sparse_batch import SparseBatch
 from index.writer import FlushPolicy
 
@@ -128,12 +128,9 @@ class ShardedIndex:
         return self.shard_for(doc_id).document(doc_id)
 
     def documents(self, doc_ids: list[str]) -> dict[str, dict]:
-        by_shard: dict[int, list[str]] = {}
-        for doc_id in doc_ids:
-            by_shard.setdefault(shard_of(doc_id, len(self.shards)), []).append(doc_id)
         found = {}
-        for shard, ids in by_shard.items():
-            found.update(self.shards[shard].documents(ids))
+        for shard, positions in group_by_shard(doc_ids, len(self.shards)).items():
+            found.update(self.shards[shard].documents([doc_ids[p] for p in positions]))
         return found
 
     def document_vector(self, doc_id: str):
@@ -146,11 +143,8 @@ class ShardedIndex:
 
     def add_many(self, documents: list[tuple]) -> list[bool]:
         """`LiveIndex.add_many` per shard (one log write and fsync in each shard written)."""
-        by_shard: dict[int, list[int]] = {}
-        for position, document in enumerate(documents):
-            by_shard.setdefault(shard_of(document[0], len(self.shards)), []).append(position)
         replaced = [False] * len(documents)
-        for shard, positions in by_shard.items():
+        for shard, positions in group_by_shard([d[0] for d in documents], len(self.shards)).items():
             for position, was in zip(positions, self.shards[shard].add_many([documents[p] for p in positions])):
                 replaced[position] = was
         return replaced

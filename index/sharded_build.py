@@ -11,14 +11,15 @@ import numpy as np
 
 from index import storage
 from index.build import DEFAULT_SEGMENT_DOCS, IndexBuild
-from index.shards import Manifest, check_num_shards, is_sharded, read_manifest, shard_names, shard_of, write_manifest
+from index.shards import (Manifest, check_num_shards, group_by_shard, is_sharded, read_manifest, shard_names,
+                          write_manifest)
 from index.sparse_batch import SparseBatch
 
 
 def shard_rows(doc_ids: list[str], num_shards: int) -> list[np.ndarray]:
-    """The positions of ``doc_ids`` that each shard owns, in input order."""
-    owners = np.fromiter((shard_of(d, num_shards) for d in doc_ids), dtype=np.int64, count=len(doc_ids))
-    return [np.flatnonzero(owners == shard) for shard in range(num_shards)]
+    """The positions of ``doc_ids`` that each shard owns, in input order (one array per shard)."""
+    groups = group_by_shard(doc_ids, num_shards)
+    return [np.asarray(groups.get(shard, []), dtype=np.int64) for shard in range(num_shards)]
 
 
 class ShardedBuild:

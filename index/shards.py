@@ -48,6 +48,14 @@ def shard_names(num_shards: int) -> list[str]:
     return [f"shard-{i:04d}" for i in range(num_shards)]
 
 
+def group_by_shard(doc_ids, num_shards: int) -> dict[int, list[int]]:
+    """Shard -> the positions of ``doc_ids`` it owns, in input order (shards owning none left out)."""
+    groups: dict[int, list[int]] = {}
+    for position, doc_id in enumerate(doc_ids):
+        groups.setdefault(shard_of(doc_id, num_shards), []).append(position)
+    return groups
+
+
 @dataclass(frozen=True)
 class Manifest:
     """What ``shards.json`` says: the shard directories (relative names) in shard order."""
@@ -112,6 +120,15 @@ def read_manifest(directory: str | Path) -> Manifest:
         if not (Path(directory) / name).is_dir():
             raise IndexFormatError(f"{path}: shard directory {name!r} is missing")
     return Manifest(shards, partition)
+
+
+def shard_directories(directory: str | Path) -> dict[str, Path]:
+    """Shard name -> index directory: a sharded index's shards (checked, in shard order), or
+    a plain index as its one shard (``shard-0000``)."""
+    directory = Path(directory)
+    if is_sharded(directory):
+        return {name: directory / name for name in read_manifest(directory).shards}
+    return {shard_names(1)[0]: directory}
 
 
 def merge_top_k(results: list[tuple[list[str], np.ndarray]], k: int) -> tuple[list[str], np.ndarray]:

@@ -38,15 +38,10 @@ def run(args: argparse.Namespace) -> int:
         raise ImportError('lsr serve needs the service extra: pip install "lsr[service]"') from error
     from index.commit import read_newest_commit
 
-    from index.shards import is_sharded
+    from index.shards import shard_directories
 
-    if is_sharded(args.index):
-        from index.shards import read_manifest
-
-        for name in read_manifest(args.index).shards:
-            read_newest_commit(os.path.join(args.index, name))
-    else:
-        read_newest_commit(args.index)  # a clear error now rather than in every worker
+    for directory in shard_directories(args.index).values():
+        read_newest_commit(directory)  # a clear error now rather than in every worker
     if args.ray is not None:
         return _run_on_ray(args)
     if args.workers < 1:

@@ -28,7 +28,7 @@ from ray import serve
 from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
 
 from index.live import DocumentNotFound, LiveIndex
-from index.shards import is_sharded, merge_top_k, read_manifest, shard_of
+from index.shards import group_by_shard, merge_top_k, shard_directories, shard_of
 from index.sharded import combine_stats
 from index.writer import FlushPolicy
 from service.errors import ShardUnavailable
@@ -38,14 +38,6 @@ from service.settings import Settings
 APP_NAME = "lsr"
 RETRY_PAUSES = (0.05, 0.2, 0.5, 1.0)  # between attempts on a failed shard call, then 1 s each
 UNAVAILABLE = (RayActorError, ActorUnavailableError, GetTimeoutError, TimeoutError)
-
-
-def shard_directories(index_dir: str | Path) -> dict[str, Path]:
-    """Shard name -> directory: a sharded index's shards, or a plain index as one shard."""
-    index_dir = Path(index_dir)
-    if is_sharded(index_dir):
-        return {name: index_dir / name for name in read_manifest(index_dir).shards}
-    return {"shard-0000": index_dir}
 
 
 # deployments
@@ -222,22 +214,28 @@ class RemoteShards:
             raise ShardUnavailable([self.names[shard]]) from error
 
     def _all(self, method: str, *args, missing: list | None = None) -> list:
-        """Every shard's answer (sent to all first, then gathered); the shards that gave none
-        go to ``missing``, or without it make a `ShardUnavailable` naming them."""
+        """Every shard's answer (None for a shard that gave none, with ``missing``)."""
+        answers = self._gather(method, {shard: args for shard in range(len(self.handles))}, missing)
+        return [answers[shard] for shard in range(len(self.handles))]
+
+    def _gather(self, method: str, calls: dict[int, tuple], missing: list | None = None) -> dict:
+        """Shard -> its answer to ``method(*calls[shard])``, sent to all first, then gathered.
+        The shards that gave none go to ``missing`` (answer None), or without it make a
+        `ShardUnavailable` naming them."""
         deadline = time.monotonic() + self.timeout
-        pending = [getattr(h, method).remote(*args) for h in self.handles]
-        answers, failed = [], []
-        for shard, response in enumerate(pending):
+        pending = {shard: getattr(self.handles[shard], method).remote(*args) for shard, args in calls.items()}
+        answers, failed = {}, []
+        for shard, response in pending.items():
             try:
-                answers.append(response.result(timeout_s=max(0.05, deadline - time.monotonic())))
+                answers[shard] = response.result(timeout_s=max(0.05, deadline - time.monotonic()))
                 continue
             except UNAVAILABLE:
                 pass
             try:  # its replica died or is stuck: again, on whichever replica Serve picks
-                answers.append(_call(self.handles[shard], method, *args, deadline=deadline))
+                answers[shard] = _call(self.handles[shard], method, *calls[shard], deadline=deadline)
             except UNAVAILABLE:
                 failed.append(shard)
-                answers.append(None)
+                answers[shard] = None
         if failed and missing is None:
             raise ShardUnavailable([self.names[s] for s in failed])
         if missing is not None:
@@ -279,20 +277,11 @@ class RemoteShards:
         return found
 
     def documents(self, doc_ids: list[str]) -> dict[str, dict]:
-        by_shard: dict[int, list[str]] = {}
-        for doc_id in doc_ids:
-            by_shard.setdefault(self._owner(doc_id), []).append(doc_id)
-        deadline = time.monotonic() + self.timeout
-        pending = {s: self.handles[s].documents.remote(ids) for s, ids in by_shard.items()}
+        calls = {shard: ([doc_ids[p] for p in positions],)
+                 for shard, positions in group_by_shard(doc_ids, len(self.handles)).items()}
         found = {}
-        for shard, response in pending.items():
-            try:
-                found.update(response.result(timeout_s=max(0.05, deadline - time.monotonic())))
-            except UNAVAILABLE:
-                try:
-                    found.update(_call(self.handles[shard], "documents", by_shard[shard], deadline=deadline))
-                except UNAVAILABLE as error:
-                    raise ShardUnavailable([self.names[shard]]) from error
+        for answer in self._gather("documents", calls).values():
+            found.update(answer)
         return found
 
     def document_vector(self, doc_id: str):

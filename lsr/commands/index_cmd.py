@@ -104,12 +104,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _index_directories(directory) -> list:
     """The index directories of DIR: its shards (``shards.json``), or DIR itself."""
-    from pathlib import Path
+    from index.shards import shard_directories
 
-    from index.shards import is_sharded, read_manifest
-
-    directory = Path(directory)
-    return [directory / name for name in read_manifest(directory).shards] if is_sharded(directory) else [directory]
+    return list(shard_directories(directory).values())
 
 
 def _run_on_ray(args: argparse.Namespace) -> int:
@@ -149,6 +146,7 @@ def _summary(directory) -> str:
     """From the commits and the segments' meta.json (nothing else is read)."""
     from index.commit import SEGMENTS_DIR, read_newest_commit
     from index.format import read_segment_meta
+    from index.shards import is_sharded
 
     shards = _index_directories(directory)
     segments = [read_segment_meta(shard / SEGMENTS_DIR / s.name, s.meta)
@@ -160,7 +158,7 @@ def _summary(directory) -> str:
     build = sum(float(s["build_seconds"]) for s in segments)
     block_size = segments[0]["block_size"] if segments else 0
     doc_order = segments[0]["doc_order"] if segments else "none"
-    where = f"{directory} ({len(shards)} shards)" if len(shards) > 1 or shards[0] != directory else directory
+    where = f"{directory} ({len(shards)} shards)" if is_sharded(directory) else directory
     return (f"indexed {docs} documents, {postings} postings ({postings / max(1, docs):.1f} terms/doc) into {where}: "
             f"{len(segments)} segment{'s' if len(segments) != 1 else ''}, built in {build:.1f} s (doc order "
             f"{doc_order}: {reorder:.1f} s; {blocks} blocks of {block_size})")
