@@ -9,6 +9,13 @@ Both serve INDEX_DIR (a sharded index, or one index as a single shard) over HTTP
 client sends the judged queries one at a time on a keep-alive connection; rounds alternate
 between the two servers (both stay up) so drift hits both alike. Reported: latency of each
 and the difference of their medians.
+
+Then, on a fresh local Ray (two CPUs) with nothing else deployed, what one hop costs: a plain
+Ray actor call and a Serve deployment-handle call (sync and async methods), each a
+round trip of a tiny argument, median of ``--hop-calls``. A sparse search on Serve makes
+three hops one after the other (the proxy to the ingress, the ingress to the encoder, the
+ingress to every shard at once; the hits' documents come back with them), so three Serve hops
+are the floor of what Serve adds on this machine.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +59,47 @@ def run(index_dir: Path, dataset: str, rounds: int, k: int, mode: str, replicas:
     return result
 
 
+def hop_costs(calls: int) -> dict:
+    """Median round trip (ms) of a Ray actor call and of Serve handle calls, on a fresh local Ray."""
+    import ray
+    from ray import serve
+
+    @ray.remote(num_cpus=0)
+    class Echo:
+        def echo(self, x):
+            return x
+
+    @serve.deployment(ray_actor_options={"num_cpus": 0})
+    class EchoDeployment:
+        def echo(self, x):
+            return x
+
+        async def echo_async(self, x):
+            return x
+
+    def median_ms(call) -> float:
+        for _ in range(20):
+            call()
+        times = []
+        for _ in range(calls):
+            started = time.perf_counter()
+            call()
+            times.append((time.perf_counter() - started) * 1e3)
+        return float(np.median(times))
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    try:
+        actor = Echo.remote()
+        handle = serve.run(EchoDeployment.bind(), name="hop-probe", route_prefix=None)
+        return {"ray_actor_call_ms": median_ms(lambda: ray.get(actor.echo.remote(1))),
+                "serve_handle_call_ms": median_ms(lambda: handle.echo.remote(1).result()),
+                "serve_handle_async_call_ms": median_ms(lambda: handle.echo_async.remote(1).result()),
+                "calls": calls}
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
 def markdown(result: dict) -> str:
     rows = [("`lsr serve` (one process)", result["one_process"]),
             (f"`lsr serve --ray` ({result['shards']} shard(s) x {result['replicas']} replica(s))", result["ray_serve"])]
@@ -61,7 +110,15 @@ def markdown(result: dict) -> str:
     lines += [f"| {name} | {s['p50_ms']:.3f} | {s['p90_ms']:.3f} | {s['p99_ms']:.3f} | {s['mean_ms']:.3f} |"
               for name, s in rows]
     lines += ["", f"Ray Serve adds **{result['overhead_p50_ms']:.3f} ms** at p50 (target at most 2 ms: "
-                  f"{'met' if result['met'] else 'NOT met'}).", "",
+                  f"{'met' if result['met'] else 'NOT met'}).", ""]
+    hops = result.get("hops")
+    if hops:
+        lines += [f"One hop on this machine (a fresh local Ray, median of {hops['calls']} round trips): a Ray actor "
+                  f"call {hops['ray_actor_call_ms']:.2f} ms; a Serve handle call {hops['serve_handle_call_ms']:.2f} ms "
+                  f"(async method {hops['serve_handle_async_call_ms']:.2f} ms). A sparse search crosses three Serve "
+                  f"hops in turn (proxy to ingress, ingress to encoder, ingress to the shards), so about "
+                  f"{3 * hops['serve_handle_call_ms']:.1f} ms is Serve's floor here.", ""]
+    lines += [
               f"Machine: {result['machine']['platform']}, {result['machine']['cpus']} CPUs  ",
               f"Command: `{result['command']}`", ""]
     return "\n".join(lines)
@@ -76,9 +133,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", default="sparse", choices=["sparse", "dense", "hybrid"])
     parser.add_argument("--replicas", type=int, default=1)
     parser.add_argument("--logs", type=Path, default=Path("/tmp/lsr-bench-ray-serve"))
+    parser.add_argument("--hop-calls", type=int, default=300, help="round trips per hop probe (0: no probe)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     result = run(args.index, args.dataset, args.rounds, args.k, args.mode, args.replicas, args.logs)
+    if args.hop_calls:
+        result["hops"] = hop_costs(args.hop_calls)
     result.update(machine=machine_description(),
                   command="python eval/bench_ray_serve.py " + shlex.join(sys.argv[1:] if argv is None else argv))
     print(markdown(result))

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from index import storage
-from index.doc_ids import hash_id
+from index.doc_ids import hash_id, hash_ids
 from index.format import IndexFormatError
 
 MANIFEST = "shards.json"
@@ -44,16 +44,28 @@ def shard_of(doc_id: str, num_shards: int) -> int:
     return x % num_shards
 
 
+def shards_of(doc_ids, num_shards: int) -> np.ndarray:
+    """`shard_of` every id of ``doc_ids`` (int64 array): one Numba pass over the ids' bytes and
+    the same mixing in numpy's wrapping uint64 arithmetic (8.8M ids in seconds, not minutes)."""
+    encoded = [doc_id.encode("utf-8") for doc_id in doc_ids]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    np.cumsum([len(b) for b in encoded], out=offsets[1:])
+    x = hash_ids(offsets, np.frombuffer(b"".join(encoded), dtype=np.uint8))
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(31)
+    return (x % np.uint64(num_shards)).astype(np.int64)
+
+
 def shard_names(num_shards: int) -> list[str]:
     return [f"shard-{i:04d}" for i in range(num_shards)]
 
 
 def group_by_shard(doc_ids, num_shards: int) -> dict[int, list[int]]:
     """Shard -> the positions of ``doc_ids`` it owns, in input order (shards owning none left out)."""
-    groups: dict[int, list[int]] = {}
-    for position, doc_id in enumerate(doc_ids):
-        groups.setdefault(shard_of(doc_id, num_shards), []).append(position)
-    return groups
+    owners = shards_of(doc_ids, num_shards)
+    return {int(shard): np.flatnonzero(owners == shard).tolist() for shard in np.unique(owners)}
 
 
 @dataclass(frozen=True)

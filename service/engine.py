@@ -83,22 +83,25 @@ class SearchEngine:
         self._check_query(request.query)
         # Shards on Ray may be unavailable: with allow_partial the others answer (and the
         # missing ones are listed) instead of a 503.
-        missing: list[str] | None = [] if request.allow_partial and getattr(self.index, "remote", False) else None
-        partial = {"missing": missing} if missing is not None else {}
+        remote = getattr(self.index, "remote", False)
+        missing: list[str] | None = [] if request.allow_partial and remote else None
+        remote_options = {"missing": missing} if missing is not None else {}
+        if remote and request.mode != "hybrid":  # the shards send the hits' documents with them (one round less)
+            remote_options["with_documents"] = request.k
         if request.mode in ("sparse", "hybrid"):
             t0 = time.perf_counter()
             terms, weights, truncated = self.encode_sparse(request.query)
             sparse_query = (terms, weights)
             t1 = time.perf_counter()
             sparse_hits = self.index.search_sparse(terms, weights, depth, self.settings.scorer, request.alpha, request.beta,
-                                                   **partial)
+                                                   **remote_options)
             timings.update(sparse_encode_ms=(t1 - t0) * 1000, sparse_search_ms=(time.perf_counter() - t1) * 1000)
             query_terms = len(terms)
         if request.mode in ("dense", "hybrid"):
             t0 = time.perf_counter()
             vector, dense_truncated = self.encoders.encode_dense(request.query)
             t1 = time.perf_counter()
-            dense_hits = self.index.search_dense(vector, depth, **partial)
+            dense_hits = self.index.search_dense(vector, depth, **remote_options)
             timings.update(dense_encode_ms=(t1 - t0) * 1000, dense_search_ms=(time.perf_counter() - t1) * 1000)
             if request.mode == "dense":
                 truncated = dense_truncated
@@ -110,15 +113,16 @@ class SearchEngine:
             timings["fusion_ms"] = (time.perf_counter() - t0) * 1000
         if request.highlight and sparse_query is None:
             sparse_query = self.encode_sparse(request.query)[:2]
-        out_hits = self._hits(hits, request, sparse_query)
+        out_hits = self._hits(hits, request, sparse_query, getattr(hits, "documents", {}))
         timings["total_ms"] = (time.perf_counter() - started) * 1000
         return {"query": request.query, "mode": request.mode, "k": request.k, "truncated": truncated,
                 "query_terms": query_terms, "hits": out_hits, "timings": timings, "partial": bool(missing),
                 "missing_shards": sorted(set(missing or []))}
 
-    def _hits(self, hits, request: SearchRequest, sparse_query) -> list[dict]:
+    def _hits(self, hits, request: SearchRequest, sparse_query, known: dict) -> list[dict]:
         ids, scores = hits
-        documents = self.index.documents(ids)
+        unknown = [doc_id for doc_id in ids if doc_id not in known]
+        documents = {**known, **self.index.documents(unknown)} if unknown else known
         out = []
         for doc_id, score in zip(ids, scores):
             document = documents.get(doc_id)

@@ -60,11 +60,18 @@ class ShardSearcher:
     def settings(self) -> dict:
         return self.index.settings
 
-    def search_sparse(self, terms, weights, k, scorer, alpha, beta, max_blocks=None):
-        return self.index.search_sparse(terms, weights, k, scorer, alpha, beta, max_blocks)
+    # A search may bring the documents of its first ``with_documents`` hits along: the ingress
+    # then needs no second round to the shards for titles and texts.
 
-    def search_dense(self, vector, k):
-        return self.index.search_dense(vector, k)
+    def search_sparse(self, terms, weights, k, scorer, alpha, beta, max_blocks=None, with_documents=0):
+        return self._with_documents(self.index.search_sparse(terms, weights, k, scorer, alpha, beta, max_blocks),
+                                    with_documents)
+
+    def search_dense(self, vector, k, with_documents=0):
+        return self._with_documents(self.index.search_dense(vector, k), with_documents)
+
+    def _with_documents(self, hits, count: int):
+        return hits if not count else (*hits, self.index.documents(hits[0][:count]))
 
     def documents(self, doc_ids):
         return self.index.documents(doc_ids)
@@ -175,6 +182,12 @@ class RemoteEncoders:
         return self._call("encode_document", full_text)
 
 
+class HitsWithDocuments(tuple):
+    """``(ids, scores)`` with ``.documents``: id -> document for the hits whose shards sent them."""
+
+    documents: dict
+
+
 class RemoteShards:
     """`index.live.LiveIndex`'s methods that the engine uses, over the shard deployments:
     searches fan out and merge, a document's reads and writes go to the shard owning its id.
@@ -247,14 +260,22 @@ class RemoteShards:
 
     # searching
 
-    def search_sparse(self, terms, weights, k, scorer="auto", alpha=1.0, beta=1.0, max_blocks=None, missing=None):
-        answers = self._all("search_sparse", np.asarray(terms), np.asarray(weights), k, scorer, alpha, beta,
-                            max_blocks, missing=missing)
-        return merge_top_k([a for a in answers if a is not None], k)
+    def search_sparse(self, terms, weights, k, scorer="auto", alpha=1.0, beta=1.0, max_blocks=None, missing=None,
+                      with_documents=0):
+        """The exact top ``k`` over the shards; with ``with_documents`` = n, each shard sends
+        the documents of its first n hits too (`HitsWithDocuments`)."""
+        return self._merge(self._all("search_sparse", np.asarray(terms), np.asarray(weights), k, scorer, alpha, beta,
+                                     max_blocks, with_documents, missing=missing), k)
 
-    def search_dense(self, vector, k, missing=None):
-        answers = self._all("search_dense", np.asarray(vector), k, missing=missing)
-        return merge_top_k([a for a in answers if a is not None], k)
+    def search_dense(self, vector, k, missing=None, with_documents=0):
+        return self._merge(self._all("search_dense", np.asarray(vector), k, with_documents, missing=missing), k)
+
+    @staticmethod
+    def _merge(answers: list, k: int):
+        answers = [a for a in answers if a is not None]
+        hits = HitsWithDocuments(merge_top_k([a[:2] for a in answers], k))
+        hits.documents = {doc_id: doc for a in answers if len(a) > 2 for doc_id, doc in a[2].items()}
+        return hits
 
     @property
     def num_docs(self) -> int:

@@ -79,7 +79,7 @@ def test_search_over_serve_equals_one_index(served, one_process):
     client, _ = served
     for query in QUERIES:
         for mode, k in (("sparse", 10), ("sparse", 100), ("dense", 10), ("hybrid", 10)):
-            body = {"query": query, "mode": mode, "k": k}
+            body = {"query": query, "mode": mode, "k": k, "include_text": True}
             got, expected = client.post("/search", json=body), one_process.post("/search", json=body)
             assert got.status_code == 200, got.text
             got, expected = got.json(), expected.json()
@@ -87,6 +87,9 @@ def test_search_over_serve_equals_one_index(served, one_process):
             # Sparse scores are the same numbers (one fixed quantisation scale); dense vectors
             # differ in the last float bits (encoded with another thread count).
             assert_same_hits(got["hits"], expected["hits"], rtol=1e-12 if mode == "sparse" else 1e-5)
+            # Titles and texts came with the shards' hits (sparse, dense) or in a second round (hybrid).
+            stored = {h["id"]: (h["title"], h["text"]) for h in expected["hits"]}
+            assert all(stored[h["id"]] == (h["title"], h["text"]) for h in got["hits"] if h["id"] in stored)
     batch = client.post("/search/batch", json={"searches": [{"query": q, "k": 5} for q in QUERIES[:3]]})
     assert batch.status_code == 200
     for query, result in zip(QUERIES, batch.json()["results"]):
@@ -185,3 +188,16 @@ def test_the_only_replica_killed_gives_503_naming_it_or_a_partial_answer(tmp_pat
         while client.post("/search", json={"query": QUERIES[1], "k": 10}).status_code != 200:
             assert time.monotonic() < deadline, "the shard's replica did not come back"
             time.sleep(1)
+
+
+def test_remote_merge_keeps_the_documents_the_shards_sent():
+    from index.shards import merge_top_k
+    from service.ray_serve import RemoteShards
+
+    first = (["a", "b"], np.array([3.0, 1.0]), {"a": {"title": "A"}, "b": {"title": "B"}})
+    second = (["c", "d"], np.array([2.0, 0.5]))  # a shard asked for no documents
+    hits = RemoteShards._merge([first, None, second], 3)
+    ids, scores = hits
+    expected = merge_top_k([first[:2], second], 3)
+    assert ids == expected[0] == ["a", "c", "b"] and np.array_equal(scores, expected[1])
+    assert hits.documents == {"a": {"title": "A"}, "b": {"title": "B"}}

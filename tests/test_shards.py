@@ -10,7 +10,7 @@ from index.format import IndexFormatError
 from index.live import DocumentNotFound, LiveIndex
 from index.sharded import ShardedIndex, open_index
 from index.sharded_build import ShardedBuild, shard_rows
-from index.shards import MANIFEST, merge_top_k, read_manifest, shard_of
+from index.shards import MANIFEST, group_by_shard, merge_top_k, read_manifest, shard_of, shards_of
 from index.sparse_batch import SparseBatch
 
 VOCAB = 50
@@ -50,6 +50,18 @@ def test_shard_of_is_stable_and_even():
 def test_shard_of_pinned_values():
     # Pinned when the partition was defined: a changed hash would send stored ids to the wrong shard.
     assert [shard_of(doc_id, 16) for doc_id in ("0", "1", "doc-1", "MED-10", "d8799999")] == [2, 15, 4, 10, 6]
+
+
+def test_shards_of_equals_shard_of_on_random_ids():
+    rng = np.random.default_rng(11)
+    alphabet = list("abcXYZ019-_ \u00e9\u4e2d\U0001f600")
+    ids = ["", "0", "d8799999"] + ["".join(rng.choice(alphabet, size=rng.integers(1, 30)))
+                                    for _ in range(3000)]
+    for num_shards in (1, 2, 3, 8, 16, 4096):
+        assert shards_of(ids, num_shards).tolist() == [shard_of(d, num_shards) for d in ids]
+    assert shards_of([], 4).tolist() == []
+    groups = group_by_shard(ids, 5)
+    assert {p: s for s, ps in groups.items() for p in ps} == {p: shard_of(d, 5) for p, d in enumerate(ids)}
 
 
 def test_take_equals_scipy_rows():

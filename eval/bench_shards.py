@@ -1,0 +1,307 @@
+"""The MS MARCO-scale simulation: a grown collection built as 1, 2, 4 and 8 shards on this machine.
+
+    python ../shared/tools/make_bench_corpus.py --docs 8800000 --out /tmp/bench-8m8
+    python eval/bench_shards.py /tmp/bench-8m8 --shards 8 4 2 1 --out eval/results/bench_shards_8m8
+
+For each shard count S, every shard is built in its own child process the way ``lsr index
+--shards S`` builds it (documents go to `index.shards.shard_of` their id; each shard is an
+`index.build.IndexBuild`: segments of ``--segment-docs``, BP-reordered, merged into one), ``--jobs``
+at a time; each child reports its wall time, its CPU time (user + system, threads included: the
+figure that does not depend on what else the machine ran) and its peak resident set (VmHWM).
+
+Then one child process opens the sharded index (checksums verified, as a server opens it) and
+measures on the first ``--queries`` MS MARCO dev seed queries of the collection, safe BMP, one
+thread per search:
+- one client, k = 10 and k = 1000: each query searches the shards in turn and merges their top-k
+  (what one process serving every shard does: ``total``), and each shard's own time is kept: the
+  slowest shard of a query (``slowest shard``) is the fan-out's critical path when each shard has
+  a machine of its own (network not included);
+- QPS with 8 and 32 client threads searching at once (all shards in this process, on this
+  machine's cores);
+- the searcher's resident set after the runs.
+
+Results are written after each shard count (a rerun skips the counts done and the shards already
+built); the index is removed after its measurement unless ``--keep-index``. ``eval/cost_model.py``
+projects deployments from the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import resource
+import shlex
+import shutil
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from eval.bench_build import READ_DOCS, VOCAB_SIZE, read_chunks
+from eval.report import machine_description
+
+MSMARCO_DEV = 2  # queries/source.npy: 0 scifact, 1 nfcorpus, 2 msmarco-dev
+KS = (10, 1000)
+CLIENTS = (8, 32)
+
+
+def _status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def shard_owners(collection: Path, num_shards: int, work: Path) -> Path:
+    """The shard of every document ("d{i}"), computed once per shard count and kept in ``work``."""
+    from index.shards import shards_of
+
+    path = work / f"owners-{num_shards}.npy"
+    if not path.exists():
+        num_docs = json.loads((collection / "meta.json").read_text())["docs"]
+        owners = np.concatenate([shards_of([f"d{i}" for i in range(start, min(start + 1_000_000, num_docs))],
+                                           num_shards).astype(np.int16)
+                                 for start in range(0, num_docs, 1_000_000)])
+        np.save(work / "owners.tmp.npy", owners)
+        (work / "owners.tmp.npy").rename(path)
+    return path
+
+
+def _build_shard(collection: str, out: str, owners_path: str, shard: int, num_shards: int, segment_docs: int,
+                 queue) -> None:
+    from index.build import IndexBuild
+
+    baseline = _status_mb("VmHWM")
+    owners = np.load(owners_path, mmap_mode="r")
+    started, cpu = time.perf_counter(), _cpu_seconds()
+    build = IndexBuild(out, VOCAB_SIZE, {"corpus": collection, "shard": shard, "shards": num_shards},
+                       segment_docs=segment_docs, merge=True, background=True, reorder="bp", block_size=8)
+    start = 0
+    for ids, batch, _ in read_chunks(Path(collection), None):
+        mine = np.flatnonzero(owners[start : start + len(ids)] == shard)
+        if len(mine):
+            build.add([ids[p] for p in mine], batch.take(mine), None)
+        start += len(ids)
+    build.finish(require_weights=False)
+    queue.put({"shard": shard, "docs": build.num_docs, "seconds": time.perf_counter() - started,
+               "cpu_seconds": _cpu_seconds() - cpu, "peak_rss_mb": _status_mb("VmHWM"), "baseline_rss_mb": baseline})
+
+
+def _run_child(target, args: tuple) -> dict:
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    child = context.Process(target=target, args=(*args, queue))
+    child.start()
+    return {"process": child, "queue": queue}
+
+
+def _result(job: dict, timeout: float) -> dict | None:
+    """The child's answer, None while it runs; raises when it died without one."""
+    try:
+        result = job["queue"].get(timeout=timeout)
+    except Exception:
+        if not job["process"].is_alive():
+            raise RuntimeError(f"a benchmark child died (exit code {job['process'].exitcode})") from None
+        return None
+    job["process"].join()
+    return result
+
+
+def build_shards(collection: Path, out: Path, work: Path, num_shards: int, segment_docs: int, jobs: int,
+                 report=print) -> list[dict]:
+    """Build every shard not built yet (``jobs`` children at once); each shard's build figures."""
+    from index.shards import Manifest, shard_names, write_manifest
+
+    owners = shard_owners(collection, num_shards, work)
+    done_dir = work / f"built-{num_shards}"
+    done_dir.mkdir(parents=True, exist_ok=True)
+    results = {int(p.stem): json.loads(p.read_text()) for p in done_dir.glob("*.json")}
+    todo = [s for s in range(num_shards) if s not in results]
+    running: list[dict] = []
+    while todo or running:
+        while todo and len(running) < jobs:
+            shard = todo.pop(0)
+            directory = out / shard_names(num_shards)[shard]
+            shutil.rmtree(directory, ignore_errors=True)  # a build cut short leaves no commit worth keeping
+            running.append(_run_child(_build_shard, (str(collection), str(directory), str(owners), shard,
+                                                     num_shards, segment_docs)))
+        for job in list(running):
+            result = _result(job, timeout=2)
+            if result is not None:
+                running.remove(job)
+                results[result["shard"]] = result
+                (done_dir / f"{result['shard']}.json").write_text(json.dumps(result))
+                report(f"  shard {result['shard']} of {num_shards}: {result['docs']:,} docs, {result['seconds']:.0f} s "
+                       f"(CPU {result['cpu_seconds']:.0f} s), peak RSS {result['peak_rss_mb']:.0f} MB")
+    write_manifest(out, Manifest(tuple(shard_names(num_shards))))
+    return [results[s] for s in range(num_shards)]
+
+
+def read_queries(collection: Path, count: int):
+    """The first ``count`` MS MARCO dev seed queries as (terms, weights) pairs."""
+    indptr = np.load(collection / "queries" / "indptr.npy")
+    indices = np.load(collection / "queries" / "indices.npy")
+    values = np.load(collection / "queries" / "values.npy")
+    source = np.load(collection / "queries" / "source.npy")
+    chosen = np.flatnonzero(source == MSMARCO_DEV)[:count]
+    return [(indices[indptr[q] : indptr[q + 1]], values[indptr[q] : indptr[q + 1]]) for q in chosen]
+
+
+def _stats(ms: list[float]) -> dict:
+    values = np.asarray(ms)
+    return {"mean_ms": float(values.mean()), "p50_ms": float(np.percentile(values, 50)),
+            "p99_ms": float(np.percentile(values, 99))}
+
+
+def _measure(out: str, collection: str, num_queries: int, queue) -> None:
+    from index.shards import merge_top_k
+    from index.sharded import ShardedIndex
+
+    queries = read_queries(Path(collection), num_queries)
+    baseline = _status_mb("VmRSS")
+    opened = time.perf_counter()
+    index = ShardedIndex(out, writer="never")
+    open_seconds = time.perf_counter() - opened
+    for terms, weights in queries:  # warm the page cache and Numba's dispatch, untimed
+        index.search_sparse(terms, weights, 10)
+    result: dict = {"queries": len(queries), "open_seconds": open_seconds, "one_client": {}, "concurrent": {}}
+    for k in KS:
+        total, slowest, shard_ms = [], [], []
+        for terms, weights in queries:
+            started = time.perf_counter()
+            answers, times = [], []
+            for live in index.shards:
+                began = time.perf_counter()
+                answers.append(live.search_sparse(terms, weights, k))
+                times.append((time.perf_counter() - began) * 1e3)
+            merge_top_k(answers, k)
+            total.append((time.perf_counter() - started) * 1e3)
+            slowest.append(max(times))
+            shard_ms.extend(times)
+        result["one_client"][str(k)] = {"total": _stats(total), "slowest_shard": _stats(slowest),
+                                        "each_shard": _stats(shard_ms)}
+    for clients in CLIENTS:
+        for k in KS:
+            def one(query, k=k):
+                began = time.perf_counter()
+                index.search_sparse(query[0], query[1], k)
+                return (time.perf_counter() - began) * 1e3
+
+            started = time.perf_counter()
+            with ThreadPoolExecutor(clients) as pool:
+                latencies = list(pool.map(one, queries))
+            wall = time.perf_counter() - started
+            result["concurrent"][f"{clients}@{k}"] = {"clients": clients, "k": k, "qps": len(queries) / wall,
+                                                      **_stats(latencies)}
+    result.update(search_rss_mb=_status_mb("VmRSS"), search_peak_rss_mb=_status_mb("VmHWM"),
+                  search_baseline_rss_mb=baseline)
+    index.close()
+    queue.put(result)
+
+
+def measure(out: Path, collection: Path, num_queries: int) -> dict:
+    job = _run_child(_measure, (str(out), str(collection), num_queries))
+    while True:
+        result = _result(job, timeout=5)
+        if result is not None:
+            return result
+
+
+def _size_mb(directory: Path) -> float:
+    return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file()) / 2**20
+
+
+def run_shard_count(collection: Path, work: Path, num_shards: int, segment_docs: int, jobs: int, num_queries: int,
+                    keep_index: bool) -> dict:
+    from index.shards import shard_names
+
+    out = work / f"index-{num_shards}"
+    started = time.perf_counter()
+    shards = build_shards(collection, out, work, num_shards, segment_docs, jobs)
+    build_wall = time.perf_counter() - started
+    sizes = [_size_mb(out / name) for name in shard_names(num_shards)]
+    print(f"  measuring {num_shards} shard(s)", flush=True)
+    search = measure(out, collection, num_queries)
+    if not keep_index:
+        shutil.rmtree(out)
+    return {"shards": num_shards, "docs": sum(s["docs"] for s in shards), "build": shards,
+            "build_wall_seconds_this_run": build_wall, "build_cpu_seconds": sum(s["cpu_seconds"] for s in shards),
+            "index_mb": sum(sizes), "shard_index_mb": sizes, "search": search}
+
+
+def markdown(report: dict) -> str:
+    lines = [f"# MS MARCO-scale simulation: {report['docs']:,} grown documents as 1, 2, 4 and 8 shards",
+             "", "Built and measured on this one machine (each shard count in turn; see `eval/bench_shards.py`). "
+             "Build: each shard's own child process (segments of "
+             f"{report['segment_docs']:,}, BP-reordered, merged), {report['jobs']} at a time; shard build time is "
+             "the slowest shard's wall time, CPU is the sum over shards. Search: safe BMP, one thread per search, "
+             f"the first {report['queries']} MS MARCO dev seed queries; `total` is one process searching every shard "
+             "in turn and merging; `slowest shard` is the per-query maximum of the shards' own times (the fan-out's "
+             "critical path when each shard has its own machine, network not included). QPS: client threads "
+             "searching at once, all shards in one process on this machine's cores.", "",
+             "| shards | docs/shard | shard build s (slowest) | build CPU s (all) | index MB (all / largest shard) "
+             "| build peak RSS MB (largest) | k=10 total mean/p50/p99 ms | k=10 slowest shard mean/p50/p99 ms "
+             "| k=1000 total mean/p50/p99 ms | k=1000 slowest shard mean/p50/p99 ms | QPS 8 / 32 clients (k=10) "
+             "| QPS 8 / 32 clients (k=1000) | searcher RSS MB |",
+             "|---" * 13 + "|"]
+
+    def triple(stats):
+        return f"{stats['mean_ms']:.2f} / {stats['p50_ms']:.2f} / {stats['p99_ms']:.2f}"
+
+    for key in sorted(report["runs"], key=int):
+        run = report["runs"][key]
+        search, one = run["search"], run["search"]["one_client"]
+        conc = search["concurrent"]
+        lines.append(
+            f"| {run['shards']} | {run['docs'] // run['shards']:,} | {max(s['seconds'] for s in run['build']):.0f} "
+            f"| {run['build_cpu_seconds']:.0f} | {run['index_mb']:,.0f} / {max(run['shard_index_mb']):,.0f} "
+            f"| {max(s['peak_rss_mb'] for s in run['build']):,.0f} | {triple(one['10']['total'])} "
+            f"| {triple(one['10']['slowest_shard'])} | {triple(one['1000']['total'])} "
+            f"| {triple(one['1000']['slowest_shard'])} | {conc['8@10']['qps']:.0f} / {conc['32@10']['qps']:.0f} "
+            f"| {conc['8@1000']['qps']:.1f} / {conc['32@1000']['qps']:.1f} | {search['search_rss_mb']:,.0f} |")
+    machine = report["machine"]
+    lines += ["", f"Machine: {machine['platform']}, {machine['cpus']} CPUs  ", f"Command: `{report['command']}`", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("collection", type=Path)
+    parser.add_argument("--shards", type=int, nargs="+", default=[8, 4, 2, 1])
+    parser.add_argument("--segment-docs", type=int, default=1_000_000)
+    parser.add_argument("--jobs", type=int, default=2, help="shard builds at once")
+    parser.add_argument("--queries", type=int, default=500)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/lsr-bench-shards"))
+    parser.add_argument("--keep-index", action="store_true")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    args.work.mkdir(parents=True, exist_ok=True)
+    json_path = args.out.with_suffix(".json")
+    report = json.loads(json_path.read_text()) if json_path.exists() else {"runs": {}}
+    report.update(collection=str(args.collection), docs=json.loads((args.collection / "meta.json").read_text())["docs"],
+                  segment_docs=args.segment_docs, jobs=args.jobs, queries=args.queries, machine=machine_description(),
+                  command="python eval/bench_shards.py " + shlex.join(sys.argv[1:] if argv is None else argv))
+    for num_shards in args.shards:
+        if str(num_shards) in report["runs"]:
+            print(f"{num_shards} shard(s): done before, kept")
+            continue
+        print(f"{num_shards} shard(s): building", flush=True)
+        report["runs"][str(num_shards)] = run_shard_count(args.collection, args.work, num_shards, args.segment_docs,
+                                                          args.jobs, args.queries, args.keep_index)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(report, indent=2) + "\n")
+        args.out.with_suffix(".md").write_text(markdown(report))
+        print(markdown(report), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
