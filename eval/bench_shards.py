@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.bench_build import READ_DOCS, VOCAB_SIZE, read_chunks
+from eval.bench_build import VOCAB_SIZE, read_chunks
 from eval.report import machine_description
 
 MSMARCO_DEV = 2  # queries/source.npy: 0 scifact, 1 nfcorpus, 2 msmarco-dev
