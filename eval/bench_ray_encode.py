@@ -43,7 +43,8 @@ def one_process(corpus: Path, out: Path, shards: int) -> dict:
     return {"seconds": time.perf_counter() - started}
 
 
-def on_ray(corpus: Path, out: Path, shards: int, block_docs: int, actors: int | None, cpus_per_actor: int) -> dict:
+def on_ray(corpus: Path, out: Path, shards: int, block_docs: int | None, actors: int | None,
+           cpus_per_actor: int) -> dict:
     from index.writer import index_settings
     from lsr.data.blocks import CorpusBlocks
     from lsr.encoders.loading import load_encoder
@@ -55,7 +56,8 @@ def on_ray(corpus: Path, out: Path, shards: int, block_docs: int, actors: int | 
     settings = index_settings(encoder.vocab_size, {"encoder": encoder.describe(), "corpus": str(corpus)}, None,
                               reorder="bp", store_texts=True)
     marks = []
-    done = ray_index(CorpusBlocks.open(str(corpus), block_docs), out, shards, settings, EncoderSpec(None),
+    source = CorpusBlocks.open(str(corpus), block_docs)
+    done = ray_index(source, out, shards, settings, EncoderSpec(None),
                      actors=actors, cpus_per_actor=cpus_per_actor,
                      report=lambda line: marks.append((time.perf_counter(), line)))
     seconds = time.perf_counter() - started
@@ -63,10 +65,10 @@ def on_ray(corpus: Path, out: Path, shards: int, block_docs: int, actors: int | 
     import ray
 
     ray.shutdown()
-    return {"seconds": seconds, "until_first_block": first_block - started, **done}
+    return {"seconds": seconds, "until_first_block": first_block - started, "block_docs": source.block_docs, **done}
 
 
-def run(docs: int, shards: int, block_docs: int, actors: int | None, cpus_per_actor: int, work: Path) -> dict:
+def run(docs: int, shards: int, block_docs: int | None, actors: int | None, cpus_per_actor: int, work: Path) -> dict:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     corpus = make_corpus(docs, work / "corpus.jsonl")
@@ -74,7 +76,7 @@ def run(docs: int, shards: int, block_docs: int, actors: int | None, cpus_per_ac
     print(f"one process: {single}", flush=True)
     distributed = on_ray(corpus, work / "ray", shards, block_docs, actors, cpus_per_actor)
     print(f"ray: {distributed}", flush=True)
-    return {"docs": docs, "shards": shards, "block_docs": block_docs, "cpus_per_actor": cpus_per_actor,
+    return {"docs": docs, "shards": shards, "block_docs": distributed["block_docs"], "cpus_per_actor": cpus_per_actor,
             "one_process": {**single, "docs_per_second": docs / single["seconds"]},
             "ray": {**distributed, "docs_per_second": docs / distributed["seconds"]},
             "ratio": single["seconds"] / distributed["seconds"]}
@@ -102,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--docs", type=int, default=2000)
     parser.add_argument("--shards", type=int, default=2)
-    parser.add_argument("--block-docs", type=int, default=250)
+    parser.add_argument("--block-docs", type=int, help="default: lsr index --ray's (from the corpus size)")
     parser.add_argument("--actors", type=int)
     parser.add_argument("--cpus-per-actor", type=int, default=1)
     parser.add_argument("--work", type=Path, default=Path("/tmp/lsr-bench-ray-encode"))

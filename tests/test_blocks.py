@@ -8,7 +8,7 @@ import pytest
 from index.format import Segment
 from index.shards import shard_of
 from index.writer import index_settings
-from lsr.data.blocks import CorpusBlocks, VectorBlocks
+from lsr.data.blocks import CorpusBlocks, VectorBlocks, auto_block_docs
 from lsr.data.loaders import DataFormatError, iter_corpus
 from lsr.scaleout.block_indexer import BlockIndexer, JobSpec
 
@@ -32,6 +32,16 @@ def test_blocks_concatenate_to_the_corpus(tmp_path, block_docs):
     assert read == list(iter_corpus(path))
     with pytest.raises(IndexError):
         blocks.read(blocks.num_blocks)
+
+
+def test_automatic_block_size_follows_the_corpus_size(tmp_path):
+    assert [auto_block_docs(n) for n in (0, 1, 3200, 3201, 5183, 640_000, 8_800_000)] == [
+        50, 50, 50, 100, 100, 10_000, 10_000]
+    path = write_corpus(tmp_path / "corpus.jsonl", 3333)  # 3,333 documents: blocks of 100 (multiples of 50)
+    blocks = CorpusBlocks.open(str(path))
+    assert (blocks.block_docs, blocks.num_blocks) == (100, 34)
+    assert [d for b in range(blocks.num_blocks) for d in blocks.read(b)] == list(iter_corpus(path))
+    assert blocks.fingerprint() == CorpusBlocks.open(str(path), 100).fingerprint()
 
 
 def test_a_bad_line_names_file_and_line(tmp_path):

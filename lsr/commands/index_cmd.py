@@ -53,8 +53,9 @@ def register(subparsers) -> None:
     ray.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
                      help="run on Ray: the cluster at ADDRESS (`auto` for the one `ray start` runs here), or "
                           "without ADDRESS a local Ray on this machine; a rerun resumes (blocks done are skipped)")
-    ray.add_argument("--block-docs", type=int, default=10_000,
-                     help="documents per corpus block, the unit of work and of resuming (default 10000)")
+    ray.add_argument("--block-docs", type=int,
+                     help="documents per corpus block, the unit of work and of resuming (default: about 64 blocks, "
+                          "50 to 10000 documents each, from the corpus's size)")
     ray.add_argument("--actors", type=int, help="encoder actors (default: one per GPU, else one per CPU)")
     ray.add_argument("--cpus-per-actor", type=int, default=1, help="CPUs (torch threads) per actor (default 1)")
     dense = parser.add_argument_group("dense index (hybrid search; needs lsr[dense])")

@@ -7,6 +7,12 @@ scanned once for the byte offset of each block's first line, and a block is then
 and one read; a gzipped file or an ir_datasets corpus is read from its start, skipping the
 lines before the block (unparsed).
 
+Without a block size, one follows from the corpus's size alone (`auto_block_docs`: about
+``TARGET_BLOCKS`` blocks, between ``MIN_BLOCK_DOCS`` and ``MAX_BLOCK_DOCS`` documents each), so a
+rerun on another cluster finds the same blocks, a small corpus still gives every actor several
+blocks (the last block to finish is what idles the others), and a large one is not cut into
+more blocks than commits are worth.
+
 `VectorBlocks` does the same for a pre-encoded collection (``make_bench_corpus.py``'s
 ``docs/indptr.npy``, ``indices.npy``, ``values.npy``; document ``i`` has id ``d{i}``).
 """
@@ -22,6 +28,18 @@ from pathlib import Path
 import numpy as np
 
 from lsr.data.loaders import Document, corpus_document, open_text, parse_object_line
+
+
+TARGET_BLOCKS = 64
+MIN_BLOCK_DOCS = 50
+MAX_BLOCK_DOCS = 10_000
+
+
+def auto_block_docs(num_docs: int) -> int:
+    """The block size for a corpus of ``num_docs`` documents: a multiple of ``MIN_BLOCK_DOCS``
+    giving about ``TARGET_BLOCKS`` blocks, at most ``MAX_BLOCK_DOCS``."""
+    grains = -(-num_docs // (TARGET_BLOCKS * MIN_BLOCK_DOCS))
+    return MIN_BLOCK_DOCS * min(max(1, grains), MAX_BLOCK_DOCS // MIN_BLOCK_DOCS)
 
 
 def _check_block_docs(block_docs: int) -> int:
@@ -51,30 +69,38 @@ class CorpusBlocks:
     ir_datasets_id: str | None = field(default=None, repr=False)
 
     @classmethod
-    def open(cls, name: str, block_docs: int) -> "CorpusBlocks":
+    def open(cls, name: str, block_docs: int | None = None) -> "CorpusBlocks":
         """Resolve ``name`` as ``lsr index`` does and scan it once (counts, offsets).
+
+        Args:
+            name: a JSONL file, a BEIR folder or a dataset id.
+            block_docs: documents per block (None: `auto_block_docs` of the corpus's size).
 
         Raises:
             FileNotFoundError, lsr.data.datasets.UnknownDatasetError: nothing by that name.
         """
         from lsr.data.datasets import resolve_dataset
 
-        _check_block_docs(block_docs)
+        if block_docs is not None:
+            _check_block_docs(block_docs)
         path = Path(name)
         if not path.is_file():
             dataset = resolve_dataset(name)
             path = dataset.corpus_path
             if path is None:
-                blocks = cls(dataset.name, block_docs, ir_datasets_id=dataset.ir_datasets_id or dataset.name)
+                blocks = cls(dataset.name, block_docs or 0, ir_datasets_id=dataset.ir_datasets_id or dataset.name)
                 blocks.num_docs = sum(1 for _ in dataset.iter_documents())
+                blocks.block_docs = block_docs or auto_block_docs(blocks.num_docs)
                 return blocks
             name = dataset.name
-        blocks = cls(str(name), block_docs, path=Path(path))
-        blocks._scan()
+        blocks = cls(str(name), block_docs or 0, path=Path(path))
+        blocks._scan(block_docs)
         return blocks
 
-    def _scan(self) -> None:
-        """Count the documents (non-blank lines) and, in a plain file, note where blocks start."""
+    def _scan(self, block_docs: int | None) -> None:
+        """Count the documents (non-blank lines) and, in a plain file, note where blocks start
+        (every ``MIN_BLOCK_DOCS``-th document's place while the block size is not yet known)."""
+        grain = block_docs or MIN_BLOCK_DOCS
         count, offsets = 0, []
         if self.path.suffix == ".gz":
             with open_text(self.path) as handle:
@@ -84,12 +110,14 @@ class CorpusBlocks:
                 position = 0
                 for line_number, line in enumerate(handle, start=1):
                     if line.strip():
-                        if count % self.block_docs == 0:
+                        if count % grain == 0:
                             offsets.append((position, line_number))
                         count += 1
                     position += len(line)
-            self.offsets = offsets
         self.num_docs = count
+        self.block_docs = block_docs or auto_block_docs(count)
+        if self.path.suffix != ".gz":
+            self.offsets = offsets[:: self.block_docs // grain]
 
     @property
     def num_blocks(self) -> int:
