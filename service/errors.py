@@ -57,6 +57,15 @@ class ShardUnavailable(ServiceError):
         self.shards = shards
 
 
+class EncoderUnavailable(ServiceError):
+    """The query encoder deployment (Ray Serve) answered no request in time."""
+
+    status = 503
+
+    def __init__(self) -> None:
+        super().__init__("the query encoder is unavailable: no replica answered; retry shortly")
+
+
 # Errors raised below the service (index, live updates) and the status each gets.
 STATUS_OF = {
     DocumentNotFound: 404,

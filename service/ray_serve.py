@@ -31,7 +31,7 @@ from index.live import DocumentNotFound, LiveIndex
 from index.shards import group_by_shard, merge_top_k, shard_directories, shard_of
 from index.sharded import combine_stats
 from index.writer import FlushPolicy
-from service.errors import ShardUnavailable
+from service.errors import EncoderUnavailable, ShardUnavailable
 from service.maintenance import Maintenance
 from service.settings import Settings
 
@@ -166,8 +166,13 @@ class RemoteEncoders:
         info = self._call("info")
         self.has_dense, self.vocab_size = info["has_dense"], info["vocab_size"]
 
+    min_timeout = 60.0  # a model takes longer to start again than a shard: at least a minute before a 503
+
     def _call(self, method: str, *args):
-        return _call(self.handle, method, *args, deadline=time.monotonic() + max(self.timeout, 60.0))
+        try:
+            return _call(self.handle, method, *args, deadline=time.monotonic() + max(self.timeout, self.min_timeout))
+        except UNAVAILABLE as error:
+            raise EncoderUnavailable() from error
 
     def tokens(self):
         return self._call("tokens")

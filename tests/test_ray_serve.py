@@ -201,3 +201,35 @@ def test_remote_merge_keeps_the_documents_the_shards_sent():
     expected = merge_top_k([first[:2], second], 3)
     assert ids == expected[0] == ["a", "c", "b"] and np.array_equal(scores, expected[1])
     assert hits.documents == {"a": {"title": "A"}, "b": {"title": "B"}}
+
+
+def test_an_encoder_that_never_answers_is_a_503_not_a_crash():
+    from service.errors import EncoderUnavailable
+    from service.ray_serve import RemoteEncoders
+
+    class Response:
+        def __init__(self, value):
+            self.value = value
+
+        def result(self, timeout_s):
+            if isinstance(self.value, Exception):
+                raise self.value
+            return self.value
+
+    class Method:
+        def __init__(self, value):
+            self.value = value
+
+        def remote(self, *args):
+            return Response(self.value)
+
+    class Handle:
+        info = Method({"has_dense": False, "vocab_size": 5})
+        encode_sparse = Method(TimeoutError("no replica"))
+
+    encoders = RemoteEncoders(Handle(), timeout=0.1)
+    encoders.min_timeout = 0.3
+    started = time.monotonic()
+    with pytest.raises(EncoderUnavailable) as raised:
+        encoders.encode_sparse("a query")
+    assert raised.value.status == 503 and 0.3 <= time.monotonic() - started < 5
