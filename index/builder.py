@@ -349,8 +349,7 @@ class SegmentBuilder:
             out.flush()
 
     def _write_float_vectors(self, order: np.ndarray) -> None:
-        target = self.float_vectors_dir
-        target.mkdir(parents=True, exist_ok=True)
+        target = storage.make_dir(self.float_vectors_dir)  # kept for a later merge: durable like the segment
         indptr = np.concatenate([[0], np.cumsum(np.diff(self._doc_indptr())[order])]).astype(np.int64)
         np.save(target / "indptr.npy", indptr)
         out_terms, out_weights = NpyAppender(target / "indices.npy", np.uint32), NpyAppender(target / "values.npy", np.float32)
@@ -360,6 +359,7 @@ class SegmentBuilder:
         out_terms.close()
         out_weights.close()
         (target / "meta.json").write_text(json.dumps({"vocab_size": self.vocab_size, "num_docs": len(order)}))
+        storage.fsync_tree(target)
 
     def _write_dense(self, order: np.ndarray) -> None:
         """The faiss index in internal doc order, permuted through a spill file (bounded memory)."""

@@ -73,3 +73,40 @@ def test_the_harness_catches_a_commit_renamed_without_a_directory_fsync(tmp_path
 def test_longer_scenarios_recover_at_every_cut(tmp_path, seed):
     recorder = record(tmp_path, 10 + seed, 60, ("add", "add_many", "delete", "flush", "merge", "force_merge", "rebuild"))
     assert failures(recorder, tmp_path) == []
+
+
+def job_failures(tmp_path, seed: int, every: int) -> tuple[int, list[str]]:
+    from eval.crash_job import check_job_cut, record_job
+
+    recorder, collection, vectors, block_docs = record_job(tmp_path, np.random.default_rng(seed), num_docs=16)
+    rng = np.random.default_rng(98)
+    cuts = recorder.cut_points[::every] + recorder.cut_points[-1:]
+    return len(recorder.cut_points), [f"cut {cut}: {problem}" for cut in cuts
+                                      if (problem := check_job_cut(recorder, cut, collection, vectors, block_docs,
+                                                                   tmp_path, rng))]
+
+
+def test_cuts_of_an_indexing_job_recover_when_it_runs_again(tmp_path):
+    cuts, problems = job_failures(tmp_path, 0, every=30)
+    assert cuts > 100 and problems == []
+
+
+def test_the_harness_catches_float_vectors_kept_without_fsync(tmp_path, monkeypatch):
+    """A job whose blocks' float vectors (what the final merge reads) are not made durable
+    before the block's commit cannot finish after some cuts: the check must see it."""
+    real = storage.fsync_tree
+
+    def skip_floats(root):
+        if "floats-" not in str(root):
+            real(root)
+
+    monkeypatch.setattr(storage, "fsync_tree", skip_floats)
+    monkeypatch.setattr("index.builder.storage.fsync_tree", skip_floats)
+    _, problems = job_failures(tmp_path, 1, every=30)
+    assert problems and all("after the job ran again" in p or "Error" in p for p in problems)
+
+
+@pytest.mark.slow
+def test_every_cut_of_an_indexing_job_recovers(tmp_path):
+    cuts, problems = job_failures(tmp_path, 2, every=1)
+    assert problems == []

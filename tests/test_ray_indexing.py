@@ -91,9 +91,14 @@ def test_a_rerun_on_another_corpus_is_refused(tmp_path, ray_cluster, corpus_1000
     small.write_text("".join(corpus_1000.read_text().splitlines(keepends=True)[:20]))
     settings = job_settings(short_encoder, small)
     spec = EncoderSpec(None, doc_max_length=DOC_MAX_LENGTH)
+    other = tmp_path / "other.jsonl"
+    other.write_text("".join(corpus_1000.read_text().splitlines(keepends=True)[20:50]))
     ray_index(CorpusBlocks.open(str(small), 10), tmp_path / "ix", 2, settings, spec, actors=1, report=lambda _: None)
+    lines = []  # the same job again (as if it had stopped after its manifest): nothing to do
+    ray_index(CorpusBlocks.open(str(small), 10), tmp_path / "ix", 2, settings, spec, report=lines.append)
+    assert lines == ["blocks done 2 / 2"]
     with pytest.raises(RayJobError, match="finished sharded index"):
-        ray_index(CorpusBlocks.open(str(small), 10), tmp_path / "ix", 2, settings, spec, report=lambda _: None)
+        ray_index(CorpusBlocks.open(str(other), 10), tmp_path / "ix", 2, settings, spec, report=lambda _: None)
     (tmp_path / "ix" / "shards.json").unlink()  # as if the job had stopped before its manifest
     lines = []
     ray_index(CorpusBlocks.open(str(small), 10), tmp_path / "ix", 2, settings, spec, report=lines.append)
@@ -101,7 +106,5 @@ def test_a_rerun_on_another_corpus_is_refused(tmp_path, ray_cluster, corpus_1000
     with ShardedIndex(tmp_path / "ix", writer="never") as index:
         assert index.num_docs == 20
     (tmp_path / "ix" / "shards.json").unlink()
-    other = tmp_path / "other.jsonl"
-    other.write_text("".join(corpus_1000.read_text().splitlines(keepends=True)[20:50]))
     with pytest.raises(RayJobError, match="not this job's"):
         ray_index(CorpusBlocks.open(str(other), 10), tmp_path / "ix", 2, settings, spec, report=lambda _: None)

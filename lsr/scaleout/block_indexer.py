@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from index import storage
+
 from index.builder import SegmentBuilder
 from index.sharded_build import shard_rows
 from index.writer import builder_options
@@ -106,7 +108,7 @@ class BlockIndexer:
                 dense = self.dense_encoder.encode_documents(full)
         encoded = time.perf_counter()
         # A fresh directory per attempt: Ray may run a block again after a worker failed.
-        attempt = Path(self.spec.work_dir) / f"b{block:08d}-{uuid.uuid4().hex[:8]}"
+        attempt = storage.make_dir(Path(self.spec.work_dir) / f"b{block:08d}-{uuid.uuid4().hex[:8]}")
         options = builder_options(self.spec.settings)
         out = []
         for shard, positions in enumerate(shard_rows(doc_ids, self.spec.num_shards)):

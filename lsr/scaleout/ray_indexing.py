@@ -66,7 +66,8 @@ def default_actors(ray, gpus_per_actor: float, cpus_per_actor: int = 1) -> int:
 
 def ray_index(source, out_dir: str | Path, num_shards: int, settings: dict, encoder: EncoderSpec | None = None,
               address: str | None = None, actors: int | None = None, cpus_per_actor: int = 1,
-              gpus_per_actor: float | None = None, merge: bool = True, duplicates: str = "error", report=print) -> dict:
+              gpus_per_actor: float | None = None, merge: bool = True, duplicates: str = "error", report=print,
+              on_ray: bool = True) -> dict:
     """Run (or resume) a distributed indexing job; returns what it measured.
 
     Args:
@@ -82,6 +83,9 @@ def ray_index(source, out_dir: str | Path, num_shards: int, settings: dict, enco
         merge: merge each shard's segments into one at the end.
         duplicates: an id given twice: ``error`` or ``last`` (the last copy wins).
         report: where progress lines go.
+        on_ray: False indexes the blocks in this process, one after another, with the same
+            `BlockIndexer` and the same publishing (the crash-replay harness records the
+            job's I/O so; no Ray is started).
 
     Raises:
         RayJobError: ``out_dir`` holds a finished index or another job.
@@ -91,9 +95,15 @@ def ray_index(source, out_dir: str | Path, num_shards: int, settings: dict, enco
     check_num_shards(num_shards)
     if duplicates not in ("error", "last"):
         raise ValueError(f"duplicates must be error or last, got {duplicates!r}")
-    if is_sharded(out_dir):
-        raise RayJobError(f"{out_dir} is a finished sharded index; give a new directory")
     fingerprint = source.fingerprint()
+    if is_sharded(out_dir):
+        if not _this_job_finished(out_dir, num_shards, fingerprint):
+            raise RayJobError(f"{out_dir} is a finished sharded index; give a new directory")
+        # This job, stopped after its manifest: only its work directory may be left to remove.
+        storage.remove(out_dir / WORK_DIR, durable=True)
+        report(f"blocks done {source.num_blocks} / {source.num_blocks}")
+        return {"blocks": source.num_blocks, "blocks_indexed": 0, "actors": 0, "gpus_per_actor": 0.0,
+                "seconds": time.perf_counter() - started, "encode_seconds": 0.0, "build_seconds": 0.0}
     shards = _open_shards(out_dir, num_shards, settings, fingerprint)
     try:
         work_dir = out_dir / WORK_DIR
@@ -104,27 +114,25 @@ def ray_index(source, out_dir: str | Path, num_shards: int, settings: dict, enco
         report(f"blocks done {source.num_blocks - len(todo)} / {source.num_blocks}")
         timings = {"encode_seconds": 0.0, "build_seconds": 0.0}
         if todo:  # (a rerun with every block in only finishes: no Ray needed)
-            ray = start_ray(address)
-            if gpus_per_actor is None:
-                gpus_per_actor = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
-            actors = actors or default_actors(ray, gpus_per_actor, cpus_per_actor)
             spec = JobSpec(str(work_dir), num_shards, settings, source, encoder, keep_floats=merge,
                            duplicates=duplicates)
-            dataset = ray.data.from_items([{"block": b} for b in todo], override_num_blocks=len(todo))
-            indexed = dataset.map_batches(
-                BlockIndexer, batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors),
-                fn_constructor_kwargs={"spec": spec, "device": "cuda" if gpus_per_actor else "cpu",
-                                       "threads": cpus_per_actor},
-                num_cpus=cpus_per_actor, num_gpus=gpus_per_actor or None)
+            if on_ray:
+                ray = start_ray(address)
+                if gpus_per_actor is None:
+                    gpus_per_actor = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+                actors = actors or default_actors(ray, gpus_per_actor, cpus_per_actor)
+                indexed = _indexed_on_ray(ray, spec, todo, actors, gpus_per_actor, cpus_per_actor)
+            else:
+                actors, gpus_per_actor = 0, 0.0
+                indexer = BlockIndexer(spec, threads=cpus_per_actor)
+                indexed = ((block, indexer.index_block(block)) for block in todo)
             finished = source.num_blocks - len(todo)
-            for batch in indexed.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
-                for block in sorted(set(batch["block"].tolist())):
-                    rows = [i for i, b in enumerate(batch["block"].tolist()) if b == block]
-                    _publish_block(shards, done, block, [{name: batch[name][i] for name in batch} for i in rows])
-                    timings["encode_seconds"] += float(sum(batch["encode_seconds"][rows]))
-                    timings["build_seconds"] += float(sum(batch["build_seconds"][rows]))
-                    finished += 1
-                    report(f"blocks done {finished} / {source.num_blocks}")
+            for block, rows in indexed:
+                _publish_block(shards, done, block, rows)
+                timings["encode_seconds"] += sum(float(row["encode_seconds"]) for row in rows)
+                timings["build_seconds"] += sum(float(row["build_seconds"]) for row in rows)
+                finished += 1
+                report(f"blocks done {finished} / {source.num_blocks}")
         for name, live in zip(shard_names(num_shards), shards):
             if not _finished(live):
                 _finish_shard(live, merge, duplicates, out_dir / name, fingerprint)
@@ -136,6 +144,31 @@ def ray_index(source, out_dir: str | Path, num_shards: int, settings: dict, enco
     return {"blocks": source.num_blocks, "blocks_indexed": len(todo), "actors": actors,
             "gpus_per_actor": gpus_per_actor, "seconds": time.perf_counter() - started,
             **{k: round(v, 3) for k, v in timings.items()}}
+
+
+def _indexed_on_ray(ray, spec: JobSpec, todo: list[int], actors: int, gpus_per_actor: float, cpus_per_actor: int):
+    """``(block, rows)`` for every block of ``todo`` as the actor pool finishes it (any order)."""
+    dataset = ray.data.from_items([{"block": b} for b in todo], override_num_blocks=len(todo))
+    indexed = dataset.map_batches(
+        BlockIndexer, batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors),
+        fn_constructor_kwargs={"spec": spec, "device": "cuda" if gpus_per_actor else "cpu", "threads": cpus_per_actor},
+        num_cpus=cpus_per_actor, num_gpus=gpus_per_actor or None)
+    for batch in indexed.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
+        blocks = batch["block"].tolist()
+        for block in sorted(set(blocks)):
+            yield block, [{name: batch[name][i] for name in batch} for i, b in enumerate(blocks) if b == block]
+
+
+def _this_job_finished(out_dir: Path, num_shards: int, fingerprint: str) -> bool:
+    """Whether the sharded index in ``out_dir`` is this job's, finished (same shards, every
+    shard's metadata holding the job's fingerprint)."""
+    from index.shards import read_manifest
+
+    manifest = read_manifest(out_dir)
+    if manifest.shards != tuple(shard_names(num_shards)):
+        return False
+    return all(read_newest_commit(out_dir / name).settings["meta"].get(FINISHED) == fingerprint
+               for name in manifest.shards)
 
 
 def _open_shards(out_dir: Path, num_shards: int, settings: dict, fingerprint: str) -> list[LiveIndex]:
@@ -194,7 +227,11 @@ def _publish_block(shards: list[LiveIndex], done: list[set], block: int, rows: l
             name = writer.new_segment_name()
             storage.rename(row["segment"], live.directory / SEGMENTS_DIR / name)
             names.append(name)
-            segments[name] = {"block": block, "floats": str(row["floats"])}
+            # Relative to the job's directory: a rerun may see it under another path (moved, or
+            # mounted elsewhere on another machine of the cluster).
+            floats = str(row["floats"])
+            segments[name] = {"block": block,
+                              "floats": str(Path(floats).relative_to(live.directory.parent)) if floats else ""}
         done[shard].add(block)
         writer.publish(names, meta={PROGRESS: {**progress, "blocks": sorted(done[shard]), "segments": segments}})
 
@@ -213,7 +250,7 @@ def _finish_shard(live: LiveIndex, merge: bool, duplicates: str, directory: Path
                                              f"--duplicates last to keep the last copy)") from None
     if deleted:
         writer.delete_copies(deleted)
-    floats = {n: Path(built[n]["floats"]) for n in names if n in built and built[n]["floats"]}
+    floats = {n: directory.parent / built[n]["floats"] for n in names if n in built and built[n]["floats"]}
     if merge and len(names) > 1 and len(floats) == len(names):
         writer.merge_from_floats(names, floats, None)
     elif merge and (len(names) > 1 or deleted):
