@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 LSR := $(VENV)/bin/lsr
 TORCH ?= torch==2.13.0
 
-.PHONY: run test install install-dev browser results train-results hybrid-results service-results bench-engines bench-engines-4m reliability-results index-results ray-results clean
+.PHONY: run test install install-dev browser results train-results hybrid-results service-results bench-engines bench-engines-4m reliability-results index-results ray-results shards-results clean
 
 $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -102,6 +102,15 @@ index-results: install-dev
 ray-results: install-dev
 	$(PY) eval/bench_ray_encode.py --docs 5183 --out eval/results/bench_ray_encode_scifact
 	$(PY) eval/bench_ray_serve.py /tmp/lsr-bench-ray-encode/ray --out eval/results/bench_ray_serve_scifact
+
+# Issue 12's MS MARCO-scale simulation (hours on 2 cores): 8.8M grown documents as 8, 4, 2 and
+# 1 shards (a rerun skips the shard counts done), then the cost model projected from them.
+BENCH_8M8_DIR ?= /tmp/bench-8m8
+shards-results: install-dev
+	test -d $(BENCH_8M8_DIR) || $(PY) ../shared/tools/make_bench_corpus.py --docs 8800000 --out $(BENCH_8M8_DIR)
+	$(PY) eval/bench_shards.py $(BENCH_8M8_DIR) --shards 8 4 2 1 --out eval/results/bench_shards_8m8
+	$(PY) eval/cost_model.py eval/results/bench_shards_8m8.json --encode eval/results/bench_ray_encode_scifact.json \
+	  --serve eval/results/bench_ray_serve_scifact.json --out eval/results/cost_model
 
 # Issue 3's figures: the query engine against PISA, BMP and Seismic on a grown 1M-doc collection.
 BENCH_DIR ?= /tmp/bench-1m

@@ -54,3 +54,24 @@ def test_chunked_float_reference_equals_one_pass(tmp_path):
             positive = np.flatnonzero(scores > 0)
             expected = positive[np.lexsort((positive, -scores[positive]))][:k]
             assert found[q].tolist() == expected.tolist()
+
+
+def test_cost_model_fits_and_projects():
+    from eval.cost_model import linear_fit, power_fit, project
+
+    sizes = [1e6, 2e6, 4e6, 8e6]
+    a, b = power_fit(sizes, [0.002 * s**0.7 for s in sizes])
+    assert np.isclose(a, 0.002) and np.isclose(b, 0.7)
+    assert np.allclose(linear_fit(sizes, [300 + 0.001 * s for s in sizes]), (300, 0.001))
+    inputs = {"shard_sizes": sizes, "bytes_per_doc": 2000.0, "build_cpu_seconds_per_doc": 0.001,
+              "build_peak_rss_mb": (300.0, 0.0005), "concurrency_efficiency": 1.0,
+              "encode_docs_per_second_per_cpu": None, "serve_overhead_p50_ms": None,
+              "fits": {"mean_ms@10": (1e-6, 1.0), "p99_ms@10": (1e-5, 1.0), "mean_ms@1000": (1e-5, 1.0),
+                       "p99_ms@1000": (1e-4, 1.0)}}
+    # 100M docs x 2000 bytes = 186 GB; 64 GB machines at 75%: 4 for memory; p99 at 25M docs a
+    # shard is 250 ms > 50 ms, so shards double until 12.5M... 3.1M docs (31 ms): 32 shards.
+    plan = project(100_000_000, inputs, memory_gb=64, fill=0.75, cpus=16, target_qps=100, p99_ms=50)
+    assert plan["shards_for_memory"] == 4 and plan["shards"] == 32 and plan["p99_ms@10"] <= 50
+    assert plan["qps_per_machine@10"] == 16 * 1000 / (1e-6 * 100_000_000 / 32)
+    assert plan["replicas"] == 1 and plan["machines"] == 32 and plan["extrapolated"] is False
+    assert plan["encode_cpu_hours"] is None and np.isclose(plan["build_cpu_hours"], 100_000 / 3600)
