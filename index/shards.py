@@ -65,7 +65,9 @@ def shard_names(num_shards: int) -> list[str]:
 def group_by_shard(doc_ids, num_shards: int) -> dict[int, list[int]]:
     """Shard -> the positions of ``doc_ids`` it owns, in input order (shards owning none left out)."""
     owners = shards_of(doc_ids, num_shards)
-    return {int(shard): np.flatnonzero(owners == shard).tolist() for shard in np.unique(owners)}
+    order = np.argsort(owners, kind="stable")  # positions grouped by shard, input order within each
+    shards, starts = np.unique(owners[order], return_index=True)
+    return {int(shard): part.tolist() for shard, part in zip(shards, np.split(order, starts[1:]))}
 
 
 @dataclass(frozen=True)
