@@ -246,11 +246,12 @@ def markdown(report: dict) -> str:
              f"the first {report['queries']} MS MARCO dev seed queries; `total` is one process searching every shard "
              "in turn and merging; `slowest shard` is the per-query maximum of the shards' own times (the fan-out's "
              "critical path when each shard has its own machine, network not included). QPS: client threads "
-             "searching at once, all shards in one process on this machine's cores.", "",
+             "searching at once, all shards in one process on this machine's cores. Searcher RSS counts the index "
+             "pages mapped and touched (opening verifies every checksum, so all of them).", "",
              "| shards | docs/shard | shard build s (slowest) | build CPU s (all) | index MB (all / largest shard) "
              "| build peak RSS MB (largest) | k=10 total mean/p50/p99 ms | k=10 slowest shard mean/p50/p99 ms "
              "| k=1000 total mean/p50/p99 ms | k=1000 slowest shard mean/p50/p99 ms | QPS 8 / 32 clients (k=10) "
-             "| QPS 8 / 32 clients (k=1000) | searcher RSS MB |",
+             "| QPS 8 / 32 clients (k=1000) | searcher RSS MB (all shards / per shard) |",
              "|---" * 13 + "|"]
 
     def triple(stats):
@@ -266,7 +267,8 @@ def markdown(report: dict) -> str:
             f"| {max(s['peak_rss_mb'] for s in run['build']):,.0f} | {triple(one['10']['total'])} "
             f"| {triple(one['10']['slowest_shard'])} | {triple(one['1000']['total'])} "
             f"| {triple(one['1000']['slowest_shard'])} | {conc['8@10']['qps']:.0f} / {conc['32@10']['qps']:.0f} "
-            f"| {conc['8@1000']['qps']:.1f} / {conc['32@1000']['qps']:.1f} | {search['search_rss_mb']:,.0f} |")
+            f"| {conc['8@1000']['qps']:.1f} / {conc['32@1000']['qps']:.1f} "
+            f"| {search['search_rss_mb']:,.0f} / {search['search_rss_mb'] / run['shards']:,.0f} |")
     machine = report["machine"]
     lines += ["", f"Machine: {machine['platform']}, {machine['cpus']} CPUs  ", f"Command: `{report['command']}`", ""]
     return "\n".join(lines)
@@ -282,7 +284,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path("/tmp/lsr-bench-shards"))
     parser.add_argument("--keep-index", action="store_true")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--report-only", action="store_true", help="rewrite OUT.md from OUT.json; measure nothing")
     args = parser.parse_args(argv)
+    if args.report_only:
+        args.out.with_suffix(".md").write_text(markdown(json.loads(args.out.with_suffix(".json").read_text())))
+        return 0
     args.work.mkdir(parents=True, exist_ok=True)
     json_path = args.out.with_suffix(".json")
     report = json.loads(json_path.read_text()) if json_path.exists() else {"runs": {}}
