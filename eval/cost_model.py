@@ -124,9 +124,12 @@ def markdown(report: dict) -> str:
         f"{inputs['bytes_per_doc']:,.0f} bytes a document; build {inputs['build_cpu_seconds_per_doc'] * 1e3:.3f} "
         f"CPU ms a document; build peak memory {inputs['build_peak_rss_mb'][0]:,.0f} MB + "
         f"{inputs['build_peak_rss_mb'][1] * 1024:,.2f} KB a document of the shard; concurrency efficiency {inputs['concurrency_efficiency']:.2f} (QPS with 8 clients "
-        "over cores x 1000 / mean ms); slowest-shard latency fitted as a x docs^b over shard sizes of "
-        f"{sizes} documents: "
-        + "; ".join(f"{name} b = {b:.2f}" for name, (a, b) in inputs["fits"].items())
+        "over cores x 1000 / mean ms); "
+        + (f"slowest-shard latency fitted as a x docs^b over shard sizes of {sizes} documents: "
+           + "; ".join(f"{name} b = {b:.2f}" for name, (a, b) in inputs["fits"].items())
+           if len(inputs["shard_sizes"]) > 1 else
+           f"slowest-shard latency measured at one shard size ({sizes} documents) and *assumed* proportional "
+           "to a shard's documents (b = 1; more shard counts measured replace the assumption by a fit)")
         + (f"; encoding {inputs['encode_docs_per_second_per_cpu']:.1f} documents a second a CPU (SciFact "
            "documents, one-CPU Ray actors)" if inputs["encode_docs_per_second_per_cpu"] else "")
         + (f"; Ray Serve adds {inputs['serve_overhead_p50_ms']:.1f} ms at p50 (SciFact, 2 shards)"
