@@ -162,14 +162,40 @@ def load(client: httpx.Client, seconds: float, threads: int = 4) -> dict:
     return counts
 
 
-def test_a_replica_killed_under_load_fails_no_request(served):
-    client, _ = served
+def write_load(client: httpx.Client, seconds: float, acknowledged: list, failed: list) -> None:
+    """Adds of new documents for ``seconds``: the ids answered 200 go to ``acknowledged``."""
+    deadline, n = time.monotonic() + seconds, 0
+    while time.monotonic() < deadline:
+        doc_id = f"kill-write-{n}"
+        try:
+            status = client.post("/documents", headers={"X-API-Key": KEY},
+                                 json={"id": doc_id, "title": f"written {n}", "text": "limb regeneration"}).status_code
+        except httpx.HTTPError as error:
+            status = type(error).__name__
+        (acknowledged if status == 200 else failed).append(doc_id if status == 200 else status)
+        n += 1
+
+
+def test_a_replica_killed_under_load_fails_no_request_and_loses_no_write(served):
+    client, path = served
+    acknowledged, failed = [], []
+    writer = threading.Thread(target=write_load, args=(client, 8.0, acknowledged, failed))
     killer = threading.Timer(2.0, lambda: os.kill(shard_pid("shard-0000"), signal.SIGKILL))
+    writer.start()
     killer.start()
     counts = load(client, seconds=8.0)
     killer.join()
-    print(f"two replicas, one killed under load: {counts}")
+    writer.join()
+    print(f"two replicas, one killed under load: searches {counts}, adds {len(acknowledged)} acknowledged, "
+          f"failed {failed}")
     assert set(counts) == {200} and counts[200] > 20, counts
+    assert not failed and len(acknowledged) > 5
+    for doc_id in acknowledged:  # every acknowledged add answers, and is on disk in its shard
+        assert client.get(f"/documents/{doc_id}").status_code == 200, doc_id
+    owners = {shard: [d for d in acknowledged if shard_of(d, 2) == shard] for shard in range(2)}
+    for shard, ids in owners.items():
+        with LiveIndex(path / f"shard-{shard:04d}", writer="never") as live:
+            assert all(live.contains(doc_id) for doc_id in ids)
 
 
 def test_the_only_replica_killed_gives_503_naming_it_or_a_partial_answer(tmp_path, serve_port, ray_index_1000):
