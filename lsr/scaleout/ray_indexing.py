@@ -88,7 +88,8 @@ def ray_index(source, out_dir: str | Path, num_shards: int, settings: dict, enco
             job's I/O so; no Ray is started).
 
     Raises:
-        RayJobError: ``out_dir`` holds a finished index or another job.
+        RayJobError: ``out_dir`` holds another job, or an index this job did not make (the
+            same job, finished, returns at once: it may have stopped after its manifest).
     """
     started = time.perf_counter()
     out_dir = Path(out_dir)
