@@ -12,17 +12,18 @@ Inputs, all measured on this machine and read from the benchmarks' JSON:
 - ``bench_ray_serve.py`` (optional): what Ray Serve adds to a search at p50 (the fan-out's hops).
 
 The model (every projected figure says so):
-- a shard's index stays resident: shards for memory = ceil(docs x bytes/doc / (memory x fill));
 - latency grows with a shard's documents as a power law fitted (least squares in log-log) to the
-  measured points; a shard count is chosen as the smallest power of two that holds the index in
-  memory and keeps the projected p99 at k = 10 within ``--p99-ms`` (compute only; the Serve
-  overhead is printed beside it);
-- one search takes one core for the shard's mean time; a machine with ``--machine-cpus`` cores
-  serves cores x 1000 / mean ms searches a second, scaled by the concurrency efficiency measured
-  here (QPS with 8 clients over cores x 1000 / mean); replicas = ceil(target QPS / that);
+  measured points (one measured size: assumed proportional); the shard count is the smallest
+  power of two whose shards keep the projected p99 at k = 10 within ``--p99-ms`` (search
+  compute; the Serve overhead is printed beside it);
+- a query takes one core on every shard for the shard's mean time, scaled by the concurrency
+  efficiency measured here (QPS with 8 clients over cores x 1000 / mean ms);
+- machines: enough memory to keep the index resident (``--fill`` of each machine's memory) and
+  enough cores for ``--target-qps``; a machine holds several shards where memory allows, and
+  the index is copied as often as the machines added for QPS have room for;
 - building takes the measured CPU seconds a document for the index and the measured encoding
   rate for the model, spread over every core of the deployment's machines.
-Sizes beyond the largest measured shard are extrapolations of the fit, and the slowest of many
+Shard sizes outside the measured ones are extrapolations of the fit, and the slowest of many
 shards is slower than the slowest of 8: the projected p99 is a lower bound there.
 """
 
@@ -89,29 +90,32 @@ def project(docs: int, inputs: dict, memory_gb: float, fill: float, cpus: int, t
         return a * size**b
 
     index_gb = docs * inputs["bytes_per_doc"] / 2**30
-    for_memory = max(1, math.ceil(index_gb / (memory_gb * fill)))
-    shards = 1 << (for_memory - 1).bit_length()
+    shards = 1  # the fewest (a power of two) whose shard keeps the p99
     while docs / shards > 1000 and at("p99_ms@10", docs / shards) > p99_ms:
         shards *= 2
     size = docs / shards
-    qps_per_machine = cpus * 1000 / at("mean_ms@10", size) * inputs["concurrency_efficiency"]
-    replicas = max(1, math.ceil(target_qps / qps_per_machine))
-    machines = shards * replicas
+    # A query takes one core on every shard for the shard's mean time; a machine holds as many
+    # shards (of any copies) as its memory allows, and its cores serve them all.
+    core_seconds_per_query = shards * at("mean_ms@10", size) / 1000 / inputs["concurrency_efficiency"]
+    for_memory = max(1, math.ceil(index_gb / (memory_gb * fill)))
+    for_cpu = max(1, math.ceil(target_qps * core_seconds_per_query / cpus))
+    machines = max(for_memory, for_cpu)
+    copies = max(1, math.floor(machines * memory_gb * fill / index_gb)) if for_cpu > for_memory else 1
     build_cpu_hours = docs * inputs["build_cpu_seconds_per_doc"] / 3600
     encode_cpu_hours = (docs / inputs["encode_docs_per_second_per_cpu"] / 3600
                         if inputs["encode_docs_per_second_per_cpu"] else None)
     largest = max(inputs["shard_sizes"])
     return {
-        "docs": docs, "index_gb": index_gb, "shards": shards, "shards_for_memory": for_memory,
-        "docs_per_shard": size, "replicas": replicas, "machines": machines,
-        "memory_per_machine_gb": size * inputs["bytes_per_doc"] / 2**30 / fill,
+        "docs": docs, "index_gb": index_gb, "shards": shards, "docs_per_shard": size, "copies": copies,
+        "machines": machines, "machines_for_memory": for_memory, "machines_for_qps": for_cpu,
+        "memory_per_machine_gb": index_gb * copies / machines / fill,
         "build_peak_memory_gb": (inputs["build_peak_rss_mb"][0] + size * inputs["build_peak_rss_mb"][1]) / 1024,
-        "p50_proxy_mean_ms@10": at("mean_ms@10", size), "p99_ms@10": at("p99_ms@10", size),
+        "mean_ms@10": at("mean_ms@10", size), "p99_ms@10": at("p99_ms@10", size),
         "mean_ms@1000": at("mean_ms@1000", size), "p99_ms@1000": at("p99_ms@1000", size),
-        "qps_per_machine@10": qps_per_machine,
+        "qps_capacity@10": machines * cpus / core_seconds_per_query,
         "build_cpu_hours": build_cpu_hours, "encode_cpu_hours": encode_cpu_hours,
         "build_wall_hours": (build_cpu_hours + (encode_cpu_hours or 0)) / (machines * cpus),
-        "extrapolated": size > largest * 1.01,
+        "extrapolated": size > largest * 1.01 or size < min(inputs["shard_sizes"]) * 0.99,
     }
 
 
@@ -137,18 +141,19 @@ def markdown(report: dict) -> str:
         f"**Projected** (parameters: machines of {params['memory_gb']:g} GB and {params['cpus']} CPUs, an index "
         f"may fill {params['fill']:.0%} of memory, p99 at k = 10 within {params['p99_ms']:g} ms (search "
         f"compute), {params['target_qps']:g} queries a second at k = 10):", "",
-        "| docs | index GB | shards | replicas | machines | memory per machine GB | build peak GB per shard "
-        "| p99 k=10 ms | mean / p99 k=1000 ms | QPS per machine (k=10) | build CPU h (index / encoding) "
-        "| build wall h | beyond measured sizes |",
+        "| docs | index GB | shards (docs each) | copies | machines (for memory / for QPS) | memory per machine GB "
+        "| build peak GB per shard | mean / p99 k=10 ms | mean / p99 k=1000 ms | QPS capacity (k=10) "
+        "| build CPU h (index / encoding) | build wall h | outside measured shard sizes |",
         "|---" * 13 + "|"]
     for p in report["projections"]:
         encode = f"{p['encode_cpu_hours']:,.0f}" if p["encode_cpu_hours"] is not None else "not measured"
         lines.append(
-            f"| {p['docs']:,} | {p['index_gb']:,.1f} | {p['shards']} | {p['replicas']} | {p['machines']} "
-            f"| {p['memory_per_machine_gb']:,.1f} | {p['build_peak_memory_gb']:,.1f} | {p['p99_ms@10']:.1f} "
-            f"| {p['mean_ms@1000']:.1f} / {p['p99_ms@1000']:.1f} | {p['qps_per_machine@10']:,.0f} "
-            f"| {p['build_cpu_hours']:,.1f} / {encode} | {p['build_wall_hours']:,.1f} "
-            f"| {'yes: a lower bound' if p['extrapolated'] else 'no'} |")
+            f"| {p['docs']:,} | {p['index_gb']:,.1f} | {p['shards']} ({p['docs_per_shard']:,.0f}) | {p['copies']} "
+            f"| {p['machines']} ({p['machines_for_memory']} / {p['machines_for_qps']}) "
+            f"| {p['memory_per_machine_gb']:,.1f} | {p['build_peak_memory_gb']:,.1f} "
+            f"| {p['mean_ms@10']:.1f} / {p['p99_ms@10']:.1f} | {p['mean_ms@1000']:.1f} / {p['p99_ms@1000']:.1f} "
+            f"| {p['qps_capacity@10']:,.0f} | {p['build_cpu_hours']:,.1f} / {encode} | {p['build_wall_hours']:,.1f} "
+            f"| {'yes: extrapolated' if p['extrapolated'] else 'no'} |")
     if report["inputs"]["serve_overhead_p50_ms"] is not None:
         lines += ["", f"Latencies are search compute; today's Ray Serve path adds about "
                       f"{inputs['serve_overhead_p50_ms']:.0f} ms a query on top (measured at p50 on SciFact)."]

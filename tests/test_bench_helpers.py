@@ -68,10 +68,15 @@ def test_cost_model_fits_and_projects():
               "encode_docs_per_second_per_cpu": None, "serve_overhead_p50_ms": None,
               "fits": {"mean_ms@10": (1e-6, 1.0), "p99_ms@10": (1e-5, 1.0), "mean_ms@1000": (1e-5, 1.0),
                        "p99_ms@1000": (1e-4, 1.0)}}
-    # 100M docs x 2000 bytes = 186 GB; 64 GB machines at 75%: 4 for memory; p99 at 25M docs a
-    # shard is 250 ms > 50 ms, so shards double until 12.5M... 3.1M docs (31 ms): 32 shards.
+    # 100M docs x 2000 bytes = 186 GB. p99 = 1e-5 x docs a shard <= 50 ms: 5M docs, so 32 shards
+    # (3.1M docs, 31 ms). Memory: 186 / 48 GB = 4 machines; QPS: 100 x 32 shards x 3.1 ms of a
+    # core = 10 core-seconds a second, one 16-core machine: memory decides, one copy.
     plan = project(100_000_000, inputs, memory_gb=64, fill=0.75, cpus=16, target_qps=100, p99_ms=50)
-    assert plan["shards_for_memory"] == 4 and plan["shards"] == 32 and plan["p99_ms@10"] <= 50
-    assert plan["qps_per_machine@10"] == 16 * 1000 / (1e-6 * 100_000_000 / 32)
-    assert plan["replicas"] == 1 and plan["machines"] == 32 and plan["extrapolated"] is False
+    assert plan["shards"] == 32 and plan["p99_ms@10"] <= 50 and plan["docs_per_shard"] == 100_000_000 / 32
+    assert (plan["machines_for_memory"], plan["machines_for_qps"], plan["machines"], plan["copies"]) == (4, 1, 4, 1)
+    assert np.isclose(plan["qps_capacity@10"], 4 * 16 / (32 * 1e-6 * 100_000_000 / 32 / 1000))
+    assert plan["extrapolated"] is False
+    busy = project(100_000_000, inputs, memory_gb=64, fill=0.75, cpus=16, target_qps=5000, p99_ms=50)
+    # 5,000 QPS x 0.1 core-seconds = 500 cores: 32 machines, room for 8 copies of the index
+    assert busy["machines_for_qps"] == 32 and busy["machines"] == 32 and busy["copies"] == 8
     assert plan["encode_cpu_hours"] is None and np.isclose(plan["build_cpu_hours"], 100_000 / 3600)
