@@ -21,6 +21,9 @@ from service.schemas import Document, SearchRequest
 from service.settings import Settings
 
 
+WITH_DOCUMENTS_MAX_K = 100
+
+
 class SearchEngine:
     """The index and encoders one service process answers with.
 
@@ -86,7 +89,9 @@ class SearchEngine:
         remote = getattr(self.index, "remote", False)
         missing: list[str] | None = [] if request.allow_partial and remote else None
         remote_options = {"missing": missing} if missing is not None else {}
-        if remote and request.mode != "hybrid":  # the shards send the hits' documents with them (one round less)
+        # The shards send their hits' documents with them (one round less), unless each would
+        # send many that the merge drops (large k) or fusion reorders (hybrid).
+        if remote and request.mode != "hybrid" and request.k <= WITH_DOCUMENTS_MAX_K:
             remote_options["with_documents"] = request.k
         if request.mode in ("sparse", "hybrid"):
             t0 = time.perf_counter()
