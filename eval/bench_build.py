@@ -44,17 +44,44 @@ def read_chunks(collection: Path, limit: int | None):
                SparseBatch(indptr[start : end + 1] - a, indices.read(a, b), values.read(a, b), VOCAB_SIZE), None)
 
 
-def _vm_hwm_mb() -> float:
+def status_mb(field: str = "VmHWM") -> float:
+    """A memory figure of this process from /proc/self/status (VmHWM: peak resident set), in MB."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def run_child(target, args: tuple):
+    """Start ``target(*args, queue)`` in a spawned process; the handle for `child_result`."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    child = context.Process(target=target, args=(*args, queue))
+    child.start()
+    return child, queue
+
+
+def child_result(job, timeout: float = 5):
+    """The child's answer (None while it runs); raises when it died without one (out of memory)."""
+    child, queue = job
+    try:
+        result = queue.get(timeout=timeout)
+    except Exception:
+        if not child.is_alive():
+            raise RuntimeError(f"a benchmark child died (exit code {child.exitcode})") from None
+        return None
+    child.join()
+    return result
+
+
+def directory_mb(directory: Path) -> float:
+    return sum(p.stat().st_size for p in Path(directory).rglob("*") if p.is_file()) / 2**20
 
 
 def _build(collection: str, out: str, limit: int | None, segment_docs: int, merge: bool, queue) -> None:
     from index.build import IndexBuild
 
-    baseline = _vm_hwm_mb()
+    baseline = status_mb()
     started = time.perf_counter()
     build = IndexBuild(out, VOCAB_SIZE, {"corpus": collection}, segment_docs=segment_docs, merge=merge,
                        background=True, reorder="bp", block_size=8)
@@ -63,29 +90,19 @@ def _build(collection: str, out: str, limit: int | None, segment_docs: int, merg
     segments_built = time.perf_counter() - started
     build.finish()
     queue.put({"seconds": time.perf_counter() - started, "segments_built_seconds": segments_built,
-               "peak_rss_mb": _vm_hwm_mb(), "baseline_rss_mb": baseline})
+               "peak_rss_mb": status_mb(), "baseline_rss_mb": baseline})
 
 
 def measure(collection: Path, out: Path, limit: int | None, segment_docs: int, merge: bool) -> dict:
     if out.exists():
         shutil.rmtree(out)
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    child = context.Process(target=_build, args=(str(collection), str(out), limit, segment_docs, merge, queue))
-    child.start()
-    while True:  # the child may die (out of memory): do not wait for it forever
-        try:
-            result = queue.get(timeout=5)
-            break
-        except Exception:
-            if not child.is_alive():
-                raise RuntimeError(f"the build process died (exit code {child.exitcode})") from None
-    child.join()
+    job = run_child(_build, (str(collection), str(out), limit, segment_docs, merge))
+    while (result := child_result(job)) is None:  # the child may die (out of memory): not forever
+        pass
     from index.commit import read_newest_commit
 
     commit = read_newest_commit(out)
-    size = sum(p.stat().st_size for p in (out / "segments").rglob("*") if p.is_file())
-    return {**result, "docs": commit.num_docs, "segments": len(commit.segments), "index_mb": size / 2**20,
+    return {**result, "docs": commit.num_docs, "segments": len(commit.segments), "index_mb": directory_mb(out / "segments"),
             "segment_docs": segment_docs, "merged": merge}
 
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import resource
 import shlex
 import shutil
@@ -40,19 +39,12 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.bench_build import VOCAB_SIZE, read_chunks
+from eval.bench_build import VOCAB_SIZE, child_result, directory_mb, read_chunks, run_child, status_mb
 from eval.report import machine_description
 
 MSMARCO_DEV = 2  # queries/source.npy: 0 scifact, 1 nfcorpus, 2 msmarco-dev
 KS = (10, 1000)
 CLIENTS = (8, 32)
-
-
-def _status_mb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def _cpu_seconds() -> float:
@@ -79,7 +71,7 @@ def _build_shard(collection: str, out: str, owners_path: str, shard: int, num_sh
                  queue) -> None:
     from index.build import IndexBuild
 
-    baseline = _status_mb("VmHWM")
+    baseline = status_mb("VmHWM")
     owners = np.load(owners_path, mmap_mode="r")
     started, cpu = time.perf_counter(), _cpu_seconds()
     build = IndexBuild(out, VOCAB_SIZE, {"corpus": collection, "shard": shard, "shards": num_shards},
@@ -92,27 +84,7 @@ def _build_shard(collection: str, out: str, owners_path: str, shard: int, num_sh
         start += len(ids)
     build.finish(require_weights=False)
     queue.put({"shard": shard, "docs": build.num_docs, "seconds": time.perf_counter() - started,
-               "cpu_seconds": _cpu_seconds() - cpu, "peak_rss_mb": _status_mb("VmHWM"), "baseline_rss_mb": baseline})
-
-
-def _run_child(target, args: tuple) -> dict:
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    child = context.Process(target=target, args=(*args, queue))
-    child.start()
-    return {"process": child, "queue": queue}
-
-
-def _result(job: dict, timeout: float) -> dict | None:
-    """The child's answer, None while it runs; raises when it died without one."""
-    try:
-        result = job["queue"].get(timeout=timeout)
-    except Exception:
-        if not job["process"].is_alive():
-            raise RuntimeError(f"a benchmark child died (exit code {job['process'].exitcode})") from None
-        return None
-    job["process"].join()
-    return result
+               "cpu_seconds": _cpu_seconds() - cpu, "peak_rss_mb": status_mb("VmHWM"), "baseline_rss_mb": baseline})
 
 
 def build_shards(collection: Path, out: Path, work: Path, num_shards: int, segment_docs: int, jobs: int,
@@ -131,10 +103,10 @@ def build_shards(collection: Path, out: Path, work: Path, num_shards: int, segme
             shard = todo.pop(0)
             directory = out / shard_names(num_shards)[shard]
             shutil.rmtree(directory, ignore_errors=True)  # a build cut short leaves no commit worth keeping
-            running.append(_run_child(_build_shard, (str(collection), str(directory), str(owners), shard,
+            running.append(run_child(_build_shard, (str(collection), str(directory), str(owners), shard,
                                                      num_shards, segment_docs)))
         for job in list(running):
-            result = _result(job, timeout=2)
+            result = child_result(job, timeout=2)
             if result is not None:
                 running.remove(job)
                 results[result["shard"]] = result
@@ -166,7 +138,7 @@ def _measure(out: str, collection: str, num_queries: int, queue) -> None:
     from index.sharded import ShardedIndex
 
     queries = read_queries(Path(collection), num_queries)
-    baseline = _status_mb("VmRSS")
+    baseline = status_mb("VmRSS")
     opened = time.perf_counter()
     index = ShardedIndex(out, writer="never")
     open_seconds = time.perf_counter() - opened
@@ -201,22 +173,17 @@ def _measure(out: str, collection: str, num_queries: int, queue) -> None:
             wall = time.perf_counter() - started
             result["concurrent"][f"{clients}@{k}"] = {"clients": clients, "k": k, "qps": len(queries) / wall,
                                                       **_stats(latencies)}
-    result.update(search_rss_mb=_status_mb("VmRSS"), search_peak_rss_mb=_status_mb("VmHWM"),
+    result.update(search_rss_mb=status_mb("VmRSS"), search_peak_rss_mb=status_mb("VmHWM"),
                   search_baseline_rss_mb=baseline)
     index.close()
     queue.put(result)
 
 
 def measure(out: Path, collection: Path, num_queries: int) -> dict:
-    job = _run_child(_measure, (str(out), str(collection), num_queries))
-    while True:
-        result = _result(job, timeout=5)
-        if result is not None:
-            return result
-
-
-def _size_mb(directory: Path) -> float:
-    return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file()) / 2**20
+    job = run_child(_measure, (str(out), str(collection), num_queries))
+    while (result := child_result(job)) is None:
+        pass
+    return result
 
 
 def run_shard_count(collection: Path, work: Path, num_shards: int, segment_docs: int, jobs: int, num_queries: int,
@@ -227,7 +194,7 @@ def run_shard_count(collection: Path, work: Path, num_shards: int, segment_docs:
     started = time.perf_counter()
     shards = build_shards(collection, out, work, num_shards, segment_docs, jobs)
     build_wall = time.perf_counter() - started
-    sizes = [_size_mb(out / name) for name in shard_names(num_shards)]
+    sizes = [directory_mb(out / name) for name in shard_names(num_shards)]
     print(f"  measuring {num_shards} shard(s)", flush=True)
     search = measure(out, collection, num_queries)
     if not keep_index:

@@ -30,18 +30,13 @@ MANIFEST_FORMAT = "lsr-shards"
 MANIFEST_VERSION = 1
 PARTITION = "fnv1a64-splitmix64-mod"  # what `shard_of` computes; recorded so a reader can refuse another
 MAX_SHARDS = 4096
-_MASK = (1 << 64) - 1
 
 
 def shard_of(doc_id: str, num_shards: int) -> int:
     """The shard that owns ``doc_id``: FNV-1a of its UTF-8 bytes, mixed by splitmix64's
     finaliser (FNV's low bits alone spread short numeric ids unevenly), modulo the count.
     Stable across processes, machines and versions (never Python's salted ``hash``)."""
-    x = int(hash_id(doc_id))
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK
-    x ^= x >> 31
-    return x % num_shards
+    return int(_mix(hash_id(doc_id)) % np.uint64(num_shards))
 
 
 def shards_of(doc_ids, num_shards: int) -> np.ndarray:
@@ -50,12 +45,16 @@ def shards_of(doc_ids, num_shards: int) -> np.ndarray:
     encoded = [doc_id.encode("utf-8") for doc_id in doc_ids]
     offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
     np.cumsum([len(b) for b in encoded], out=offsets[1:])
-    x = hash_ids(offsets, np.frombuffer(b"".join(encoded), dtype=np.uint8))
+    x = _mix(hash_ids(offsets, np.frombuffer(b"".join(encoded), dtype=np.uint8)))
+    return (x % np.uint64(num_shards)).astype(np.int64)
+
+
+def _mix(x):
+    """splitmix64's finaliser of FNV-1a hashes (a numpy uint64 or uint64 array; wrapping)."""
     with np.errstate(over="ignore"):
         x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        x ^= x >> np.uint64(31)
-    return (x % np.uint64(num_shards)).astype(np.int64)
+        return x ^ (x >> np.uint64(31))
 
 
 def shard_names(num_shards: int) -> list[str]:
