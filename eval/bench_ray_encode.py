@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import shlex
+import os
 import shutil
 import sys
 import time
 from pathlib import Path
 
-from eval.report import machine_description, save_result
+from eval.cpu_usage import machine_busy_seconds, process_cpu_seconds, ray_processes_cpu
+from eval.report import publish
 
 
 def make_corpus(docs: int, out: Path) -> Path:
@@ -37,10 +38,11 @@ def one_process(corpus: Path, out: Path, shards: int) -> dict:
     from lsr.encoders.loading import load_encoder
     from lsr.indexing import index_corpus
 
-    started = time.perf_counter()
+    started, busy, cpu = time.perf_counter(), machine_busy_seconds(), process_cpu_seconds(os.getpid())
     encoder = load_encoder(None)
     index_corpus(iter_corpus(corpus), encoder, out, str(corpus), show_progress=False, shards=shards)
-    return {"seconds": time.perf_counter() - started}
+    return {"seconds": time.perf_counter() - started, "machine_busy_cpu_seconds": machine_busy_seconds() - busy,
+            "process_cpu_seconds": process_cpu_seconds(os.getpid()) - cpu}
 
 
 def on_ray(corpus: Path, out: Path, shards: int, block_docs: int | None, actors: int | None,
@@ -51,7 +53,7 @@ def on_ray(corpus: Path, out: Path, shards: int, block_docs: int | None, actors:
     from lsr.scaleout.block_indexer import EncoderSpec
     from lsr.scaleout.ray_indexing import ray_index
 
-    started = time.perf_counter()
+    started, busy = time.perf_counter(), machine_busy_seconds()
     encoder = load_encoder(None)
     settings = index_settings(encoder.vocab_size, {"encoder": encoder.describe(), "corpus": str(corpus)}, None,
                               reorder="bp", store_texts=True)
@@ -62,10 +64,12 @@ def on_ray(corpus: Path, out: Path, shards: int, block_docs: int | None, actors:
                      report=lambda line: marks.append((time.perf_counter(), line)))
     seconds = time.perf_counter() - started
     first_block = next(t for t, line in marks if line.startswith("blocks done 1 "))
+    busy, processes = machine_busy_seconds() - busy, ray_processes_cpu()  # before Ray's processes end
     import ray
 
     ray.shutdown()
-    return {"seconds": seconds, "until_first_block": first_block - started, "block_docs": source.block_docs, **done}
+    return {"seconds": seconds, "until_first_block": first_block - started, "block_docs": source.block_docs,
+            "machine_busy_cpu_seconds": busy, "cpu_seconds_by_process": processes, **done}
 
 
 def run(docs: int, shards: int, block_docs: int | None, actors: int | None, cpus_per_actor: int, work: Path) -> dict:
@@ -96,8 +100,22 @@ def markdown(report: dict) -> str:
         f"Ray's share: {ray['until_first_block']:.1f} s from the job's start to its first block published "
         f"(Ray started, actors and their models loaded, one block encoded); encoding took "
         f"{ray['encode_seconds']:.1f} actor-seconds, segment building {ray['build_seconds']:.1f}.", "",
+        *_cpu_lines(report),
         f"Machine: {report['machine']['platform']}, {report['machine']['cpus']} CPUs  ",
         f"Command: `{report['command']}`", ""])
+
+
+def _cpu_lines(report: dict) -> list[str]:
+    """Where the CPU went (results recorded before these figures existed have none)."""
+    one, ray, cpus = report["one_process"], report["ray"], report["machine"]["cpus"]
+    if "machine_busy_cpu_seconds" not in ray:
+        return []
+    by_process = ", ".join(f"{kind} {seconds:.1f}" for kind, seconds in sorted(
+        ray["cpu_seconds_by_process"].items(), key=lambda item: -item[1]))
+    return [f"CPU (machine-wide, busy CPU-seconds of the {cpus} CPUs' wall x CPUs): one process "
+            f"{one['machine_busy_cpu_seconds']:.1f} of {one['seconds'] * cpus:.1f} (its own "
+            f"{one['process_cpu_seconds']:.1f}); Ray {ray['machine_busy_cpu_seconds']:.1f} of "
+            f"{ray['seconds'] * cpus:.1f}, by process: {by_process}.", ""]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,11 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     report = run(args.docs, args.shards, args.block_docs, args.actors, args.cpus_per_actor, args.work)
-    report.update(machine=machine_description(),
-                  command="python eval/bench_ray_encode.py " + shlex.join(sys.argv[1:] if argv is None else argv))
-    print(markdown(report))
-    if args.out:
-        save_result(args.out, report, markdown(report))
+    publish(report, markdown, "bench_ray_encode.py", argv, args.out)
     return 0
 
 

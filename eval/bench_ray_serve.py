@@ -21,7 +21,6 @@ are the floor of what Serve adds on this machine.
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from eval.bench_service import http_ms, summary
-from eval.report import machine_description, save_result
+from eval.report import publish
 from eval.server_process import ServerProcess
 
 
@@ -139,11 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run(args.index, args.dataset, args.rounds, args.k, args.mode, args.replicas, args.logs)
     if args.hop_calls:
         result["hops"] = hop_costs(args.hop_calls)
-    result.update(machine=machine_description(),
-                  command="python eval/bench_ray_serve.py " + shlex.join(sys.argv[1:] if argv is None else argv))
-    print(markdown(result))
-    if args.out:
-        save_result(args.out, result, markdown(result))
+    publish(result, markdown, "bench_ray_serve.py", argv, args.out)
     return 0
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import shutil
 import sys
 import time
@@ -36,7 +35,7 @@ import numpy as np
 
 from eval.bench_build import read_chunks
 from eval.bench_collection import _gather_rows, link_copy, sample_queries, summary
-from eval.report import machine_description, save_result
+from eval.report import publish
 from index.build import IndexBuild
 from index.commit import generations
 from index.live import LiveIndex, open_single_segment
@@ -191,11 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     report = run(args.collection, args.work, args.docs, args.queries)
-    report.update(machine=machine_description(),
-                  command="python eval/bench_segments.py " + shlex.join(sys.argv[1:] if argv is None else argv))
-    print(markdown(report))
-    if args.out:
-        save_result(args.out, report, markdown(report))
+    publish(report, markdown, "bench_segments.py", argv, args.out)
     return 0
 
 

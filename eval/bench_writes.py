@@ -21,7 +21,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import shlex
 import shutil
 import sys
 import threading
@@ -31,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from eval.bench_collection import link_copy, sample_queries
-from eval.report import machine_description, save_result
+from eval.report import publish
 from index.npy_stream import NpyReader
 
 
@@ -251,11 +250,8 @@ def main(argv: list[str] | None = None) -> int:
                  args.flush_docs, args.pin)
     from index.commit import read_newest_commit
 
-    report.update(docs=read_newest_commit(args.index).num_docs, machine=machine_description(),
-                  command="python eval/bench_writes.py " + shlex.join(sys.argv[1:] if argv is None else argv))
-    print(markdown(report))
-    if args.out:
-        save_result(args.out, report, markdown(report))
+    report.update(docs=read_newest_commit(args.index).num_docs)
+    publish(report, markdown, "bench_writes.py", argv, args.out)
     return 0
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import shutil
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from eval.report import machine_description, save_result
+from eval.report import publish
 from index.build import IndexBuild
 from index.commit import read_newest_commit
 from index.live import LiveIndex
@@ -206,11 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as work:
         report = run(args.flips, Path(work), args.seed)
-    report.update(machine=machine_description(),
-                  command="python eval/corruption_test.py " + shlex.join(sys.argv[1:] if argv is None else argv))
-    print(markdown(report))
-    if args.out:
-        save_result(args.out, report, markdown(report))
+    publish(report, markdown, "corruption_test.py", argv, args.out)
     t = report["totals"]
     return 1 if t["crashes"] or t["verify_detects"] < t["trials"] or t["checked_silent"] or t["checked_unclear"] else 0
 

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import argparse
 import collections
-import shlex
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 from eval.hostile_requests import hostile_requests, problems, send
-from eval.report import machine_description, save_result
+from eval.report import publish
 from eval.server_process import ServerProcess
 
 API_KEY = "hostile-test-key-7f3a"
@@ -67,11 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as work:
         report = run(args.index, Path(work), args.workers)
-    report.update(machine=machine_description(),
-                  command="python eval/hostile_service.py " + shlex.join(sys.argv[1:] if argv is None else argv))
-    print(markdown(report))
-    if args.out:
-        save_result(args.out, report, markdown(report))
+    publish(report, markdown, "hostile_service.py", argv, args.out)
     return 1 if report["server_errors"] or report["failures"] or report["tracebacks_in_log"] else 0
 
 

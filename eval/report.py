@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import platform
+import shlex
+import sys
 from pathlib import Path
 
 from lsr.metrics import MEASURES
@@ -80,3 +82,18 @@ def write_report(report: dict, out_dir: Path) -> tuple[Path, Path]:
     md_path = out_dir / "report.md"
     md_path.write_text("\n".join(md))
     return json_path, md_path
+
+
+def command_line(script: str, argv: list[str] | None) -> str:
+    """How the report was made: ``python eval/SCRIPT ARGS`` (``argv`` None: this process's)."""
+    return f"python eval/{script} " + shlex.join(sys.argv[1:] if argv is None else argv)
+
+
+def publish(report: dict, markdown, script: str, argv: list[str] | None, out: Path | None) -> None:
+    """Add the machine and the command to ``report``, print its ``markdown(report)``, and save
+    both to ``out`` (`save_result`) when given."""
+    report.update(machine=machine_description(), command=command_line(script, argv))
+    text = markdown(report)
+    print(text)
+    if out:
+        save_result(out, report, text)

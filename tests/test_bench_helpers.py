@@ -80,3 +80,42 @@ def test_cost_model_fits_and_projects():
     # 5,000 QPS x 0.1 core-seconds = 500 cores: 32 machines, room for 8 copies of the index
     assert busy["machines_for_qps"] == 32 and busy["machines"] == 32 and busy["copies"] == 8
     assert plan["encode_cpu_hours"] is None and np.isclose(plan["build_cpu_hours"], 100_000 / 3600)
+
+
+def test_cpu_usage_reads_this_process_and_classifies_ray_processes():
+    import os
+    import subprocess
+    import sys
+
+    from eval.cpu_usage import machine_busy_seconds, process_cpu_seconds, ray_process_kind
+
+    busy, own = machine_busy_seconds(), process_cpu_seconds(os.getpid())
+    child = subprocess.run([sys.executable, "-c", "sum(range(30_000_000))"], check=True)
+    assert child.returncode == 0
+    total = sum(i * i for i in range(2_000_000))  # this process's own CPU, counted in its stat
+    assert total > 0
+    assert process_cpu_seconds(os.getpid()) > own
+    assert machine_busy_seconds() - busy >= 0.2  # the child's time is the machine's
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    assert process_cpu_seconds(dead.pid) is None
+    assert ray_process_kind("/v/ray/core/src/ray/raylet/raylet --node_ip_address=1") == "raylet"
+    assert ray_process_kind("/v/ray/core/src/ray/gcs/gcs_server --port=1") == "gcs"
+    assert ray_process_kind("ray::IDLE") == "idle workers"
+    assert ray_process_kind("ray::MapWorker(MapBatches(BlockIndexer))") == "actors and tasks"
+    assert ray_process_kind("python -u /v/ray/dashboard/agent.py --x") == "other Ray services"
+    assert ray_process_kind("python eval/bench_ray_encode.py") is None
+
+
+def test_publish_records_the_machine_and_command_and_saves_both_files(tmp_path, capsys):
+    import json
+
+    from eval.report import publish
+
+    report = {"figure": 1.5}
+    publish(report, lambda r: f"figure {r['figure']} on {r['machine']['cpus']} CPUs\n", "bench_x.py",
+            ["--docs", "10", "a b"], tmp_path / "results" / "bench_x")
+    saved = json.loads((tmp_path / "results" / "bench_x.json").read_text())
+    assert saved["command"] == "python eval/bench_x.py --docs 10 'a b'"
+    assert saved["figure"] == 1.5 and saved["machine"]["cpus"] >= 1
+    assert capsys.readouterr().out == (tmp_path / "results" / "bench_x.md").read_text() + "\n"  # print adds one
