@@ -5,8 +5,10 @@
 Both build a 2-shard index of the first ``--docs`` SciFact documents with the bundled SPLADE
 model: the one-process `lsr index` job (encoding on this thread, segments finished on a
 background thread) and the Ray Data job (a local Ray on this machine, started by the job:
-its start-up is counted). Reported: documents per second of wall time for each, their ratio,
-and Ray's overhead split into start-up (Ray, actors, models) and the rest.
+its start-up is counted), ``--rounds`` times each, alternating which goes first. Reported:
+documents per second of wall time for each, their ratio over all runs and round by round,
+Ray's overhead split into start-up (Ray, actors, models) and the rest, and where the CPU went
+(`eval.cpu_usage`: the machine's busy time, Ray's processes by role).
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ def on_ray(corpus: Path, out: Path, shards: int, block_docs: int | None, actors:
     from lsr.scaleout.block_indexer import EncoderSpec
     from lsr.scaleout.ray_indexing import ray_index
 
-    started, busy = time.perf_counter(), machine_busy_seconds()
+    started, busy, driver = time.perf_counter(), machine_busy_seconds(), process_cpu_seconds(os.getpid())
     encoder = load_encoder(None)
     settings = index_settings(encoder.vocab_size, {"encoder": encoder.describe(), "corpus": str(corpus)}, None,
                               reorder="bp", store_texts=True)
@@ -65,6 +67,7 @@ def on_ray(corpus: Path, out: Path, shards: int, block_docs: int | None, actors:
     seconds = time.perf_counter() - started
     first_block = next(t for t, line in marks if line.startswith("blocks done 1 "))
     busy, processes = machine_busy_seconds() - busy, ray_processes_cpu()  # before Ray's processes end
+    processes["driver"] = round(processes["driver"] - driver, 1)
     import ray
 
     ray.shutdown()
@@ -72,32 +75,55 @@ def on_ray(corpus: Path, out: Path, shards: int, block_docs: int | None, actors:
             "machine_busy_cpu_seconds": busy, "cpu_seconds_by_process": processes, **done}
 
 
-def run(docs: int, shards: int, block_docs: int | None, actors: int | None, cpus_per_actor: int, work: Path) -> dict:
+def run(docs: int, shards: int, block_docs: int | None, actors: int | None, cpus_per_actor: int, work: Path,
+        rounds: int) -> dict:
+    """``rounds`` of both jobs, alternating which goes first (one, Ray, Ray, one, ...): this
+    machine's speed drifts by 10-30 % over minutes, and a ratio of one run each would measure it."""
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     corpus = make_corpus(docs, work / "corpus.jsonl")
-    single = one_process(corpus, work / "one", shards)
-    print(f"one process: {single}", flush=True)
-    distributed = on_ray(corpus, work / "ray", shards, block_docs, actors, cpus_per_actor)
-    print(f"ray: {distributed}", flush=True)
-    return {"docs": docs, "shards": shards, "block_docs": distributed["block_docs"], "cpus_per_actor": cpus_per_actor,
-            "one_process": {**single, "docs_per_second": docs / single["seconds"]},
-            "ray": {**distributed, "docs_per_second": docs / distributed["seconds"]},
-            "ratio": single["seconds"] / distributed["seconds"]}
+    singles, distributed = [], []
+    for round_ in range(rounds):
+        for job in ("one", "ray") if round_ % 2 == 0 else ("ray", "one"):
+            shutil.rmtree(work / job, ignore_errors=True)  # the last Ray index stays for bench_ray_serve
+            if job == "one":
+                singles.append(one_process(corpus, work / job, shards))
+                print(f"one process: {singles[-1]}", flush=True)
+            else:
+                distributed.append(on_ray(corpus, work / job, shards, block_docs, actors, cpus_per_actor))
+                print(f"ray: {distributed[-1]}", flush=True)
+    one_seconds = sum(r["seconds"] for r in singles)
+    ray_seconds = sum(r["seconds"] for r in distributed)
+    return {"docs": docs, "shards": shards, "block_docs": distributed[-1]["block_docs"],
+            "cpus_per_actor": cpus_per_actor, "rounds": rounds,
+            "one_process": {**singles[-1], "runs_seconds": [r["seconds"] for r in singles],
+                            "docs_per_second": docs * rounds / one_seconds},
+            "ray": {**distributed[-1], "runs_seconds": [r["seconds"] for r in distributed],
+                    "docs_per_second": docs * rounds / ray_seconds},
+            "round_ratios": [one["seconds"] / ray["seconds"] for one, ray in zip(singles, distributed)],
+            "ratio": one_seconds / ray_seconds}
 
 
 def markdown(report: dict) -> str:
     one, ray = report["one_process"], report["ray"]
+    rounds = report.get("rounds", 1)
+
+    def runs(job: dict) -> str:
+        return " / ".join(f"{seconds:.1f}" for seconds in job.get("runs_seconds", [job["seconds"]]))
+
     return "\n".join([
         "# Indexing throughput: Ray Data job against the one-process job", "",
         f"The first {report['docs']:,} SciFact documents, bundled SPLADE model, {report['shards']} shards, "
-        f"documents per second of wall time (model loading and, for Ray, its start-up included).", "",
-        "| job | seconds | docs/s |", "|---|---|---|",
-        f"| one process (`lsr index`) | {one['seconds']:.1f} | {one['docs_per_second']:.2f} |",
+        f"documents per second of wall time (model loading and, for Ray, its start-up included); {rounds} "
+        "round(s) of both jobs, alternating which goes first.", "",
+        "| job | seconds (each run) | docs/s (all runs) |", "|---|---|---|",
+        f"| one process (`lsr index`) | {runs(one)} | {one['docs_per_second']:.2f} |",
         f"| Ray Data, {ray['actors']} actors x {report['cpus_per_actor']} CPU, blocks of {report['block_docs']} "
-        f"(`lsr index --ray`) | {ray['seconds']:.1f} | {ray['docs_per_second']:.2f} |", "",
-        f"Ray / one process: **{report['ratio']:.3f}x** (target at least 0.9x).", "",
-        f"Ray's share: {ray['until_first_block']:.1f} s from the job's start to its first block published "
+        f"(`lsr index --ray`) | {runs(ray)} | {ray['docs_per_second']:.2f} |", "",
+        f"Ray / one process: **{report['ratio']:.3f}x** over all runs (target at least 0.9x)"
+        + (f"; round by round {', '.join(f'{r:.3f}' for r in report['round_ratios'])}." if "round_ratios" in report
+           else "."), "",
+        f"Ray's share (last run): {ray['until_first_block']:.1f} s from the job's start to its first block published "
         f"(Ray started, actors and their models loaded, one block encoded); encoding took "
         f"{ray['encode_seconds']:.1f} actor-seconds, segment building {ray['build_seconds']:.1f}.", "",
         *_cpu_lines(report),
@@ -106,13 +132,14 @@ def markdown(report: dict) -> str:
 
 
 def _cpu_lines(report: dict) -> list[str]:
-    """Where the CPU went (results recorded before these figures existed have none)."""
+    """Where the CPU went in each job's last run (results recorded before these figures existed
+    have none)."""
     one, ray, cpus = report["one_process"], report["ray"], report["machine"]["cpus"]
     if "machine_busy_cpu_seconds" not in ray:
         return []
     by_process = ", ".join(f"{kind} {seconds:.1f}" for kind, seconds in sorted(
         ray["cpu_seconds_by_process"].items(), key=lambda item: -item[1]))
-    return [f"CPU (machine-wide, busy CPU-seconds of the {cpus} CPUs' wall x CPUs): one process "
+    return [f"CPU-seconds, machine-wide busy time against wall x {cpus} CPUs (last runs): one process "
             f"{one['machine_busy_cpu_seconds']:.1f} of {one['seconds'] * cpus:.1f} (its own "
             f"{one['process_cpu_seconds']:.1f}); Ray {ray['machine_busy_cpu_seconds']:.1f} of "
             f"{ray['seconds'] * cpus:.1f}, by process: {by_process}.", ""]
@@ -126,9 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--actors", type=int)
     parser.add_argument("--cpus-per-actor", type=int, default=1)
     parser.add_argument("--work", type=Path, default=Path("/tmp/lsr-bench-ray-encode"))
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of both jobs (alternating which goes first)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
-    report = run(args.docs, args.shards, args.block_docs, args.actors, args.cpus_per_actor, args.work)
+    report = run(args.docs, args.shards, args.block_docs, args.actors, args.cpus_per_actor, args.work, args.rounds)
     publish(report, markdown, "bench_ray_encode.py", argv, args.out)
     return 0
 

@@ -11,10 +11,11 @@ between the two servers (both stay up) so drift hits both alike. Reported: laten
 and the difference of their medians.
 
 Then, on a fresh local Ray (two CPUs) with nothing else deployed, what one hop costs: a plain
-Ray actor call and a Serve deployment-handle call (sync and async methods), each a
-round trip of a tiny argument, median of ``--hop-calls``. A sparse search on Serve makes
+Ray actor call and a Serve deployment-handle call (sync and async methods over Serve's
+default actor calls, and over its inter-deployment gRPC, which `lsr serve --ray` uses), each
+a round trip of a tiny argument, median of ``--hop-calls``. A sparse search on Serve makes
 three hops one after the other (the proxy to the ingress, the ingress to the encoder, the
-ingress to every shard at once; the hits' documents come back with them), so three Serve hops
+ingress to every shard at once; the hits' documents come back with them), so three gRPC hops
 are the floor of what Serve adds on this machine.
 """
 
@@ -90,9 +91,11 @@ def hop_costs(calls: int) -> dict:
     try:
         actor = Echo.remote()
         handle = serve.run(EchoDeployment.bind(), name="hop-probe", route_prefix=None)
+        by_value = handle.options(_by_reference=False)  # over gRPC, as service.ray_serve's handles
         return {"ray_actor_call_ms": median_ms(lambda: ray.get(actor.echo.remote(1))),
                 "serve_handle_call_ms": median_ms(lambda: handle.echo.remote(1).result()),
                 "serve_handle_async_call_ms": median_ms(lambda: handle.echo_async.remote(1).result()),
+                "serve_grpc_call_ms": median_ms(lambda: by_value.echo.remote(1).result()),
                 "calls": calls}
     finally:
         serve.shutdown()
@@ -114,9 +117,12 @@ def markdown(result: dict) -> str:
     if hops:
         lines += [f"One hop on this machine (a fresh local Ray, median of {hops['calls']} round trips): a Ray actor "
                   f"call {hops['ray_actor_call_ms']:.2f} ms; a Serve handle call {hops['serve_handle_call_ms']:.2f} ms "
-                  f"(async method {hops['serve_handle_async_call_ms']:.2f} ms). A sparse search crosses three Serve "
-                  f"hops in turn (proxy to ingress, ingress to encoder, ingress to the shards), so about "
-                  f"{3 * hops['serve_handle_call_ms']:.1f} ms is Serve's floor here.", ""]
+                  f"(async method {hops['serve_handle_async_call_ms']:.2f} ms)"
+                  + (f"; over Serve's gRPC, as `lsr serve --ray` calls, {hops['serve_grpc_call_ms']:.2f} ms. "
+                     if "serve_grpc_call_ms" in hops else ". ")
+                  + "A sparse search crosses three Serve hops in turn (proxy to ingress, ingress to encoder, ingress "
+                  f"to the shards), so about {3 * hops.get('serve_grpc_call_ms', hops['serve_handle_call_ms']):.1f} ms "
+                  "is Serve's floor here.", ""]
     lines += [
               f"Machine: {result['machine']['platform']}, {result['machine']['cpus']} CPUs  ",
               f"Command: `{result['command']}`", ""]

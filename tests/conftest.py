@@ -84,9 +84,9 @@ RAY_BLOCK_DOCS = 500  # two blocks: one for each encoder actor
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    import ray
+    from lsr.scaleout.ray_indexing import start_ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    ray = start_ray(num_cpus=2)  # as the jobs and `lsr serve --ray` start it
     yield ray
     from ray import serve
 
