@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import shlex
 import shutil
 import sys
 import time
@@ -40,7 +39,8 @@ from pathlib import Path
 import numpy as np
 
 from eval.bench_build import VOCAB_SIZE, child_result, directory_mb, read_chunks, run_child, status_mb
-from eval.report import machine_description
+from eval.cpu_usage import OtherLoad
+from eval.report import command_line, machine_description
 
 MSMARCO_DEV = 2  # queries/source.npy: 0 scifact, 1 nfcorpus, 2 msmarco-dev
 KS = (10, 1000)
@@ -147,6 +147,7 @@ def _measure(out: str, collection: str, num_queries: int, queue) -> None:
     result: dict = {"queries": len(queries), "open_seconds": open_seconds, "one_client": {}, "concurrent": {}}
     for k in KS:
         total, slowest, shard_ms = [], [], []
+        load = OtherLoad()
         for terms, weights in queries:
             started = time.perf_counter()
             answers, times = [], []
@@ -159,7 +160,7 @@ def _measure(out: str, collection: str, num_queries: int, queue) -> None:
             slowest.append(max(times))
             shard_ms.extend(times)
         result["one_client"][str(k)] = {"total": _stats(total), "slowest_shard": _stats(slowest),
-                                        "each_shard": _stats(shard_ms)}
+                                        "each_shard": _stats(shard_ms), "other_load": load.share()}
     for clients in CLIENTS:
         for k in KS:
             def one(query, k=k):
@@ -236,6 +237,12 @@ def markdown(report: dict) -> str:
             f"| {triple(one['1000']['slowest_shard'])} | {conc['8@10']['qps']:.0f} / {conc['32@10']['qps']:.0f} "
             f"| {conc['8@1000']['qps']:.1f} / {conc['32@1000']['qps']:.1f} "
             f"| {search['search_rss_mb']:,.0f} / {search['search_rss_mb'] / run['shards']:,.0f} |")
+    lines += ["", "Other processes' share of the CPUs while one client was timed (k = 10 / 1000; work beside a "
+              "timing slows it): " + "; ".join(
+                  f"{key} shard(s) " + (" / ".join(f"{one[k]['other_load']:.0%}" for k in ("10", "1000"))
+                                        if "other_load" in (one := report["runs"][key]["search"]["one_client"])["10"]
+                                        else "not recorded")
+                  for key in sorted(report["runs"], key=int)) + "."]
     machine = report["machine"]
     lines += ["", f"Machine: {machine['platform']}, {machine['cpus']} CPUs  ", f"Command: `{report['command']}`", ""]
     return "\n".join(lines)
@@ -261,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     report = json.loads(json_path.read_text()) if json_path.exists() else {"runs": {}}
     report.update(collection=str(args.collection), docs=json.loads((args.collection / "meta.json").read_text())["docs"],
                   segment_docs=args.segment_docs, jobs=args.jobs, queries=args.queries, machine=machine_description(),
-                  command="python eval/bench_shards.py " + shlex.join(sys.argv[1:] if argv is None else argv))
+                  command=command_line("bench_shards.py", argv))
     for num_shards in args.shards:
         if str(num_shards) in report["runs"]:
             print(f"{num_shards} shard(s): done before, kept")

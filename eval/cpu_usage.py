@@ -8,6 +8,7 @@ end (a process's counters die with it, so it is read while Ray still runs).
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -64,3 +65,16 @@ def ray_processes_cpu() -> dict[str, float]:
         if seconds is not None:
             totals[kind] = totals.get(kind, 0.0) + seconds
     return {kind: round(seconds, 1) for kind, seconds in totals.items()}
+
+
+class OtherLoad:
+    """From its creation to `share`: the share of all CPUs' time that processes other than this
+    one were busy (a timing taken beside other work says so)."""
+
+    def __init__(self) -> None:
+        self.started, self.busy = time.perf_counter(), machine_busy_seconds()
+        self.own = process_cpu_seconds(os.getpid())
+
+    def share(self) -> float:
+        others = (machine_busy_seconds() - self.busy) - (process_cpu_seconds(os.getpid()) - self.own)
+        return max(0.0, others) / ((time.perf_counter() - self.started) * (os.cpu_count() or 1))
