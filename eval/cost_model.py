@@ -42,11 +42,15 @@ from eval.report import machine_description
 
 
 def power_fit(sizes: list[float], values: list[float]) -> tuple[float, float]:
-    """(a, b) of value = a * size^b by least squares over the logs (one point: b = 1)."""
+    """(a, b) of value = a * size^b by least squares over the logs (one point: b = 1). A fit
+    falling with size (b < 0) is taken as flat (b = 0, a the geometric mean): a larger shard
+    is never projected faster than a smaller one."""
     x, y = np.log(np.asarray(sizes, dtype=float)), np.log(np.asarray(values, dtype=float))
     if len(x) < 2 or np.ptp(x) == 0:
         return float(np.exp(y.mean() - x.mean())), 1.0
     b, log_a = np.polyfit(x, y, 1)
+    if b < 0:
+        return float(np.exp(y.mean())), 0.0
     return float(np.exp(log_a)), float(b)
 
 
@@ -58,8 +62,17 @@ def linear_fit(sizes: list[float], values: list[float]) -> tuple[float, float]:
     return float(a), float(b)
 
 
-def measured_inputs(shards: dict, encode: dict | None, serve: dict | None) -> dict:
-    runs = [shards["runs"][key] for key in sorted(shards["runs"], key=int)]
+def measured_inputs(shards: dict, encode: dict | None, serve: dict | None,
+                    shard_counts: list[int] | None = None) -> dict:
+    """The model's inputs from the benchmarks' JSON; ``shard_counts``: the measured shard
+    counts to use (default all), e.g. to leave out one timed beside other work."""
+    keys = sorted(shards["runs"], key=int)
+    if shard_counts is not None:
+        missing = sorted(set(shard_counts) - {int(key) for key in keys})
+        if missing:
+            raise ValueError(f"shard counts {missing} are not in the bench_shards JSON (it has {keys})")
+        keys = [key for key in keys if int(key) in shard_counts]
+    runs = [shards["runs"][key] for key in keys]
     if not runs:
         raise ValueError("the bench_shards JSON holds no measured shard count")
     sizes = [run["docs"] / run["shards"] for run in runs]
@@ -74,8 +87,11 @@ def measured_inputs(shards: dict, encode: dict | None, serve: dict | None) -> di
         "bytes_per_doc": float(np.mean([run["index_mb"] * 2**20 / run["docs"] for run in runs])),
         "build_cpu_seconds_per_doc": float(np.mean([run["build_cpu_seconds"] / run["docs"] for run in runs])),
         "build_peak_rss_mb": linear_fit(sizes, [max(b["peak_rss_mb"] for b in run["build"]) for run in runs]),
+        "shard_counts": [run["shards"] for run in runs],
         "fits": {f"{stat}@{k}": power_fit(sizes, [s["slowest_shard"][stat] for s in one[k]])
                  for k in ("10", "1000") for stat in ("mean_ms", "p99_ms")},
+        # what a query costs each shard (the mean of every shard's own time, not the slowest's)
+        "each_shard_fit": power_fit(sizes, [s["each_shard"]["mean_ms"] for s in one["10"]]),
         "concurrency_efficiency": float(np.mean(efficiency)),
         "encode_docs_per_second_per_cpu": (encode["ray"]["docs_per_second"] / (encode["ray"]["actors"]
                                            * encode["cpus_per_actor"]) if encode else None),
@@ -90,13 +106,15 @@ def project(docs: int, inputs: dict, memory_gb: float, fill: float, cpus: int, t
         return a * size**b
 
     index_gb = docs * inputs["bytes_per_doc"] / 2**30
-    shards = 1  # the fewest (a power of two) whose shard keeps the p99
-    while docs / shards > 1000 and at("p99_ms@10", docs / shards) > p99_ms:
+    shards = 1  # the fewest (a power of two) whose shard keeps the p99 and fits one machine's memory
+    while docs / shards > 1000 and (at("p99_ms@10", docs / shards) > p99_ms
+                                    or index_gb / shards > memory_gb * fill):
         shards *= 2
     size = docs / shards
-    # A query takes one core on every shard for the shard's mean time; a machine holds as many
-    # shards (of any copies) as its memory allows, and its cores serve them all.
-    core_seconds_per_query = shards * at("mean_ms@10", size) / 1000 / inputs["concurrency_efficiency"]
+    # A query takes one core on every shard for that shard's own mean time; a machine holds as
+    # many shards (of any copies) as its memory allows, and its cores serve them all.
+    a, b = inputs["each_shard_fit"]
+    core_seconds_per_query = shards * a * size**b / 1000 / inputs["concurrency_efficiency"]
     for_memory = max(1, math.ceil(index_gb / (memory_gb * fill)))
     for_cpu = max(1, math.ceil(target_qps * core_seconds_per_query / cpus))
     machines = max(for_memory, for_cpu)
@@ -129,8 +147,12 @@ def markdown(report: dict) -> str:
         f"CPU ms a document; build peak memory {inputs['build_peak_rss_mb'][0]:,.0f} MB + "
         f"{inputs['build_peak_rss_mb'][1] * 1024:,.2f} KB a document of the shard; concurrency efficiency {inputs['concurrency_efficiency']:.2f} (QPS with 8 clients "
         "over cores x 1000 / mean ms); "
-        + (f"slowest-shard latency fitted as a x docs^b over shard sizes of {sizes} documents: "
+        + (f"latency fitted as a x docs^b over shard sizes of {sizes} documents (shard counts "
+           f"{', '.join(map(str, inputs['shard_counts']))}), a query's slowest shard: "
            + "; ".join(f"{name} b = {b:.2f}" for name, (a, b) in inputs["fits"].items())
+           + f"; each shard's own mean at k = 10 (the compute a query costs): b = {inputs['each_shard_fit'][1]:.2f}"
+           + (" (b = 0: the measured latency does not grow with shard size, taken as flat)"
+              if any(b == 0 for _, b in [*inputs["fits"].values(), inputs["each_shard_fit"]]) else "")
            if len(inputs["shard_sizes"]) > 1 else
            f"slowest-shard latency measured at one shard size ({sizes} documents) and *assumed* proportional "
            "to a shard's documents (b = 1; more shard counts measured replace the assumption by a fit)")
@@ -172,12 +194,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpus", type=int, default=16, help="CPUs of one machine")
     parser.add_argument("--target-qps", type=float, default=200.0)
     parser.add_argument("--p99-ms", type=float, default=50.0, help="p99 at k = 10 a shard must keep")
+    parser.add_argument("--shard-counts", type=int, nargs="+",
+                        help="the measured shard counts the model uses (default: all)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     if not 0 < args.fill <= 1:
         parser.error("--fill must be in (0, 1]")
     load = lambda path: json.loads(path.read_text()) if path else None  # noqa: E731
-    inputs = measured_inputs(load(args.shards_json), load(args.encode), load(args.serve))
+    inputs = measured_inputs(load(args.shards_json), load(args.encode), load(args.serve), args.shard_counts)
     parameters = {"memory_gb": args.memory_gb, "fill": args.fill, "cpus": args.cpus, "target_qps": args.target_qps,
                   "p99_ms": args.p99_ms}
     report = {"inputs": inputs, "parameters": parameters,

@@ -67,7 +67,7 @@ def test_cost_model_fits_and_projects():
               "build_peak_rss_mb": (300.0, 0.0005), "concurrency_efficiency": 1.0,
               "encode_docs_per_second_per_cpu": None, "serve_overhead_p50_ms": None,
               "fits": {"mean_ms@10": (1e-6, 1.0), "p99_ms@10": (1e-5, 1.0), "mean_ms@1000": (1e-5, 1.0),
-                       "p99_ms@1000": (1e-4, 1.0)}}
+                       "p99_ms@1000": (1e-4, 1.0)}, "each_shard_fit": (1e-6, 1.0), "shard_counts": [8, 4, 2, 1]}
     # 100M docs x 2000 bytes = 186 GB. p99 = 1e-5 x docs a shard <= 50 ms: 5M docs, so 32 shards
     # (3.1M docs, 31 ms). Memory: 186 / 48 GB = 4 machines; QPS: 100 x 32 shards x 3.1 ms of a
     # core = 10 core-seconds a second, one 16-core machine: memory decides, one copy.
@@ -80,6 +80,10 @@ def test_cost_model_fits_and_projects():
     # 5,000 QPS x 0.1 core-seconds = 500 cores: 32 machines, room for 8 copies of the index
     assert busy["machines_for_qps"] == 32 and busy["machines"] == 32 and busy["copies"] == 8
     assert plan["encode_cpu_hours"] is None and np.isclose(plan["build_cpu_hours"], 100_000 / 3600)
+    # latency that does not grow with size never makes one shard of 186 GB: a shard fits a machine
+    flat = {**inputs, "fits": {name: (5.0, 0.0) for name in inputs["fits"]}}
+    assert project(100_000_000, flat, memory_gb=64, fill=0.75, cpus=16, target_qps=100, p99_ms=50)["shards"] == 4
+    assert power_fit(sizes, [8.0, 6.0, 5.0, 4.0]) == (float(np.exp(np.log([8.0, 6.0, 5.0, 4.0]).mean())), 0.0)
 
 
 def test_cpu_usage_reads_this_process_and_classifies_ray_processes():
