@@ -97,10 +97,11 @@ index-results: install-dev
 	test -d $(BENCH_4M_DIR) || $(PY) ../shared/tools/make_bench_corpus.py --docs 4000000 --out $(BENCH_4M_DIR)
 	$(PY) eval/bench_build.py $(BENCH_4M_DIR) --segment-docs 1000000 --out eval/results/bench_build_4m
 
-# Issue 12's figures: indexing SciFact through Ray against one process (both write 2 shards),
-# then sharded search on Ray Serve against the one-process service over that index.
+# Issue 12's figures: indexing SciFact through Ray against one process (both write 2 shards;
+# two rounds of each, alternating, about 30 minutes on 2 cores), then sharded search on Ray
+# Serve against the one-process service over that index. Run them on an otherwise idle machine.
 ray-results: install-dev
-	$(PY) eval/bench_ray_encode.py --docs 5183 --out eval/results/bench_ray_encode_scifact
+	$(PY) eval/bench_ray_encode.py --docs 5183 --rounds 2 --out eval/results/bench_ray_encode_scifact
 	$(PY) eval/bench_ray_serve.py /tmp/lsr-bench-ray-encode/ray --out eval/results/bench_ray_serve_scifact
 
 # Issue 12's MS MARCO-scale simulation (hours on 2 cores): 8.8M grown documents as 8, 4, 2 and
