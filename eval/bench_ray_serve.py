@@ -13,10 +13,10 @@ and the difference of their medians.
 Then, on a fresh local Ray (two CPUs) with nothing else deployed, what one hop costs: a plain
 Ray actor call and a Serve deployment-handle call (sync and async methods over Serve's
 default actor calls, and over its inter-deployment gRPC, which `lsr serve --ray` uses), each
-a round trip of a tiny argument, median of ``--hop-calls``. A sparse search on Serve makes
-three hops one after the other (the proxy to the ingress, the ingress to the encoder, the
-ingress to every shard at once; the hits' documents come back with them), so three gRPC hops
-are the floor of what Serve adds on this machine.
+a round trip of a tiny argument, median of ``--hop-calls`` (the probes take turns call by
+call). A sparse search on Serve makes three hops one after the other (the proxy to the
+ingress, the ingress to the encoder, the ingress to every shard at once; the hits' documents
+come back with them), so three gRPC hops are the floor of what Serve adds on this machine.
 """
 
 from __future__ import annotations
@@ -77,25 +77,28 @@ def hop_costs(calls: int) -> dict:
         async def echo_async(self, x):
             return x
 
-    def median_ms(call) -> float:
-        for _ in range(20):
-            call()
-        times = []
+    def median_ms(probes: dict) -> dict:
+        """Each probe's median, the probes taking turns call by call (drift hits all alike)."""
+        for call in probes.values():
+            for _ in range(20):
+                call()
+        times = {name: [] for name in probes}
         for _ in range(calls):
-            started = time.perf_counter()
-            call()
-            times.append((time.perf_counter() - started) * 1e3)
-        return float(np.median(times))
+            for name, call in probes.items():
+                started = time.perf_counter()
+                call()
+                times[name].append((time.perf_counter() - started) * 1e3)
+        return {name: float(np.median(values)) for name, values in times.items()}
 
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     try:
         actor = Echo.remote()
         handle = serve.run(EchoDeployment.bind(), name="hop-probe", route_prefix=None)
         by_value = handle.options(_by_reference=False)  # over gRPC, as service.ray_serve's handles
-        return {"ray_actor_call_ms": median_ms(lambda: ray.get(actor.echo.remote(1))),
-                "serve_handle_call_ms": median_ms(lambda: handle.echo.remote(1).result()),
-                "serve_handle_async_call_ms": median_ms(lambda: handle.echo_async.remote(1).result()),
-                "serve_grpc_call_ms": median_ms(lambda: by_value.echo.remote(1).result()),
+        return {**median_ms({"ray_actor_call_ms": lambda: ray.get(actor.echo.remote(1)),
+                             "serve_handle_call_ms": lambda: handle.echo.remote(1).result(),
+                             "serve_handle_async_call_ms": lambda: handle.echo_async.remote(1).result(),
+                             "serve_grpc_call_ms": lambda: by_value.echo.remote(1).result()}),
                 "calls": calls}
     finally:
         serve.shutdown()
