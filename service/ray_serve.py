@@ -338,8 +338,8 @@ class RemoteShards:
 
 
 def _handle(deployment: str):
-    """A handle whose calls go over Serve's inter-deployment gRPC (answers by value): 3.9 ms a
-    round trip on this project's 2-CPU machine against 7.3 ms for Serve's default actor calls
+    """A handle whose calls go over Serve's inter-deployment gRPC (answers by value): 5.7 ms a
+    round trip on this project's 2-CPU machine against 6.4 ms for Serve's default actor calls
     (eval/results/bench_ray_serve_scifact.md). Every replica runs that gRPC server."""
     return serve.get_deployment_handle(deployment, app_name=APP_NAME).options(_by_reference=False)
 

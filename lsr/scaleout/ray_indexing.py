@@ -40,8 +40,8 @@ class RayJobError(RuntimeError):
 
 
 # Ray Serve's HTTP proxy sends requests to the ingress over Serve's inter-deployment gRPC
-# instead of actor calls (one of Serve's throughput-optimized settings, Ray >= 2.56): 3.9 ms a
-# hop instead of 7.3 ms on this project's 2-CPU machine (eval/results/bench_ray_serve_scifact.md).
+# instead of actor calls (one of Serve's throughput-optimized settings, Ray >= 2.56): a hop
+# costs less (5.7 against 6.4 ms on this project's 2-CPU machine, eval/results/bench_ray_serve_scifact.md).
 # The ingress's own calls to the shards and the encoder choose gRPC per handle
 # (`service.ray_serve`).
 RAY_ENV = {"RAY_SERVE_PROXY_USE_GRPC": "1"}
