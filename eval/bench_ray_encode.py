@@ -78,7 +78,8 @@ def on_ray(corpus: Path, out: Path, shards: int, block_docs: int | None, actors:
 def run(docs: int, shards: int, block_docs: int | None, actors: int | None, cpus_per_actor: int, work: Path,
         rounds: int) -> dict:
     """``rounds`` of both jobs, alternating which goes first (one, Ray, Ray, one, ...): this
-    machine's speed drifts by 10-30 % over minutes, and a ratio of one run each would measure it."""
+    machine's speed drifts by a third or more within minutes, and a ratio of one run each would
+    measure that drift."""
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     corpus = make_corpus(docs, work / "corpus.jsonl")
@@ -156,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="rounds of both jobs (alternating which goes first)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     report = run(args.docs, args.shards, args.block_docs, args.actors, args.cpus_per_actor, args.work, args.rounds)
     publish(report, markdown, "bench_ray_encode.py", argv, args.out)
     return 0
