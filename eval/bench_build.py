@@ -74,6 +74,13 @@ def child_result(job, timeout: float = 5):
     return result
 
 
+def wait_child(job):
+    """The child's answer once it gives one; raises when it dies without (`child_result`)."""
+    while (result := child_result(job)) is None:
+        pass
+    return result
+
+
 def directory_mb(directory: Path) -> float:
     return sum(p.stat().st_size for p in Path(directory).rglob("*") if p.is_file()) / 2**20
 
@@ -96,9 +103,7 @@ def _build(collection: str, out: str, limit: int | None, segment_docs: int, merg
 def measure(collection: Path, out: Path, limit: int | None, segment_docs: int, merge: bool) -> dict:
     if out.exists():
         shutil.rmtree(out)
-    job = run_child(_build, (str(collection), str(out), limit, segment_docs, merge))
-    while (result := child_result(job)) is None:  # the child may die (out of memory): not forever
-        pass
+    result = wait_child(run_child(_build, (str(collection), str(out), limit, segment_docs, merge)))
     from index.commit import read_newest_commit
 
     commit = read_newest_commit(out)

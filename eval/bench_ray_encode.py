@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import os
 import shutil
 import sys
 import time
 from pathlib import Path
 
-from eval.cpu_usage import machine_busy_seconds, process_cpu_seconds, ray_processes_cpu
+from eval.cpu_usage import machine_busy_seconds, own_cpu_seconds, ray_processes_cpu
 from eval.report import publish
 
 
@@ -40,11 +39,11 @@ def one_process(corpus: Path, out: Path, shards: int) -> dict:
     from lsr.encoders.loading import load_encoder
     from lsr.indexing import index_corpus
 
-    started, busy, cpu = time.perf_counter(), machine_busy_seconds(), process_cpu_seconds(os.getpid())
+    started, busy, cpu = time.perf_counter(), machine_busy_seconds(), own_cpu_seconds()
     encoder = load_encoder(None)
     index_corpus(iter_corpus(corpus), encoder, out, str(corpus), show_progress=False, shards=shards)
     return {"seconds": time.perf_counter() - started, "machine_busy_cpu_seconds": machine_busy_seconds() - busy,
-            "process_cpu_seconds": process_cpu_seconds(os.getpid()) - cpu}
+            "process_cpu_seconds": own_cpu_seconds() - cpu}
 
 
 def on_ray(corpus: Path, out: Path, shards: int, block_docs: int | None, actors: int | None,
@@ -55,7 +54,7 @@ def on_ray(corpus: Path, out: Path, shards: int, block_docs: int | None, actors:
     from lsr.scaleout.block_indexer import EncoderSpec
     from lsr.scaleout.ray_indexing import ray_index
 
-    started, busy, driver = time.perf_counter(), machine_busy_seconds(), process_cpu_seconds(os.getpid())
+    started, busy, driver = time.perf_counter(), machine_busy_seconds(), own_cpu_seconds()
     encoder = load_encoder(None)
     settings = index_settings(encoder.vocab_size, {"encoder": encoder.describe(), "corpus": str(corpus)}, None,
                               reorder="bp", store_texts=True)

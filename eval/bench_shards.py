@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import sys
 import time
@@ -38,18 +37,13 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.bench_build import VOCAB_SIZE, child_result, directory_mb, read_chunks, run_child, status_mb
-from eval.cpu_usage import OtherLoad
+from eval.bench_build import VOCAB_SIZE, child_result, directory_mb, read_chunks, run_child, status_mb, wait_child
+from eval.cpu_usage import OtherLoad, own_cpu_seconds
 from eval.report import command_line, machine_description
 
 MSMARCO_DEV = 2  # queries/source.npy: 0 scifact, 1 nfcorpus, 2 msmarco-dev
 KS = (10, 1000)
 CLIENTS = (8, 32)
-
-
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def shard_owners(collection: Path, num_shards: int, work: Path) -> Path:
@@ -73,7 +67,7 @@ def _build_shard(collection: str, out: str, owners_path: str, shard: int, num_sh
 
     baseline = status_mb("VmHWM")
     owners = np.load(owners_path, mmap_mode="r")
-    started, cpu = time.perf_counter(), _cpu_seconds()
+    started, cpu = time.perf_counter(), own_cpu_seconds()
     build = IndexBuild(out, VOCAB_SIZE, {"corpus": collection, "shard": shard, "shards": num_shards},
                        segment_docs=segment_docs, merge=True, background=True, reorder="bp", block_size=8)
     start = 0
@@ -84,7 +78,7 @@ def _build_shard(collection: str, out: str, owners_path: str, shard: int, num_sh
         start += len(ids)
     build.finish(require_weights=False)
     queue.put({"shard": shard, "docs": build.num_docs, "seconds": time.perf_counter() - started,
-               "cpu_seconds": _cpu_seconds() - cpu, "peak_rss_mb": status_mb("VmHWM"), "baseline_rss_mb": baseline})
+               "cpu_seconds": own_cpu_seconds() - cpu, "peak_rss_mb": status_mb("VmHWM"), "baseline_rss_mb": baseline})
 
 
 def build_shards(collection: Path, out: Path, work: Path, num_shards: int, segment_docs: int, jobs: int,
@@ -181,10 +175,7 @@ def _measure(out: str, collection: str, num_queries: int, queue) -> None:
 
 
 def measure(out: Path, collection: Path, num_queries: int) -> dict:
-    job = run_child(_measure, (str(out), str(collection), num_queries))
-    while (result := child_result(job)) is None:
-        pass
-    return result
+    return wait_child(run_child(_measure, (str(out), str(collection), num_queries)))
 
 
 def run_shard_count(collection: Path, work: Path, num_shards: int, segment_docs: int, jobs: int, num_queries: int,

@@ -32,13 +32,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shlex
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from eval.report import machine_description
+from eval.report import publish
 
 
 def power_fit(sizes: list[float], values: list[float]) -> tuple[float, float]:
@@ -206,15 +205,8 @@ def main(argv: list[str] | None = None) -> int:
                   "p99_ms": args.p99_ms}
     report = {"inputs": inputs, "parameters": parameters,
               "projections": [project(n, inputs, args.memory_gb, args.fill, args.cpus, args.target_qps, args.p99_ms)
-                              for n in args.docs],
-              "machine": machine_description(),
-              "command": "python eval/cost_model.py " + shlex.join(sys.argv[1:] if argv is None else argv)}
-    text = markdown(report)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-        args.out.with_suffix(".md").write_text(text)
+                              for n in args.docs]}
+    publish(report, markdown, "cost_model.py", argv, args.out)
     return 0
 
 

@@ -31,6 +31,11 @@ def process_cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+def own_cpu_seconds() -> float:
+    """User + system CPU-seconds of this process so far (all its threads)."""
+    return process_cpu_seconds(os.getpid())
+
+
 def _command(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
@@ -56,7 +61,7 @@ def ray_process_kind(command: str) -> str | None:
 def ray_processes_cpu() -> dict[str, float]:
     """CPU-seconds of this machine's live Ray processes, summed by `ray_process_kind`, and of
     this process (``driver``)."""
-    totals: dict[str, float] = {"driver": process_cpu_seconds(os.getpid()) or 0.0}
+    totals: dict[str, float] = {"driver": own_cpu_seconds()}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
@@ -73,8 +78,8 @@ class OtherLoad:
 
     def __init__(self) -> None:
         self.started, self.busy = time.perf_counter(), machine_busy_seconds()
-        self.own = process_cpu_seconds(os.getpid())
+        self.own = own_cpu_seconds()
 
     def share(self) -> float:
-        others = (machine_busy_seconds() - self.busy) - (process_cpu_seconds(os.getpid()) - self.own)
+        others = (machine_busy_seconds() - self.busy) - (own_cpu_seconds() - self.own)
         return max(0.0, others) / ((time.perf_counter() - self.started) * (os.cpu_count() or 1))
