@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from eval.cpu_usage import machine_busy_seconds, own_cpu_seconds, ray_processes_cpu
+from eval.cpu_usage import ProcessCpuSampler, machine_busy_seconds, own_cpu_seconds
 from eval.report import publish
 
 
@@ -54,7 +54,7 @@ def on_ray(corpus: Path, out: Path, shards: int, block_docs: int | None, actors:
     from lsr.scaleout.block_indexer import EncoderSpec
     from lsr.scaleout.ray_indexing import ray_index
 
-    started, busy, driver = time.perf_counter(), machine_busy_seconds(), own_cpu_seconds()
+    started, busy, sampler = time.perf_counter(), machine_busy_seconds(), ProcessCpuSampler().start()
     encoder = load_encoder(None)
     settings = index_settings(encoder.vocab_size, {"encoder": encoder.describe(), "corpus": str(corpus)}, None,
                               reorder="bp", store_texts=True)
@@ -65,8 +65,7 @@ def on_ray(corpus: Path, out: Path, shards: int, block_docs: int | None, actors:
                      report=lambda line: marks.append((time.perf_counter(), line)))
     seconds = time.perf_counter() - started
     first_block = next(t for t, line in marks if line.startswith("blocks done 1 "))
-    busy, processes = machine_busy_seconds() - busy, ray_processes_cpu()  # before Ray's processes end
-    processes["driver"] = round(processes["driver"] - driver, 1)
+    busy, processes = machine_busy_seconds() - busy, sampler.stop()
     import ray
 
     ray.shutdown()

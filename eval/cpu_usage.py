@@ -1,14 +1,16 @@
 """Where a benchmark's CPU time went, from /proc: the machine's busy time and each live process's.
 
 A Ray job spreads its work over processes (the driver, raylet, GCS, workers); to say what Ray
-costs, a benchmark takes `machine_busy_seconds` before and after, and `ray_processes_cpu` at the
-end (a process's counters die with it, so it is read while Ray still runs).
+costs, a benchmark takes `machine_busy_seconds` before and after, and a `ProcessCpuSampler` runs
+beside the job to say which processes spent it.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -49,7 +51,7 @@ def ray_process_kind(command: str) -> str | None:
         return "gcs"
     if "raylet" in command.split(" ", 1)[0]:
         return "raylet"
-    if command.startswith("ray::IDLE"):
+    if command.startswith("ray::IDLE") or "ray/_private/workers/default_worker.py" in command:
         return "idle workers"
     if command.startswith("ray::"):
         return "actors and tasks"
@@ -58,18 +60,66 @@ def ray_process_kind(command: str) -> str | None:
     return None
 
 
-def ray_processes_cpu() -> dict[str, float]:
-    """CPU-seconds of this machine's live Ray processes, summed by `ray_process_kind`, and of
-    this process (``driver``)."""
-    totals: dict[str, float] = {"driver": own_cpu_seconds()}
+def _role(pid: int) -> str:
+    if pid == os.getpid():
+        return "driver"
+    return ray_process_kind(_command(pid)) or "other processes"
+
+
+def _processes() -> dict[int, float]:
+    """CPU-seconds of every live process (kernel threads included)."""
+    seconds = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        kind = ray_process_kind(_command(int(entry.name)))
-        seconds = process_cpu_seconds(int(entry.name)) if kind else None
-        if seconds is not None:
-            totals[kind] = totals.get(kind, 0.0) + seconds
-    return {kind: round(seconds, 1) for kind, seconds in totals.items()}
+        if entry.name.isdigit():
+            value = process_cpu_seconds(int(entry.name))
+            if value is not None:
+                seconds[int(entry.name)] = value
+    return seconds
+
+
+class ProcessCpuSampler:
+    """From `start` to `stop`: the CPU-seconds every process on this machine spent, summed by
+    role (``driver``: this process; Ray's by `ray_process_kind`; ``other processes``).
+
+    Sampled every ``interval`` seconds on a thread: a process's counters die with it, and Ray
+    Data ends its actors with the dataset, before a reader at the end could see them (such a
+    process counts up to its last sample). A process keeps the most telling role it was seen
+    in: a Ray worker starts idle and becomes an actor or runs tasks.
+    """
+
+    def __init__(self, interval: float = 0.5, role: Callable[[int], str] = _role) -> None:
+        self.interval, self.role = interval, role
+        self._before: dict[int, float] = {}
+        self._last: dict[int, float] = {}
+        self._roles: dict[int, str] = {}
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> "ProcessCpuSampler":
+        self._before = _processes()
+        self._thread.start()
+        return self
+
+    def stop(self) -> dict[str, float]:
+        self._stopped.set()
+        self._thread.join()
+        self._sample()
+        totals: dict[str, float] = {}
+        for pid, seconds in self._last.items():
+            role = self._roles[pid]
+            totals[role] = totals.get(role, 0.0) + seconds - self._before.get(pid, 0.0)
+        return {role: round(seconds, 1) for role, seconds in totals.items()}
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self.interval):
+            self._sample()
+
+    def _sample(self) -> None:
+        for pid, seconds in _processes().items():
+            self._last[pid] = seconds
+            role = self.role(pid)
+            if self._roles.get(pid) != "actors and tasks":
+                self._roles[pid] = role
 
 
 class OtherLoad:

@@ -259,8 +259,8 @@ class WriteBuffer:
                 rows, self._indptr[: rows + 1], self._indices[: self._nnz], self._values[: self._nnz],
                 self._term_head.copy(), self._post_next[: self._nnz], self._post_row[: self._nnz],
                 None if self._dense is None else self._dense[:rows], self._live[:rows].copy(),
-                len(self.shadow_order), self._shadow_hashes[: len(self.shadow_order)], self._ids, self._titles, self._texts, self._shadow_rank, self._rows_of,
-                self.shadow_order)
+                len(self.shadow_order), self._shadow_hashes[: len(self.shadow_order)], self._ids, self._titles,
+                self._texts, self._shadow_rank, self._rows_of, self.shadow_order)
         return self._view
 
     def drop_through(self, seq: int) -> "WriteBuffer":

@@ -111,6 +111,28 @@ def test_cpu_usage_reads_this_process_and_classifies_ray_processes():
     assert ray_process_kind("python eval/bench_ray_encode.py") is None
 
 
+def test_process_sampler_counts_a_process_that_ended_before_it_stopped():
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from eval.cpu_usage import ProcessCpuSampler
+
+    children = []
+    sampler = ProcessCpuSampler(interval=0.05, role=lambda pid: "driver" if pid == os.getpid() else
+                                "child" if children and pid == children[0].pid else "others").start()
+    children.append(subprocess.Popen([sys.executable, "-c", "import time\nend = time.process_time() + 0.5\n"
+                                      "while time.process_time() < end: pass\ntime.sleep(0.2)"]))
+    children[0].wait()
+    end = time.process_time() + 0.3
+    while time.process_time() < end:  # the driver's own share
+        pass
+    roles = sampler.stop()
+    assert 0.4 <= roles["child"] < 1.0  # gone before stop(): its samples count
+    assert 0.3 <= roles["driver"] < 1.0
+
+
 def test_publish_records_the_machine_and_command_and_saves_both_files(tmp_path, capsys):
     import json
 
