@@ -66,11 +66,13 @@ def on_ray(corpus: Path, out: Path, shards: int, block_docs: int | None, actors:
     seconds = time.perf_counter() - started
     first_block = next(t for t, line in marks if line.startswith("blocks done 1 "))
     busy, processes = machine_busy_seconds() - busy, sampler.stop()
+    busiest = sampler.busiest(4)
     import ray
 
     ray.shutdown()
     return {"seconds": seconds, "until_first_block": first_block - started, "block_docs": source.block_docs,
-            "machine_busy_cpu_seconds": busy, "cpu_seconds_by_process": processes, **done}
+            "machine_busy_cpu_seconds": busy, "cpu_seconds_by_process": processes,
+            "busiest_processes": busiest, **done}
 
 
 def run(docs: int, shards: int, block_docs: int | None, actors: int | None, cpus_per_actor: int, work: Path,
@@ -141,7 +143,10 @@ def _cpu_lines(report: dict) -> list[str]:
     return [f"CPU-seconds, machine-wide busy time against wall x {cpus} CPUs (last runs): one process "
             f"{one['machine_busy_cpu_seconds']:.1f} of {one['seconds'] * cpus:.1f} (its own "
             f"{one['process_cpu_seconds']:.1f}); Ray {ray['machine_busy_cpu_seconds']:.1f} of "
-            f"{ray['seconds'] * cpus:.1f}, by process: {by_process}.", ""]
+            f"{ray['seconds'] * cpus:.1f}, by process: {by_process}.", "",
+            *([f"Busiest processes of the Ray run: "
+               + "; ".join(f"`{name[:60]}` {seconds:.1f}" for name, seconds in ray["busiest_processes"]) + ".", ""]
+              if ray.get("busiest_processes") else [])]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -92,6 +92,7 @@ class ProcessCpuSampler:
         self._before: dict[int, float] = {}
         self._last: dict[int, float] = {}
         self._roles: dict[int, str] = {}
+        self._names: dict[int, str] = {}
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -105,10 +106,17 @@ class ProcessCpuSampler:
         self._thread.join()
         self._sample()
         totals: dict[str, float] = {}
-        for pid, seconds in self._last.items():
-            role = self._roles[pid]
-            totals[role] = totals.get(role, 0.0) + seconds - self._before.get(pid, 0.0)
+        for pid, seconds in self._spent().items():
+            totals[self._roles[pid]] = totals.get(self._roles[pid], 0.0) + seconds
         return {role: round(seconds, 1) for role, seconds in totals.items()}
+
+    def busiest(self, count: int = 3) -> list[tuple[str, float]]:
+        """After `stop`: the ``count`` processes that spent the most, as (command line, CPU-s)."""
+        spent = sorted(self._spent().items(), key=lambda item: -item[1])[:count]
+        return [(self._names.get(pid, "") or f"pid {pid}", round(seconds, 1)) for pid, seconds in spent]
+
+    def _spent(self) -> dict[int, float]:
+        return {pid: seconds - self._before.get(pid, 0.0) for pid, seconds in self._last.items()}
 
     def _run(self) -> None:
         while not self._stopped.wait(self.interval):
@@ -117,6 +125,7 @@ class ProcessCpuSampler:
     def _sample(self) -> None:
         for pid, seconds in _processes().items():
             self._last[pid] = seconds
+            self._names[pid] = _command(pid)[:100].strip() or self._names.get(pid, "")
             role = self.role(pid)
             if self._roles.get(pid) != "actors and tasks":
                 self._roles[pid] = role

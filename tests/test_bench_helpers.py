@@ -131,6 +131,7 @@ def test_process_sampler_counts_a_process_that_ended_before_it_stopped():
     roles = sampler.stop()
     assert 0.4 <= roles["child"] < 1.0  # gone before stop(): its samples count
     assert 0.3 <= roles["driver"] < 1.0
+    assert any("process_time" in name for name, _ in sampler.busiest(5))  # named by its command line
 
 
 def test_publish_records_the_machine_and_command_and_saves_both_files(tmp_path, capsys):
