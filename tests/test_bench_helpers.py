@@ -146,3 +146,15 @@ def test_publish_records_the_machine_and_command_and_saves_both_files(tmp_path, 
     assert saved["command"] == "python eval/bench_x.py --docs 10 'a b'"
     assert saved["figure"] == 1.5 and saved["machine"]["cpus"] >= 1
     assert capsys.readouterr().out == (tmp_path / "results" / "bench_x.md").read_text() + "\n"  # print adds one
+
+
+def test_encode_layout_times_real_children_and_lists_each_layout_once():
+    from eval.bench_encode_layout import layouts, markdown, run_layout
+
+    assert layouts(2) == [(1, 2), (2, 1), (1, 1)]
+    assert layouts(1) == [(1, 1)]  # one CPU: the three layouts are one
+    run = run_layout(3, processes=1, threads=1)  # a child loads the bundled model and encodes
+    assert run["docs_per_second"] > 0 and run["cpu_seconds_per_doc"] > 0 and len(run["children"]) == 1
+    text = markdown({"docs": 3, "rounds": 1, "layouts": {"1 x 1": [run]}, "machine": {"platform": "p", "cpus": 2},
+                     "command": "python eval/bench_encode_layout.py"})
+    assert f"| 1 x 1 | {run['docs_per_second']:.2f} |" in text
