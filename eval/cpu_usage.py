@@ -60,10 +60,10 @@ def ray_process_kind(command: str) -> str | None:
     return None
 
 
-def _role(pid: int) -> str:
+def _role(pid: int, command: str) -> str:
     if pid == os.getpid():
         return "driver"
-    return ray_process_kind(_command(pid)) or "other processes"
+    return ray_process_kind(command) or "other processes"
 
 
 def _processes() -> dict[int, float]:
@@ -87,7 +87,7 @@ class ProcessCpuSampler:
     in: a Ray worker starts idle and becomes an actor or runs tasks.
     """
 
-    def __init__(self, interval: float = 0.5, role: Callable[[int], str] = _role) -> None:
+    def __init__(self, interval: float = 0.5, role: Callable[[int, str], str] = _role) -> None:
         self.interval, self.role = interval, role
         self._before: dict[int, float] = {}
         self._last: dict[int, float] = {}
@@ -125,8 +125,9 @@ class ProcessCpuSampler:
     def _sample(self) -> None:
         for pid, seconds in _processes().items():
             self._last[pid] = seconds
-            self._names[pid] = _command(pid)[:100].strip() or self._names.get(pid, "")
-            role = self.role(pid)
+            command = _command(pid)  # read once: it names the process and gives its role
+            self._names[pid] = command[:100].strip() or self._names.get(pid, "")
+            role = self.role(pid, command)
             if self._roles.get(pid) != "actors and tasks":
                 self._roles[pid] = role
 

@@ -120,7 +120,7 @@ def test_process_sampler_counts_a_process_that_ended_before_it_stopped():
     from eval.cpu_usage import ProcessCpuSampler
 
     children = []
-    sampler = ProcessCpuSampler(interval=0.05, role=lambda pid: "driver" if pid == os.getpid() else
+    sampler = ProcessCpuSampler(interval=0.05, role=lambda pid, command: "driver" if pid == os.getpid() else
                                 "child" if children and pid == children[0].pid else "others").start()
     children.append(subprocess.Popen([sys.executable, "-c", "import time\nend = time.process_time() + 0.5\n"
                                       "while time.process_time() < end: pass\ntime.sleep(0.2)"]))
