@@ -49,3 +49,70 @@ def test_padding_never_contributes():
 def test_unknown_pooling_is_refused():
     with pytest.raises(ValueError, match="pooling"):
         splade_pool(torch.zeros(1, 2, 3), torch.zeros(4, 3), None, torch.ones(1, 2), "mean")
+
+
+def batched_max(hidden, weight, bias, mask):
+    """`splade_pool`'s batched formula, without gradients (the oracle of the per-document path)."""
+    with torch.no_grad():
+        return splade_pool(hidden, weight, bias, mask, "max")
+
+
+@pytest.mark.parametrize("step", [None, 300])  # the default step, and one that cuts every row in several
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_per_document_max_equals_the_batched_formula(seed, step, monkeypatch):
+    from lsr.encoders import pooling
+
+    if step is not None:
+        monkeypatch.setattr(pooling, "LOGITS_PER_STEP", step)
+    generator = torch.Generator().manual_seed(seed)
+    batch, seq_len, width, vocab = 6, 40, 16, 1000  # vocab: not a multiple of any step
+    hidden = torch.randn(batch, seq_len, width, generator=generator)
+    weight = torch.randn(vocab, width, generator=generator)
+    bias = torch.randn(vocab, generator=generator)
+    lengths = torch.randint(1, seq_len + 1, (batch,), generator=generator)
+    mask = (torch.arange(seq_len) < lengths[:, None]).long()
+    mask[1] = torch.randint(0, 2, (seq_len,), generator=generator)  # real tokens anywhere (left padding)
+    mask[1, 0] = 1
+    mask[2] = 0  # padding only: all weights 0
+    for b in (bias, None):
+        ours = pooling.max_pool_by_document(hidden, weight.T.contiguous(), b, mask)
+        torch.testing.assert_close(ours, batched_max(hidden, weight, b, mask), rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(ours.double(), plain(hidden.double(), weight.double(),
+                                                        0.0 if b is None else b.double(), mask, "max"),
+                                   rtol=1e-5, atol=1e-5)  # float32 against float64
+    assert torch.equal(pooling.max_pool_by_document(hidden, weight.T.contiguous(), bias, mask)[2], torch.zeros(vocab))
+
+
+def test_per_document_padding_never_contributes():
+    from lsr.encoders.pooling import max_pool_by_document
+
+    hidden = torch.randn(1, 4, 8)
+    weight, bias = torch.randn(20, 8), torch.full((20,), 5.0)
+    mask = torch.tensor([[1, 1, 0, 0]])
+    changed = hidden.clone()
+    changed[0, 2:] = 100.0
+    columns = weight.T.contiguous()
+    assert torch.equal(max_pool_by_document(hidden, columns, bias, mask), max_pool_by_document(changed, columns, bias, mask))
+
+
+def test_module_takes_the_per_document_path_without_gradients_and_follows_weight_updates():
+    """`SpladeModule` under no_grad equals its gradient path, before and after an in-place
+    weight change (the transposed copy it keeps is made again)."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    from lsr.encoders.splade import SpladeModule
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=300, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=32)
+    module = SpladeModule(BertForMaskedLM(config).eval(), vocab_chunk_size=64)
+    ids = torch.randint(0, 300, (3, 10))
+    mask = torch.ones(3, 10, dtype=torch.long)
+    mask[1, 6:] = 0
+    for _ in range(2):
+        with torch.no_grad():
+            fast = module(ids, mask)
+        slow = module(ids, mask).detach()  # gradients on: the checkpointed batched path
+        torch.testing.assert_close(fast, slow, rtol=1e-6, atol=1e-6)
+        with torch.no_grad():
+            module.decoder.weight.mul_(-2.0)  # what an optimizer step does: in place

@@ -16,7 +16,7 @@ from index.sparse_batch import SparseBatch
 from lsr.encoders.batching import encode_texts
 from lsr.encoders.config_file import write_encoder_config
 from lsr.encoders.models import DEFAULT_MODEL, resolve_model
-from lsr.encoders.pooling import splade_pool
+from lsr.encoders.pooling import max_pool_by_document, splade_pool
 from lsr.encoders.st_format import write_splade_files
 
 
@@ -43,6 +43,8 @@ class SpladeModule(nn.Module):
         self.pooling = pooling
         self.vocab_chunk_size = vocab_chunk_size
         self.vocab_size = int(self.decoder.weight.shape[0])
+        self._columns_of = None  # (weight's storage, version) that `_decoder_columns` was made from
+        self._columns = None
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, pooling: str = "max", vocab_chunk_size: int = 1024) -> "SpladeModule":
@@ -54,8 +56,20 @@ class SpladeModule(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.mlm(input_ids=input_ids, attention_mask=attention_mask).logits  # (batch, seq_len, hidden)
+        if self.pooling == "max" and not torch.is_grad_enabled() and not _tracing():
+            return max_pool_by_document(hidden, self._decoder_columns(), self.decoder.bias, attention_mask)
         return splade_pool(hidden, self.decoder.weight, self.decoder.bias, attention_mask,
                            self.pooling, self.vocab_chunk_size)  # (batch, vocab)
+
+    def _decoder_columns(self) -> torch.Tensor:
+        """The decoder weight transposed and contiguous, made again when the weight changed
+        (an optimizer step or a loaded state bumps its version)."""
+        weight = self.decoder.weight
+        key = (weight.data_ptr(), weight._version, weight.device, weight.dtype)
+        if self._columns_of != key:
+            self._columns = weight.detach().T.contiguous()
+            self._columns_of = key
+        return self._columns
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Save as a plain masked-LM directory (decoder put back for the duration)."""
@@ -167,3 +181,9 @@ def _replace_module(model: nn.Module, old: nn.Module, new: nn.Module) -> None:
                 setattr(parent, name, new)
                 return
     raise ValueError("the model's output embeddings are not one of its submodules")
+
+
+def _tracing() -> bool:
+    """Whether the forward pass is being traced into a graph (``lsr export``): the graph keeps
+    the batched formula, whose shapes do not depend on each document's length."""
+    return torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting()
