@@ -71,3 +71,32 @@ def test_vector_blocks_and_a_worker_block(tmp_path):
         segment = Segment.open(row["segment"])
         held = [segment.doc_ids[i] for i in range(segment.num_docs)]
         assert all(shard_of(d, 2) == row["shard"] for d in held) and set(held) <= {"d4", "d5", "d6", "d7"}
+
+
+def test_a_worker_encodes_on_its_own_cpus_after_building_a_segment(tmp_path):
+    """A one-CPU worker encodes every block on one torch thread. Building a segment launches
+    numba's parallel BP kernels, whose OpenMP layer sets the thread's OpenMP count (which torch
+    reads) to all the machine's CPUs: the worker sets its own again before each block."""
+    import numba
+    import torch
+
+    from lsr.encoders.loading import load_encoder
+    from lsr.scaleout.block_indexer import EncoderSpec
+
+    assert numba.config.NUMBA_NUM_THREADS > 1, "the test needs a machine with 2 CPUs or more"
+    source = CorpusBlocks.open(str(write_corpus(tmp_path / "corpus.jsonl", 120)), 60)
+    vocab_size = load_encoder(None).vocab_size
+    settings = index_settings(vocab_size, {"corpus": "c"}, None, reorder="bp", block_size=8)
+    previous = torch.get_num_threads()
+    try:
+        worker = BlockIndexer(JobSpec(str(tmp_path / "work"), 1, settings, source, EncoderSpec(None, batch_size=8),
+                                      keep_floats=False), threads=1)
+        seen = []
+        encode = worker.encoder.encode_documents
+        worker.encoder.encode_documents = lambda texts: (seen.append(torch.get_num_threads()), encode(texts))[1]
+        worker.index_block(0)
+        worker.index_block(1)
+        assert seen == [1, 1]  # [1, 2] when the worker set its threads only once
+    finally:
+        torch.set_num_threads(previous)
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
