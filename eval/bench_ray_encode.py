@@ -52,10 +52,10 @@ def on_ray(corpus: Path, out: Path, shards: int, block_docs: int | None, actors:
     from lsr.data.blocks import CorpusBlocks
     from lsr.encoders.loading import load_encoder
     from lsr.scaleout.block_indexer import EncoderSpec
-    from lsr.scaleout.ray_indexing import ray_index
+    from lsr.scaleout.ray_indexing import ray_index, while_ray_starts
 
     started, busy, sampler = time.perf_counter(), machine_busy_seconds(), ProcessCpuSampler().start()
-    encoder = load_encoder(None)
+    encoder = while_ray_starts(None, lambda: load_encoder(None))  # as `lsr index --ray` does
     settings = index_settings(encoder.vocab_size, {"encoder": encoder.describe(), "corpus": str(corpus)}, None,
                               reorder="bp", store_texts=True)
     marks = []

@@ -116,15 +116,16 @@ def _run_on_ray(args: argparse.Namespace) -> int:
     from lsr.data.blocks import CorpusBlocks
     from lsr.encoders.loading import load_encoder
     from lsr.scaleout.block_indexer import EncoderSpec
-    from lsr.scaleout.ray_indexing import ray_index
+    from lsr.scaleout.ray_indexing import ray_index, while_ray_starts
 
     if args.overwrite:
         raise ValueError("--overwrite does not apply to --ray: give a new directory (a rerun resumes the job)")
     source = CorpusBlocks.open(args.corpus[0], args.block_docs)
-    # The driver loads the encoders once too: the index records what they are.
-    encoder = load_encoder(args.model, args.batch_size, args.query_max_length, args.doc_max_length)
+    # The driver loads the encoders once too (the index records what they are), while Ray starts.
+    encoder, (dense_encoder, dense_options) = while_ray_starts(args.ray or None, lambda: (
+        load_encoder(args.model, args.batch_size, args.query_max_length, args.doc_max_length),
+        _dense_arguments(args)))
     meta = {"encoder": encoder.describe(), "corpus": source.name}
-    dense_encoder, dense_options = _dense_arguments(args)
     dense = None
     if dense_encoder is not None:
         meta["dense_encoder"] = dense_encoder.describe()
