@@ -97,10 +97,13 @@ index-results: install-dev
 	test -d $(BENCH_4M_DIR) || $(PY) ../shared/tools/make_bench_corpus.py --docs 4000000 --out $(BENCH_4M_DIR)
 	$(PY) eval/bench_build.py $(BENCH_4M_DIR) --segment-docs 1000000 --out eval/results/bench_build_4m
 
-# Issue 12's figures: indexing SciFact through Ray against one process (both write 2 shards;
-# two rounds of each, alternating, about 30 minutes on 2 cores), then sharded search on Ray
-# Serve against the one-process service over that index. Run them on an otherwise idle machine.
+# Issue 12's figures: encoding throughput by layout (one process with every CPU as a thread, as
+# `lsr index`; one-thread processes, as Ray's actors), indexing SciFact through Ray against one
+# process (both write 2 shards; two rounds of each, alternating), then sharded search on Ray
+# Serve against the one-process service over that index. About 25 minutes on 2 cores; run them
+# on an otherwise idle machine.
 ray-results: install-dev
+	$(PY) eval/bench_encode_layout.py --docs 600 --out eval/results/bench_encode_layout
 	$(PY) eval/bench_ray_encode.py --docs 5183 --rounds 2 --out eval/results/bench_ray_encode_scifact
 	$(PY) eval/bench_ray_serve.py /tmp/lsr-bench-ray-encode/ray --out eval/results/bench_ray_serve_scifact
 
