@@ -7,7 +7,7 @@ vocabulary chunks so only a ``(batch, seq_len, chunk)`` slice exists at a time. 
 gradients are needed each chunk is checkpointed: its logits are recomputed in the backward
 pass instead of being kept, so training memory stays at one chunk too.
 
-Inference with max pooling takes `max_pool_by_document` instead: the same values, 3 to 4
+Inference with max pooling on a CPU takes `max_pool_by_document` instead: the same values, 3 to 4
 times faster on a CPU (a batch of 32 documents of up to 256 tokens: 2.9 s against 0.7 s on
 one thread), because the batched formula is bound by memory, not arithmetic. Its
 ``(batch, seq_len, chunk)`` logits (32 MB a chunk) go to memory and are read back three

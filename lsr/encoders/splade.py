@@ -43,7 +43,7 @@ class SpladeModule(nn.Module):
         self.pooling = pooling
         self.vocab_chunk_size = vocab_chunk_size
         self.vocab_size = int(self.decoder.weight.shape[0])
-        self._columns_of = None  # (weight's storage, version) that `_decoder_columns` was made from
+        self._columns_of = None  # (storage, version, device, dtype) of the weight `_columns` was made from
         self._columns = None
 
     @classmethod
@@ -56,7 +56,8 @@ class SpladeModule(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.mlm(input_ids=input_ids, attention_mask=attention_mask).logits  # (batch, seq_len, hidden)
-        if self.pooling == "max" and not torch.is_grad_enabled() and not _tracing():
+        # On a CPU only: there it is bound by memory (measured); a GPU's many small launches are not measured.
+        if self.pooling == "max" and hidden.device.type == "cpu" and not torch.is_grad_enabled() and not _tracing():
             return max_pool_by_document(hidden, self._decoder_columns(), self.decoder.bias, attention_mask)
         return splade_pool(hidden, self.decoder.weight, self.decoder.bias, attention_mask,
                            self.pooling, self.vocab_chunk_size)  # (batch, vocab)

@@ -98,8 +98,8 @@ class BlockIndexer:
         OpenMP layer sets OpenMP's thread count to its own on every parallel launch (all the
         machine's CPUs), which torch reads too: after a block's segment was built, the next
         block's encoding ran on two threads per one-CPU actor, and with the many small products
-        of the per-document pooling two such actors on two CPUs encoded 5 times slower
-        (0.20 against 0.04 CPU-seconds a document).
+        of the per-document pooling two such actors on two CPUs encoded 4 times slower
+        (0.20 against 0.05 s a document).
         """
         if not self.threads:
             return
