@@ -73,20 +73,18 @@ def test_vector_blocks_and_a_worker_block(tmp_path):
         assert all(shard_of(d, 2) == row["shard"] for d in held) and set(held) <= {"d4", "d5", "d6", "d7"}
 
 
-def test_a_worker_encodes_on_its_own_cpus_after_building_a_segment(tmp_path):
+def test_a_worker_encodes_on_its_own_cpus_after_building_a_segment(tmp_path, encoder):
     """A one-CPU worker encodes every block on one torch thread. Building a segment launches
     numba's parallel BP kernels, whose OpenMP layer sets the thread's OpenMP count (which torch
     reads) to all the machine's CPUs: the worker sets its own again before each block."""
     import numba
     import torch
 
-    from lsr.encoders.loading import load_encoder
     from lsr.scaleout.block_indexer import EncoderSpec
 
     assert numba.config.NUMBA_NUM_THREADS > 1, "the test needs a machine with 2 CPUs or more"
     source = CorpusBlocks.open(str(write_corpus(tmp_path / "corpus.jsonl", 120)), 60)
-    vocab_size = load_encoder(None).vocab_size
-    settings = index_settings(vocab_size, {"corpus": "c"}, None, reorder="bp", block_size=8)
+    settings = index_settings(encoder.vocab_size, {"corpus": "c"}, None, reorder="bp", block_size=8)
     previous = torch.get_num_threads()
     try:
         worker = BlockIndexer(JobSpec(str(tmp_path / "work"), 1, settings, source, EncoderSpec(None, batch_size=8),

@@ -95,12 +95,17 @@ def test_per_document_padding_never_contributes():
     assert torch.equal(max_pool_by_document(hidden, columns, bias, mask), max_pool_by_document(changed, columns, bias, mask))
 
 
-def test_module_takes_the_per_document_path_without_gradients_and_follows_weight_updates():
-    """`SpladeModule` under no_grad equals its gradient path, before and after an in-place
-    weight change (the transposed copy it keeps is made again)."""
+def test_module_takes_the_per_document_path_without_gradients_and_follows_weight_updates(monkeypatch):
+    """`SpladeModule` under no_grad takes the per-document path and equals its gradient path,
+    before and after an in-place weight change (the transposed copy it keeps is made again)."""
     from transformers import BertConfig, BertForMaskedLM
 
+    from lsr.encoders import splade
     from lsr.encoders.splade import SpladeModule
+
+    calls = []
+    per_document = splade.max_pool_by_document
+    monkeypatch.setattr(splade, "max_pool_by_document", lambda *args: (calls.append(1), per_document(*args))[1])
 
     torch.manual_seed(0)
     config = BertConfig(vocab_size=300, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
@@ -116,3 +121,4 @@ def test_module_takes_the_per_document_path_without_gradients_and_follows_weight
         torch.testing.assert_close(fast, slow, rtol=1e-6, atol=1e-6)
         with torch.no_grad():
             module.decoder.weight.mul_(-2.0)  # what an optimizer step does: in place
+    assert len(calls) == 2  # the no_grad calls only

@@ -8,8 +8,7 @@ gradients are needed each chunk is checkpointed: its logits are recomputed in th
 pass instead of being kept, so training memory stays at one chunk too.
 
 Inference with max pooling on a CPU takes `max_pool_by_document` instead: the same values, 3 to 4
-times faster on a CPU (a batch of 32 documents of up to 256 tokens: 2.9 s against 0.7 s on
-one thread), because the batched formula is bound by memory, not arithmetic. Its
+times faster (a batch of 32 documents of up to 256 tokens: 2.9 s against 0.7 s on one thread), because the batched formula is bound by memory, not arithmetic. Its
 ``(batch, seq_len, chunk)`` logits (32 MB a chunk) go to memory and are read back three
 times (bias, padding mask, max); per document, a slice of logits that stays in the CPU's
 cache is written and reduced once, padding is never computed, and the bias is added after
