@@ -6,7 +6,7 @@ on one thread, and reports per engine: mean / p50 / p99 latency at k = 10 and k 
 recall@10 and @1000 against the exact float reference and against the engine's own quantised
 reference, build time (our reordering separately), index size on disk and build peak memory.
 Peers over our uint8 impacts (PISA, BMP's Rust reference, Lucene through pyserini) get the
-query weights scaled per term as our scorers use them; Seismic gets the float weights. A peer
+query weights scaled per term as our scorers use them; Seismic and splade-index get the float weights. A peer
 whose build fails (out of memory on a large collection, say) is reported as failed and the run
 goes on. Then the acceptance ratios of issue 3, the two-thread batch speed-up, a
 latency/recall plot, and JSON + markdown results.
@@ -147,6 +147,14 @@ def peer_engines(args, index: Segment, float_docs: SparseBatch, work_dir: Path):
     """Yield ``(name, search fn, own reference, build report)`` for each peer asked for, or a
     `PeerBuildFailed` for a build that failed."""
     impacts = impact_docs(index, work_dir / "impact-docs")  # our uint8 impacts, in our order
+    if "splade-index" in args.peers:
+        from eval.peers.splade_index import SpladeIndexEngine
+
+        splade_index = SpladeIndexEngine(build_threads=args.build_threads)
+        report = yield from _build("splade-index", lambda: splade_index.build(float_docs, work_dir / "splade-index"))
+        if report is not None:
+            yield "splade-index", splade_index.search, "float", report
+        del splade_index
     if "pisa" in args.peers:
         from eval.peers.pisa import PisaEngine
 
@@ -207,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--docs", type=int, help="use the first N docs")
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--block-size", type=int, default=8)
-    parser.add_argument("--peers", default="pisa,bmp,seismic,pyserini")
+    parser.add_argument("--peers", default="splade-index,pisa,bmp,seismic,pyserini")
     parser.add_argument("--bmp-block-sizes", default="8,16,32,64")
     parser.add_argument("--seismic-postings", default="3000,10000",
                         help="Seismic builds, one per posting-list cap (comma-separated)")

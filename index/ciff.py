@@ -44,6 +44,7 @@ from index.ciff_protobuf import (INT32_MAX, MAX_POSTING_BYTES, CiffFormatError, 
                                  PostingsListDecoder, WireError, decode_doc_records, encode_doc_records,
                                  encode_postings_list, encode_varint)
 from index.format import Segment, new_array_file
+from index.postings_view import term_view
 from index.quantize import MAX_IMPACT, QuantizationStats
 
 __all__ = ["CiffFormatError", "CiffHeader", "export_ciff", "import_ciff", "read_ciff_header"]
@@ -54,12 +55,12 @@ DOC_RECORDS_PER_CHUNK = 1 << 16
 
 
 @njit(cache=True, nogil=True)
-def _doc_lengths(block_size, term_entry_blocks, term_entry_starts, term_post_docs, term_post_impacts, out):
-    """Sum of each doc's impacts, entry by entry."""
-    for x in range(term_entry_blocks.shape[0]):
-        first = term_entry_blocks[x] * block_size
-        for p in range(term_entry_starts[x], term_entry_starts[x + 1]):
-            out[first + term_post_docs[p]] += term_post_impacts[p]
+def _doc_lengths(view, out):
+    """Sum of each doc's impacts, entry by entry of a `TermView`."""
+    for x in range(view.entry_blocks.shape[0]):
+        first = view.entry_blocks[x] * view.block_size
+        for p in range(view.entry_starts[x], view.entry_starts[x + 1]):
+            out[first + view.post_docs[p]] += view.post_impacts[p]
 
 
 # wrappers
@@ -93,9 +94,7 @@ def export_ciff(index: Segment | str | Path, path: str | Path, terms: Sequence[s
         raise ValueError(f"CIFF doc ids are int32: {index.num_docs} documents do not fit")
     order, names = _export_terms(index, terms)
     doclengths = np.zeros(index.num_docs, dtype=np.int64)
-    b = index.postings
-    _doc_lengths(b.block_size, b.term_entry_blocks, b.term_entry_starts, b.term_post_docs, b.term_post_impacts,
-                 doclengths)
+    _doc_lengths(term_view(index.postings), doclengths)
     total = int(doclengths.sum())
     header = CiffHeader(
         num_postings_lists=len(order), num_docs=index.num_docs,

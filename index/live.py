@@ -331,7 +331,7 @@ class LiveIndex:
         """Top ``k`` live documents for a query vector (raw encoder weights)."""
         view = self.refresh()
         keys, scores = search_sparse(view, np.asarray(terms), np.asarray(weights), k, scorer, alpha, beta, max_blocks)
-        return [view.doc_id(int(key)) for key in keys], scores
+        return view.doc_ids(keys), scores
 
     def search_sparse_batch(self, queries: SparseBatch, k: int, scorer: str = "auto", alpha: float = 1.0,
                             beta: float = 1.0, max_blocks: int | None = None) -> list[Hits]:
@@ -341,7 +341,7 @@ class LiveIndex:
         out = []
         for q in range(len(queries)):
             keys, scores = results.row(q)
-            out.append(([view.doc_id(int(key)) for key in keys], scores))
+            out.append((view.doc_ids(keys), scores))
         return out
 
     def search_dense(self, vector: np.ndarray, k: int) -> Hits:
@@ -350,7 +350,7 @@ class LiveIndex:
             raise DenseIndexError(f"{self.directory} has no dense index; build it with `lsr index ... --dense`")
         view = self.refresh()
         keys, scores = search_dense(view, np.asarray(vector, dtype=np.float32), k)
-        return [view.doc_id(int(key)) for key in keys], scores
+        return view.doc_ids(keys), scores
 
     # documents
 

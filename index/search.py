@@ -96,6 +96,22 @@ class View:
         state, local = self.locate(key)
         return self.buffer.doc_id(local) if state is None else state.segment.doc_ids[local]
 
+    def doc_ids(self, keys: np.ndarray) -> list[str]:
+        """`doc_id` of many keys, grouped by segment (a search's hits; per key, the lookup cost
+        ten times the search at k = 1000)."""
+        keys = np.asarray(keys, dtype=np.int64)
+        bases = np.array([s.base for s in self.segments] + [self.buffer_base], dtype=np.int64)
+        owner = np.searchsorted(bases, keys, side="right") - 1  # as `locate`: the last base <= key
+        names: list = [None] * len(keys)
+        for i, state in enumerate(self.segments):
+            rows = np.flatnonzero(owner == i)
+            if rows.size:
+                for row, name in zip(rows.tolist(), state.segment.doc_ids.take(keys[rows] - state.base)):
+                    names[row] = name
+        for row in np.flatnonzero(owner == len(self.segments)).tolist():
+            names[row] = self.buffer.doc_id(int(keys[row] - self.buffer_base))
+        return names
+
 
 def single_segment_view(segment: Segment) -> View:
     """A view of one segment with nothing deleted and no buffer."""

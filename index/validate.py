@@ -19,60 +19,59 @@ from numba import njit
 
 from index.bmp_build import MAX_BLOCK_SIZE, SEED_KS
 from index.format import IndexFormatError
+from index.postings_view import block_view, term_view
 
 # kernels
 
 
 @njit(cache=True, nogil=True)
-def _check_term_view(term_entry_offsets, term_entry_blocks, term_entry_max, term_entry_starts, term_post_docs,
-                     term_post_impacts, block_size, num_docs, num_blocks, entries_per_block):
+def _check_term_view(view, num_docs, num_blocks, entries_per_block):
     """0 when sound, else ``code * 2^40 + position``: 1 block id, 2 doc offset, 3 entry max."""
-    for t in range(term_entry_offsets.shape[0] - 1):
+    for t in range(view.entry_offsets.shape[0] - 1):
         last_block = -1
-        for x in range(term_entry_offsets[t], term_entry_offsets[t + 1]):
-            blk = np.int64(term_entry_blocks[x])
+        for x in range(view.entry_offsets[t], view.entry_offsets[t + 1]):
+            blk = np.int64(view.entry_blocks[x])
             if blk >= num_blocks or blk <= last_block:
                 return 1 * 2**40 + x
             last_block = blk
             entries_per_block[blk] += 1
             largest = 0
             last_doc = -1
-            for p in range(term_entry_starts[x], term_entry_starts[x + 1]):
-                doc = np.int64(term_post_docs[p])
-                if doc >= block_size or doc <= last_doc or blk * block_size + doc >= num_docs:
+            for p in range(view.entry_starts[x], view.entry_starts[x + 1]):
+                doc = np.int64(view.post_docs[p])
+                if doc >= view.block_size or doc <= last_doc or blk * view.block_size + doc >= num_docs:
                     return 2 * 2**40 + p
                 last_doc = doc
-                largest = max(largest, np.int64(term_post_impacts[p]))
-            if largest != term_entry_max[x] or largest == 0:
+                largest = max(largest, np.int64(view.post_impacts[p]))
+            if largest != view.entry_max[x] or largest == 0:
                 return 3 * 2**40 + x
     return 0
 
 
 @njit(cache=True, nogil=True)
-def _check_forward_view(block_term_offsets, block_terms, block_entry_starts, block_post_offsets, block_post_docs,
-                        vocab_size, block_size, num_docs, entries_per_block):
+def _check_forward_view(view, vocab_size, num_docs, entries_per_block):
     """0 when sound, else ``code * 2^40 + position``: 1 term, 2 entry start, 3 doc offset, 4 entry count."""
-    for blk in range(block_term_offsets.shape[0] - 1):
-        lo, hi = block_term_offsets[blk], block_term_offsets[blk + 1]
+    for blk in range(view.term_offsets.shape[0] - 1):
+        lo, hi = view.term_offsets[blk], view.term_offsets[blk + 1]
         if hi - lo != entries_per_block[blk]:
             return 4 * 2**40 + blk
-        length = block_post_offsets[blk + 1] - block_post_offsets[blk]
+        length = view.post_offsets[blk + 1] - view.post_offsets[blk]
         last_term = -1
         last_start = -1
         for e in range(lo, hi):
-            term = np.int64(block_terms[e])
+            term = np.int64(view.terms[e])
             if term >= vocab_size or term <= last_term:
                 return 1 * 2**40 + e
             last_term = term
-            start = np.int64(block_entry_starts[e])
+            start = np.int64(view.entry_starts[e])
             if (e == lo and start != 0) or start <= last_start or start >= length:
                 return 2 * 2**40 + e
             last_start = start
         if hi == lo and length != 0:
             return 2 * 2**40 + lo
-        for p in range(block_post_offsets[blk], block_post_offsets[blk + 1]):
-            doc = np.int64(block_post_docs[p])
-            if doc >= block_size or blk * block_size + doc >= num_docs:
+        for p in range(view.post_offsets[blk], view.post_offsets[blk + 1]):
+            doc = np.int64(view.post_docs[p])
+            if doc >= view.block_size or blk * view.block_size + doc >= num_docs:
                 return 3 * 2**40 + p
     return 0
 
@@ -110,13 +109,11 @@ def validate_segment(segment) -> None:
         raise IndexFormatError(f"{where}/term_kth_impacts.npy: shape {b.term_kth_impacts.shape}, "
                                f"expected {(vocab, len(SEED_KS))}")
     per_block = np.zeros(num_blocks, dtype=np.int64)
-    code = _check_term_view(b.term_entry_offsets, b.term_entry_blocks, b.term_entry_max, b.term_entry_starts,
-                            b.term_post_docs, b.term_post_impacts, block_size, num_docs, num_blocks, per_block)
+    code = _check_term_view(term_view(b), num_docs, num_blocks, per_block)
     _raise(code, where, {1: ("term_entry_blocks", "entry", "block id out of range or not increasing"),
                          2: ("term_post_docs", "posting", "doc offset outside its block or not increasing"),
                          3: ("term_entry_max", "entry", "not the largest impact of the entry")})
-    code = _check_forward_view(b.block_term_offsets, b.block_terms, b.block_entry_starts, b.block_post_offsets,
-                               b.block_post_docs, vocab, block_size, num_docs, per_block)
+    code = _check_forward_view(block_view(b), vocab, num_docs, per_block)
     _raise(code, where, {1: ("block_terms", "entry", "term id out of range or not increasing"),
                          2: ("block_entry_starts", "entry", "start outside its block or not increasing"),
                          3: ("block_post_docs", "posting", "doc offset outside its block"),

@@ -9,7 +9,10 @@ from hypothesis import strategies as st
 from index.build import build_index
 from index.format import Segment
 from index.live import open_single_segment
-from index.scorers.exhaustive import search, search_batch
+from index.postings_view import term_view
+from index.scorers.exhaustive import NO_DELETES, search, search_batch, segment_top_k, segment_top_k_batch
+from index.scorers.oracle import oracle_top_k
+from index.scorers.query import canonical_batch, canonical_query
 from index.sparse_batch import SparseBatch
 
 
@@ -116,3 +119,130 @@ def test_scores_come_back_in_encoder_units(tmp_path, quantization):
     np.testing.assert_allclose(scores, [2.04, 0.41], atol=2 * 1.02 / 255)
     # Per term, the small weight of term 2 keeps its own resolution (a global scale zeroes it).
     assert (index.term_scales[2] == np.float32(0.01 / 255)) == (quantization == "per-term")
+
+
+def oracle_kernel(index: Segment, terms, weights, k: int, live=NO_DELETES):
+    """The float64 dense-array scorer (``index.scorers.oracle``) on a canonical query."""
+    docs, scores = np.full(k, -1, np.int64), np.zeros(k, np.float64)
+    n = oracle_top_k(terms, weights, index.num_docs, k, live, term_view(index.postings), docs, scores)
+    return docs[:n], scores[:n]
+
+
+@st.composite
+def float_collections(draw):
+    """Float weights quantised per term (the default), queries with any sign, deletions."""
+    num_docs = draw(st.integers(1, 300))
+    vocab = draw(st.integers(1, 30))
+    rng = np.random.default_rng(draw(st.integers(0, 2**31 - 1)))
+    docs = sp.random(num_docs, vocab, density=draw(st.floats(0.02, 0.6)), random_state=rng, format="csr",
+                     data_rvs=lambda n: rng.random(n).astype(np.float32) * 3).tolil()
+    docs[0, 0] = 1.0  # an index needs one weight
+    docs = docs.tocsr()
+    terms = rng.choice(vocab, size=draw(st.integers(0, vocab)), replace=False)
+    weights = (rng.random(len(terms)) * 2).astype(np.float32)
+    if draw(st.booleans()):
+        weights[rng.random(len(terms)) < 0.3] *= -1
+    live = (rng.random(num_docs) < draw(st.sampled_from([0.0, 0.3]))).astype(np.uint8) ^ 1
+    block_size = draw(st.sampled_from([1, 4, 8, 64]))
+    return docs, terms, weights, draw(st.integers(1, 50)), live, block_size
+
+
+@settings(max_examples=80, deadline=None)
+@given(float_collections())
+def test_default_quantisation_equals_the_oracle_and_scipy(tmp_path_factory, case):
+    """The float32 candidate pass with exact rescoring equals the float64 oracle bit for bit,
+    with per-term scales, negative query weights, deleted documents and several block sizes."""
+    docs, terms, weights, k, live, block_size = case
+    path = tmp_path_factory.mktemp("ix") / "ix"
+    build_index(path, [([f"d{i}" for i in range(docs.shape[0])], SparseBatch.from_scipy(docs), None)],
+                docs.shape[1], block_size=block_size)
+    index = open_single_segment(path)
+    canonical = canonical_query(terms, weights, index.term_scales)
+    live_mask = live if live.min(initial=1) == 0 else NO_DELETES
+    found = segment_top_k(index, *canonical, k, live_mask)
+    expected = oracle_kernel(index, *canonical, k, live_mask)
+    assert found[0].tolist() == expected[0].tolist() and found[1].tolist() == expected[1].tolist()
+    # and the oracle against scipy (float64 sums of the same products; order-free up to rounding)
+    impacts = index.to_scipy_docs().astype(np.float64)
+    query = np.zeros(docs.shape[1])
+    query[canonical[0]] = canonical[1]
+    scores = impacts @ query
+    assert all(live_mask is NO_DELETES or live[d] for d in expected[0])
+    np.testing.assert_allclose(expected[1], scores[expected[0]], rtol=1e-12)
+    assert (scores[expected[0]] > 0).all()
+
+
+def test_near_ties_within_float32_rounding_are_ranked_exactly(tmp_path):
+    """Sums that differ below float32's resolution: the float32 pass cannot order them, the
+    rescoring must (and ties go by doc id)."""
+    weights = np.array([1.0, 2.0**-20, 2.0**-21], dtype=np.float32)
+    rows = [[200, 0, 0], [200, 1, 0], [200, 0, 1], [200, 1, 1], [200, 0, 0], [199, 255, 255]]
+    docs = sp.csr_matrix(np.array(rows, dtype=np.float32))
+    index = build(tmp_path, docs)
+    terms = np.array([0, 1, 2])
+    found, scores = search(index, terms, weights, k=6)
+    expected = oracle_kernel(index, *canonical_query(terms, weights, index.term_scales), 6)
+    assert found.tolist() == expected[0].tolist() == [3, 1, 2, 0, 4, 5]
+    assert scores.tolist() == expected[1].tolist()
+    assert found[:2].tolist() == [3, 1]  # float32 rounds 200 + 2^-20 back to 200
+
+
+def test_a_document_that_float32_ranks_lower_is_still_found(tmp_path):
+    """Two roundings lose what one keeps: doc 0 is 200 + 0.8 ulp exactly but 200 in float32,
+    doc 1 is 200 + 0.75 ulp exactly and 200 + 1 ulp in float32. The top 1 is doc 0, which only
+    the error margin keeps among the candidates."""
+    ulp = 2.0**-16  # of float32 at 200
+    docs = sp.csr_matrix(np.array([[200, 1, 1, 0], [200, 0, 0, 1]], dtype=np.float32))
+    index = build(tmp_path, docs)
+    terms = np.array([0, 1, 2, 3])
+    weights = np.array([1.0, 0.4 * ulp, 0.4 * ulp, 0.75 * ulp], dtype=np.float32)
+    found, scores = search(index, terms, weights, k=1)
+    assert found.tolist() == [0]
+    assert scores[0] == 200 + np.float64(weights[1]) + np.float64(weights[2])
+
+
+def test_the_accumulator_is_clean_between_queries_and_segments(tmp_path):
+    rng = np.random.default_rng(3)
+    big = build(tmp_path, sp.random(3000, 50, density=0.1, random_state=rng, format="csr",
+                                    data_rvs=lambda n: rng.integers(1, 256, n).astype(np.float32)), "big")
+    small = build(tmp_path, sp.random(40, 50, density=0.3, random_state=rng, format="csr",
+                                      data_rvs=lambda n: rng.integers(1, 256, n).astype(np.float32)), "small")
+    queries = [(rng.choice(50, 6, replace=False), rng.random(6).astype(np.float32)) for _ in range(6)]
+    for index in (big, small, big):
+        for terms, weights in queries:
+            found = search(index, terms, weights, 20)
+            expected = oracle_kernel(index, *canonical_query(terms, weights, index.term_scales), 20)
+            assert found[0].tolist() == expected[0].tolist() and found[1].tolist() == expected[1].tolist()
+
+
+def test_weights_too_large_for_float32_sums_go_to_the_oracle(tmp_path):
+    docs = sp.csr_matrix(np.array([[255, 1], [1, 255]], dtype=np.float32))
+    index = build(tmp_path, docs)
+    found, scores = search(index, np.array([0, 1]), np.array([3e38, 2e38], dtype=np.float32), 2)
+    assert found.tolist() == [0, 1] and np.isfinite(scores).all()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_batch_equals_single_with_deletions(tmp_path, threads):
+    import numba
+
+    rng = np.random.default_rng(11)
+    docs = sp.random(2000, 80, density=0.06, random_state=rng, format="csr",
+                     data_rvs=lambda n: rng.random(n).astype(np.float32))
+    path = tmp_path / "ix"
+    build_index(path, [([f"d{i}" for i in range(2000)], SparseBatch.from_scipy(docs), None)], 80)
+    index = open_single_segment(path)
+    live = (rng.random(2000) > 0.2).astype(np.uint8)
+    queries = canonical_batch(SparseBatch.from_scipy(sp.random(9, 80, density=0.1, random_state=rng, format="csr",
+                                                                dtype=np.float32)), index.term_scales)
+    previous = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        results = segment_top_k_batch(index, queries, 30, live)
+    finally:
+        numba.set_num_threads(previous)
+    for q in range(len(queries)):
+        single = segment_top_k(index, *queries.row(q), 30, live)
+        expected = oracle_kernel(index, *queries.row(q), 30, live)
+        assert results.row(q)[0].tolist() == single[0].tolist() == expected[0].tolist()
+        assert results.row(q)[1].tolist() == single[1].tolist() == expected[1].tolist()

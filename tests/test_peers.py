@@ -380,3 +380,21 @@ def _reverse_rows(batch: SparseBatch) -> SparseBatch:
         indices[start:stop] = indices[start:stop][::-1]
         values[start:stop] = values[start:stop][::-1]
     return SparseBatch(batch.indptr, indices, values, batch.vocab_size)
+
+
+def test_splade_index_is_exact_and_ignores_unknown_terms(tmp_path, collection):
+    from eval.peers.splade_index import SpladeIndexEngine  # splade-index is a dev dependency: no skip
+
+    docs, queries = collection
+    engine = SpladeIndexEngine()
+    report = engine.build(docs, tmp_path)
+    assert report.details["docs"] == N_DOCS and report.details["nnz"] == docs.nnz
+    assert report.bytes_on_disk > docs.nnz * 8  # float32 weights and int32 doc ids
+    true_scores = (docs.to_scipy() @ queries.T).toarray().T
+    for q in range(N_QUERIES):
+        terms, weights = _query(queries, q)
+        ids, scores = engine.search(np.append(terms, VOCAB + 5), np.append(weights, 3.0), K)
+        _assert_exact_topk(ids, scores, true_scores[q], K)
+    # fewer positive docs than k: its zero-score fillers are dropped
+    ids, scores = engine.search(np.array([0]), np.array([1.0], np.float32), N_DOCS)
+    assert len(ids) == np.count_nonzero(docs.to_scipy()[:, 0].toarray()) and (scores > 0).all()

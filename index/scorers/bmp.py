@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 import threading
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -45,6 +46,7 @@ from numba.typed import List
 
 from index.bmp_build import MAX_BLOCK_SIZE, SEED_KS
 from index.format import Segment
+from index.postings_view import BlockView, TermView, block_entry_postings, block_view, find_sorted, term_view
 from index.scorers.exhaustive import NO_DELETES, NO_DELETE_COUNTS, SearchResults
 from index.scorers.heap import heap_offer, heap_ranked
 from index.sparse_batch import SparseBatch
@@ -56,11 +58,11 @@ SPARSE_MASK_BITS = 16  # sparse_mask is uint16
 
 
 @njit(cache=True, nogil=True)
-def _upper_bounds(q_terms, q_weights, num_blocks, dense_slot, bm_dense, term_entry_offsets, term_entry_blocks,
-                  term_entry_max, ub, sparse_mask, sparse_bit):
+def _upper_bounds(q_terms, q_weights, seg, ub, sparse_mask, sparse_bit):
     """Per block, into ub: the sum of query weight x block maximum (before the margin); into
     sparse_mask: which of the first `SPARSE_MASK_BITS` query terms without a dense row it holds
     (query term j has bit sparse_bit[j], or -1). A dense row answers that question by itself."""
+    tv = seg.terms
     ub[:] = 0
     sparse_mask[:] = 0
     bits = 0
@@ -68,22 +70,22 @@ def _upper_bounds(q_terms, q_weights, num_blocks, dense_slot, bm_dense, term_ent
         t = q_terms[j]
         # A non-positive weight never raises a score: 0 is a valid bound for it.
         w = max(np.float32(q_weights[j]), np.float32(0.0))
-        slot = dense_slot[t]
+        slot = seg.dense_slot[t]
         sparse_bit[j] = -1
         if slot >= 0:
-            row = bm_dense[slot]
-            for blk in range(num_blocks):  # branch-free, so it vectorises
+            row = seg.bm_dense[slot]
+            for blk in range(ub.shape[0]):  # branch-free, so it vectorises
                 ub[blk] += w * row[blk]
         elif bits < SPARSE_MASK_BITS:
             sparse_bit[j] = bits
             bit = np.uint16(1 << bits)
             bits += 1
-            for x in range(term_entry_offsets[t], term_entry_offsets[t + 1]):
-                ub[term_entry_blocks[x]] += w * term_entry_max[x]
-                sparse_mask[term_entry_blocks[x]] |= bit
+            for x in range(tv.entry_offsets[t], tv.entry_offsets[t + 1]):
+                ub[tv.entry_blocks[x]] += w * tv.entry_max[x]
+                sparse_mask[tv.entry_blocks[x]] |= bit
         else:
-            for x in range(term_entry_offsets[t], term_entry_offsets[t + 1]):
-                ub[term_entry_blocks[x]] += w * term_entry_max[x]
+            for x in range(tv.entry_offsets[t], tv.entry_offsets[t + 1]):
+                ub[tv.entry_blocks[x]] += w * tv.entry_max[x]
 
 
 @njit(cache=True, nogil=True)
@@ -105,7 +107,7 @@ def _combined_seed(segments, q_terms, weights, k):
     lives = np.zeros((nq, count * columns), dtype=np.int64)
     for s in range(count):
         seg = segments[s]
-        kth, kth_deleted, extra = seg[2], seg[3], seg[4]
+        kth, kth_deleted, extra = seg.kth_impacts, seg.kth_deleted, seg.extra_deleted
         for j in range(nq):
             t = q_terms[j]
             for c in range(columns):
@@ -170,41 +172,28 @@ def _bucket(bound, scale):
 
 
 @njit(cache=True, nogil=True)
-def _find(sorted_terms, lo, hi, term):
-    """First index in [lo, hi) whose term is >= term, or hi (binary search)."""
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if sorted_terms[mid] < term:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
-@njit(cache=True, nogil=True)
-def _score_block(blk, q_terms, q_weights, dense_slot, bm_dense, mask, sparse_bit, block_term_offsets, block_terms,
-                 block_entry_starts, block_post_offsets, block_post_docs, block_post_impacts, acc):
-    lo, hi = block_term_offsets[blk], block_term_offsets[blk + 1]
-    base = block_post_offsets[blk]
-    block_end = block_post_offsets[blk + 1] - base
+def _score_block(seg, blk, q_terms, q_weights, mask, sparse_bit, acc):
+    """``index.postings_view.score_block_float64``, skipping the query terms that the block-max
+    data says are absent from the block (the binary search is the cost)."""
+    bv = seg.blocks
+    lo, hi = bv.term_offsets[blk], bv.term_offsets[blk + 1]
     for j in range(q_terms.shape[0]):  # query terms are sorted: search from the last hit on
-        # Skip a term the block-max data says is absent (the binary search is the cost).
-        slot = dense_slot[q_terms[j]]
+        slot = seg.dense_slot[q_terms[j]]
         if slot >= 0:
-            if bm_dense[slot, blk] == 0:
+            if seg.bm_dense[slot, blk] == 0:
                 continue
         elif sparse_bit[j] >= 0 and not (mask >> sparse_bit[j]) & 1:
             continue
-        e = _find(block_terms, lo, hi, q_terms[j])
+        e = find_sorted(bv.terms, lo, hi, q_terms[j])
         if e >= hi:
             break
         lo = e
-        if block_terms[e] != q_terms[j]:
+        if bv.terms[e] != q_terms[j]:
             continue
         w = np.float64(q_weights[j])
-        end = block_entry_starts[e + 1] if e + 1 < block_term_offsets[blk + 1] else block_end
-        for p in range(base + block_entry_starts[e], base + end):
-            acc[block_post_docs[p]] += w * block_post_impacts[p]
+        start, end = block_entry_postings(bv, blk, e)
+        for p in range(start, end):
+            acc[bv.post_docs[p]] += w * bv.post_impacts[p]
         lo = e + 1
 
 
@@ -226,7 +215,7 @@ def _bmp_multi(segments, q_terms, q_merged, k, alpha, budget, ub, sparse_mask, o
                size):
     """Search segments together into the running heap: their blocks in one bound order.
 
-    ``segments``: a typed list of `kernel_segment` tuples; ``q_merged``: the merged query
+    ``segments``: a typed list of `KernelSegment` views; ``q_merged``: the merged query
     weights, scaled here by each segment's term scales. Returns (heap size, blocks scored);
     ``budget`` < 0 means no block budget.
     """
@@ -234,17 +223,15 @@ def _bmp_multi(segments, q_terms, q_merged, k, alpha, budget, ub, sparse_mask, o
     nq = q_terms.shape[0]
     offsets = np.zeros(count + 1, dtype=np.int64)
     for s in range(count):
-        offsets[s + 1] = offsets[s] + segments[s][13].shape[0] - 1
+        offsets[s + 1] = offsets[s] + segments[s].blocks.term_offsets.shape[0] - 1
     weights = np.empty((count, nq), dtype=np.float32)
     sparse_bits = np.empty((count, nq), dtype=np.int64)
     for s in range(count):
         seg = segments[s]
-        scales = seg[7]
         for j in range(nq):
-            weights[s, j] = np.float32(q_merged[j] * scales[q_terms[j]])
+            weights[s, j] = np.float32(q_merged[j] * seg.term_scales[q_terms[j]])
         lo, hi = offsets[s], offsets[s + 1]
-        _upper_bounds(q_terms, weights[s], hi - lo, seg[8], seg[9], seg[10], seg[11], seg[12], ub[lo:hi],
-                      sparse_mask[lo:hi], sparse_bits[s])
+        _upper_bounds(q_terms, weights[s], seg, ub[lo:hi], sparse_mask[lo:hi], sparse_bits[s])
     seed = _combined_seed(segments, q_terms, weights, k)
     # float32 sums of float32 products: relative error below (n + 1) * 2^-24; inflate by twice that.
     margin = np.float32(1.0 + (nq + 2) * 2.0 ** -23)
@@ -272,15 +259,14 @@ def _bmp_multi(segments, q_terms, q_merged, k, alpha, budget, ub, sparse_mask, o
             break
         used += 1
         # The sort is stable over blocks in segment order, so a bucket's blocks come segment by
-        # segment: the segment's tuple is fetched from the list only when it changes (a fetch
+        # segment: the segment's view is fetched from the list only when it changes (a fetch
         # takes a reference to each of its arrays).
         if not offsets[current] <= block < offsets[current + 1]:
             current = _segment_of(offsets, block)
             seg = segments[current]
         blk = block - offsets[current]
-        _score_block(blk, q_terms, weights[current], seg[8], seg[9], sparse_mask[block], sparse_bits[current],
-                     seg[13], seg[14], seg[15], seg[16], seg[17], seg[18], acc)
-        num_docs, block_size, live, base = seg[0], seg[1], seg[5], seg[6]
+        _score_block(seg, blk, q_terms, weights[current], sparse_mask[block], sparse_bits[current], acc)
+        num_docs, block_size, live, base = seg.num_docs, seg.blocks.block_size, seg.live, seg.base
         has_deletes = live.shape[0] > 0
         first = blk * block_size
         for d in range(min(block_size, num_docs - first)):
@@ -349,6 +335,22 @@ def _workspace(num_blocks: int) -> tuple:
     return tuple(array[:num_blocks] for array in cached)
 
 
+class KernelSegment(NamedTuple):
+    """One segment as `_bmp_multi` reads it: its postings views, block maxima, seeds and deletes."""
+
+    num_docs: np.int64
+    base: np.int64  # global key of its doc 0
+    extra_deleted: np.int64  # docs deleted since its commit (the seeds discount them)
+    live: np.ndarray  # uint8 per doc, or empty when none is deleted
+    kth_impacts: np.ndarray  # term_kth_impacts
+    kth_deleted: np.ndarray  # int32 (terms, seed columns), or empty
+    term_scales: np.ndarray
+    dense_slot: np.ndarray
+    bm_dense: np.ndarray
+    terms: TermView
+    blocks: BlockView
+
+
 def _readonly(array: np.ndarray) -> np.ndarray:
     """A read-only view: every segment's arrays then have the same numba type (memory maps are
     read-only; arrays too small to map, and live masks, are not)."""
@@ -358,33 +360,31 @@ def _readonly(array: np.ndarray) -> np.ndarray:
 
 
 def kernel_segment(segment: Segment, live: np.ndarray = NO_DELETES, kth_deleted: np.ndarray = NO_DELETE_COUNTS,
-                   extra_deleted: int = 0, base: int = 0) -> tuple:
-    """The tuple `_bmp_multi` reads a segment from (fields by position, see there)."""
+                   extra_deleted: int = 0, base: int = 0) -> KernelSegment:
+    """The view `_bmp_multi` reads a segment from."""
     b = segment.postings
-    return (np.int64(segment.num_docs), np.int64(b.block_size), _readonly(b.term_kth_impacts),
-            _readonly(np.asarray(kth_deleted, dtype=np.int32)), np.int64(extra_deleted), _readonly(live),
-            np.int64(base), _readonly(segment.term_scales), _readonly(b.bm_dense_slot), _readonly(b.bm_dense),
-            _readonly(b.term_entry_offsets), _readonly(b.term_entry_blocks), _readonly(b.term_entry_max),
-            _readonly(b.block_term_offsets), _readonly(b.block_terms), _readonly(b.block_entry_starts),
-            _readonly(b.block_post_offsets), _readonly(b.block_post_docs), _readonly(b.block_post_impacts))
+    return KernelSegment(np.int64(segment.num_docs), np.int64(base), np.int64(extra_deleted), _readonly(live),
+                         _readonly(b.term_kth_impacts), _readonly(np.asarray(kth_deleted, dtype=np.int32)),
+                         _readonly(segment.term_scales), _readonly(b.bm_dense_slot), _readonly(b.bm_dense),
+                         term_view(b), block_view(b))
 
 
 class KernelGroup:
     """Segments whose arrays share dtypes, as one typed list for `_bmp_multi` (built once per view)."""
 
-    def __init__(self, tuples: list[tuple]) -> None:
+    def __init__(self, views: list[KernelSegment]) -> None:
         self.segments = List()
-        for item in tuples:
+        for item in views:
             self.segments.append(item)
-        self.total_blocks = sum(int(item[13].shape[0]) - 1 for item in tuples)
+        self.total_blocks = sum(item.blocks.term_offsets.shape[0] - 1 for item in views)
 
 
-def kernel_groups(tuples: list[tuple]) -> list[KernelGroup]:
-    """`kernel_segment` tuples grouped by dtypes (one group unless a segment's starts are wider),
-    in segment order within a group."""
+def kernel_groups(views: list[KernelSegment]) -> list[KernelGroup]:
+    """Segments grouped by Numba type (one group unless a segment's offsets are wider), in
+    segment order within a group: a typed list holds items of one type."""
     groups: dict = {}
-    for item in tuples:
-        groups.setdefault(item[15].dtype.str, []).append(item)
+    for item in views:
+        groups.setdefault(numba.typeof(item), []).append(item)
     return [KernelGroup(items) for items in groups.values()]
 
 
@@ -469,26 +469,22 @@ def ranked_results(heaps) -> SearchResults:
 
 
 @njit(cache=True, nogil=True)
-def _deleted_seed_counts(deleted, num_docs, block_size, block_term_offsets, block_terms, block_entry_starts,
-                         block_post_offsets, block_post_docs, block_post_impacts, kth, out):
-    for blk in range(block_term_offsets.shape[0] - 1):
-        first = blk * block_size
+def _deleted_seed_counts(deleted, num_docs, bv, kth, out):
+    for blk in range(bv.term_offsets.shape[0] - 1):
+        first = blk * bv.block_size
         hit = False
-        for d in range(first, min(first + block_size, num_docs)):
+        for d in range(first, min(first + bv.block_size, num_docs)):
             if deleted[d]:
                 hit = True
                 break
         if not hit:
             continue
-        lo, hi = block_term_offsets[blk], block_term_offsets[blk + 1]
-        base = block_post_offsets[blk]
-        block_end = block_post_offsets[blk + 1] - base
-        for e in range(lo, hi):
-            t = block_terms[e]
-            end = block_entry_starts[e + 1] if e + 1 < hi else block_end
-            for p in range(base + block_entry_starts[e], base + end):
-                if deleted[first + block_post_docs[p]]:
-                    impact = block_post_impacts[p]
+        for e in range(bv.term_offsets[blk], bv.term_offsets[blk + 1]):
+            t = bv.terms[e]
+            start, end = block_entry_postings(bv, blk, e)
+            for p in range(start, end):
+                if deleted[first + bv.post_docs[p]]:
+                    impact = bv.post_impacts[p]
                     for c in range(kth.shape[1]):
                         if kth[t, c] > 0 and impact >= kth[t, c]:
                             out[t, c] += 1
@@ -499,7 +495,5 @@ def deleted_seed_counts(segment: Segment, deleted: np.ndarray) -> np.ndarray:
     least the stored k-th impact (int32 ``(vocab, columns)``)."""
     b = segment.postings
     out = np.zeros(b.term_kth_impacts.shape, dtype=np.int32)
-    _deleted_seed_counts(np.asarray(deleted, dtype=np.bool_), segment.num_docs, b.block_size, b.block_term_offsets,
-                         b.block_terms, b.block_entry_starts, b.block_post_offsets, b.block_post_docs,
-                         b.block_post_impacts, b.term_kth_impacts, out)
+    _deleted_seed_counts(np.asarray(deleted, dtype=np.bool_), segment.num_docs, block_view(b), b.term_kth_impacts, out)
     return out

@@ -1,0 +1,111 @@
+"""Typed views of a segment's postings, the one place the kernels learn the layout from.
+
+A kernel takes a `TermView` or a `BlockView` (NamedTuples of arrays: Numba compiles field
+access by name, so two arrays of one dtype can never be swapped by position) and reads the
+layout of ``index.bmp_build`` through the helpers below. Fields are named as in the module
+docstring of ``index.bmp_build``, without the ``term_``/``block_`` prefix.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit
+
+from index.format import PostingsArrays
+
+
+class TermView(NamedTuple):
+    """Term-major postings, partitioned by block: term ``t``'s entries are
+    ``entry_offsets[t]:entry_offsets[t + 1]``; entry ``x`` is in block ``entry_blocks[x]``,
+    its largest impact is ``entry_max[x]``, and its postings are
+    ``entry_starts[x]:entry_starts[x + 1]`` (doc offset in the block, impact)."""
+
+    block_size: np.int64
+    entry_offsets: np.ndarray
+    entry_blocks: np.ndarray
+    entry_max: np.ndarray
+    entry_starts: np.ndarray
+    post_docs: np.ndarray
+    post_impacts: np.ndarray
+
+
+class BlockView(NamedTuple):
+    """The per-block forward index: block ``j``'s entries are
+    ``term_offsets[j]:term_offsets[j + 1]`` with sorted ``terms``; entry ``e``'s postings run
+    from ``post_offsets[j] + entry_starts[e]`` to the next entry's start (or the block's end)."""
+
+    block_size: np.int64
+    term_offsets: np.ndarray
+    terms: np.ndarray
+    entry_starts: np.ndarray
+    post_offsets: np.ndarray
+    post_docs: np.ndarray
+    post_impacts: np.ndarray
+
+
+def _readonly(array: np.ndarray) -> np.ndarray:
+    """A read-only view: memory maps are read-only and small arrays are not, and Numba types
+    them differently; views of one kind compile once."""
+    view = array.view()
+    view.setflags(write=False)
+    return view
+
+
+def term_view(postings: PostingsArrays) -> TermView:
+    p = postings
+    return TermView(np.int64(p.block_size), *(_readonly(a) for a in (
+        p.term_entry_offsets, p.term_entry_blocks, p.term_entry_max, p.term_entry_starts, p.term_post_docs,
+        p.term_post_impacts)))
+
+
+def block_view(postings: PostingsArrays) -> BlockView:
+    p = postings
+    return BlockView(np.int64(p.block_size), *(_readonly(a) for a in (
+        p.block_term_offsets, p.block_terms, p.block_entry_starts, p.block_post_offsets, p.block_post_docs,
+        p.block_post_impacts)))
+
+
+# kernels
+
+
+@njit(cache=True, nogil=True)
+def find_sorted(sorted_values, lo, hi, value):
+    """First index in [lo, hi) whose value is >= ``value``, or hi (binary search)."""
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if sorted_values[mid] < value:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(cache=True, nogil=True)
+def block_entry_postings(view, blk, e):
+    """The posting range ``[start, end)`` of entry ``e`` of block ``blk`` in ``view.post_*``."""
+    base = view.post_offsets[blk]
+    if e + 1 < view.term_offsets[blk + 1]:
+        return base + view.entry_starts[e], base + view.entry_starts[e + 1]
+    return base + view.entry_starts[e], view.post_offsets[blk + 1]
+
+
+@njit(cache=True, nogil=True)
+def score_block_float64(view, blk, q_terms, q_weights, acc):
+    """Add ``q_weights[j] * impact`` (float64) of every query term found in block ``blk`` to
+    ``acc[doc offset]``, query terms in their order (sorted ascending, as canonical queries are):
+    the same products in the same order as a term-at-a-time float64 sweep, so the same sums."""
+    lo, hi = view.term_offsets[blk], view.term_offsets[blk + 1]
+    for j in range(q_terms.shape[0]):
+        e = find_sorted(view.terms, lo, hi, q_terms[j])
+        if e >= hi:
+            return
+        lo = e
+        if view.terms[e] != q_terms[j]:
+            continue
+        w = np.float64(q_weights[j])
+        start, end = block_entry_postings(view, blk, e)
+        for p in range(start, end):
+            acc[view.post_docs[p]] += w * view.post_impacts[p]
+        lo = e + 1
