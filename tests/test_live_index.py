@@ -406,3 +406,18 @@ def test_a_flush_does_not_wait_for_another_when_asked_not_to(index_dir, monkeypa
     release.set()
     first.join()
     assert live.commit.wal_seq == 1 and live.contains("x")
+
+
+def test_ids_of_many_keys_equal_the_one_key_lookup(index_dir):
+    """`View.doc_ids` (a search's hits, grouped by segment) against `View.doc_id` key by key:
+    two segments, the buffer, and keys in any order."""
+    live = LiveIndex(index_dir)
+    live.add("new-1", "", "", np.array([3]), np.array([1.0], np.float32))
+    live.flush()
+    live.add("new-2", "", "", np.array([4]), np.array([1.0], np.float32))
+    view = live.refresh()
+    assert len(view.segments) == 2 and view.buffer is not None and view.buffer.num_live == 1
+    keys = np.random.default_rng(0).permutation(view.buffer_base + 1)
+    assert view.doc_ids(keys) == [view.doc_id(int(key)) for key in keys]
+    assert view.doc_ids(np.empty(0, np.int64)) == []
+    assert {"new-1", "new-2"} <= set(view.doc_ids(keys))
