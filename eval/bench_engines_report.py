@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 TARGET_RECALL = 0.99
+PEER_RECALL = 0.97  # issue 13: safe search against the fastest peer setting at least this good
 
 
 def _by_name(result: dict) -> dict[str, dict]:
@@ -20,7 +21,7 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def acceptance(result: dict) -> dict:
-    """Issue 3's ratios (each with its target) from one benchmark run."""
+    """Issue 3's and issue 13's ratios (each with its target) from one benchmark run."""
     rows = _by_name(result)
     safe, exhaustive = rows.get("ours bmp safe"), rows.get("ours exhaustive")
     bmp_rows = [r for n, r in rows.items() if n.startswith("bmp ")]
@@ -38,8 +39,15 @@ def acceptance(result: dict) -> dict:
     seismic_at_target = _fastest([r for n, r in rows.items() if n.startswith("seismic")
                                   and r["k10"]["recall_float"] >= TARGET_RECALL])
 
+    splade_index = rows.get("splade-index")
+    peers = [r for n, r in rows.items() if not n.startswith("ours ")]
+    peer_at_097 = _fastest([r for r in peers if r["k10"]["recall_float"] >= PEER_RECALL])
+
     def mean(row, k="k10"):
         return row[k]["mean_ms"] if row else None
+
+    def tail(row, k):
+        return _ratio(row[k]["p99_ms"], row[k]["mean_ms"]) if row else None
 
     checks = {
         "safe k10 / best bmp k10": (_ratio(mean(safe), mean(best_bmp_10)), 1.0),
@@ -55,6 +63,13 @@ def acceptance(result: dict) -> dict:
                    same_block_bmp["build"]["bytes_on_disk"] if same_block_bmp else None), 1.2),
         "BP seconds / 600": (_ratio(safe["build"].get("reorder_seconds") if safe else None, 600.0), 1.0),
         "batch QPS 2 threads / 1 thread (at least)": (result["batch"]["speedup"], 1.8),
+        # issue 13
+        "exhaustive k10 / splade-index k10": (_ratio(mean(exhaustive), mean(splade_index)), 0.7),
+        "exhaustive k1000 / splade-index k1000": (_ratio(mean(exhaustive, "k1000"), mean(splade_index, "k1000")), 0.7),
+        "safe k10 / fastest peer with R@10 float >= 0.97": (_ratio(mean(safe), mean(peer_at_097)), 0.5),
+        "safe k10 p99 / mean": (tail(safe, "k10"), 4.0),
+        "safe k1000 / splade-index k1000": (_ratio(mean(safe, "k1000"), mean(splade_index, "k1000")), 0.5),
+        "safe k1000 p99 / mean": (tail(safe, "k1000"), 4.0),
     }
     out = {}
     for name, (value, target) in checks.items():
@@ -65,6 +80,7 @@ def acceptance(result: dict) -> dict:
     out["seismic setting compared"] = best_seismic["engine"] if best_seismic else None
     out["seismic setting reaching R@10 float >= 0.99"] = seismic_at_target["engine"] if seismic_at_target else None
     out["best bmp block size k10"] = best_bmp_10["engine"] if best_bmp_10 else None
+    out["fastest peer with R@10 float >= 0.97"] = peer_at_097["engine"] if peer_at_097 else None
     return out
 
 

@@ -15,7 +15,7 @@ Why the candidates are enough. Let ``s(d)`` be the exact float64 sum of a docume
 oracle's) and ``f(d)`` the float32 one. Both add at most ``m`` products (``m`` query terms) of
 a query weight and an impact, so by the standard bound on a recursive sum (Higham, *Accuracy
 and Stability of Numerical Algorithms*, 3.1), ``|f(d) - s(d)| <= D`` with
-``D = (gamma_m(2^-24) + gamma_m(2^-53)) * sum_j |w_j| * maxImpact_j``, ``gamma_m(u) =
+``D = (gamma_m(2^-24) + gamma_m(2^-53)) * sum_j |w_j| * 255``, ``gamma_m(u) =
 m u / (1 - m u)`` (plus ``m * 2^-149`` for float32 results below the normal range). Take the
 documents with ``f(d) > D``: their exact score is positive. If at least ``k`` of them exist, let
 ``F`` be the k-th largest ``f`` among them; those ``k`` documents have ``s >= F - D > 0``, so the
@@ -53,38 +53,67 @@ NO_DELETES = np.zeros(0, dtype=np.uint8)  # a live mask that says: nothing is de
 NO_DELETE_COUNTS = np.zeros((0, len(SEED_KS)), dtype=np.int32)  # deleted docs per term and seed column: none
 FLOAT32_SAFE_TOTAL = 2.0**120  # sum_j |w_j| * 255 below this: float32 sums cannot overflow
 MIN_CANDIDATES = 256  # first capacity of the candidate list (it grows as needed)
+NARROW_BLOCK = 8  # blocks up to this size (the default) take `_accumulate32_narrow`
+CHUNK_ENTRIES = 4096  # entries decoded at a time by `_accumulate32_narrow` (128 KB of scratch)
 
 # kernels
 
 
 @njit(cache=True, nogil=True)
-def _accumulate32(q_terms, q_weights, view, scores, touched, term_max):
-    """Float32 sums of every document into ``scores``; marks touched blocks; ``term_max[j]``:
-    the largest impact of query term ``j``."""
+def _accumulate32(q_terms, q_weights, view, scores, touched):
+    """Float32 sums of every document into ``scores``; marks the touched blocks."""
     num_terms = view.entry_offsets.shape[0] - 1
     for j in range(q_terms.shape[0]):
         t = q_terms[j]
-        top = 0
-        if t < num_terms:  # canonical queries hold only terms of the vocabulary
-            w = np.float32(q_weights[j])
-            for x in range(view.entry_offsets[t], view.entry_offsets[t + 1]):
-                blk = view.entry_blocks[x]
-                touched[blk] = 1
-                if view.entry_max[x] > top:
-                    top = view.entry_max[x]
-                first = blk * view.block_size
-                for p in range(view.entry_starts[x], view.entry_starts[x + 1]):
-                    scores[first + view.post_docs[p]] += w * np.float32(view.post_impacts[p])
-        term_max[j] = top
+        if t >= num_terms:  # canonical queries hold only terms of the vocabulary
+            continue
+        w = np.float32(q_weights[j])
+        for x in range(view.entry_offsets[t], view.entry_offsets[t + 1]):
+            blk = view.entry_blocks[x]
+            touched[blk] = 1
+            first = blk * view.block_size
+            for p in range(view.entry_starts[x], view.entry_starts[x + 1]):
+                scores[first + view.post_docs[p]] += w * np.float32(view.post_impacts[p])
 
 
 @njit(cache=True, nogil=True)
-def _error_bound(q_weights, term_max):
-    """``D`` of the module docstring: the most a float32 sum can differ from the float64 one."""
+def _accumulate32_narrow(q_terms, q_weights, view, scores, touched, firsts):
+    """`_accumulate32` for blocks of at most `NARROW_BLOCK` docs, without a loop per entry.
+
+    An entry holds one to `NARROW_BLOCK` postings (three on average here), so a loop per entry
+    ends at an unpredictable branch. Instead, a chunk of entries first writes its block's first
+    doc into `NARROW_BLOCK` slots from the entry's first posting on (a fixed-width store; the
+    next entry overwrites the slots past this one's end), then one straight loop adds every
+    posting of the chunk at ``firsts[i] + doc offset``. ``firsts``: int32 scratch of
+    ``CHUNK_ENTRIES * NARROW_BLOCK + NARROW_BLOCK``."""
+    num_terms = view.entry_offsets.shape[0] - 1
+    for j in range(q_terms.shape[0]):
+        t = q_terms[j]
+        if t >= num_terms:
+            continue
+        w = np.float32(q_weights[j])
+        lo, hi = view.entry_offsets[t], view.entry_offsets[t + 1]
+        for x0 in range(lo, hi, CHUNK_ENTRIES):
+            x1 = min(x0 + CHUNK_ENTRIES, hi)
+            p0 = view.entry_starts[x0]
+            for x in range(x0, x1):
+                blk = view.entry_blocks[x]
+                touched[blk] = 1
+                first = np.int32(blk * view.block_size)
+                s = view.entry_starts[x] - p0
+                for i in range(NARROW_BLOCK):
+                    firsts[s + i] = first
+            for i in range(view.entry_starts[x1] - p0):
+                scores[firsts[i] + view.post_docs[p0 + i]] += w * np.float32(view.post_impacts[p0 + i])
+
+
+@njit(cache=True, nogil=True)
+def _error_bound(q_weights):
+    """``D`` of the module docstring, with 255 for every term's largest impact."""
     m = q_weights.shape[0]
     total = 0.0
     for j in range(m):
-        total += abs(np.float64(q_weights[j])) * np.float64(term_max[j])
+        total += abs(np.float64(q_weights[j])) * 255.0
     gamma32 = m * 2.0**-24 / (1.0 - m * 2.0**-24)
     gamma64 = m * 2.0**-53 / (1.0 - m * 2.0**-53)
     return (gamma32 + gamma64) * total * 1.001 + m * 2.0**-149
@@ -195,9 +224,12 @@ def _search_one(q_terms, q_weights, num_docs, k, live, terms, blocks, scores, to
         total += abs(np.float64(q_weights[j])) * 255.0
     if total >= FLOAT32_SAFE_TOTAL:
         return oracle_top_k(q_terms, q_weights, num_docs, k, live, terms, out_docs, out_scores)
-    term_max = np.zeros(q_terms.shape[0], dtype=np.uint8)
-    _accumulate32(q_terms, q_weights, terms, scores, touched, term_max)
-    bound = _error_bound(q_weights, term_max)
+    if terms.block_size <= NARROW_BLOCK and touched.shape[0] * terms.block_size < 2**31:
+        firsts = np.empty(CHUNK_ENTRIES * NARROW_BLOCK + NARROW_BLOCK, dtype=np.int32)
+        _accumulate32_narrow(q_terms, q_weights, terms, scores, touched, firsts)
+    else:
+        _accumulate32(q_terms, q_weights, terms, scores, touched)
+    bound = _error_bound(q_weights)
     heap = np.empty(k, dtype=np.float32)
     docs, _, n = _collect(scores, touched, num_docs, terms.block_size, live, k, bound, heap)
     return _rank_exact(docs, n, q_terms, q_weights, blocks, k, out_docs, out_scores)
