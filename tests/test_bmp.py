@@ -77,6 +77,25 @@ def test_safe_bmp_equals_exhaustive_equals_scipy(tmp_path_factory, case):
 
 
 @settings(max_examples=40, deadline=None)
+@given(cases(), st.integers(0, 2**32 - 1))
+def test_safe_bmp_equals_scipy_with_the_default_per_term_scales(tmp_path_factory, case, seed):
+    """Float weights quantised per term (the default), not one global scale of integers."""
+    docs, terms, weights, k, block_size, reorder = case
+    rng = np.random.default_rng(seed)
+    docs = docs.copy()
+    docs.data = (docs.data * rng.uniform(0.001, 0.02, docs.nnz)).astype(np.float32)
+    path = tmp_path_factory.mktemp("ix") / "ix"
+    build_index(path, [([f"d{i}" for i in range(docs.shape[0])], SparseBatch.from_scipy(docs), None)], docs.shape[1],
+                block_size=block_size, reorder=reorder)
+    index = open_single_segment(path)
+    assert index.meta["quantization"]["method"] == "uint8-per-term"
+    expected_docs, expected_scores = scipy_top_k(index, terms, weights, k)
+    for found_docs, found_scores in (search(index, terms, weights, k), bmp_search(index, terms, weights, k)):
+        assert found_docs.tolist() == expected_docs.tolist()
+        assert found_scores.tolist() == expected_scores.tolist()
+
+
+@settings(max_examples=40, deadline=None)
 @given(cases(), st.sampled_from([0.3, 0.6, 0.9, 1.0]), st.sampled_from([0.25, 0.5, 1.0]),
        st.sampled_from([None, 1, 2, 5]))
 def test_approximate_results_are_correctly_scored(tmp_path_factory, case, alpha, beta, max_blocks):
