@@ -162,8 +162,8 @@ def _keep_above(docs, sums, n, floor):
 
 @njit(cache=True, nogil=True)
 def _collect(scores, touched, num_docs, block_size, live, k, bound, heap):
-    """Read and reset the sums of the touched blocks; returns the candidates (docs, float32 sums,
-    count) in doc order and the final floor (see the module docstring)."""
+    """Read and reset the sums of the touched blocks; returns the candidates in doc order as
+    (docs, float32 sums, count), cut at the final floor of the module docstring."""
     docs = np.empty(max(2 * k, MIN_CANDIDATES), dtype=np.int64)
     sums = np.empty(docs.shape[0], dtype=np.float32)
     n = 0
