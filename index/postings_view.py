@@ -45,7 +45,7 @@ class BlockView(NamedTuple):
     post_impacts: np.ndarray
 
 
-def _readonly(array: np.ndarray) -> np.ndarray:
+def readonly(array: np.ndarray) -> np.ndarray:
     """A read-only view: memory maps are read-only and small arrays are not, and Numba types
     them differently; views of one kind compile once."""
     view = array.view()
@@ -55,14 +55,14 @@ def _readonly(array: np.ndarray) -> np.ndarray:
 
 def term_view(postings: PostingsArrays) -> TermView:
     p = postings
-    return TermView(np.int64(p.block_size), *(_readonly(a) for a in (
+    return TermView(np.int64(p.block_size), *(readonly(a) for a in (
         p.term_entry_offsets, p.term_entry_blocks, p.term_entry_max, p.term_entry_starts, p.term_post_docs,
         p.term_post_impacts)))
 
 
 def block_view(postings: PostingsArrays) -> BlockView:
     p = postings
-    return BlockView(np.int64(p.block_size), *(_readonly(a) for a in (
+    return BlockView(np.int64(p.block_size), *(readonly(a) for a in (
         p.block_term_offsets, p.block_terms, p.block_entry_starts, p.block_post_offsets, p.block_post_docs,
         p.block_post_impacts)))
 

@@ -46,7 +46,8 @@ from numba.typed import List
 
 from index.bmp_build import MAX_BLOCK_SIZE, SEED_KS
 from index.format import Segment
-from index.postings_view import BlockView, TermView, block_entry_postings, block_view, find_sorted, term_view
+from index.postings_view import (BlockView, TermView, block_entry_postings, block_view, find_sorted,
+                                 readonly, term_view)
 from index.scorers.exhaustive import NO_DELETES, NO_DELETE_COUNTS, SearchResults
 from index.scorers.heap import heap_offer, heap_ranked
 from index.sparse_batch import SparseBatch
@@ -351,21 +352,13 @@ class KernelSegment(NamedTuple):
     blocks: BlockView
 
 
-def _readonly(array: np.ndarray) -> np.ndarray:
-    """A read-only view: every segment's arrays then have the same numba type (memory maps are
-    read-only; arrays too small to map, and live masks, are not)."""
-    view = array.view()
-    view.setflags(write=False)
-    return view
-
-
 def kernel_segment(segment: Segment, live: np.ndarray = NO_DELETES, kth_deleted: np.ndarray = NO_DELETE_COUNTS,
                    extra_deleted: int = 0, base: int = 0) -> KernelSegment:
     """The view `_bmp_multi` reads a segment from."""
     b = segment.postings
-    return KernelSegment(np.int64(segment.num_docs), np.int64(base), np.int64(extra_deleted), _readonly(live),
-                         _readonly(b.term_kth_impacts), _readonly(np.asarray(kth_deleted, dtype=np.int32)),
-                         _readonly(segment.term_scales), _readonly(b.bm_dense_slot), _readonly(b.bm_dense),
+    return KernelSegment(np.int64(segment.num_docs), np.int64(base), np.int64(extra_deleted), readonly(live),
+                         readonly(b.term_kth_impacts), readonly(np.asarray(kth_deleted, dtype=np.int32)),
+                         readonly(segment.term_scales), readonly(b.bm_dense_slot), readonly(b.bm_dense),
                          term_view(b), block_view(b))
 
 
