@@ -59,7 +59,7 @@ def _searcher(path: str, collection: str, num_queries: int, seconds: float, read
             view = live.refresh()
             refreshed = time.perf_counter()
             keys, _ = search_sparse(view, *queries.row(q % len(queries)), 10, scorer="bmp")
-            [view.doc_id(int(key)) for key in keys]
+            view.doc_ids(keys)
             times.append((time.perf_counter() - started) * 1000)
             refreshes.append((refreshed - started) * 1000)
             segments.append(len(view.segments))

@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from index.postings_view import find_sorted
+
 # kernels
 
 
@@ -37,13 +39,7 @@ def _hash_matches(table, hashes, out_query, out_position):
     n = table.shape[0]
     for i in range(hashes.shape[0]):
         h = hashes[i]
-        low, high = 0, n
-        while low < high:
-            middle = (low + high) >> 1
-            if table[middle] < h:
-                low = middle + 1
-            else:
-                high = middle
+        low = find_sorted(table, 0, n, h)
         if low < n and table[low] == h:
             out_query[found] = i
             out_position[found] = low

@@ -34,7 +34,8 @@ class TermView(NamedTuple):
 class BlockView(NamedTuple):
     """The per-block forward index: block ``j``'s entries are
     ``term_offsets[j]:term_offsets[j + 1]`` with sorted ``terms``; entry ``e``'s postings run
-    from ``post_offsets[j] + entry_starts[e]`` to the next entry's start (or the block's end)."""
+    from ``post_offsets[j] + entry_starts[e]`` to the next entry's start (or the block's end).
+    With it, the dense block-max rows: ``bm_dense[dense_slot[t], j]`` for a term with a slot."""
 
     block_size: np.int64
     term_offsets: np.ndarray
@@ -43,6 +44,8 @@ class BlockView(NamedTuple):
     post_offsets: np.ndarray
     post_docs: np.ndarray
     post_impacts: np.ndarray
+    dense_slot: np.ndarray
+    bm_dense: np.ndarray
 
 
 def readonly(array: np.ndarray) -> np.ndarray:
@@ -54,17 +57,32 @@ def readonly(array: np.ndarray) -> np.ndarray:
 
 
 def term_view(postings: PostingsArrays) -> TermView:
+    """The `TermView` of a segment's postings (made once, then kept with them: a segment never
+    changes, and a search asks for it on every query)."""
+    if (view := postings.__dict__.get("_term_view")) is None:
+        view = postings._term_view = _make_term_view(postings)
+    return view
+
+
+def block_view(postings: PostingsArrays) -> BlockView:
+    """The `BlockView` of a segment's postings (made once, then kept with them)."""
+    if (view := postings.__dict__.get("_block_view")) is None:
+        view = postings._block_view = _make_block_view(postings)
+    return view
+
+
+def _make_term_view(postings: PostingsArrays) -> TermView:
     p = postings
     return TermView(np.int64(p.block_size), *(readonly(a) for a in (
         p.term_entry_offsets, p.term_entry_blocks, p.term_entry_max, p.term_entry_starts, p.term_post_docs,
         p.term_post_impacts)))
 
 
-def block_view(postings: PostingsArrays) -> BlockView:
+def _make_block_view(postings: PostingsArrays) -> BlockView:
     p = postings
     return BlockView(np.int64(p.block_size), *(readonly(a) for a in (
         p.block_term_offsets, p.block_terms, p.block_entry_starts, p.block_post_offsets, p.block_post_docs,
-        p.block_post_impacts)))
+        p.block_post_impacts, p.bm_dense_slot, p.bm_dense)))
 
 
 # kernels
@@ -92,12 +110,22 @@ def block_entry_postings(view, blk, e):
 
 
 @njit(cache=True, nogil=True)
-def score_block_float64(view, blk, q_terms, q_weights, acc):
+def score_block_float64(view, blk, q_terms, q_weights, mask, sparse_bit, acc):
     """Add ``q_weights[j] * impact`` (float64) of every query term found in block ``blk`` to
     ``acc[doc offset]``, query terms in their order (sorted ascending, as canonical queries are):
-    the same products in the same order as a term-at-a-time float64 sweep, so the same sums."""
+    the same products in the same order as a term-at-a-time float64 sweep, so the same sums.
+
+    A term the block-max data says is absent costs no binary search: a zero in its dense row,
+    or, for query term ``j`` with ``sparse_bit[j] >= 0``, a clear bit ``sparse_bit[j]`` of
+    ``mask`` (BMP's bounds pass sets them; ``-1`` everywhere when not known)."""
     lo, hi = view.term_offsets[blk], view.term_offsets[blk + 1]
     for j in range(q_terms.shape[0]):
+        slot = view.dense_slot[q_terms[j]]
+        if slot >= 0:
+            if view.bm_dense[slot, blk] == 0:
+                continue
+        elif sparse_bit[j] >= 0 and not (mask >> sparse_bit[j]) & 1:
+            continue
         e = find_sorted(view.terms, lo, hi, q_terms[j])
         if e >= hi:
             return

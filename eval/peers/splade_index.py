@@ -44,6 +44,7 @@ class SpladeIndexEngine:
     def __init__(self, build_threads: int = 1) -> None:
         self.build_threads = build_threads
         self._scores: dict[str, Any] | None = None
+        self._terms = 0  # term ids below this have postings columns
 
     def build(self, docs: SparseBatch, work_dir: Path) -> BuildReport:
         """Writes the CSC arrays under ``work_dir/splade-index`` (two child processes), then opens them."""

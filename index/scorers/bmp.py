@@ -46,8 +46,8 @@ from numba.typed import List
 
 from index.bmp_build import MAX_BLOCK_SIZE, SEED_KS
 from index.format import Segment
-from index.postings_view import (BlockView, TermView, block_entry_postings, block_view, find_sorted,
-                                 readonly, term_view)
+from index.postings_view import (BlockView, TermView, block_entry_postings, block_view, readonly,
+                                 score_block_float64, term_view)
 from index.scorers.exhaustive import NO_DELETES, NO_DELETE_COUNTS, SearchResults
 from index.scorers.heap import heap_offer, heap_ranked
 from index.sparse_batch import SparseBatch
@@ -71,10 +71,10 @@ def _upper_bounds(q_terms, q_weights, seg, ub, sparse_mask, sparse_bit):
         t = q_terms[j]
         # A non-positive weight never raises a score: 0 is a valid bound for it.
         w = max(np.float32(q_weights[j]), np.float32(0.0))
-        slot = seg.dense_slot[t]
+        slot = seg.blocks.dense_slot[t]
         sparse_bit[j] = -1
         if slot >= 0:
-            row = seg.bm_dense[slot]
+            row = seg.blocks.bm_dense[slot]
             for blk in range(ub.shape[0]):  # branch-free, so it vectorises
                 ub[blk] += w * row[blk]
         elif bits < SPARSE_MASK_BITS:
@@ -173,32 +173,6 @@ def _bucket(bound, scale):
 
 
 @njit(cache=True, nogil=True)
-def _score_block(seg, blk, q_terms, q_weights, mask, sparse_bit, acc):
-    """``index.postings_view.score_block_float64``, skipping the query terms that the block-max
-    data says are absent from the block (the binary search is the cost)."""
-    bv = seg.blocks
-    lo, hi = bv.term_offsets[blk], bv.term_offsets[blk + 1]
-    for j in range(q_terms.shape[0]):  # query terms are sorted: search from the last hit on
-        slot = seg.dense_slot[q_terms[j]]
-        if slot >= 0:
-            if seg.bm_dense[slot, blk] == 0:
-                continue
-        elif sparse_bit[j] >= 0 and not (mask >> sparse_bit[j]) & 1:
-            continue
-        e = find_sorted(bv.terms, lo, hi, q_terms[j])
-        if e >= hi:
-            break
-        lo = e
-        if bv.terms[e] != q_terms[j]:
-            continue
-        w = np.float64(q_weights[j])
-        start, end = block_entry_postings(bv, blk, e)
-        for p in range(start, end):
-            acc[bv.post_docs[p]] += w * bv.post_impacts[p]
-        lo = e + 1
-
-
-@njit(cache=True, nogil=True)
 def _segment_of(offsets, block):
     """The segment holding global block ``block`` (``offsets``: first global block of each segment)."""
     lo, hi = 0, offsets.shape[0] - 1
@@ -266,7 +240,7 @@ def _bmp_multi(segments, q_terms, q_merged, k, alpha, budget, ub, sparse_mask, o
             current = _segment_of(offsets, block)
             seg = segments[current]
         blk = block - offsets[current]
-        _score_block(seg, blk, q_terms, weights[current], sparse_mask[block], sparse_bits[current], acc)
+        score_block_float64(seg.blocks, blk, q_terms, weights[current], sparse_mask[block], sparse_bits[current], acc)
         num_docs, block_size, live, base = seg.num_docs, seg.blocks.block_size, seg.live, seg.base
         has_deletes = live.shape[0] > 0
         first = blk * block_size
@@ -346,8 +320,6 @@ class KernelSegment(NamedTuple):
     kth_impacts: np.ndarray  # term_kth_impacts
     kth_deleted: np.ndarray  # int32 (terms, seed columns), or empty
     term_scales: np.ndarray
-    dense_slot: np.ndarray
-    bm_dense: np.ndarray
     terms: TermView
     blocks: BlockView
 
@@ -358,8 +330,7 @@ def kernel_segment(segment: Segment, live: np.ndarray = NO_DELETES, kth_deleted:
     b = segment.postings
     return KernelSegment(np.int64(segment.num_docs), np.int64(base), np.int64(extra_deleted), readonly(live),
                          readonly(b.term_kth_impacts), readonly(np.asarray(kth_deleted, dtype=np.int32)),
-                         readonly(segment.term_scales), readonly(b.bm_dense_slot), readonly(b.bm_dense),
-                         term_view(b), block_view(b))
+                         readonly(segment.term_scales), term_view(b), block_view(b))
 
 
 class KernelGroup:

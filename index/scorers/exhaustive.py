@@ -200,11 +200,12 @@ def _rank_exact(docs, n, q_terms, q_weights, view, k, out_docs, out_scores):
     score descending then doc ascending, into ``out_*``; returns how many."""
     exact = np.zeros(n, dtype=np.float64)
     acc = np.zeros(view.block_size, dtype=np.float64)
+    unknown_bits = np.full(q_terms.shape[0], -1, dtype=np.int64)  # only the dense rows skip terms
     i = 0
     while i < n:
         blk = docs[i] // view.block_size
         acc[:] = 0.0
-        score_block_float64(view, blk, q_terms, q_weights, acc)
+        score_block_float64(view, blk, q_terms, q_weights, np.uint16(0), unknown_bits, acc)
         while i < n and docs[i] // view.block_size == blk:
             exact[i] = acc[docs[i] - blk * view.block_size]
             i += 1
