@@ -37,6 +37,9 @@ def register(subparsers) -> None:
     beir.add_argument("--rrf-k", type=int, default=60, help="RRF constant")
     beir.add_argument("--fusion-alpha", type=float, default=0.5, help="convex: weight of the sparse scores")
     beir.add_argument("--normalization", choices=["minmax", "zscore"], default="minmax", help="convex: score normalisation")
+    beir.add_argument("--query-backend", choices=["auto", "torch", "onnx", "onnx-int8"], default="auto",
+                      help="query encoding: the models' ONNX graphs in ONNX Runtime (onnx, exported once into the "
+                           "cache if missing; onnx-int8 quantised), PyTorch, or auto (onnx where graphs are present)")
     beir.set_defaults(handler=run_beir_command)
 
 
@@ -50,6 +53,7 @@ def run_beir_command(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, quantization=args.quantization, reorder=args.reorder,
         block_size=args.block_size, scorer=args.scorer, mode=args.mode, dense_model=args.dense_model,
         fusion=args.fusion, rrf_k=args.rrf_k, fusion_alpha=args.fusion_alpha, normalization=args.normalization,
+        query_backend=args.query_backend,
         command="lsr " + shlex.join(args.argv),
     )
     report = run_beir(config)

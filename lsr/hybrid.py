@@ -1,7 +1,7 @@
 """Dense retrieval and sparse-dense fusion over whole query sets (the evaluation's side of
 hybrid search; the service does the same per request).
 
-Each stage is timed per query, one query at a time: query encoding (batched, averaged), the
+Each stage is timed per query, one query at a time: query encoding (and, apart, batched), the
 search, and the fusion, so that a hybrid system's latency is the sum of its stages.
 """
 
@@ -21,12 +21,15 @@ def retrieve_dense(encoder, index: LiveIndex, queries: dict[str, str], k: int) -
     """Encode every query, search the index's dense part one query at a time.
 
     Returns:
-        ``{"run", "encode_ms" (mean per query), "search_ms" (array per query)}``.
+        ``{"run", "encode" (`lsr.evaluation.encode_figures`), "search_ms" (array per query)}``.
     """
+    from lsr.evaluation import encode_figures, encode_latencies_ms
+
     query_ids = list(queries)
     started = time.perf_counter()
     vectors = encoder.encode_queries([queries[q] for q in query_ids])
-    encode_ms = (time.perf_counter() - started) * 1000 / max(1, len(query_ids))
+    batched_ms = (time.perf_counter() - started) * 1000 / max(1, len(query_ids))
+    encode = encode_figures(batched_ms, encode_latencies_ms(encoder.encode_queries, [queries[q] for q in query_ids]))
     if query_ids:
         index.search_dense(vectors[0], k)  # warm-up
     run: Run = {}
@@ -36,7 +39,7 @@ def retrieve_dense(encoder, index: LiveIndex, queries: dict[str, str], k: int) -
         ids, scores = index.search_dense(vectors[row], k)
         latencies[row] = (time.perf_counter() - started) * 1000
         run[qid] = {doc_id: float(s) for doc_id, s in zip(ids, scores)}
-    return {"run": run, "encode_ms": encode_ms, "search_ms": latencies}
+    return {"run": run, "encode": encode, "search_ms": latencies}
 
 
 def fuse_runs(sparse: Run, dense: Run, k: int, method: str = "rrf", **options) -> tuple[Run, np.ndarray]:

@@ -19,6 +19,10 @@ def register(subparsers) -> None:
     parser.add_argument("--workers", type=int, default=1,
                         help="worker processes: they share the write-ahead log, one of them flushes and merges")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    parser.add_argument("--query-backend", choices=["auto", "torch", "onnx", "onnx-int8"],
+                        help="query encoding: onnx runs the model's ONNX graph in ONNX Runtime (exported once into "
+                             "the cache if missing), onnx-int8 its int8-quantised weights, auto (default) onnx where a "
+                             "graph is present; documents always go through PyTorch (sets LSR_QUERY_BACKEND)")
     ray = parser.add_argument_group("sharded search on Ray Serve (needs lsr[ray])")
     ray.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
                      help="serve on Ray Serve: the cluster at ADDRESS (`auto` for the one `ray start` runs here), or "
@@ -42,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
 
     for directory in shard_directories(args.index).values():
         read_newest_commit(directory)  # a clear error now rather than in every worker
+    if args.query_backend:
+        os.environ["LSR_QUERY_BACKEND"] = args.query_backend  # workers and Ray replicas read settings from it
     if args.ray is not None:
         return _run_on_ray(args)
     if args.workers < 1:

@@ -16,25 +16,31 @@ class LocalEncoders:
     Args:
         settings: the index's settings (``LiveIndex.settings``).
         device: torch device.
-        torch_threads: intra-op threads of this process.
+        torch_threads: intra-op threads of this process (ONNX Runtime's sessions get as many).
+        query_backend: how queries are encoded (`lsr.encoders.onnx_queries`): ``auto``,
+            ``torch``, ``onnx`` or ``onnx-int8``; documents always go through PyTorch.
     """
 
-    def __init__(self, settings: dict, device: str = "cpu", torch_threads: int | None = None) -> None:
+    def __init__(self, settings: dict, device: str = "cpu", torch_threads: int | None = None,
+                 query_backend: str = "auto") -> None:
         import torch
 
         from lsr.encoders.loading import load_encoder
+        from lsr.encoders.onnx_queries import with_dense_query_backend, with_sparse_query_backend
 
         if torch_threads:
             torch.set_num_threads(torch_threads)
         recorded = settings["meta"]["encoder"]
         self.encoder = load_encoder(recorded["model"], query_max_length=recorded["query_max_length"],
                                     doc_max_length=recorded["doc_max_length"], device=device)
+        self.encoder = with_sparse_query_backend(self.encoder, query_backend, torch_threads)
         self.dense_encoder = None
         dense = settings["build"].get("dense")
         if dense is not None:
             from lsr.encoders.dense import DenseEncoder
 
-            self.dense_encoder = DenseEncoder(dense["model"], device=device)
+            self.dense_encoder = with_dense_query_backend(DenseEncoder(dense["model"], device=device), query_backend,
+                                                          torch_threads)
         self.vocab_size = self.encoder.vocab_size
         self.has_dense = self.dense_encoder is not None
 

@@ -43,7 +43,8 @@ class SearchEngine:
         if encoders is None:
             from service.encoders import LocalEncoders
 
-            encoders = LocalEncoders(self.index.settings, settings.device, settings.torch_threads)
+            encoders = LocalEncoders(self.index.settings, settings.device, settings.torch_threads,
+                                     settings.query_backend)
         self.encoders = encoders
         self._tokens = encoders.tokens()
         self._maintenance = Maintenance(self.index, settings.flush_check_seconds, settings.merge_check_seconds)

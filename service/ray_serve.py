@@ -122,7 +122,7 @@ class QueryEncoder:
         from service.encoders import LocalEncoders
 
         self.encoders = LocalEncoders(read_newest_commit(Path(directory)).settings, settings.device,
-                                      settings.torch_threads)
+                                      settings.torch_threads, settings.query_backend)
 
     def info(self) -> dict:
         return {"has_dense": self.encoders.has_dense, "vocab_size": self.encoders.vocab_size}

@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     # One intra-op thread per request: concurrent requests then run side by side instead of
     # several OpenMP teams spinning against each other on few cores.
     torch_threads: int = Field(1, ge=1)
+    # Query encoding (lsr.encoders.onnx_queries): auto runs an ONNX graph where one is present.
+    query_backend: str = Field("auto", pattern="^(auto|torch|onnx|onnx-int8)$")
     # Index maintenance in the background: how often the write buffer is checked for a flush
     # (due after flush_docs writes or flush_seconds), and how often the merge policy is asked.
     flush_docs: int = Field(1000, ge=1, description="buffered writes that make a segment")

@@ -11,6 +11,21 @@ import pytest
 from lsr.data.datasets import data_dir
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_graph_cache(tmp_path_factory):
+    """ONNX query graphs go to a cache of this test session (servers started by tests inherit
+    it): the user's cache can then neither change what ``auto`` picks nor gain test graphs."""
+    import os
+
+    previous = os.environ.get("LSR_CACHE_DIR")
+    os.environ["LSR_CACHE_DIR"] = str(tmp_path_factory.mktemp("lsr-cache"))
+    yield Path(os.environ["LSR_CACHE_DIR"])
+    if previous is None:
+        os.environ.pop("LSR_CACHE_DIR", None)
+    else:
+        os.environ["LSR_CACHE_DIR"] = previous
+
+
 @pytest.fixture(scope="session")
 def encoder():
     from lsr.encoders.splade import SpladeEncoder

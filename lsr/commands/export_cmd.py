@@ -12,11 +12,12 @@ def register(subparsers) -> None:
         description="MODEL is a directory written by lsr train (final/, a checkpoint's model/) or any SPLADE "
                     "masked LM. --out gets the Hugging Face files, our lsr_encoder.json and the "
                     "sentence-transformers files; --onnx adds model.onnx (token ids in, the sparse vocabulary "
-                    "vector out, pooling included), checked against PyTorch with onnxruntime.",
+                    "vector out, pooling included) and query.onnx (the graph lsr search, lsr eval and lsr serve "
+                    "encode queries with), both checked against PyTorch with onnxruntime.",
     )
     parser.add_argument("model", metavar="MODEL")
     parser.add_argument("--out", required=True, type=Path, help="directory to write (must not exist)")
-    parser.add_argument("--onnx", action="store_true", help="also write model.onnx")
+    parser.add_argument("--onnx", action="store_true", help="also write model.onnx and query.onnx")
     parser.add_argument("--idf-corpus", metavar="CORPUS",
                         help="inference-free models: re-derive the IDF query weights from CORPUS "
                              "(the corpus the exported model will index)")
@@ -46,4 +47,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {path}: max |onnx - pytorch| = {difference:.2e}")
         if difference > 1e-4:
             raise RuntimeError(f"{path}: the ONNX graph differs from PyTorch by {difference:.2e} (> 1e-4)")
+        if encoder.describe()["type"] != "inference-free":  # whose queries are lookups, no graph
+            from lsr.encoders.onnx_queries import GRAPH_NAME, with_sparse_query_backend
+            from lsr.export.onnx import export_query_onnx
+
+            export_query_onnx(encoder, args.out / GRAPH_NAME)
+            saved = load_encoder(str(args.out))
+            with_sparse_query_backend(saved, "onnx")  # checks the graph against PyTorch
+            print(f"wrote {args.out / GRAPH_NAME} (the query graph of --query-backend onnx)")
     return 0

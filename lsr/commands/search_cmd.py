@@ -15,17 +15,22 @@ def register(subparsers) -> None:
     parser.add_argument("--alpha", type=float, default=1.0, help="BMP bound factor; below 1 is approximate")
     parser.add_argument("--beta", type=float, default=1.0, help="fraction of query terms kept; below 1 is approximate")
     parser.add_argument("--max-blocks", type=int, help="BMP stops after scoring this many blocks (approximate)")
+    parser.add_argument("--query-backend", choices=["auto", "torch", "onnx", "onnx-int8"], default="auto",
+                        help="query encoding: the model's ONNX graph in ONNX Runtime (onnx, exported once into the "
+                             "cache if missing; onnx-int8 quantised), PyTorch, or auto (onnx where a graph is present)")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from index.sharded import open_index
     from lsr.encoders.loading import load_encoder
+    from lsr.encoders.onnx_queries import with_sparse_query_backend
 
     with open_index(args.index, writer="never") as index:
         encoder_meta = index.meta["encoder"]
         encoder = load_encoder(encoder_meta["model"], query_max_length=encoder_meta["query_max_length"],
                                doc_max_length=encoder_meta["doc_max_length"])
+        encoder = with_sparse_query_backend(encoder, args.query_backend)
         terms, weights = encoder.encode_queries([args.query]).row(0)
         ids, scores = index.search_sparse(terms, weights, args.k, args.scorer, args.alpha, args.beta, args.max_blocks)
         titles = index.documents(ids)
