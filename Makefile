@@ -65,12 +65,15 @@ hybrid-results: install-dev
 	  cp runs/hybrid-$$d/report.json eval/results/hybrid-$$d.json || exit 1; \
 	done
 
-# Issue 5's service figures on a SciFact index with its dense part: HTTP overhead, load with a
-# forced restart, schemathesis fuzzing, and the page screenshot shown in the README.
+# Issue 5's service figures on a SciFact index with its dense part: HTTP overhead (PyTorch and
+# ONNX Runtime query encoding), query encoding one query at a time by backend (issue 13), load
+# with a forced restart, schemathesis fuzzing, and the page screenshot shown in the README.
 SERVE_INDEX ?= runs/serve-scifact
 service-results: install-dev browser
 	test -d $(SERVE_INDEX) || $(LSR) index beir/scifact/test --dense --out $(SERVE_INDEX)
-	$(PY) eval/bench_service.py $(SERVE_INDEX) --out eval/results/service_latency
+	$(PY) eval/bench_service.py $(SERVE_INDEX) --query-backend torch --out eval/results/service_latency_torch
+	$(PY) eval/bench_service.py $(SERVE_INDEX) --query-backend onnx --out eval/results/service_latency_onnx
+	$(PY) eval/bench_query_encode.py $(SERVE_INDEX) --out eval/results/query_encode_scifact
 	$(PY) eval/load_test.py $(SERVE_INDEX) --out eval/results/service_load
 	$(PY) eval/load_test.py $(SERVE_INDEX) --workers 2 --out eval/results/service_load_2workers
 	$(PY) eval/fuzz_service.py $(SERVE_INDEX) --max-examples 100 --out eval/results/service_fuzz.md

@@ -71,6 +71,9 @@ def write_report(report: dict, out_dir: Path) -> tuple[Path, Path]:
         "",
         markdown_table(report["systems"]),
         "",
+        "`query encode ms`: each query encoded alone, as a service does (mean over the first "
+        "500 queries); `batched_query_encode_ms` in report.json encodes them all in batches.",
+        "",
         *(["Latency per stage (ms per query, one query at a time):", "", stage_table(report["systems"]), ""]
           if any("stages_ms" in s.get("efficiency", {}) for s in report["systems"].values()) else []),
         "Settings: " + ", ".join(f"{k}={v}" for k, v in report["settings"].items()),

@@ -28,8 +28,9 @@ class LocalEncoders:
         from lsr.encoders.loading import load_encoder
         from lsr.encoders.onnx_queries import with_dense_query_backend, with_sparse_query_backend
 
-        if torch_threads:
-            torch.set_num_threads(torch_threads)
+        self._torch = torch
+        self.torch_threads = torch_threads
+        self._hold_threads()
         recorded = settings["meta"]["encoder"]
         self.encoder = load_encoder(recorded["model"], query_max_length=recorded["query_max_length"],
                                     doc_max_length=recorded["doc_max_length"], device=device)
@@ -48,8 +49,16 @@ class LocalEncoders:
         """The vocabulary's tokens, by term id (explain and highlighting name terms with them)."""
         return self.encoder.tokenizer.convert_ids_to_tokens(list(range(self.encoder.vocab_size)))
 
+    def _hold_threads(self) -> None:
+        """Put PyTorch's intra-op threads back to ``torch_threads`` where something moved them: a
+        parallel Numba kernel (Numba's OpenMP layer: BP reordering, batch search) sets the OpenMP
+        thread count of the thread that launched it, which is PyTorch's count too."""
+        if self.torch_threads and self._torch.get_num_threads() != self.torch_threads:
+            self._torch.set_num_threads(self.torch_threads)
+
     def encode_sparse(self, query: str) -> tuple[np.ndarray, np.ndarray, bool]:
         """Query terms, raw weights and whether the query was cut to the encoder's token limit."""
+        self._hold_threads()
         tokens = self.encoder.tokenizer(query, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
         truncated = len(tokens) > self.encoder.query_max_length
         terms, weights = self.encoder.encode_queries([query]).row(0)
@@ -57,6 +66,7 @@ class LocalEncoders:
 
     def encode_dense(self, query: str) -> tuple[np.ndarray, bool]:
         """The dense query vector and whether the query was cut to the dense model's limit."""
+        self._hold_threads()
         vector = self.dense_encoder.encode_queries([query])[0]
         tokenizer = self.dense_encoder.model.tokenizer
         truncated = len(tokenizer(query, truncation=False, verbose=False)["input_ids"]) > self.dense_encoder.max_length
@@ -64,6 +74,7 @@ class LocalEncoders:
 
     def encode_document(self, full_text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """A document's sparse terms and weights, and its dense vector (None without a dense part)."""
+        self._hold_threads()
         terms, weights = self.encoder.encode_documents([full_text]).row(0)
         dense = self.dense_encoder.encode_documents([full_text])[0] if self.dense_encoder is not None else None
         return np.asarray(terms), np.asarray(weights), dense

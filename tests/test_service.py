@@ -234,3 +234,18 @@ def test_a_hit_deleted_while_results_are_shaped_is_left_out(client, monkeypatch)
     monkeypatch.setattr(engine.index, "search_sparse", search_then_delete)
     hits = _search(client, query="cancer", k=3, highlight=True)["hits"]
     assert [h["id"] for h in hits] == [h["id"] for h in first[1:]]
+
+
+def test_query_encoding_keeps_its_thread_count_after_a_parallel_numba_kernel(served_index_template):
+    """Numba's OpenMP layer sets the launching thread's OpenMP count (PyTorch's too): a BP
+    reordering in the warm-up moved the service's one-thread encoder to every core."""
+    import torch
+
+    from index.commit import read_newest_commit
+    from service.encoders import LocalEncoders
+    from service.engine import warm_kernels
+
+    encoders = LocalEncoders(read_newest_commit(served_index_template).settings, torch_threads=1, query_backend="torch")
+    warm_kernels()  # builds a tiny index with BP: a parallel kernel
+    encoders.encode_sparse("vitamin D")
+    assert torch.get_num_threads() == 1
