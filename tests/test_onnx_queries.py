@@ -127,3 +127,13 @@ def test_service_answers_alike_with_onnx_query_encoding(served_index, onnx_encod
         assert [hit["id"] for hit in onnx_answer["hits"]] == [hit["id"] for hit in torch_answer["hits"]]
         np.testing.assert_allclose([hit["score"] for hit in onnx_answer["hits"]],
                                    [hit["score"] for hit in torch_answer["hits"]], rtol=1e-4, atol=1e-4)
+
+
+def test_search_command_ranks_alike_with_either_backend(served_index, onnx_encoders, capsys):
+    from lsr.cli import main
+
+    printed = {}
+    for backend in ("torch", "onnx"):
+        assert main(["search", str(served_index), "vitamin D and bone", "-k", "5", "--query-backend", backend]) == 0
+        printed[backend] = [line.split()[1] for line in capsys.readouterr().out.splitlines()[1:]]
+    assert printed["onnx"] == printed["torch"] and len(printed["onnx"]) == 5
