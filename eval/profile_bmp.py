@@ -31,7 +31,7 @@ from eval.bench_engines import exact_float_reference, recall
 from eval.report import machine_description
 from index.format import Segment
 from index.live import open_single_segment
-from index.scorers.bmp import _upper_bounds, bmp_search
+from index.scorers.bmp import block_upper_bounds, bmp_search
 from index.scorers.query import canonical_query
 from index.sparse_batch import SparseBatch
 
@@ -42,17 +42,13 @@ BUDGETS = (2000, 1000, 500, 250, 100)
 def must_score_profile(index: Segment, queries: SparseBatch, k: int) -> dict:
     """Blocks a safe search must score, and how many of them it visits before its last hit."""
     p = index.postings
-    ub = np.empty(p.num_blocks, np.float32)
-    mask = np.empty(p.num_blocks, np.uint16)
     must, until_last_hit = [], []
     for q in range(len(queries)):
         docs, scores = bmp_search(index, *queries.row(q), k)
         if len(docs) < k:
             continue
         terms, weights = canonical_query(*queries.row(q), index.term_scales)
-        _upper_bounds(terms, weights, p.num_blocks, p.bm_dense_slot, p.bm_dense, p.term_entry_offsets,
-                      p.term_entry_blocks, p.term_entry_max, ub, mask, np.empty(len(terms), np.int64))
-        bound = ub.astype(np.float64)
+        bound = block_upper_bounds(index, terms, weights).astype(np.float64)
         needed = bound >= scores[-1]
         hit_blocks = np.unique(docs // p.block_size)
         must.append(int(needed.sum()))

@@ -59,13 +59,19 @@ SPARSE_MASK_BITS = 16  # sparse_mask is uint16
 
 
 @njit(cache=True, nogil=True)
-def _upper_bounds(q_terms, q_weights, seg, ub, sparse_mask, sparse_bit):
-    """Per block, into ub: the sum of query weight x block maximum (before the margin); into
-    sparse_mask: which of the first `SPARSE_MASK_BITS` query terms without a dense row it holds
-    (query term j has bit sparse_bit[j], or -1). A dense row answers that question by itself."""
+def _sparse_bounds(q_terms, q_weights, seg, ub, sparse_mask, sparse_bit, sub):
+    """The bounds a query's terms give before any block is visited.
+
+    Into ``sub`` (per superblock): the sum of query weight x superblock maximum over every term.
+    Into ``ub`` (per block): the same sum over the terms without a dense row only (their entries
+    are few; `_dense_bounds` adds the dense rows' part, superblock by superblock, when one is
+    visited). Into ``sparse_mask``: which of the first `SPARSE_MASK_BITS` terms without a dense
+    row a block holds (query term j has bit sparse_bit[j], or -1); a dense row says it itself.
+    """
     tv = seg.terms
     ub[:] = 0
     sparse_mask[:] = 0
+    sub[:] = 0
     bits = 0
     for j in range(q_terms.shape[0]):
         t = q_terms[j]
@@ -74,19 +80,43 @@ def _upper_bounds(q_terms, q_weights, seg, ub, sparse_mask, sparse_bit):
         slot = seg.blocks.dense_slot[t]
         sparse_bit[j] = -1
         if slot >= 0:
-            row = seg.blocks.bm_dense[slot]
-            for blk in range(ub.shape[0]):  # branch-free, so it vectorises
-                ub[blk] += w * row[blk]
-        elif bits < SPARSE_MASK_BITS:
+            row = seg.blocks.sbm_dense[slot]
+            for g in range(sub.shape[0]):  # branch-free, so it vectorises
+                sub[g] += w * row[g]
+            continue
+        bit = np.uint16(0)
+        if bits < SPARSE_MASK_BITS:
             sparse_bit[j] = bits
             bit = np.uint16(1 << bits)
             bits += 1
-            for x in range(tv.entry_offsets[t], tv.entry_offsets[t + 1]):
-                ub[tv.entry_blocks[x]] += w * tv.entry_max[x]
-                sparse_mask[tv.entry_blocks[x]] |= bit
-        else:
-            for x in range(tv.entry_offsets[t], tv.entry_offsets[t + 1]):
-                ub[tv.entry_blocks[x]] += w * tv.entry_max[x]
+        current = -1
+        largest = np.float32(0.0)
+        for x in range(tv.entry_offsets[t], tv.entry_offsets[t + 1]):  # entries in block order
+            blk = tv.entry_blocks[x]
+            top = np.float32(tv.entry_max[x])
+            ub[blk] += w * top
+            sparse_mask[blk] |= bit
+            g = blk // seg.blocks.superblock_blocks
+            if g != current:
+                if current >= 0:
+                    sub[current] += w * largest
+                current, largest = g, top
+            else:
+                largest = max(largest, top)
+        if current >= 0:
+            sub[current] += w * largest
+
+
+@njit(cache=True, nogil=True)
+def _dense_bounds(q_terms, q_weights, seg, ub, first, end):
+    """Add the dense rows' part of the bounds of blocks ``first:end`` to ``ub``."""
+    for j in range(q_terms.shape[0]):
+        slot = seg.blocks.dense_slot[q_terms[j]]
+        if slot >= 0:
+            w = max(np.float32(q_weights[j]), np.float32(0.0))
+            row = seg.blocks.bm_dense[slot]
+            for blk in range(first, end):
+                ub[blk] += w * row[blk]
 
 
 @njit(cache=True, nogil=True)
@@ -186,9 +216,9 @@ def _segment_of(offsets, block):
 
 
 @njit(cache=True, nogil=True)
-def _bmp_multi(segments, q_terms, q_merged, k, alpha, budget, ub, sparse_mask, order, scratch, heap_scores, heap_keys,
-               size):
-    """Search segments together into the running heap: their blocks in one bound order.
+def _bmp_multi(segments, q_terms, q_merged, k, alpha, budget, ub, sub, sparse_mask, order, scratch, heap_scores,
+               heap_keys, size):
+    """Search segments together into the running heap: their superblocks in one bound order.
 
     ``segments``: a typed list of `KernelSegment` views; ``q_merged``: the merged query
     weights, scaled here by each segment's term scales. Returns (heap size, blocks scored);
@@ -196,9 +226,11 @@ def _bmp_multi(segments, q_terms, q_merged, k, alpha, budget, ub, sparse_mask, o
     """
     count = len(segments)
     nq = q_terms.shape[0]
-    offsets = np.zeros(count + 1, dtype=np.int64)
+    offsets = np.zeros(count + 1, dtype=np.int64)  # first global block of each segment
+    super_offsets = np.zeros(count + 1, dtype=np.int64)  # first global superblock of each segment
     for s in range(count):
         offsets[s + 1] = offsets[s] + segments[s].blocks.term_offsets.shape[0] - 1
+        super_offsets[s + 1] = super_offsets[s] + segments[s].blocks.sbm_dense.shape[1]
     weights = np.empty((count, nq), dtype=np.float32)
     sparse_bits = np.empty((count, nq), dtype=np.int64)
     for s in range(count):
@@ -206,19 +238,19 @@ def _bmp_multi(segments, q_terms, q_merged, k, alpha, budget, ub, sparse_mask, o
         for j in range(nq):
             weights[s, j] = np.float32(q_merged[j] * seg.term_scales[q_terms[j]])
         lo, hi = offsets[s], offsets[s + 1]
-        _upper_bounds(q_terms, weights[s], seg, ub[lo:hi], sparse_mask[lo:hi], sparse_bits[s])
+        _sparse_bounds(q_terms, weights[s], seg, ub[lo:hi], sparse_mask[lo:hi], sparse_bits[s],
+                       sub[super_offsets[s]:super_offsets[s + 1]])
     seed = _combined_seed(segments, q_terms, weights, k)
-    # float32 sums of float32 products: relative error below (n + 1) * 2^-24; inflate by twice that.
+    # float32 sums of float32 products (any order): relative error below (n + 1) * 2^-24;
+    # inflate by twice that. A superblock's bound is no lower than any of its blocks'.
     margin = np.float32(1.0 + (nq + 2) * 2.0 ** -23)
     floor = max(seed, heap_scores[0]) if size == k else seed
-    num_ordered, scale = _order_blocks(ub[: offsets[count]], margin, floor, order, scratch)
+    num_ordered, scale = _order_blocks(sub[: super_offsets[count]], margin, floor, order, scratch)
     acc = np.zeros(MAX_BLOCK_SIZE, dtype=np.float64)
     used = 0
-    current = 0
-    seg = segments[0]
     for i in range(num_ordered):
-        block = order[i]
-        bound = ub[block] * margin
+        group = order[i]
+        bound = sub[group] * margin
         # Everything from this bucket on is bounded by its upper edge.
         edge = (NUM_BUCKETS - _bucket(bound, scale)) / scale * (1.0 + 1e-9)  # covers rounding of the division
         if size == k:
@@ -232,23 +264,35 @@ def _bmp_multi(segments, q_terms, q_merged, k, alpha, budget, ub, sparse_mask, o
             continue
         if used == budget:
             break
-        used += 1
-        # The sort is stable over blocks in segment order, so a bucket's blocks come segment by
-        # segment: the segment's view is fetched from the list only when it changes (a fetch
-        # takes a reference to each of its arrays).
-        if not offsets[current] <= block < offsets[current + 1]:
-            current = _segment_of(offsets, block)
-            seg = segments[current]
-        blk = block - offsets[current]
-        score_block_float64(seg.blocks, blk, q_terms, weights[current], sparse_mask[block], sparse_bits[current], acc)
+        current = _segment_of(super_offsets, group)
+        seg = segments[current]
+        base_block = offsets[current]
+        first = (group - super_offsets[current]) * seg.blocks.superblock_blocks
+        end = min(first + seg.blocks.superblock_blocks, offsets[current + 1] - base_block)
+        seg_ub = ub[base_block:offsets[current + 1]]
+        _dense_bounds(q_terms, weights[current], seg, seg_ub, first, end)
         num_docs, block_size, live, base = seg.num_docs, seg.blocks.block_size, seg.live, seg.base
         has_deletes = live.shape[0] > 0
-        first = blk * block_size
-        for d in range(min(block_size, num_docs - first)):
-            score = acc[d]
-            acc[d] = 0.0
-            if score > 0 and score >= seed and (not has_deletes or live[first + d]):
-                size = heap_offer(heap_scores, heap_keys, size, k, score, base + first + d)
+        for blk in range(first, end):
+            bound = seg_ub[blk] * margin
+            if not bound > 0:
+                continue
+            if size == k:
+                if alpha * bound < heap_scores[0]:
+                    continue
+            elif bound < seed:
+                continue
+            if used == budget:
+                break
+            used += 1
+            score_block_float64(seg.blocks, blk, q_terms, weights[current], sparse_mask[base_block + blk],
+                                sparse_bits[current], acc)
+            start = blk * block_size
+            for d in range(min(block_size, num_docs - start)):
+                score = acc[d]
+                acc[d] = 0.0
+                if score > 0 and score >= seed and (not has_deletes or live[start + d]):
+                    size = heap_offer(heap_scores, heap_keys, size, k, score, base + start + d)
     return size, used
 
 
@@ -259,13 +303,14 @@ def _bmp_multi_many(segments, total_blocks, q_indptr, q_terms, q_merged, k, alph
     num_queries = q_indptr.shape[0] - 1
     for w in prange(workers):  # one workspace per worker, reused for its queries
         ub = np.empty(total_blocks, dtype=np.float32)
+        sub = np.empty(total_blocks, dtype=np.float32)  # superblocks: fewer than blocks
         sparse_mask = np.empty(total_blocks, dtype=np.uint16)
         order = np.empty(total_blocks, dtype=np.int64)
         scratch = np.empty(total_blocks, dtype=np.int64)
         for q in range(w, num_queries, workers):
             start, end = q_indptr[q], q_indptr[q + 1]
             sizes[q], used = _bmp_multi(segments, q_terms[start:end], q_merged[start:end], k, alpha, budgets[q], ub,
-                                        sparse_mask, order, scratch, heap_scores[q], heap_keys[q], sizes[q])
+                                        sub, sparse_mask, order, scratch, heap_scores[q], heap_keys[q], sizes[q])
             if budgets[q] >= 0:
                 budgets[q] -= used
 
@@ -304,7 +349,7 @@ def _workspace(num_blocks: int) -> tuple:
     large fresh allocations cost page faults)."""
     cached = getattr(_workspaces, "arrays", None)
     if cached is None or cached[0].shape[0] < num_blocks:
-        cached = (np.empty(num_blocks, np.float32), np.empty(num_blocks, np.uint16),
+        cached = (np.empty(num_blocks, np.float32), np.empty(num_blocks, np.float32), np.empty(num_blocks, np.uint16),
                   np.empty(num_blocks, np.int64), np.empty(num_blocks, np.int64))
         _workspaces.arrays = cached
     return tuple(array[:num_blocks] for array in cached)
@@ -375,6 +420,21 @@ def bmp_into_batch(groups: list[KernelGroup], queries: SparseBatch, k: int, alph
     for group in groups:
         _bmp_multi_many(group.segments, group.total_blocks, queries.indptr, queries.indices, queries.values, k,
                         float(alpha), budgets, workers, scores, keys, sizes)
+
+
+def block_upper_bounds(segment: Segment, terms: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Every block's bound (float32, before the rounding margin) for query ``terms`` with
+    ``weights`` already scaled by the segment's term scales: what a search computes superblock by
+    superblock, all at once, for profiles and tests."""
+    view = kernel_segment(segment)
+    num_blocks = view.blocks.term_offsets.shape[0] - 1
+    ub = np.empty(num_blocks, np.float32)
+    terms = np.ascontiguousarray(terms, dtype=np.uint32)
+    weights = np.ascontiguousarray(weights, dtype=np.float32)
+    _sparse_bounds(terms, weights, view, ub, np.empty(num_blocks, np.uint16), np.empty(len(terms), np.int64),
+                   np.empty(view.blocks.sbm_dense.shape[1], np.float32))
+    _dense_bounds(terms, weights, view, ub, 0, num_blocks)
+    return ub
 
 
 def bmp_search(index: Segment, terms, weights, k: int = 10, alpha: float = 1.0,
