@@ -7,16 +7,20 @@
    top k (``kth_t`` is the stored k'-th largest impact of the term, for k' = 10, 100, 1000,
    2000, 5000; deleted documents at or above it do not count; over several segments, the
    counts of every segment add up: `_combined_seed`).
-3. Blocks above the seed are bucket-sorted by bound and visited best first (one pass over all
-   blocks collects them; the sort runs over those alone); each is scored through the per-block
-   forward index (a binary search per query term, then that term's postings in the block)
-   into a block-local float64 accumulator (exact sums, see ``index.scorers.exhaustive``) and
-   its docs offered to a top-k heap. A term the block-max data says is absent from the block
-   (a zero in its dense row, or a clear bit in a 16-bit mask kept for the sparse ones) costs no
-   search. (A 64-bit mask of every query term, set while summing the bounds, cost 0.11 ms of
-   a 1M-doc k=10 query; the dense rows and a small mask give most of its skips for less.)
-4. The search stops at the first bucket whose bound, times ``alpha``, is below the current
-   k-th score. A block whose bound equals the k-th score is still scored, so a doc that ties
+3. Superblocks (Carlson et al., SIGIR 2025): groups of ``superblock_blocks`` consecutive blocks
+   (64; `index.postings_view`) get a bound of their own from each term's maximum over the
+   group (``sbm_dense`` for terms with a dense row, their entries for the others), no lower than
+   any of their blocks'. Superblocks above the seed are bucket-sorted by bound and visited best
+   first; only in a visited superblock are the dense rows' block bounds summed (the terms without
+   a dense row give theirs up front, from their few entries), so a query no longer sweeps every
+   block's bound for every frequent term. Inside a superblock, blocks whose bound reaches the
+   current k-th score (or, before k docs, the seed) are scored through the per-block forward
+   index (a binary search per query term, then that term's postings in the block) into a
+   block-local float64 accumulator (exact sums, see ``index.scorers.exhaustive``) and their docs
+   offered to a top-k heap. A term the block-max data says is absent from the block (a zero in
+   its dense row, or a clear bit in a 16-bit mask kept for the sparse ones) costs no search.
+4. The search stops at the first superblock bucket whose bound, times ``alpha``, is below the
+   current k-th score. A block whose bound equals the k-th score is still scored, so a doc that ties
    with it and has a lower id comes in: ties break by doc id as in the exhaustive scorer,
    which makes the safe result identical to it. ``alpha`` applies only once k documents are
    held: before that, only the seed (exact) prunes, so any ``alpha`` finds k documents when
@@ -28,8 +32,8 @@ below it; deleted documents (a ``uint8`` live mask) are never offered to the hea
 
 ``alpha < 1`` stops earlier, ``beta < 1`` keeps only the ``ceil(beta * n)`` highest-weighted
 query terms (their scores stay exact for the terms kept) and ``max_blocks`` stops after scoring
-that many blocks (anytime ranking: best bounds first, so what is cut is the blocks least likely
-to hold a top-k doc): all approximate. On the 1M-doc benchmark collection, which is rich in
+that many blocks (anytime ranking: best superblock bounds first, so what is cut is the blocks
+least likely to hold a top-k doc): all approximate. On the 1M-doc benchmark collection, which is rich in
 near-duplicate documents, a block budget kept recall@10 better than ``alpha`` at equal speed.
 """
 
@@ -169,31 +173,14 @@ def _combined_seed(segments, q_terms, weights, k):
 
 
 @njit(cache=True, nogil=True)
-def _order_blocks(ub, margin, floor, order, scratch):
-    """Blocks whose bound ``ub * margin`` is >= floor, bucket-sorted by bound descending into
-    order; returns how many, and the bucket scale (bucket of a bound v: `_bucket`)."""
-    # One pass over every block collects the candidates (few, with a seed) and their top bound;
-    # the counting sort then runs over the candidates alone.
-    num_candidates = 0
-    top = np.float32(0.0)
-    for blk in range(ub.shape[0]):
-        v = ub[blk] * margin
-        if v > 0 and v >= floor:
-            scratch[num_candidates] = blk
-            num_candidates += 1
-            top = max(top, v)
-    scale = (NUM_BUCKETS - 1) / top if top > 0 else 0.0
-    starts = np.zeros(NUM_BUCKETS + 1, dtype=np.int64)
-    for i in range(num_candidates):
-        starts[_bucket(ub[scratch[i]] * margin, scale) + 1] += 1
-    for b in range(NUM_BUCKETS):
-        starts[b + 1] += starts[b]
-    for i in range(num_candidates):
-        blk = scratch[i]
-        b = _bucket(ub[blk] * margin, scale)
-        order[starts[b]] = blk
-        starts[b] += 1
-    return num_candidates, scale
+def _push(head, tail, links, item, bucket):
+    """Append ``item`` to ``bucket``'s list (``links[item]``: the next item, -1 at the end)."""
+    links[item] = -1
+    if tail[bucket] < 0:
+        head[bucket] = item
+    else:
+        links[tail[bucket]] = item
+    tail[bucket] = item
 
 
 @njit(cache=True, nogil=True)
@@ -216,13 +203,18 @@ def _segment_of(offsets, block):
 
 
 @njit(cache=True, nogil=True)
-def _bmp_multi(segments, q_terms, q_merged, k, alpha, budget, ub, sub, sparse_mask, order, scratch, heap_scores,
-               heap_keys, size):
-    """Search segments together into the running heap: their superblocks in one bound order.
+def _bmp_multi(segments, q_terms, q_merged, k, alpha, budget, ub, sub, sparse_mask, links, heap_scores, heap_keys,
+               size):
+    """Search segments together into the running heap, best bound first over all of them.
+
+    One bucket order (by bound, descending) holds superblocks and blocks alike: a superblock's
+    turn comes before any of its blocks' (its bound is no lower), and taking it sums its blocks'
+    bounds and files them into the buckets; a block's turn scores it. So blocks are scored in
+    plain BMP's order, and block bounds are summed only in superblocks that came up.
 
     ``segments``: a typed list of `KernelSegment` views; ``q_merged``: the merged query
-    weights, scaled here by each segment's term scales. Returns (heap size, blocks scored);
-    ``budget`` < 0 means no block budget.
+    weights, scaled here by each segment's term scales; ``links``: room for one list link per
+    superblock and block. Returns (heap size, blocks scored); ``budget`` < 0 means no budget.
     """
     count = len(segments)
     nq = q_terms.shape[0]
@@ -242,57 +234,77 @@ def _bmp_multi(segments, q_terms, q_merged, k, alpha, budget, ub, sub, sparse_ma
                        sub[super_offsets[s]:super_offsets[s + 1]])
     seed = _combined_seed(segments, q_terms, weights, k)
     # float32 sums of float32 products (any order): relative error below (n + 1) * 2^-24;
-    # inflate by twice that. A superblock's bound is no lower than any of its blocks'.
+    # inflate by twice that.
     margin = np.float32(1.0 + (nq + 2) * 2.0 ** -23)
     floor = max(seed, heap_scores[0]) if size == k else seed
-    num_ordered, scale = _order_blocks(sub[: super_offsets[count]], margin, floor, order, scratch)
+    num_super = super_offsets[count]
+    head = np.full(NUM_BUCKETS, -1, dtype=np.int64)
+    tail = np.full(NUM_BUCKETS, -1, dtype=np.int64)
+    top = np.float32(0.0)
+    for g in range(num_super):
+        top = max(top, sub[g] * margin)
+    scale = (NUM_BUCKETS - 1) / top if top > 0 else 0.0
+    for g in range(num_super):
+        v = sub[g] * margin
+        if v > 0 and v >= floor:
+            _push(head, tail, links, g, _bucket(v, scale))
     acc = np.zeros(MAX_BLOCK_SIZE, dtype=np.float64)
     used = 0
-    for i in range(num_ordered):
-        group = order[i]
-        bound = sub[group] * margin
+    held = 0
+    seg = segments[0]
+    for b in range(NUM_BUCKETS):
         # Everything from this bucket on is bounded by its upper edge.
-        edge = (NUM_BUCKETS - _bucket(bound, scale)) / scale * (1.0 + 1e-9)  # covers rounding of the division
+        edge = (NUM_BUCKETS - b) / scale * (1.0 + 1e-9) if scale > 0 else 0.0  # covers rounding of the division
         if size == k:
             if alpha * edge < heap_scores[0]:
                 break
-            if alpha * bound < heap_scores[0]:
-                continue
         elif edge < seed:  # not yet k docs: only the (exact) seed prunes
             break
-        elif bound < seed:
-            continue
-        if used == budget:
-            break
-        current = _segment_of(super_offsets, group)
-        seg = segments[current]
-        base_block = offsets[current]
-        first = (group - super_offsets[current]) * seg.blocks.superblock_blocks
-        end = min(first + seg.blocks.superblock_blocks, offsets[current + 1] - base_block)
-        seg_ub = ub[base_block:offsets[current + 1]]
-        _dense_bounds(q_terms, weights[current], seg, seg_ub, first, end)
-        num_docs, block_size, live, base = seg.num_docs, seg.blocks.block_size, seg.live, seg.base
-        has_deletes = live.shape[0] > 0
-        for blk in range(first, end):
-            bound = seg_ub[blk] * margin
-            if not bound > 0:
-                continue
+        item = head[b]
+        while item >= 0:
+            is_block = item >= num_super
+            where = item - num_super if is_block else item
+            bound = (ub[where] if is_block else sub[where]) * margin
             if size == k:
-                if alpha * bound < heap_scores[0]:
-                    continue
-            elif bound < seed:
+                skip = alpha * bound < heap_scores[0]
+            else:
+                skip = bound < seed
+            if skip:
+                item = links[item]
+                continue
+            current = _segment_of(offsets if is_block else super_offsets, where)
+            if current != held:  # a fetch from the typed list takes a reference to each array of the view
+                held = current
+                seg = segments[current]
+            base_block = offsets[current]
+            seg_ub = ub[base_block:offsets[current + 1]]
+            if not is_block:  # file the superblock's blocks by their bounds
+                first = (where - super_offsets[current]) * seg.blocks.superblock_blocks
+                end = min(first + seg.blocks.superblock_blocks, offsets[current + 1] - base_block)
+                _dense_bounds(q_terms, weights[current], seg, seg_ub, first, end)
+                threshold = heap_scores[0] / alpha if size == k else seed
+                for blk in range(first, end):
+                    v = seg_ub[blk] * margin
+                    if v > 0 and v >= threshold:
+                        # Never before this bucket: a block's sum may round a hair above its superblock's.
+                        _push(head, tail, links, num_super + base_block + blk, max(_bucket(v, scale), b))
+                item = links[item]
                 continue
             if used == budget:
-                break
+                return size, used
             used += 1
-            score_block_float64(seg.blocks, blk, q_terms, weights[current], sparse_mask[base_block + blk],
-                                sparse_bits[current], acc)
+            blk = where - base_block
+            score_block_float64(seg.blocks, blk, q_terms, weights[current], sparse_mask[where], sparse_bits[current],
+                                acc)
+            num_docs, block_size, live, base = seg.num_docs, seg.blocks.block_size, seg.live, seg.base
+            has_deletes = live.shape[0] > 0
             start = blk * block_size
             for d in range(min(block_size, num_docs - start)):
                 score = acc[d]
                 acc[d] = 0.0
                 if score > 0 and score >= seed and (not has_deletes or live[start + d]):
                     size = heap_offer(heap_scores, heap_keys, size, k, score, base + start + d)
+            item = links[item]
     return size, used
 
 
@@ -305,12 +317,11 @@ def _bmp_multi_many(segments, total_blocks, q_indptr, q_terms, q_merged, k, alph
         ub = np.empty(total_blocks, dtype=np.float32)
         sub = np.empty(total_blocks, dtype=np.float32)  # superblocks: fewer than blocks
         sparse_mask = np.empty(total_blocks, dtype=np.uint16)
-        order = np.empty(total_blocks, dtype=np.int64)
-        scratch = np.empty(total_blocks, dtype=np.int64)
+        links = np.empty(2 * total_blocks, dtype=np.int64)  # superblocks and blocks
         for q in range(w, num_queries, workers):
             start, end = q_indptr[q], q_indptr[q + 1]
             sizes[q], used = _bmp_multi(segments, q_terms[start:end], q_merged[start:end], k, alpha, budgets[q], ub,
-                                        sub, sparse_mask, order, scratch, heap_scores[q], heap_keys[q], sizes[q])
+                                        sub, sparse_mask, links, heap_scores[q], heap_keys[q], sizes[q])
             if budgets[q] >= 0:
                 budgets[q] -= used
 
@@ -350,9 +361,10 @@ def _workspace(num_blocks: int) -> tuple:
     cached = getattr(_workspaces, "arrays", None)
     if cached is None or cached[0].shape[0] < num_blocks:
         cached = (np.empty(num_blocks, np.float32), np.empty(num_blocks, np.float32), np.empty(num_blocks, np.uint16),
-                  np.empty(num_blocks, np.int64), np.empty(num_blocks, np.int64))
+                  np.empty(2 * num_blocks, np.int64))  # links: one per superblock and block
         _workspaces.arrays = cached
-    return tuple(array[:num_blocks] for array in cached)
+    ub, sub, sparse_mask, links = cached
+    return ub[:num_blocks], sub[:num_blocks], sparse_mask[:num_blocks], links[:2 * num_blocks]
 
 
 class KernelSegment(NamedTuple):
