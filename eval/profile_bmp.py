@@ -11,7 +11,9 @@ On a built index and its grown collection (``make_bench_corpus.py`` output; the 
   ratio of its scoring time to safe BMP's (what the latency ratio would be with no fixed cost);
 - per query, from the block bounds: how many blocks a safe search must score (bound >= the
   final k-th score, so it cannot stop before), and how many of those come, in visiting order,
-  before the block of the last top-k doc (after that block, the safe search only proves).
+  before the block of the last top-k doc (after that block, the safe search only proves);
+- where a safe query's time goes at the median and in the slowest 1%: fixed cost, scoring,
+  and the blocks such queries must score.
 
 Usage:
     python eval/profile_bmp.py /tmp/bench-1m /tmp/lsr-bench-engines/bench-1m-1000000/ours-b8 \\
@@ -39,10 +41,12 @@ ALPHAS = (0.99, 0.97, 0.95, 0.9)
 BUDGETS = (2000, 1000, 500, 250, 100)
 
 
-def must_score_profile(index: Segment, queries: SparseBatch, k: int) -> dict:
-    """Blocks a safe search must score, and how many of them it visits before its last hit."""
+def must_score_profile(index: Segment, queries: SparseBatch, k: int) -> tuple[np.ndarray, dict]:
+    """The must-score count of every query (-1 where fewer than k docs match), and a summary:
+    blocks a safe search must score, and how many of them it visits before its last hit."""
     p = index.postings
     must, until_last_hit = [], []
+    per_query = np.full(len(queries), -1, dtype=np.int64)
     for q in range(len(queries)):
         docs, scores = bmp_search(index, *queries.row(q), k)
         if len(docs) < k:
@@ -52,10 +56,11 @@ def must_score_profile(index: Segment, queries: SparseBatch, k: int) -> dict:
         needed = bound >= scores[-1]
         hit_blocks = np.unique(docs // p.block_size)
         must.append(int(needed.sum()))
+        per_query[q] = must[-1]
         # visiting order is by bound, best first: blocks visited no later than the weakest hit block
         until_last_hit.append(int((needed & (bound >= bound[hit_blocks].min())).sum()))
     must, until_last_hit = np.array(must), np.array(until_last_hit)
-    return {
+    return per_query, {
         "queries": int(len(must)),
         "must_score_mean": float(must.mean()), "must_score_p50": float(np.median(must)),
         "must_score_p99": float(np.percentile(must, 99)),
@@ -63,6 +68,21 @@ def must_score_profile(index: Segment, queries: SparseBatch, k: int) -> dict:
         "before_last_hit_p50": float(np.median(until_last_hit)),
         "share_after_last_hit": float(1 - until_last_hit.sum() / max(must.sum(), 1)),
     }
+
+
+def where_time_goes(safe: np.ndarray, fixed: np.ndarray, must: np.ndarray) -> dict:
+    """Safe latency split into the fixed cost (the same query with a budget of one block) and
+    the rest (scoring blocks), for the queries around the median safe latency (45th to 55th
+    percentile) and for the slowest 1%, with the blocks those queries must score."""
+    groups = {"p50": (safe >= np.percentile(safe, 45)) & (safe <= np.percentile(safe, 55)),
+              "p99": safe >= np.percentile(safe, 99)}
+    out = {}
+    for name, chosen in groups.items():
+        known = chosen & (must >= 0)
+        out[name] = {"queries": int(chosen.sum()), "safe_ms": float(safe[chosen].mean()),
+                     "fixed_ms": float(fixed[chosen].mean()), "scoring_ms": float((safe - fixed)[chosen].mean()),
+                     "must_score_blocks": float(must[known].mean()) if known.any() else None}
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,12 +105,14 @@ def main(argv: list[str] | None = None) -> int:
         bmp_search(index, *queries.row(q), args.k)
     fixed, _ = time_queries(lambda t, w: bmp_search(index, t, w, args.k, max_blocks=1), queries)
     rows, safe = {}, None  # "safe" runs first: the others are compared with it
+    safe_latencies = None
     for name, options in settings.items():
         latencies, results = time_queries(lambda t, w, o=options: bmp_search(index, t, w, args.k, **o), queries)
         docs = [r[0] for r in results]
         mean, scoring = latencies.mean(), latencies.mean() - fixed.mean()
         if safe is None:
             safe = {"docs": docs, "mean": mean, "scoring": scoring}
+            safe_latencies = latencies
         rows[name] = {"mean_ms": float(mean), "scoring_ms": float(scoring),
                       "recall_float": recall(docs, reference, args.k), "recall_safe": recall(docs, safe["docs"], args.k),
                       "latency_ratio_to_safe": float(mean / safe["mean"]),
@@ -98,15 +120,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:>16}: {mean:.3f} ms (scoring {scoring:.3f}), R@{args.k} float "
               f"{rows[name]['recall_float']:.4f}, x safe {rows[name]['latency_ratio_to_safe']:.3f}, "
               f"scoring x safe {rows[name]['scoring_ratio_to_safe']:.3f}", flush=True)
+    must_per_query, blocks = must_score_profile(index, queries, args.k)
     result = {
         "collection": str(args.collection), "index": str(args.index), "docs": index.num_docs,
         "queries": len(queries), "k": args.k,
         "fixed_ms": {"mean": float(fixed.mean()), "p50": float(np.median(fixed))},
-        "settings": rows, "blocks": must_score_profile(index, queries, args.k),
+        "settings": rows, "blocks": blocks,
+        "where_time_goes": where_time_goes(safe_latencies, fixed, must_per_query),
         "machine": machine_description(),
         "command": "python eval/profile_bmp.py " + " ".join(sys.argv[1:] if argv is None else argv),
     }
     print(f"fixed cost {result['fixed_ms']['mean']:.3f} ms mean; blocks {result['blocks']}")
+    print(f"where a safe query's time goes: {result['where_time_goes']}")
     write_json(args.out, result)
     return 0
 

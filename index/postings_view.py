@@ -35,10 +35,7 @@ class BlockView(NamedTuple):
     """The per-block forward index: block ``j``'s entries are
     ``term_offsets[j]:term_offsets[j + 1]`` with sorted ``terms``; entry ``e``'s postings run
     from ``post_offsets[j] + entry_starts[e]`` to the next entry's start (or the block's end).
-    With it, the dense block-max rows: ``bm_dense[dense_slot[t], j]`` for a term with a slot,
-    and their superblock maxima: ``sbm_dense[slot, g]``, the largest of ``bm_dense[slot, j]`` over
-    the ``superblock_blocks`` blocks ``j`` of superblock ``g = j // superblock_blocks`` (derived
-    when the view is made, not stored)."""
+    With it, the dense block-max rows: ``bm_dense[dense_slot[t], j]`` for a term with a slot."""
 
     block_size: np.int64
     term_offsets: np.ndarray
@@ -49,25 +46,6 @@ class BlockView(NamedTuple):
     post_impacts: np.ndarray
     dense_slot: np.ndarray
     bm_dense: np.ndarray
-    superblock_blocks: np.int64
-    sbm_dense: np.ndarray
-
-
-# Blocks per superblock (BMP bounds groups of blocks first, then the blocks of groups that
-# survive). Chosen on the 1M grown collection's benchmark queries: eval/bench_superblocks.py.
-SUPERBLOCK_BLOCKS = 64
-
-
-def superblock_count(num_blocks: int, superblock_blocks: int = SUPERBLOCK_BLOCKS) -> int:
-    return -(-num_blocks // superblock_blocks)
-
-
-def superblock_maxima(bm_dense: np.ndarray, superblock_blocks: int = SUPERBLOCK_BLOCKS) -> np.ndarray:
-    """``(slots, superblocks)`` uint8: each dense row's maximum over each superblock."""
-    num_blocks = bm_dense.shape[1]
-    if bm_dense.shape[0] == 0 or num_blocks == 0:
-        return np.zeros((bm_dense.shape[0], superblock_count(num_blocks, superblock_blocks)), dtype=np.uint8)
-    return np.maximum.reduceat(bm_dense, np.arange(0, num_blocks, superblock_blocks), axis=1)
 
 
 def readonly(array: np.ndarray) -> np.ndarray:
@@ -89,7 +67,7 @@ def term_view(postings: PostingsArrays) -> TermView:
 def block_view(postings: PostingsArrays) -> BlockView:
     """The `BlockView` of a segment's postings (made once, then kept with them)."""
     if (view := postings.__dict__.get("_block_view")) is None:
-        view = postings._block_view = make_block_view(postings)
+        view = postings._block_view = _make_block_view(postings)
     return view
 
 
@@ -100,14 +78,11 @@ def _make_term_view(postings: PostingsArrays) -> TermView:
         p.term_post_impacts)))
 
 
-def make_block_view(postings: PostingsArrays, superblock_blocks: int = SUPERBLOCK_BLOCKS) -> BlockView:
-    """A new `BlockView` (`block_view` keeps one with the default superblock size; benchmarks
-    make others)."""
+def _make_block_view(postings: PostingsArrays) -> BlockView:
     p = postings
-    arrays = (readonly(a) for a in (p.block_term_offsets, p.block_terms, p.block_entry_starts, p.block_post_offsets,
-                                    p.block_post_docs, p.block_post_impacts, p.bm_dense_slot, p.bm_dense))
-    maxima = readonly(superblock_maxima(np.asarray(p.bm_dense), superblock_blocks))
-    return BlockView(np.int64(p.block_size), *arrays, np.int64(superblock_blocks), maxima)
+    return BlockView(np.int64(p.block_size), *(readonly(a) for a in (
+        p.block_term_offsets, p.block_terms, p.block_entry_starts, p.block_post_offsets, p.block_post_docs,
+        p.block_post_impacts, p.bm_dense_slot, p.bm_dense)))
 
 
 # kernels

@@ -7,20 +7,16 @@
    top k (``kth_t`` is the stored k'-th largest impact of the term, for k' = 10, 100, 1000,
    2000, 5000; deleted documents at or above it do not count; over several segments, the
    counts of every segment add up: `_combined_seed`).
-3. Superblocks (Carlson et al., SIGIR 2025): groups of ``superblock_blocks`` consecutive blocks
-   (64; `index.postings_view`) get a bound of their own from each term's maximum over the
-   group (``sbm_dense`` for terms with a dense row, their entries for the others), no lower than
-   any of their blocks'. Superblocks above the seed are bucket-sorted by bound and visited best
-   first; only in a visited superblock are the dense rows' block bounds summed (the terms without
-   a dense row give theirs up front, from their few entries), so a query no longer sweeps every
-   block's bound for every frequent term. Inside a superblock, blocks whose bound reaches the
-   current k-th score (or, before k docs, the seed) are scored through the per-block forward
-   index (a binary search per query term, then that term's postings in the block) into a
-   block-local float64 accumulator (exact sums, see ``index.scorers.exhaustive``) and their docs
-   offered to a top-k heap. A term the block-max data says is absent from the block (a zero in
-   its dense row, or a clear bit in a 16-bit mask kept for the sparse ones) costs no search.
-4. The search stops at the first superblock bucket whose bound, times ``alpha``, is below the
-   current k-th score. A block whose bound equals the k-th score is still scored, so a doc that ties
+3. Blocks above the seed are bucket-sorted by bound and visited best first (one pass over all
+   blocks collects them; the sort runs over those alone); each is scored through the per-block
+   forward index (a binary search per query term, then that term's postings in the block)
+   into a block-local float64 accumulator (exact sums, see ``index.scorers.exhaustive``) and
+   its docs offered to a top-k heap. A term the block-max data says is absent from the block
+   (a zero in its dense row, or a clear bit in a 16-bit mask kept for the sparse ones) costs no
+   search. (A 64-bit mask of every query term, set while summing the bounds, cost 0.11 ms of
+   a 1M-doc k=10 query; the dense rows and a small mask give most of its skips for less.)
+4. The search stops at the first bucket whose bound, times ``alpha``, is below the current
+   k-th score. A block whose bound equals the k-th score is still scored, so a doc that ties
    with it and has a lower id comes in: ties break by doc id as in the exhaustive scorer,
    which makes the safe result identical to it. ``alpha`` applies only once k documents are
    held: before that, only the seed (exact) prunes, so any ``alpha`` finds k documents when
@@ -32,8 +28,8 @@ below it; deleted documents (a ``uint8`` live mask) are never offered to the hea
 
 ``alpha < 1`` stops earlier, ``beta < 1`` keeps only the ``ceil(beta * n)`` highest-weighted
 query terms (their scores stay exact for the terms kept) and ``max_blocks`` stops after scoring
-that many blocks (anytime ranking: best superblock bounds first, so what is cut is the blocks
-least likely to hold a top-k doc): all approximate. On the 1M-doc benchmark collection, which is rich in
+that many blocks (anytime ranking: best bounds first, so what is cut is the blocks least likely
+to hold a top-k doc): all approximate. On the 1M-doc benchmark collection, which is rich in
 near-duplicate documents, a block budget kept recall@10 better than ``alpha`` at equal speed.
 """
 
@@ -63,19 +59,13 @@ SPARSE_MASK_BITS = 16  # sparse_mask is uint16
 
 
 @njit(cache=True, nogil=True)
-def _sparse_bounds(q_terms, q_weights, seg, ub, sparse_mask, sparse_bit, sub):
-    """The bounds a query's terms give before any block is visited.
-
-    Into ``sub`` (per superblock): the sum of query weight x superblock maximum over every term.
-    Into ``ub`` (per block): the same sum over the terms without a dense row only (their entries
-    are few; `_dense_bounds` adds the dense rows' part, superblock by superblock, when one is
-    visited). Into ``sparse_mask``: which of the first `SPARSE_MASK_BITS` terms without a dense
-    row a block holds (query term j has bit sparse_bit[j], or -1); a dense row says it itself.
-    """
+def _upper_bounds(q_terms, q_weights, seg, ub, sparse_mask, sparse_bit):
+    """Per block, into ub: the sum of query weight x block maximum (before the margin); into
+    sparse_mask: which of the first `SPARSE_MASK_BITS` query terms without a dense row it holds
+    (query term j has bit sparse_bit[j], or -1). A dense row answers that question by itself."""
     tv = seg.terms
     ub[:] = 0
     sparse_mask[:] = 0
-    sub[:] = 0
     bits = 0
     for j in range(q_terms.shape[0]):
         t = q_terms[j]
@@ -84,43 +74,19 @@ def _sparse_bounds(q_terms, q_weights, seg, ub, sparse_mask, sparse_bit, sub):
         slot = seg.blocks.dense_slot[t]
         sparse_bit[j] = -1
         if slot >= 0:
-            row = seg.blocks.sbm_dense[slot]
-            for g in range(sub.shape[0]):  # branch-free, so it vectorises
-                sub[g] += w * row[g]
-            continue
-        bit = np.uint16(0)
-        if bits < SPARSE_MASK_BITS:
+            row = seg.blocks.bm_dense[slot]
+            for blk in range(ub.shape[0]):  # branch-free, so it vectorises
+                ub[blk] += w * row[blk]
+        elif bits < SPARSE_MASK_BITS:
             sparse_bit[j] = bits
             bit = np.uint16(1 << bits)
             bits += 1
-        current = -1
-        largest = np.float32(0.0)
-        for x in range(tv.entry_offsets[t], tv.entry_offsets[t + 1]):  # entries in block order
-            blk = tv.entry_blocks[x]
-            top = np.float32(tv.entry_max[x])
-            ub[blk] += w * top
-            sparse_mask[blk] |= bit
-            g = blk // seg.blocks.superblock_blocks
-            if g != current:
-                if current >= 0:
-                    sub[current] += w * largest
-                current, largest = g, top
-            else:
-                largest = max(largest, top)
-        if current >= 0:
-            sub[current] += w * largest
-
-
-@njit(cache=True, nogil=True)
-def _dense_bounds(q_terms, q_weights, seg, ub, first, end):
-    """Add the dense rows' part of the bounds of blocks ``first:end`` to ``ub``."""
-    for j in range(q_terms.shape[0]):
-        slot = seg.blocks.dense_slot[q_terms[j]]
-        if slot >= 0:
-            w = max(np.float32(q_weights[j]), np.float32(0.0))
-            row = seg.blocks.bm_dense[slot]
-            for blk in range(first, end):
-                ub[blk] += w * row[blk]
+            for x in range(tv.entry_offsets[t], tv.entry_offsets[t + 1]):
+                ub[tv.entry_blocks[x]] += w * tv.entry_max[x]
+                sparse_mask[tv.entry_blocks[x]] |= bit
+        else:
+            for x in range(tv.entry_offsets[t], tv.entry_offsets[t + 1]):
+                ub[tv.entry_blocks[x]] += w * tv.entry_max[x]
 
 
 @njit(cache=True, nogil=True)
@@ -173,14 +139,31 @@ def _combined_seed(segments, q_terms, weights, k):
 
 
 @njit(cache=True, nogil=True)
-def _push(head, tail, links, item, bucket):
-    """Append ``item`` to ``bucket``'s list (``links[item]``: the next item, -1 at the end)."""
-    links[item] = -1
-    if tail[bucket] < 0:
-        head[bucket] = item
-    else:
-        links[tail[bucket]] = item
-    tail[bucket] = item
+def _order_blocks(ub, margin, floor, order, scratch):
+    """Blocks whose bound ``ub * margin`` is >= floor, bucket-sorted by bound descending into
+    order; returns how many, and the bucket scale (bucket of a bound v: `_bucket`)."""
+    # One pass over every block collects the candidates (few, with a seed) and their top bound;
+    # the counting sort then runs over the candidates alone.
+    num_candidates = 0
+    top = np.float32(0.0)
+    for blk in range(ub.shape[0]):
+        v = ub[blk] * margin
+        if v > 0 and v >= floor:
+            scratch[num_candidates] = blk
+            num_candidates += 1
+            top = max(top, v)
+    scale = (NUM_BUCKETS - 1) / top if top > 0 else 0.0
+    starts = np.zeros(NUM_BUCKETS + 1, dtype=np.int64)
+    for i in range(num_candidates):
+        starts[_bucket(ub[scratch[i]] * margin, scale) + 1] += 1
+    for b in range(NUM_BUCKETS):
+        starts[b + 1] += starts[b]
+    for i in range(num_candidates):
+        blk = scratch[i]
+        b = _bucket(ub[blk] * margin, scale)
+        order[starts[b]] = blk
+        starts[b] += 1
+    return num_candidates, scale
 
 
 @njit(cache=True, nogil=True)
@@ -203,26 +186,19 @@ def _segment_of(offsets, block):
 
 
 @njit(cache=True, nogil=True)
-def _bmp_multi(segments, q_terms, q_merged, k, alpha, budget, ub, sub, sparse_mask, links, heap_scores, heap_keys,
+def _bmp_multi(segments, q_terms, q_merged, k, alpha, budget, ub, sparse_mask, order, scratch, heap_scores, heap_keys,
                size):
-    """Search segments together into the running heap, best bound first over all of them.
-
-    One bucket order (by bound, descending) holds superblocks and blocks alike: a superblock's
-    turn comes before any of its blocks' (its bound is no lower), and taking it sums its blocks'
-    bounds and files them into the buckets; a block's turn scores it. So blocks are scored in
-    plain BMP's order, and block bounds are summed only in superblocks that came up.
+    """Search segments together into the running heap: their blocks in one bound order.
 
     ``segments``: a typed list of `KernelSegment` views; ``q_merged``: the merged query
-    weights, scaled here by each segment's term scales; ``links``: room for one list link per
-    superblock and block. Returns (heap size, blocks scored); ``budget`` < 0 means no budget.
+    weights, scaled here by each segment's term scales. Returns (heap size, blocks scored);
+    ``budget`` < 0 means no block budget.
     """
     count = len(segments)
     nq = q_terms.shape[0]
-    offsets = np.zeros(count + 1, dtype=np.int64)  # first global block of each segment
-    super_offsets = np.zeros(count + 1, dtype=np.int64)  # first global superblock of each segment
+    offsets = np.zeros(count + 1, dtype=np.int64)
     for s in range(count):
         offsets[s + 1] = offsets[s] + segments[s].blocks.term_offsets.shape[0] - 1
-        super_offsets[s + 1] = super_offsets[s] + segments[s].blocks.sbm_dense.shape[1]
     weights = np.empty((count, nq), dtype=np.float32)
     sparse_bits = np.empty((count, nq), dtype=np.int64)
     for s in range(count):
@@ -230,81 +206,49 @@ def _bmp_multi(segments, q_terms, q_merged, k, alpha, budget, ub, sub, sparse_ma
         for j in range(nq):
             weights[s, j] = np.float32(q_merged[j] * seg.term_scales[q_terms[j]])
         lo, hi = offsets[s], offsets[s + 1]
-        _sparse_bounds(q_terms, weights[s], seg, ub[lo:hi], sparse_mask[lo:hi], sparse_bits[s],
-                       sub[super_offsets[s]:super_offsets[s + 1]])
+        _upper_bounds(q_terms, weights[s], seg, ub[lo:hi], sparse_mask[lo:hi], sparse_bits[s])
     seed = _combined_seed(segments, q_terms, weights, k)
-    # float32 sums of float32 products (any order): relative error below (n + 1) * 2^-24;
-    # inflate by twice that.
+    # float32 sums of float32 products: relative error below (n + 1) * 2^-24; inflate by twice that.
     margin = np.float32(1.0 + (nq + 2) * 2.0 ** -23)
     floor = max(seed, heap_scores[0]) if size == k else seed
-    num_super = super_offsets[count]
-    head = np.full(NUM_BUCKETS, -1, dtype=np.int64)
-    tail = np.full(NUM_BUCKETS, -1, dtype=np.int64)
-    top = np.float32(0.0)
-    for g in range(num_super):
-        top = max(top, sub[g] * margin)
-    scale = (NUM_BUCKETS - 1) / top if top > 0 else 0.0
-    for g in range(num_super):
-        v = sub[g] * margin
-        if v > 0 and v >= floor:
-            _push(head, tail, links, g, _bucket(v, scale))
+    num_ordered, scale = _order_blocks(ub[: offsets[count]], margin, floor, order, scratch)
     acc = np.zeros(MAX_BLOCK_SIZE, dtype=np.float64)
     used = 0
-    held = 0
+    current = 0
     seg = segments[0]
-    for b in range(NUM_BUCKETS):
+    for i in range(num_ordered):
+        block = order[i]
+        bound = ub[block] * margin
         # Everything from this bucket on is bounded by its upper edge.
-        edge = (NUM_BUCKETS - b) / scale * (1.0 + 1e-9) if scale > 0 else 0.0  # covers rounding of the division
+        edge = (NUM_BUCKETS - _bucket(bound, scale)) / scale * (1.0 + 1e-9)  # covers rounding of the division
         if size == k:
             if alpha * edge < heap_scores[0]:
                 break
+            if alpha * bound < heap_scores[0]:
+                continue
         elif edge < seed:  # not yet k docs: only the (exact) seed prunes
             break
-        item = head[b]
-        while item >= 0:
-            is_block = item >= num_super
-            where = item - num_super if is_block else item
-            bound = (ub[where] if is_block else sub[where]) * margin
-            if size == k:
-                skip = alpha * bound < heap_scores[0]
-            else:
-                skip = bound < seed
-            if skip:
-                item = links[item]
-                continue
-            current = _segment_of(offsets if is_block else super_offsets, where)
-            if current != held:  # a fetch from the typed list takes a reference to each array of the view
-                held = current
-                seg = segments[current]
-            base_block = offsets[current]
-            seg_ub = ub[base_block:offsets[current + 1]]
-            if not is_block:  # file the superblock's blocks by their bounds
-                first = (where - super_offsets[current]) * seg.blocks.superblock_blocks
-                end = min(first + seg.blocks.superblock_blocks, offsets[current + 1] - base_block)
-                _dense_bounds(q_terms, weights[current], seg, seg_ub, first, end)
-                threshold = heap_scores[0] / alpha if size == k else seed
-                for blk in range(first, end):
-                    v = seg_ub[blk] * margin
-                    if v > 0 and v >= threshold:
-                        # Never before this bucket: a block's sum may round a hair above its superblock's.
-                        _push(head, tail, links, num_super + base_block + blk, max(_bucket(v, scale), b))
-                item = links[item]
-                continue
-            if used == budget:
-                return size, used
-            used += 1
-            blk = where - base_block
-            score_block_float64(seg.blocks, blk, q_terms, weights[current], sparse_mask[where], sparse_bits[current],
-                                acc)
-            num_docs, block_size, live, base = seg.num_docs, seg.blocks.block_size, seg.live, seg.base
-            has_deletes = live.shape[0] > 0
-            start = blk * block_size
-            for d in range(min(block_size, num_docs - start)):
-                score = acc[d]
-                acc[d] = 0.0
-                if score > 0 and score >= seed and (not has_deletes or live[start + d]):
-                    size = heap_offer(heap_scores, heap_keys, size, k, score, base + start + d)
-            item = links[item]
+        elif bound < seed:
+            continue
+        if used == budget:
+            break
+        used += 1
+        # The sort is stable over blocks in segment order, so a bucket's blocks come segment by
+        # segment: the segment's view is fetched from the list only when it changes (a fetch
+        # takes a reference to each of its arrays).
+        if not offsets[current] <= block < offsets[current + 1]:
+            current = _segment_of(offsets, block)
+            seg = segments[current]
+        blk = block - offsets[current]
+        score_block_float64(seg.blocks, blk, q_terms, weights[current], sparse_mask[block], sparse_bits[current], acc)
+        num_docs, block_size, live, base = seg.num_docs, seg.blocks.block_size, seg.live, seg.base
+        has_deletes = live.shape[0] > 0
+        first = blk * block_size
+        for d in range(min(block_size, num_docs - first)):
+            score = acc[d]
+            acc[d] = 0.0
+            if score > 0 and score >= seed and (not has_deletes or live[first + d]):
+                size = heap_offer(heap_scores, heap_keys, size, k, score, base + first + d)
     return size, used
 
 
@@ -315,13 +259,13 @@ def _bmp_multi_many(segments, total_blocks, q_indptr, q_terms, q_merged, k, alph
     num_queries = q_indptr.shape[0] - 1
     for w in prange(workers):  # one workspace per worker, reused for its queries
         ub = np.empty(total_blocks, dtype=np.float32)
-        sub = np.empty(total_blocks, dtype=np.float32)  # superblocks: fewer than blocks
         sparse_mask = np.empty(total_blocks, dtype=np.uint16)
-        links = np.empty(2 * total_blocks, dtype=np.int64)  # superblocks and blocks
+        order = np.empty(total_blocks, dtype=np.int64)
+        scratch = np.empty(total_blocks, dtype=np.int64)
         for q in range(w, num_queries, workers):
             start, end = q_indptr[q], q_indptr[q + 1]
             sizes[q], used = _bmp_multi(segments, q_terms[start:end], q_merged[start:end], k, alpha, budgets[q], ub,
-                                        sub, sparse_mask, links, heap_scores[q], heap_keys[q], sizes[q])
+                                        sparse_mask, order, scratch, heap_scores[q], heap_keys[q], sizes[q])
             if budgets[q] >= 0:
                 budgets[q] -= used
 
@@ -360,11 +304,10 @@ def _workspace(num_blocks: int) -> tuple:
     large fresh allocations cost page faults)."""
     cached = getattr(_workspaces, "arrays", None)
     if cached is None or cached[0].shape[0] < num_blocks:
-        cached = (np.empty(num_blocks, np.float32), np.empty(num_blocks, np.float32), np.empty(num_blocks, np.uint16),
-                  np.empty(2 * num_blocks, np.int64))  # links: one per superblock and block
+        cached = (np.empty(num_blocks, np.float32), np.empty(num_blocks, np.uint16),
+                  np.empty(num_blocks, np.int64), np.empty(num_blocks, np.int64))
         _workspaces.arrays = cached
-    ub, sub, sparse_mask, links = cached
-    return ub[:num_blocks], sub[:num_blocks], sparse_mask[:num_blocks], links[:2 * num_blocks]
+    return tuple(array[:num_blocks] for array in cached)
 
 
 class KernelSegment(NamedTuple):
@@ -436,16 +379,14 @@ def bmp_into_batch(groups: list[KernelGroup], queries: SparseBatch, k: int, alph
 
 def block_upper_bounds(segment: Segment, terms: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Every block's bound (float32, before the rounding margin) for query ``terms`` with
-    ``weights`` already scaled by the segment's term scales: what a search computes superblock by
-    superblock, all at once, for profiles and tests."""
+    ``weights`` already scaled by the segment's term scales, as a search computes them (for
+    profiles and tests)."""
     view = kernel_segment(segment)
     num_blocks = view.blocks.term_offsets.shape[0] - 1
     ub = np.empty(num_blocks, np.float32)
     terms = np.ascontiguousarray(terms, dtype=np.uint32)
-    weights = np.ascontiguousarray(weights, dtype=np.float32)
-    _sparse_bounds(terms, weights, view, ub, np.empty(num_blocks, np.uint16), np.empty(len(terms), np.int64),
-                   np.empty(view.blocks.sbm_dense.shape[1], np.float32))
-    _dense_bounds(terms, weights, view, ub, 0, num_blocks)
+    _upper_bounds(terms, np.ascontiguousarray(weights, dtype=np.float32), view, ub, np.empty(num_blocks, np.uint16),
+                  np.empty(len(terms), np.int64))
     return ub
 
 
