@@ -114,8 +114,12 @@ class View:
 
 
 def single_segment_view(segment: Segment) -> View:
-    """A view of one segment with nothing deleted and no buffer."""
-    return View((SegmentState(segment),), None, segment.vocab_size)
+    """A view of one segment with nothing deleted and no buffer (made once, then kept with the
+    segment: a segment never changes, and building a view's kernel segments on every query cost
+    about half of a BMP query's fixed cost on the 1M benchmark)."""
+    if (view := segment.__dict__.get("_single_view")) is None:
+        view = segment._single_view = View((SegmentState(segment),), None, segment.vocab_size)
+    return view
 
 
 def search_sparse(view: View, terms, weights, k: int = 10, scorer: str = "auto", alpha: float = 1.0,
