@@ -14,8 +14,9 @@ Backends (``--query-backend``; the service's ``LSR_QUERY_BACKEND``):
 - ``auto`` (default): ``onnx`` where onnxruntime is installed and a graph is already there,
   otherwise ``torch``; it never exports.
 
-Every graph is run beside PyTorch on sample texts when it is opened: one that differs by more
-than 1e-4 is an error naming the file, never a wrong vector. Documents are always encoded by
+Every graph is run beside PyTorch on sample texts when it is opened: one that fails, gives
+vectors of another shape, or (float weights) differs by more than 1e-4 is an error naming the
+file, never a wrong vector. Documents are always encoded by
 PyTorch (the wrappers hand everything but queries to the model they wrap). Inference-free
 models need no graph: their queries are table lookups.
 """
@@ -89,7 +90,8 @@ class OnnxSparseQueries:
         encoder: a SPLADE or uniCOIL encoder (documents, tokenizer, limits).
         session: an ``onnxruntime.InferenceSession`` of its graph.
         graph: the graph's path (reports name it).
-        quantized: the graph's weights are int8 (its vectors are not checked against PyTorch).
+        quantized: the graph's weights are int8 (its vectors' shape is checked against
+            PyTorch's, not their values).
     """
 
     def __init__(self, encoder, session, graph: Path, quantized: bool = False) -> None:
@@ -97,9 +99,8 @@ class OnnxSparseQueries:
         self.session = session
         self.graph = graph
         self.query_backend = "onnx-int8" if quantized else "onnx"
-        if not quantized:
-            _check_against_torch(graph, self._run_graph, _torch_sparse(encoder), encoder.tokenizer,
-                                 encoder.query_max_length)
+        _check_against_torch(graph, self._run_graph, _torch_sparse(encoder), encoder.tokenizer,
+                             encoder.query_max_length, compare_values=not quantized)
 
     def __getattr__(self, name):
         return getattr(self._encoder, name)
@@ -136,9 +137,8 @@ class OnnxDenseQueries:
         self.session = session
         self.graph = graph
         self.query_backend = "onnx-int8" if quantized else "onnx"
-        if not quantized:
-            _check_against_torch(graph, self._run_graph, lambda texts: dense_encoder.encode(texts),
-                                 dense_encoder.model.tokenizer, dense_encoder.max_length)
+        _check_against_torch(graph, self._run_graph, lambda texts: dense_encoder.encode(texts),
+                             dense_encoder.model.tokenizer, dense_encoder.max_length, compare_values=not quantized)
 
     def __getattr__(self, name):
         return getattr(self._encoder, name)
@@ -266,7 +266,10 @@ def _torch_sparse(encoder):
     return lambda texts: encoder.encode_queries(texts).to_scipy().toarray()
 
 
-def _check_against_torch(graph: Path, run_graph, torch_vectors, tokenizer, max_length: int) -> None:
+def _check_against_torch(graph: Path, run_graph, torch_vectors, tokenizer, max_length: int,
+                         compare_values: bool = True) -> None:
+    """Run the graph on `CHECK_TEXTS` beside PyTorch: it must run and give vectors of the model's
+    shape, and (``compare_values``; not for int8 weights) within `MAX_DIFFERENCE` of its values."""
     expected = torch_vectors(CHECK_TEXTS)
     remedy = "it is not this model's graph: delete it to export it again, or use --query-backend torch"
     for chunk, input_ids, mask in _padded_batches(tokenizer, CHECK_TEXTS, max_length, len(CHECK_TEXTS)):
@@ -278,7 +281,7 @@ def _check_against_torch(graph: Path, run_graph, torch_vectors, tokenizer, max_l
             raise ValueError(f"{graph}: the ONNX graph gives {got.shape[1:]} vectors, the model "
                              f"{expected.shape[1:]}; {remedy}")
         difference = float(np.abs(got - expected[chunk]).max())
-        if not difference <= MAX_DIFFERENCE:
+        if compare_values and not difference <= MAX_DIFFERENCE:
             raise ValueError(f"{graph}: the ONNX graph differs from the model by {difference:.2e} "
                              f"(> {MAX_DIFFERENCE}); {remedy}")
 
