@@ -7,10 +7,14 @@ for very long queries (loose block bounds, a binary search per term per block). 
 thresholds are the measured crossovers of ``eval/bench_planner.py`` (block size 8, BP order,
 ``eval/results/bench_planner.json``), mean latency on 2 cores:
 
-* k = 10: BMP won at 100k docs (0.63 against 1.54 ms) except for queries of more than 64
-  terms (4.5 against 4.0 ms), and everywhere from 300k docs on;
-* k = 1000: the exhaustive scorer won at 100k and 300k docs (4.7 against 6.3 ms at 300k),
-  BMP at 1M (10.2 against 16.9 ms).
+* k = 10: at 100k docs BMP won for queries of up to 32 terms (17-32 terms: 1.25 against
+  1.43 ms) and lost above (33-64 terms: 4.45 against 2.82 ms); from 300k docs on it won for
+  every length but the longest, where it tied (65-128 terms at 300k: 7.99 against 8.09 ms);
+* k = 1000: the exhaustive scorer (rebuilt in issue 13: a reused float32 accumulator, one pass
+  with a running k-th best) won at every measured size, 1M included (11.3 against 17.4 ms;
+  4.5 against 9.7 at 100k, 4.9 against 10.1 at 300k). Its lead shrinks with size (BMP's time
+  grows more slowly); the k = 1000 threshold is put at 4M docs, an extrapolation of that trend
+  and not a measurement (measured on 2026-12-01, a slow day of this machine, 500 queries).
 
 Sizes between the measured ones go to the exhaustive scorer; k up to 100 follows the k = 10 rule.
 """
@@ -25,8 +29,8 @@ from index.sparse_batch import SparseBatch
 
 MIN_DOCS_FOR_BMP = 100_000  # small k
 MIN_DOCS_FOR_BMP_LONG_QUERIES = 300_000  # small k, more than MAX_QUERY_TERMS_FOR_BMP terms
-MAX_QUERY_TERMS_FOR_BMP = 64
-MIN_DOCS_FOR_BMP_LARGE_K = 1_000_000
+MAX_QUERY_TERMS_FOR_BMP = 32
+MIN_DOCS_FOR_BMP_LARGE_K = 4_000_000
 LARGE_K = 100  # k above this follows the k = 1000 measurements
 SCORERS = ("auto", "exhaustive", "bmp")
 
