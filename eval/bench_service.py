@@ -23,6 +23,7 @@ import numpy as np
 
 from eval.report import machine_description
 from eval.server_process import ServerProcess
+from lsr.encoders.query_backends import add_query_backend_option
 
 
 def in_process_ms(engine, queries: list[str], k: int, mode: str) -> np.ndarray:
@@ -120,8 +121,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("-k", type=int, default=10)
     parser.add_argument("--mode", default="sparse", choices=["sparse", "dense", "hybrid"])
-    parser.add_argument("--query-backend", default="auto", choices=["auto", "torch", "onnx", "onnx-int8"],
-                        help="query encoding of both the in-process engine and the server (LSR_QUERY_BACKEND)")
+    add_query_backend_option(parser, note="; of both the in-process engine and the server (LSR_QUERY_BACKEND)")
     parser.add_argument("--out", type=Path, default=Path("eval/results/service_latency"))
     args = parser.parse_args()
     result = run(args.index, args.dataset, args.rounds, args.k, args.mode, args.query_backend)

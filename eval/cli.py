@@ -6,6 +6,8 @@ import argparse
 import shlex
 from pathlib import Path
 
+from lsr.encoders.query_backends import add_query_backend_option
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("eval", help="evaluate on BEIR datasets")
@@ -37,9 +39,7 @@ def register(subparsers) -> None:
     beir.add_argument("--rrf-k", type=int, default=60, help="RRF constant")
     beir.add_argument("--fusion-alpha", type=float, default=0.5, help="convex: weight of the sparse scores")
     beir.add_argument("--normalization", choices=["minmax", "zscore"], default="minmax", help="convex: score normalisation")
-    beir.add_argument("--query-backend", choices=["auto", "torch", "onnx", "onnx-int8"], default="auto",
-                      help="query encoding: the models' ONNX graphs in ONNX Runtime (onnx, exported once into the "
-                           "cache if missing; onnx-int8 quantised), PyTorch, or auto (onnx where graphs are present)")
+    add_query_backend_option(beir, note="; the sparse and the dense model alike")
     beir.set_defaults(handler=run_beir_command)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from lsr.encoders.query_backends import add_query_backend_option
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -19,10 +21,8 @@ def register(subparsers) -> None:
     parser.add_argument("--workers", type=int, default=1,
                         help="worker processes: they share the write-ahead log, one of them flushes and merges")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
-    parser.add_argument("--query-backend", choices=["auto", "torch", "onnx", "onnx-int8"],
-                        help="query encoding: onnx runs the model's ONNX graph in ONNX Runtime (exported once into "
-                             "the cache if missing), onnx-int8 its int8-quantised weights, auto (default) onnx where a "
-                             "graph is present; documents always go through PyTorch (sets LSR_QUERY_BACKEND)")
+    add_query_backend_option(parser, default=None,
+                             note="; documents always go through PyTorch (sets LSR_QUERY_BACKEND)")
     ray = parser.add_argument_group("sharded search on Ray Serve (needs lsr[ray])")
     ray.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
                      help="serve on Ray Serve: the cluster at ADDRESS (`auto` for the one `ray start` runs here), or "

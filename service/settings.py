@@ -13,6 +13,7 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from lsr.encoders.query_backends import QUERY_BACKENDS
 from service.schemas import DEFAULT_MAX_BODY_BYTES, MAX_BATCH_SEARCHES, MAX_DOCUMENT_CHARS, MAX_QUERY_CHARS
 
 
@@ -35,7 +36,7 @@ class Settings(BaseSettings):
     # several OpenMP teams spinning against each other on few cores.
     torch_threads: int = Field(1, ge=1)
     # Query encoding (lsr.encoders.onnx_queries): auto runs an ONNX graph where one is present.
-    query_backend: str = Field("auto", pattern="^(auto|torch|onnx|onnx-int8)$")
+    query_backend: str = Field("auto", pattern=f"^({'|'.join(QUERY_BACKENDS)})$")
     # Index maintenance in the background: how often the write buffer is checked for a flush
     # (due after flush_docs writes or flush_seconds), and how often the merge policy is asked.
     flush_docs: int = Field(1000, ge=1, description="buffered writes that make a segment")

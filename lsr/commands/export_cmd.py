@@ -48,11 +48,10 @@ def run(args: argparse.Namespace) -> int:
         if difference > 1e-4:
             raise RuntimeError(f"{path}: the ONNX graph differs from PyTorch by {difference:.2e} (> 1e-4)")
         if encoder.describe()["type"] != "inference-free":  # whose queries are lookups, no graph
-            from lsr.encoders.onnx_queries import GRAPH_NAME, with_sparse_query_backend
+            from lsr.encoders.onnx_queries import GRAPH_NAME, open_sparse_graph
             from lsr.export.onnx import export_query_onnx
 
             export_query_onnx(encoder, args.out / GRAPH_NAME)
-            saved = load_encoder(str(args.out))
-            with_sparse_query_backend(saved, "onnx")  # checks the graph against PyTorch
+            open_sparse_graph(encoder, args.out / GRAPH_NAME)  # checks the graph against PyTorch
             print(f"wrote {args.out / GRAPH_NAME} (the query graph of --query-backend onnx)")
     return 0

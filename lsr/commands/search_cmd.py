@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from lsr.encoders.query_backends import add_query_backend_option
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("search", help="search an index with a text query")
@@ -15,9 +17,7 @@ def register(subparsers) -> None:
     parser.add_argument("--alpha", type=float, default=1.0, help="BMP bound factor; below 1 is approximate")
     parser.add_argument("--beta", type=float, default=1.0, help="fraction of query terms kept; below 1 is approximate")
     parser.add_argument("--max-blocks", type=int, help="BMP stops after scoring this many blocks (approximate)")
-    parser.add_argument("--query-backend", choices=["auto", "torch", "onnx", "onnx-int8"], default="auto",
-                        help="query encoding: the model's ONNX graph in ONNX Runtime (onnx, exported once into the "
-                             "cache if missing; onnx-int8 quantised), PyTorch, or auto (onnx where a graph is present)")
+    add_query_backend_option(parser)
     parser.set_defaults(handler=run)
 
 

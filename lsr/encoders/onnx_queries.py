@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from index.sparse_batch import SparseBatch
+from lsr.encoders.query_backends import QUERY_BACKENDS
 
-QUERY_BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 GRAPH_NAME = "query.onnx"
 INT8_NAME = "query.int8.onnx"
 MAX_DIFFERENCE = 1e-4
@@ -62,11 +62,8 @@ def with_sparse_query_backend(encoder, backend: str = "auto", threads: int | Non
         return encoder
     from lsr.encoders.models import resolve_model
 
-    directory = Path(resolve_model(encoder.model_name))
-    graph = _graph_path(directory, "sparse", backend, export=lambda path: _export_sparse(encoder, path))
-    if graph is None:
-        return encoder
-    return OnnxSparseQueries(encoder, _session(graph, threads), graph, quantized=backend == "onnx-int8")
+    return _with_graph(OnnxSparseQueries, encoder, Path(resolve_model(encoder.model_name)), "sparse", backend,
+                       threads, export=lambda path: _export_sparse(encoder, path))
 
 
 def with_dense_query_backend(dense_encoder, backend: str = "auto", threads: int | None = None):
@@ -76,20 +73,32 @@ def with_dense_query_backend(dense_encoder, backend: str = "auto", threads: int 
         return dense_encoder
     from lsr.encoders.dense import resolve_dense_model
 
-    directory = Path(resolve_dense_model(dense_encoder.model_name))
-    graph = _graph_path(directory, "dense", backend, export=lambda path: _export_dense(dense_encoder, path))
+    return _with_graph(OnnxDenseQueries, dense_encoder, Path(resolve_dense_model(dense_encoder.model_name)), "dense",
+                       backend, threads, export=lambda path: _export_dense(dense_encoder, path))
+
+
+def _with_graph(wrapper, encoder, directory: Path, kind: str, backend: str, threads: int | None, export):
+    """``wrapper`` around ``encoder`` with the graph ``backend`` asks for, or ``encoder`` where
+    ``auto`` finds none."""
+    graph = _graph_path(directory, kind, backend, export)
     if graph is None:
-        return dense_encoder
-    return OnnxDenseQueries(dense_encoder, _session(graph, threads), graph, quantized=backend == "onnx-int8")
+        return encoder
+    return wrapper(encoder, _session(graph, threads), graph, quantized=backend == "onnx-int8")
 
 
-class OnnxSparseQueries:
-    """A sparse encoder whose ``encode_queries`` runs an ONNX graph; all else is the wrapped encoder's.
+def open_sparse_graph(encoder, graph: Path, threads: int | None = None) -> "OnnxSparseQueries":
+    """``encoder``'s queries through the float graph at ``graph`` (checked against it when opened)."""
+    return OnnxSparseQueries(encoder, _session(graph, threads), graph)
+
+
+class _OnnxQueries:
+    """An encoder whose ``encode_queries`` runs an ONNX graph; everything else is the wrapped
+    encoder's (documents always go through PyTorch).
 
     Args:
-        encoder: a SPLADE or uniCOIL encoder (documents, tokenizer, limits).
-        session: an ``onnxruntime.InferenceSession`` of its graph.
-        graph: the graph's path (reports name it).
+        encoder: the wrapped encoder.
+        session: an ``onnxruntime.InferenceSession`` of its query graph.
+        graph: the graph's path (reports and errors name it).
         quantized: the graph's weights are int8 (its vectors' shape is checked against
             PyTorch's, not their values).
     """
@@ -99,11 +108,29 @@ class OnnxSparseQueries:
         self.session = session
         self.graph = graph
         self.query_backend = "onnx-int8" if quantized else "onnx"
-        _check_against_torch(graph, self._run_graph, _torch_sparse(encoder), encoder.tokenizer,
-                             encoder.query_max_length, compare_values=not quantized)
+        _check_against_torch(graph, self._run_graph, self._torch_vectors, self._tokenizer(), self._max_length(),
+                             compare_values=not quantized)
 
     def __getattr__(self, name):
         return getattr(self._encoder, name)
+
+    def _run_graph(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        (vectors,) = self.session.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})
+        return vectors
+
+
+class OnnxSparseQueries(_OnnxQueries):
+    """A SPLADE or uniCOIL encoder whose queries go through its query graph."""
+
+    def _tokenizer(self):
+        return self._encoder.tokenizer
+
+    def _max_length(self) -> int:
+        return self._encoder.query_max_length
+
+    def _torch_vectors(self, texts: list[str]) -> np.ndarray:
+        """PyTorch's query vectors as a dense ``(texts, vocab)`` array (the reference of the check)."""
+        return self._encoder.encode_queries(texts).to_scipy().toarray()
 
     def encode_queries(self, texts: list[str], show_progress: bool = False) -> SparseBatch:
         if not texts:
@@ -124,34 +151,24 @@ class OnnxSparseQueries:
         return SparseBatch(indptr, np.concatenate([t for t, _ in rows]), np.concatenate([w for _, w in rows]),
                            self._encoder.vocab_size)
 
-    def _run_graph(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        (weights,) = self.session.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})
-        return weights
 
+class OnnxDenseQueries(_OnnxQueries):
+    """A `DenseEncoder` whose queries go through its graph (pooling and normalisation inside)."""
 
-class OnnxDenseQueries:
-    """A `DenseEncoder` whose ``encode_queries`` runs an ONNX graph (pooling and normalisation inside)."""
+    def _tokenizer(self):
+        return self._encoder.model.tokenizer
 
-    def __init__(self, dense_encoder, session, graph: Path, quantized: bool = False) -> None:
-        self._encoder = dense_encoder
-        self.session = session
-        self.graph = graph
-        self.query_backend = "onnx-int8" if quantized else "onnx"
-        _check_against_torch(graph, self._run_graph, lambda texts: dense_encoder.encode(texts),
-                             dense_encoder.model.tokenizer, dense_encoder.max_length, compare_values=not quantized)
+    def _max_length(self) -> int:
+        return self._encoder.max_length
 
-    def __getattr__(self, name):
-        return getattr(self._encoder, name)
+    def _torch_vectors(self, texts: list[str]) -> np.ndarray:
+        return self._encoder.encode(texts)
 
     def encode_queries(self, texts: list[str]) -> np.ndarray:
         vectors = np.zeros((len(texts), self._encoder.dim), dtype=np.float32)
         for chunk, input_ids, mask in _padded_batches(self._encoder.model.tokenizer, texts,
                                                       self._encoder.max_length, self._encoder.batch_size):
             vectors[chunk] = self._run_graph(input_ids, mask)
-        return vectors
-
-    def _run_graph(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        (vectors,) = self.session.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})
         return vectors
 
 
@@ -259,11 +276,6 @@ def _torch_threads() -> int:
     import torch
 
     return torch.get_num_threads()
-
-
-def _torch_sparse(encoder):
-    """PyTorch's query vectors as a dense ``(texts, vocab)`` array (the reference of the check)."""
-    return lambda texts: encoder.encode_queries(texts).to_scipy().toarray()
 
 
 def _check_against_torch(graph: Path, run_graph, torch_vectors, tokenizer, max_length: int,
