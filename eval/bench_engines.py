@@ -126,7 +126,10 @@ def _timed(fn) -> float:
 
 def our_engines(index: Segment) -> list[tuple[str, object]]:
     engines = [("ours exhaustive", lambda t, w, k: search(index, t, w, k)),
-               ("ours bmp safe", lambda t, w, k: bmp_search(index, t, w, k))]
+               ("ours bmp safe", lambda t, w, k: bmp_search(index, t, w, k)),
+               # exact over the 16-bit copy (issue 13, item 4): the default precision of a search
+               ("ours exhaustive 16-bit", lambda t, w, k: search(index, t, w, k, "16-bit")),
+               ("ours bmp safe 16-bit", lambda t, w, k: bmp_search(index, t, w, k, precision="16-bit"))]
     for alpha, beta in APPROXIMATE:
         engines.append((f"ours bmp alpha={alpha} beta={beta}",
                         lambda t, w, k, a=alpha, b=beta: bmp_search(index, t, w, k, a, b)))
@@ -245,8 +248,11 @@ def main(argv: list[str] | None = None) -> int:
             "quantised": [search(index, *queries.row(q), max(KS))[0] for q in range(len(queries))]}
     print(f"references in {time.perf_counter() - started:.1f} s", flush=True)
 
+    fine = index.postings.block_post_impacts16
     ours_build = {"seconds": child.result["build_seconds"], "reorder_seconds": child.result["reorder_seconds"],
-                  "bytes_on_disk": index.size_bytes(), "peak_rss_mb": child.peak_rss_mb}
+                  "bytes_on_disk": index.size_bytes(), "peak_rss_mb": child.peak_rss_mb,
+                  "postings": int(len(index.postings.block_post_impacts)),
+                  "fine_bytes": int(fine.nbytes) if fine is not None else 0}
     rows = []
     for name, fn in our_engines(index):
         rows.append({**run_engine(name, fn, queries, refs, "quantised"), "build": ours_build})

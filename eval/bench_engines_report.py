@@ -49,6 +49,15 @@ def acceptance(result: dict) -> dict:
     def tail(row, k):
         return _ratio(row[k]["p99_ms"], row[k]["mean_ms"]) if row else None
 
+    def recall_float(row, k):
+        return row[k]["recall_float"] if row else None
+
+    safe16, exhaustive16 = rows.get("ours bmp safe 16-bit"), rows.get("ours exhaustive 16-bit")
+    ours_build = safe["build"] if safe else {}
+    fine_bytes, postings = ours_build.get("fine_bytes"), ours_build.get("postings")
+    # the 8-bit search structures: the index less its 16-bit copy (reported on its own above)
+    eight_bit_bytes = ours_build["bytes_on_disk"] - (fine_bytes or 0) if ours_build else None
+
     checks = {
         "safe k10 / best bmp k10": (_ratio(mean(safe), mean(best_bmp_10)), 1.0),
         "safe k10 / ours exhaustive k10": (_ratio(mean(safe), mean(exhaustive)), 0.5),
@@ -70,6 +79,14 @@ def acceptance(result: dict) -> dict:
         "safe k10 p99 / mean": (tail(safe, "k10"), 4.0),
         "safe k1000 / splade-index k1000": (_ratio(mean(safe, "k1000"), mean(splade_index, "k1000")), 0.5),
         "safe k1000 p99 / mean": (tail(safe, "k1000"), 4.0),
+        "16-bit safe R@10 float (at least)": (recall_float(safe16, "k10"), 0.999),
+        "16-bit safe R@1000 float (at least)": (recall_float(safe16, "k1000"), 0.999),
+        "16-bit safe k10 / safe k10": (_ratio(mean(safe16), mean(safe)), 1.15),
+        "16-bit safe k1000 / safe k1000": (_ratio(mean(safe16, "k1000"), mean(safe, "k1000")), 1.15),
+        "16-bit exhaustive k1000 / exhaustive k1000": (_ratio(mean(exhaustive16, "k1000"), mean(exhaustive, "k1000")),
+                                                       1.15),
+        "16-bit copy bytes / posting": (_ratio(fine_bytes, postings), 2.0),
+        "8-bit index size / pisa": (_ratio(eight_bit_bytes, pisa["build"]["bytes_on_disk"] if pisa else None), 1.5),
     }
     out = {}
     for name, (value, target) in checks.items():

@@ -278,18 +278,20 @@ def _close(live: LiveIndex, doc_id: str, vector: sp.csr_matrix) -> bool:
     return bool(np.all(np.abs(stored - expected) <= 0.02))
 
 
-def brute_force_top_k(view, terms, weights, k: int) -> list[tuple[str, float]]:
-    """Brute force over what a view holds: segment docs by quantised impacts (query weights
-    scaled per segment, as the kernels scale them), buffered docs by float weights, deleted
-    docs left out; ranked by score, then by segment order and internal id."""
+def brute_force_top_k(view, terms, weights, k: int, precision: str = "auto") -> list[tuple[str, float]]:
+    """Brute force over what a view holds: segment docs by quantised impacts (8- or 16-bit as
+    ``precision`` chooses, ``index.search``; query weights scaled per segment, as the kernels
+    scale them), buffered docs by float weights, deleted docs left out; ranked by score, then
+    by segment order and internal id."""
     vocab_size = view.vocab_size
+    fine = view.fine(precision)
     merged_terms, merged_weights = merge_query(np.asarray(terms), np.asarray(weights), vocab_size)
     found = []
     for state in view.segments:
         segment = state.segment
         query = np.zeros(vocab_size)
         query[merged_terms] = (merged_weights * segment.term_scales[merged_terms]).astype(np.float64)
-        scores = segment.to_scipy_docs().astype(np.float64) @ query
+        scores = segment.to_scipy_docs(fine=fine).astype(np.float64) @ query
         for doc in np.flatnonzero(scores > 0):
             if not len(state.live) or state.live[doc]:
                 found.append((-scores[doc], state.base + doc, segment.doc_ids[doc]))

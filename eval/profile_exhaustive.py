@@ -69,7 +69,7 @@ def stages(index, queries, k: int) -> dict:
         docs, _, n = ex._collect(sums, touched, index.num_docs, b.block_size, ex.NO_DELETES, k,
                                  ex._error_bound(q_weights), np.empty(k, np.float32))
         collected = time.perf_counter()
-        ex._rank_exact(docs, n, q_terms, q_weights, blocks, k, np.empty(k, np.int64), np.empty(k))
+        ex._rank_exact(docs, n, q_terms, q_weights, blocks, False, k, np.empty(k, np.int64), np.empty(k))
         ranked = time.perf_counter()
         times.append((accumulated - started, collected - accumulated, ranked - collected))
         candidates.append(n)

@@ -30,14 +30,14 @@ from index.format import (
     META_FILE,
     SEGMENT_FORMAT,
     SEGMENT_FORMAT_VERSION,
-    TEXT_ARRAY_NAMES,
+    OPTIONAL_ARRAY_NAMES,
     describe_arrays,
     describe_file,
     new_array_file,
 )
 from index.npy_stream import NpyAppender
 from index.postings_writer import PostingsWriter
-from index.quantize import MAX_IMPACT, QuantizationStats, WeightSample, quantize, scale_for
+from index.quantize import MAX_IMPACT, QuantizationStats, WeightSample, fine_impacts, quantize, scale_for
 from index.reorder import bp_order, random_order
 from index.sparse_batch import SparseBatch
 
@@ -105,6 +105,8 @@ class SegmentBuilder:
             "options": DenseOptions}``; `add` then takes one vector per document.
         duplicates: ``error`` (an id given twice is a `DuplicateIdError` naming it) or ``last``
             (the last document of an id is kept, the earlier ones dropped).
+        fine_impacts: also keep 16-bit impacts (``block_post_impacts16``, 2 bytes a posting),
+            for search exact over them (``precision="16-bit"``, ``index.scorers.bmp``).
     """
 
     def __init__(
@@ -122,6 +124,7 @@ class SegmentBuilder:
         store_texts: bool = False,
         dense: dict | None = None,
         duplicates: str = "error",
+        fine_impacts: bool = True,
     ) -> None:
         if quantization not in QUANTIZATIONS:
             raise ValueError(f"quantization must be one of {', '.join(QUANTIZATIONS)}, got {quantization!r}")
@@ -137,6 +140,7 @@ class SegmentBuilder:
             raise ValueError(f"duplicates must be one of {', '.join(DUPLICATES)}, got {duplicates!r}")
         self.reorder = reorder
         self.block_size = block_size
+        self.fine_impacts = fine_impacts
         self.bp_options = dict(bp_options or {})
         self.duplicates = duplicates
         self.out_dir = Path(out_dir)
@@ -328,14 +332,16 @@ class SegmentBuilder:
         (``index.postings_writer``); returns the quantisation counts and the number of blocks."""
         nnz = np.diff(self._doc_indptr())[order]
         writer = PostingsWriter(self.tmp_dir, self.vocab_size, len(order), self.block_size,
-                                max_block_postings=_largest_block(nnz, self.block_size), max_postings=int(nnz.sum()))
+                                max_block_postings=_largest_block(nnz, self.block_size), max_postings=int(nnz.sum()),
+                                fine=self.fine_impacts)
         stats = QuantizationStats()
         for start, end, chunk_nnz, terms, weights in self._permuted_chunks(order):
             impacts, chunk_stats = quantize(weights, term_scales[terms])
             stats.add(chunk_stats)
             kept = impacts > 0
             docs = np.repeat(np.arange(end - start), chunk_nnz)
-            writer.add(np.bincount(docs[kept], minlength=end - start), terms[kept], impacts[kept])
+            fine = fine_impacts(weights[kept], term_scales[terms[kept]]) if self.fine_impacts else None
+            writer.add(np.bincount(docs[kept], minlength=end - start), terms[kept], impacts[kept], fine)
         return stats, writer.finish()
 
     def _write_string_table(self, kind: str, name: str, order: np.ndarray) -> None:
@@ -409,7 +415,7 @@ def finalize_segment(tmp_dir: Path, out_dir: Path, meta: dict) -> Path:
     sorted_hashes, docs = sorted_hash_table(hashes)
     np.save(tmp_dir / "doc_id_hashes.npy", sorted_hashes)
     np.save(tmp_dir / "doc_id_hash_docs.npy", docs)
-    names = ALL_ARRAY_NAMES + (TEXT_ARRAY_NAMES if (tmp_dir / "doc_text_offsets.npy").exists() else ())
+    names = ALL_ARRAY_NAMES + tuple(name for name in OPTIONAL_ARRAY_NAMES if (tmp_dir / f"{name}.npy").exists())
     meta = {"format": SEGMENT_FORMAT, "format_version": SEGMENT_FORMAT_VERSION, **meta,
             "arrays": describe_arrays(tmp_dir, names), "files": describe_extra_files(tmp_dir)}
     (tmp_dir / META_FILE).write_text(json.dumps(meta, indent=2))

@@ -25,7 +25,7 @@ from index import storage
 from index.builder import _largest_block, _sorted_rows, finalize_segment
 from index.npy_stream import NpyAppender
 from index.postings_writer import PostingsWriter
-from index.quantize import MAX_IMPACT, QuantizationStats, WeightSample, quantize, scale_for
+from index.quantize import MAX_IMPACT, QuantizationStats, WeightSample, fine_impacts, quantize, scale_for
 from index.sparse_batch import SparseBatch
 
 
@@ -60,7 +60,7 @@ class ConcatBuilder:
         vocab_size: the vocabulary.
         scan: the first pass over the same documents.
         meta: extra metadata for ``meta.json``.
-        quantization, scale, scale_quantile, block_size, store_texts, dense, float_vectors_dir:
+        quantization, scale, scale_quantile, block_size, store_texts, dense, float_vectors_dir, fine_impacts:
             as for `index.builder.SegmentBuilder` (``reorder`` and ``bp_options`` are accepted
             and ignored: the order is the sources').
     """
@@ -69,7 +69,7 @@ class ConcatBuilder:
                  quantization: str = "per-term", scale: float | None = None, scale_quantile: float = 1.0,
                  block_size: int = 8, store_texts: bool = False, dense: dict | None = None,
                  float_vectors_dir: Path | None = None, reorder: str = "none", bp_options: dict | None = None,
-                 duplicates: str = "error") -> None:
+                 duplicates: str = "error", fine_impacts: bool = True) -> None:
         self.out_dir = Path(out_dir)
         if self.out_dir.exists():
             raise FileExistsError(f"{self.out_dir} already exists")
@@ -82,8 +82,10 @@ class ConcatBuilder:
         self.tmp_dir = self.out_dir.parent / f".{self.out_dir.name}.building-{uuid.uuid4().hex[:8]}"
         self.tmp_dir.mkdir(parents=True)
         sizes = scan.sizes()
+        self.fine_impacts = fine_impacts
         self.postings = PostingsWriter(self.tmp_dir, vocab_size, self.num_docs, block_size,
-                                       max_block_postings=_largest_block(sizes, block_size), max_postings=int(sizes.sum()))
+                                       max_block_postings=_largest_block(sizes, block_size), max_postings=int(sizes.sum()),
+                                       fine=fine_impacts)
         self.stats = QuantizationStats()
         self.tables = {kind: _StringTable(self.tmp_dir, kind) for kind in
                        ("doc_id", "doc_title") + (("doc_text",) if store_texts else ())}
@@ -101,7 +103,8 @@ class ConcatBuilder:
         self.stats.add(stats)
         kept = impacts > 0
         rows = np.repeat(np.arange(len(batch)), np.diff(batch.indptr))
-        self.postings.add(np.bincount(rows[kept], minlength=len(batch)), batch.indices[kept], impacts[kept])
+        fine = fine_impacts(batch.values[kept], self.scales[batch.indices[kept]]) if self.fine_impacts else None
+        self.postings.add(np.bincount(rows[kept], minlength=len(batch)), batch.indices[kept], impacts[kept], fine)
         self.tables["doc_id"].add(doc_ids)
         self.tables["doc_title"].add(titles if titles is not None else [""] * len(doc_ids))
         if self.store_texts:

@@ -11,7 +11,8 @@ each segment is a directory in this format (segment format version 1):
 * ``doc_id_hashes`` uint64 / ``doc_id_hash_docs`` uint32: the FNV-1a hash of every external
   id, sorted, with the doc it belongs to (finding a doc by id is a binary search);
 * ``doc_title_offsets`` int64 / ``doc_title_bytes`` uint8: document titles, for display;
-* optionally ``doc_text_*`` (texts) and ``dense/`` (a faiss index, ``index.dense``).
+* optionally ``doc_text_*`` (texts), ``block_post_impacts16`` (16-bit impacts for exact
+  rescoring, ``index.quantize``) and ``dense/`` (a faiss index, ``index.dense``).
 
 ``meta.json`` records every file's dtype, shape, size and CRC32; the commit that names the
 segment records the CRC32 of ``meta.json`` itself, so every byte of a segment is covered.
@@ -64,6 +65,10 @@ POSTINGS_ARRAY_NAMES = (
 ALL_ARRAY_NAMES = ARRAY_NAMES + POSTINGS_ARRAY_NAMES
 # Optional: the document texts, kept when the index is built with ``store_texts``.
 TEXT_ARRAY_NAMES = ("doc_text_offsets", "doc_text_bytes")
+# Optional: the 16-bit impacts beside ``block_post_impacts`` (``index.quantize.fine_impacts``),
+# kept when the index is built with ``fine_impacts`` (the default).
+FINE_ARRAY_NAMES = ("block_post_impacts16",)
+OPTIONAL_ARRAY_NAMES = TEXT_ARRAY_NAMES + FINE_ARRAY_NAMES
 CRC_BLOCK = 1 << 22
 
 
@@ -192,6 +197,7 @@ class PostingsArrays:
     bm_dense_slot: np.ndarray
     bm_dense: np.ndarray
     term_kth_impacts: np.ndarray
+    block_post_impacts16: np.ndarray | None = None  # uint16 beside block_post_impacts, when kept
 
     @property
     def num_blocks(self) -> int:
@@ -231,7 +237,8 @@ class Segment:
         meta = read_segment_meta(directory, expected_meta)
         if verify and (problems := verify_segment_files(directory, meta)):
             raise IndexFormatError("; ".join(problems))
-        names = ALL_ARRAY_NAMES + (TEXT_ARRAY_NAMES if "doc_text_offsets" in meta.get("arrays", {}) else ())
+        listed = meta.get("arrays", {}) if isinstance(meta.get("arrays"), dict) else {}
+        names = ALL_ARRAY_NAMES + tuple(name for name in OPTIONAL_ARRAY_NAMES if name in listed)
         arrays = {name: _open_array(directory, meta, name) for name in names}
         segment = cls(
             path=directory,
@@ -241,7 +248,8 @@ class Segment:
             doc_id_hashes=arrays["doc_id_hashes"],
             doc_id_hash_docs=arrays["doc_id_hash_docs"],
             doc_titles=StringTable(arrays["doc_title_offsets"], arrays["doc_title_bytes"]),
-            postings=PostingsArrays(_meta_int(meta, "block_size", directory), **{n: arrays[n] for n in POSTINGS_ARRAY_NAMES}),
+            postings=PostingsArrays(_meta_int(meta, "block_size", directory), **{n: arrays[n] for n in POSTINGS_ARRAY_NAMES},
+                                    block_post_impacts16=arrays.get("block_post_impacts16")),
             doc_texts=StringTable(arrays["doc_text_offsets"], arrays["doc_text_bytes"]) if "doc_text_offsets" in arrays else None,
         )
         validate_segment(segment)
@@ -287,10 +295,16 @@ class Segment:
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
 
-    def to_scipy_docs(self):
+    def to_scipy_docs(self, fine: bool = False):
         """The uint8 impacts (not scaled) as a doc-major ``(num_docs, vocab_size)`` scipy CSR
-        matrix (materialised: for tests, oracles and small indexes)."""
+        matrix (materialised: for tests, oracles and small indexes); with ``fine``, the 16-bit
+        impacts over 256 (``index.forward.block_range_impacts``)."""
         import scipy.sparse as sp
+
+        if fine:
+            from index.forward import block_range_impacts
+
+            return block_range_impacts(self, 0, self.postings.num_blocks, fine=True)
 
         b = self.postings
         entry_lengths = np.diff(b.term_entry_starts.astype(np.int64))

@@ -10,10 +10,13 @@ import numpy as np
 import scipy.sparse as sp
 
 from index.format import Segment
+from index.quantize import FINE_LEVELS
 
 
-def block_range_impacts(index: Segment, first_block: int, end_block: int) -> sp.csr_matrix:
-    """uint8 impacts (as float32) of the docs of blocks ``[first_block, end_block)``.
+def block_range_impacts(index: Segment, first_block: int, end_block: int, fine: bool = False) -> sp.csr_matrix:
+    """uint8 impacts (as float32) of the docs of blocks ``[first_block, end_block)``; with
+    ``fine``, the 16-bit impacts over 256 instead (8-bit levels with 8 more bits, exact in
+    float32; the segment must have them).
 
     Returns:
         A ``(docs in the range, vocab_size)`` CSR matrix; row ``r`` is internal doc
@@ -40,16 +43,23 @@ def block_range_impacts(index: Segment, first_block: int, end_block: int) -> sp.
     postings = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(lengths.sum())
     terms = np.repeat(b.block_terms[entry_lo:entry_hi].astype(np.int64), lengths)
     rows = np.repeat(entry_block * size - first_doc, lengths) + b.block_post_docs[postings].astype(np.int64)
-    impacts = b.block_post_impacts[postings].astype(np.float32)
+    if fine:
+        if b.block_post_impacts16 is None:
+            raise ValueError(f"segment {index.name} has no 16-bit impacts")
+        impacts = b.block_post_impacts16[postings].astype(np.float32) / FINE_LEVELS
+    else:
+        impacts = b.block_post_impacts[postings].astype(np.float32)
     matrix = sp.csr_matrix((impacts, (rows, terms)), shape=(num_rows, index.vocab_size))
     matrix.sort_indices()
     return matrix
 
 
-def document_impacts(index: Segment, doc: int) -> tuple[np.ndarray, np.ndarray]:
-    """One internal doc's terms (uint32, sorted) and uint8 impacts."""
+def document_impacts(index: Segment, doc: int, fine: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """One internal doc's terms (uint32, sorted) and uint8 impacts (``fine``: uint16 impacts)."""
     if not 0 <= doc < index.num_docs:
         raise IndexError(f"internal doc id {doc} out of range [0, {index.num_docs})")
     block = doc // index.postings.block_size
-    row = block_range_impacts(index, block, block + 1)[doc - block * index.postings.block_size]
+    row = block_range_impacts(index, block, block + 1, fine)[doc - block * index.postings.block_size]
+    if fine:
+        return row.indices.astype(np.uint32), np.rint(row.data * FINE_LEVELS).astype(np.uint16)
     return row.indices.astype(np.uint32), row.data.astype(np.uint8)

@@ -38,6 +38,7 @@ from index.dense import DenseIndexError
 from index.doc_ids import find_ids, hash_id
 from index.forward import document_impacts
 from index.format import IndexFormatError, Segment
+from index.quantize import FINE_LEVELS
 from index.scorers.bmp import deleted_seed_counts
 from index.scorers.exhaustive import NO_DELETE_COUNTS, NO_DELETES
 from index.search import SegmentState, View, search_dense, search_sparse, search_sparse_batch
@@ -327,17 +328,19 @@ class LiveIndex:
         return self.refresh().num_docs
 
     def search_sparse(self, terms, weights, k: int, scorer: str = "auto", alpha: float = 1.0, beta: float = 1.0,
-                      max_blocks: int | None = None) -> Hits:
-        """Top ``k`` live documents for a query vector (raw encoder weights)."""
+                      max_blocks: int | None = None, precision: str = "auto") -> Hits:
+        """Top ``k`` live documents for a query vector (raw encoder weights); ``precision``:
+        which impacts score the segments (``index.search``)."""
         view = self.refresh()
-        keys, scores = search_sparse(view, np.asarray(terms), np.asarray(weights), k, scorer, alpha, beta, max_blocks)
+        keys, scores = search_sparse(view, np.asarray(terms), np.asarray(weights), k, scorer, alpha, beta, max_blocks,
+                                     precision)
         return view.doc_ids(keys), scores
 
     def search_sparse_batch(self, queries: SparseBatch, k: int, scorer: str = "auto", alpha: float = 1.0,
-                            beta: float = 1.0, max_blocks: int | None = None) -> list[Hits]:
+                            beta: float = 1.0, max_blocks: int | None = None, precision: str = "auto") -> list[Hits]:
         """`search_sparse` for every query of a batch, in parallel over queries."""
         view = self.refresh()
-        results = search_sparse_batch(view, queries, k, scorer, alpha, beta, max_blocks)
+        results = search_sparse_batch(view, queries, k, scorer, alpha, beta, max_blocks, precision)
         out = []
         for q in range(len(queries)):
             keys, scores = results.row(q)
@@ -377,17 +380,20 @@ class LiveIndex:
                 continue
         return found
 
-    def document_vector(self, doc_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
-        """A live document's terms, float weights and, in a segment, its uint8 impacts and the
-        segment's scale of each of its terms (None, None for a write not yet flushed)."""
+    def document_vector(self, doc_id: str,
+                        precision: str = "auto") -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """A live document's terms, float weights and, in a segment, the impacts a search of
+        ``precision`` scores it by (uint8, or uint16 for 16-bit, ``index.search``) and the weight
+        of one of their levels per term (None, None for a write not yet flushed)."""
         view = self.refresh()
         state, local = self._locate(view, doc_id)
         if state is None:
             buffer = view.buffer
             span = slice(buffer.indptr[local], buffer.indptr[local + 1])
             return buffer.indices[span], buffer.values[span], None, None
-        terms, impacts = document_impacts(state.segment, local)
-        scales = state.segment.term_scales[terms]
+        fine = view.fine(precision)
+        terms, impacts = document_impacts(state.segment, local, fine)
+        scales = state.segment.term_scales[terms] / (FINE_LEVELS if fine else 1)  # a power of two: exact
         return terms, impacts.astype(np.float32) * scales, impacts, scales
 
     def _locate(self, view: View, doc_id: str) -> tuple[SegmentState | None, int]:

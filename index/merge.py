@@ -31,6 +31,7 @@ from index.commit import Commit, SegmentRecord
 from index.deletes import read_deletes
 from index.npy_stream import NpyReader
 from index.forward import block_range_impacts
+from index.postings_view import has_fine_impacts
 from index.sparse_batch import SparseBatch
 
 BLOCKS_PER_STEP = 512
@@ -154,6 +155,7 @@ def _add_live_documents(writer, record: SegmentRecord, deleted: np.ndarray, buil
     dense = segment.dense if builder.dense is not None else None
     num_blocks, block_size = segment.postings.num_blocks, segment.postings.block_size
     vectors_of = _float_rows(floats, segment.vocab_size) if floats is not None else None
+    has_fine = has_fine_impacts(segment.postings)
     added = []
     for first in range(0, num_blocks, BLOCKS_PER_STEP):
         end = min(first + BLOCKS_PER_STEP, num_blocks)
@@ -167,7 +169,9 @@ def _add_live_documents(writer, record: SegmentRecord, deleted: np.ndarray, buil
         if vectors_of is not None:
             rows = vectors_of(first_doc, end_doc)[np.flatnonzero(keep)]
         else:
-            rows = block_range_impacts(segment, first, end)[np.flatnonzero(keep)]
+            # The 16-bit impacts where the source has them: a merge quantises once more, from
+            # the finest weights it has.
+            rows = block_range_impacts(segment, first, end, fine=has_fine)[np.flatnonzero(keep)]
             rows.data = rows.data * segment.term_scales[rows.indices]
         texts = None
         if builder.store_texts:

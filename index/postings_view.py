@@ -35,7 +35,9 @@ class BlockView(NamedTuple):
     """The per-block forward index: block ``j``'s entries are
     ``term_offsets[j]:term_offsets[j + 1]`` with sorted ``terms``; entry ``e``'s postings run
     from ``post_offsets[j] + entry_starts[e]`` to the next entry's start (or the block's end).
-    With it, the dense block-max rows: ``bm_dense[dense_slot[t], j]`` for a term with a slot."""
+    With it, the dense block-max rows: ``bm_dense[dense_slot[t], j]`` for a term with a slot,
+    and the 16-bit impacts ``post_impacts16`` beside ``post_impacts`` (empty when the segment
+    has none, ``index.quantize.fine_impacts``)."""
 
     block_size: np.int64
     term_offsets: np.ndarray
@@ -46,6 +48,15 @@ class BlockView(NamedTuple):
     post_impacts: np.ndarray
     dense_slot: np.ndarray
     bm_dense: np.ndarray
+    post_impacts16: np.ndarray
+
+
+NO_FINE_IMPACTS = np.zeros(0, dtype=np.uint16)
+
+
+def has_fine_impacts(postings: PostingsArrays) -> bool:
+    """Whether a segment keeps 16-bit impacts (``block_post_impacts16``)."""
+    return postings.block_post_impacts16 is not None
 
 
 def readonly(array: np.ndarray) -> np.ndarray:
@@ -82,7 +93,8 @@ def _make_block_view(postings: PostingsArrays) -> BlockView:
     p = postings
     return BlockView(np.int64(p.block_size), *(readonly(a) for a in (
         p.block_term_offsets, p.block_terms, p.block_entry_starts, p.block_post_offsets, p.block_post_docs,
-        p.block_post_impacts, p.bm_dense_slot, p.bm_dense)))
+        p.block_post_impacts, p.bm_dense_slot, p.bm_dense,
+        p.block_post_impacts16 if p.block_post_impacts16 is not None else NO_FINE_IMPACTS)))
 
 
 # kernels
@@ -110,10 +122,12 @@ def block_entry_postings(view, blk, e):
 
 
 @njit(cache=True, nogil=True)
-def score_block_float64(view, blk, q_terms, q_weights, mask, sparse_bit, acc):
+def score_block_float64(view, impacts, blk, q_terms, q_weights, mask, sparse_bit, acc):
     """Add ``q_weights[j] * impact`` (float64) of every query term found in block ``blk`` to
     ``acc[doc offset]``, query terms in their order (sorted ascending, as canonical queries are):
     the same products in the same order as a term-at-a-time float64 sweep, so the same sums.
+    ``impacts``: ``view.post_impacts`` or ``view.post_impacts16`` (each product of a float32
+    weight and a 16-bit impact is exact in float64, as with 8 bits).
 
     A term the block-max data says is absent costs no binary search: a zero in its dense row,
     or, for query term ``j`` with ``sparse_bit[j] >= 0``, a clear bit ``sparse_bit[j]`` of
@@ -135,5 +149,5 @@ def score_block_float64(view, blk, q_terms, q_weights, mask, sparse_bit, acc):
         w = np.float64(q_weights[j])
         start, end = block_entry_postings(view, blk, e)
         for p in range(start, end):
-            acc[view.post_docs[p]] += w * view.post_impacts[p]
+            acc[view.post_docs[p]] += w * impacts[p]
         lo = e + 1

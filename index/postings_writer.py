@@ -1,11 +1,13 @@
 """A segment's postings written from documents in their final order, in bounded memory.
 
 `PostingsWriter` takes documents in internal-id order, a chunk at a time (term ids sorted
-per document, uint8 impacts, zeros already dropped), and writes the arrays that
-``index.bmp_build`` describes:
+per document, uint8 impacts, zeros already dropped, and with ``fine`` their 16-bit impacts,
+``index.quantize.fine_impacts``), and writes the arrays that ``index.bmp_build`` describes:
 
 * the per-block forward index, block by block as the documents arrive (appended to
-  ``.npy`` files, `index.npy_stream`);
+  ``.npy`` files, `index.npy_stream`), with ``fine`` also ``block_post_impacts16``: the 16-bit
+  impacts beside ``block_post_impacts``, posting for posting (only the forward index has them:
+  rescoring reads blocks);
 * the term view, by an external sort: each chunk of blocks becomes a *run* sorted by term
   (a counting sort), kept on disk; at the end the runs are merged term range by term range
   (a term's entries: run 1's, then run 2's, ..., so still in block order);
@@ -35,13 +37,15 @@ RANGE_POSTINGS = 1 << 24  # postings of the term range merged from the runs at a
 
 
 @njit(cache=True, nogil=True)
-def _block_view(indptr, terms, impacts, block_size, first_block, num_blocks, out_terms, out_starts, out_counts,
-                out_max, out_docs, out_impacts, block_entries, block_postings):
+def _block_view(indptr, terms, impacts, fine, block_size, first_block, num_blocks, out_terms, out_starts, out_counts,
+                out_max, out_docs, out_impacts, out_fine, block_entries, block_postings):
     """The forward index of ``num_blocks`` whole blocks of a chunk (doc-major input).
 
     Entries come out block by block, terms ascending; ``out_counts`` / ``out_max`` are each
-    entry's postings and largest impact. Returns (entries, postings) written.
+    entry's postings and largest impact; ``fine`` (16-bit impacts, or empty) is permuted into
+    ``out_fine`` as ``impacts`` into ``out_impacts``. Returns (entries, postings) written.
     """
+    has_fine = fine.shape[0] > 0
     e = 0
     p = 0
     num_docs = indptr.shape[0] - 1
@@ -73,6 +77,8 @@ def _block_view(indptr, terms, impacts, block_size, first_block, num_blocks, out
                 out_max[e - 1] = impacts[lo + q]
             out_docs[p] = offsets[q]
             out_impacts[p] = impacts[lo + q]
+            if has_fine:
+                out_fine[p] = fine[lo + q]
             p += 1
         block_entries[b] = e - start_e
         block_postings[b] = p - start_p
@@ -173,10 +179,11 @@ class PostingsWriter:
         max_block_postings: an upper bound of the postings of any block (picks the start type).
         max_postings: an upper bound of all postings (picks the start type of the term view).
         chunk_postings: postings buffered before a chunk of blocks is written out.
+        fine: `add` also takes 16-bit impacts, written as ``block_post_impacts16``.
     """
 
     def __init__(self, out_dir: Path, vocab_size: int, num_docs: int, block_size: int, max_block_postings: int,
-                 max_postings: int, chunk_postings: int = CHUNK_POSTINGS) -> None:
+                 max_postings: int, chunk_postings: int = CHUNK_POSTINGS, fine: bool = False) -> None:
         if not 1 <= block_size <= MAX_BLOCK_SIZE:
             raise ValueError(f"block size must be between 1 and {MAX_BLOCK_SIZE}, got {block_size}")
         self.out_dir = Path(out_dir)
@@ -191,21 +198,28 @@ class PostingsWriter:
                         "block_entry_starts": NpyAppender(self.out_dir / "block_entry_starts.npy", self.block_start_type),
                         "block_post_docs": NpyAppender(self.out_dir / "block_post_docs.npy", np.uint8),
                         "block_post_impacts": NpyAppender(self.out_dir / "block_post_impacts.npy", np.uint8)}
+        self.fine = fine
+        if fine:
+            self.forward["block_post_impacts16"] = NpyAppender(self.out_dir / "block_post_impacts16.npy", np.uint16)
         self.runs_dir = self.out_dir / "runs"
         self.runs_dir.mkdir()
         self.run_counts: list[tuple[np.ndarray, np.ndarray]] = []  # per run: entries, postings per term
-        self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
         self._pending_postings = 0
         self._pending_docs = 0
         self._next_block = 0
         self.docs_added = 0
 
-    def add(self, nnz: np.ndarray, terms: np.ndarray, impacts: np.ndarray) -> None:
-        """Append documents: postings per document, then their terms (sorted per doc) and impacts (> 0)."""
+    def add(self, nnz: np.ndarray, terms: np.ndarray, impacts: np.ndarray, fine: np.ndarray | None = None) -> None:
+        """Append documents: postings per document, then their terms (sorted per doc) and
+        impacts (> 0), and their 16-bit impacts when the writer keeps them (and only then)."""
         nnz = np.asarray(nnz, dtype=np.int64)
         if len(terms) != nnz.sum() or len(impacts) != len(terms):
             raise ValueError("postings do not add up to the documents' counts")
-        self._pending.append((nnz, np.asarray(terms, dtype=np.uint32), np.asarray(impacts, dtype=np.uint8)))
+        if (fine is not None) != self.fine or (fine is not None and len(fine) != len(terms)):
+            raise ValueError("16-bit impacts must be given for every posting exactly when the writer keeps them")
+        fine = np.asarray(fine, dtype=np.uint16) if fine is not None else np.zeros(0, np.uint16)
+        self._pending.append((nnz, np.asarray(terms, dtype=np.uint32), np.asarray(impacts, dtype=np.uint8), fine))
         self._pending_postings += len(terms)
         self._pending_docs += len(nnz)
         self.docs_added += len(nnz)
@@ -219,6 +233,7 @@ class PostingsWriter:
         nnz = np.concatenate([p[0] for p in self._pending]) if self._pending else np.zeros(0, np.int64)
         terms = np.concatenate([p[1] for p in self._pending]) if self._pending else np.zeros(0, np.uint32)
         impacts = np.concatenate([p[2] for p in self._pending]) if self._pending else np.zeros(0, np.uint8)
+        fine = np.concatenate([p[3] for p in self._pending]) if self._pending else np.zeros(0, np.uint16)
         if final:
             docs, blocks = len(nnz), self.num_blocks - self._next_block
         else:
@@ -229,12 +244,12 @@ class PostingsWriter:
         indptr = np.zeros(docs + 1, dtype=np.int64)
         np.cumsum(nnz[:docs], out=indptr[1:])
         used = int(indptr[-1])
-        self._write_blocks(indptr, terms[:used], impacts[:used], blocks)
-        rest = (nnz[docs:], terms[used:], impacts[used:])
+        self._write_blocks(indptr, terms[:used], impacts[:used], fine[:used], blocks)
+        rest = (nnz[docs:], terms[used:], impacts[used:], fine[used:])
         self._pending = [rest] if len(rest[0]) else []
         self._pending_postings, self._pending_docs = len(rest[1]), len(rest[0])
 
-    def _write_blocks(self, indptr, terms, impacts, blocks: int) -> None:
+    def _write_blocks(self, indptr, terms, impacts, fine, blocks: int) -> None:
         postings = len(terms)
         out_terms = np.empty(postings, dtype=np.uint32)
         out_starts = np.empty(postings, dtype=np.int64)
@@ -242,14 +257,17 @@ class PostingsWriter:
         out_max = np.empty(postings, dtype=np.uint8)
         out_docs = np.empty(postings, dtype=np.uint8)
         out_impacts = np.empty(postings, dtype=np.uint8)
+        out_fine = np.empty(len(fine), dtype=np.uint16)
         first = self._next_block
-        entries, _ = _block_view(indptr, terms, impacts, self.block_size, first, blocks, out_terms, out_starts,
-                                 out_counts, out_max, out_docs, out_impacts, self.block_entries[first : first + blocks],
-                                 self.block_postings[first : first + blocks])
+        entries, _ = _block_view(indptr, terms, impacts, fine, self.block_size, first, blocks, out_terms, out_starts,
+                                 out_counts, out_max, out_docs, out_impacts, out_fine,
+                                 self.block_entries[first : first + blocks], self.block_postings[first : first + blocks])
         self.forward["block_terms"].append(out_terms[:entries])
         self.forward["block_entry_starts"].append(out_starts[:entries].astype(self.block_start_type))
         self.forward["block_post_docs"].append(out_docs)
         self.forward["block_post_impacts"].append(out_impacts)
+        if self.fine:
+            self.forward["block_post_impacts16"].append(out_fine)
         entry_blocks = np.repeat(np.arange(first, first + blocks, dtype=np.uint32),
                                  self.block_entries[first : first + blocks])
         self._write_run(out_terms[:entries], out_counts[:entries], out_max[:entries], entry_blocks, out_docs, out_impacts)

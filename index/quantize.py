@@ -5,6 +5,14 @@ impact level, one per term (``per-term``: the term's largest weight maps to 255)
 all (``global``). Weights above ``255 * scale`` are clipped (and counted), never wrapped.
 Weights that round to 0 are dropped from the postings (and counted). Scorers multiply each
 query weight by its term's scale, so scores come out in the encoder's units.
+
+Beside the 8-bit impact, a segment keeps a 16-bit one (`fine_impacts`) for exact rescoring:
+``round(256 * weight / scale)``, so one 16-bit level is 1/256 of an 8-bit level, clipped
+where the 8-bit impact clips (at 255 levels) and kept only for the postings the 8-bit impacts
+keep. Both codes come from the same ``weight / scale``, so they differ by at most
+`FINE_ERROR_LEVELS` 8-bit levels: ``|fine / 256 - impact| <= |fine / 256 - x| + |x - impact|
+<= 1/512 + 1/2`` for ``x = weight / scale`` (multiplying by 256 is exact in floating point, so
+both roundings see the same ``x``). The scorers' 16-bit bounds rest on that.
 """
 
 from __future__ import annotations
@@ -14,6 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 
 MAX_IMPACT = 255
+FINE_LEVELS = 256  # 16-bit levels per 8-bit level
+MAX_FINE_IMPACT = MAX_IMPACT * FINE_LEVELS  # 65,280: clipped where the 8-bit impact clips
+FINE_ERROR_LEVELS = 0.5 + 0.5 / FINE_LEVELS  # |fine / 256 - impact| is at most this (module docstring)
 RESERVOIR_SIZE = 1 << 20
 
 
@@ -48,6 +59,14 @@ def quantize(values: np.ndarray, scale: float) -> tuple[np.ndarray, Quantization
     zeroed = int(np.count_nonzero(levels <= 0))
     impacts = np.clip(levels, 0, MAX_IMPACT).astype(np.uint8)
     return impacts, QuantizationStats(clipped, zeroed, impacts.size - zeroed)
+
+
+def fine_impacts(values: np.ndarray, scale) -> np.ndarray:
+    """The 16-bit impacts (uint16) of float weights quantised by `quantize` with the same
+    ``scale``: ``round(256 * weight / scale)`` clipped to ``[0, MAX_FINE_IMPACT]``. Kept only
+    where `quantize` keeps the posting (there they are at least 128)."""
+    levels = np.rint(np.asarray(values, dtype=np.float64) / scale * FINE_LEVELS)
+    return np.clip(levels, 0, MAX_FINE_IMPACT).astype(np.uint16)
 
 
 def scale_for(reference_weight: float, default: float | None = None) -> float:

@@ -8,6 +8,12 @@ goes through the same scorer, chosen by the planner from the whole index's size,
 its candidates to one heap: BMP starts each segment from the k-th score found so far, so many
 small segments cost little more than one. The buffer's documents are scored exactly in float
 and offered last.
+
+``precision`` says which impacts the segments are scored by: ``8-bit`` (the impacts the
+bounds are made of), ``16-bit`` (each segment's 16-bit copy, ``index.quantize.fine_impacts``:
+the result is exact over it, see ``index.scorers.bmp`` and ``index.scorers.exhaustive``), or
+``auto``: 16-bit when every segment has the copy (indexes built before it, and CIFF imports,
+have none), else 8-bit.
 """
 
 from __future__ import annotations
@@ -25,9 +31,13 @@ from index.scorers.bmp import (KernelGroup, _block_budget, _check_alpha_beta, _k
 from index.scorers.exhaustive import (NO_DELETE_COUNTS, NO_DELETES, SearchResults, _check_k, segment_top_k,
                                       segment_top_k_batch)
 from index.scorers.heap import TopK, heap_offer_many
+from index.postings_view import has_fine_impacts
 from index.scorers.planner import SCORERS, choose_scorer
 from index.scorers.query import merge_batch, merge_query, scale_batch, scale_query
 from index.sparse_batch import SparseBatch
+
+
+PRECISIONS = ("auto", "16-bit", "8-bit")
 
 
 @dataclass(frozen=True)
@@ -66,6 +76,18 @@ class View:
     vocab_size: int
     owner: object = field(default=None, compare=False, repr=False)  # keeps the commit's pin while in use
     cache: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def fine(self, precision: str) -> bool:
+        """Whether a search of this ``precision`` scores the 16-bit impacts (module docstring)."""
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if "all_fine" not in self.cache:
+            self.cache["all_fine"] = all(has_fine_impacts(s.segment.postings) for s in self.segments)
+        if precision == "16-bit" and not self.cache["all_fine"]:
+            lacking = [s.segment.name for s in self.segments if not has_fine_impacts(s.segment.postings)]
+            raise ValueError(f"precision='16-bit' needs 16-bit impacts, which segment {lacking[0]} does not have "
+                             f"(built without them, or imported): use precision='8-bit' or rebuild the index")
+        return precision == "16-bit" or (precision == "auto" and self.cache["all_fine"])
 
     def kernel_groups(self) -> list[KernelGroup]:
         """The segments as the BMP kernel reads them (built on first use, then kept)."""
@@ -123,25 +145,29 @@ def single_segment_view(segment: Segment) -> View:
 
 
 def search_sparse(view: View, terms, weights, k: int = 10, scorer: str = "auto", alpha: float = 1.0,
-                  beta: float = 1.0, max_blocks: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                  beta: float = 1.0, max_blocks: int | None = None,
+                  precision: str = "auto") -> tuple[np.ndarray, np.ndarray]:
     """Top ``k`` live documents of a query vector (raw encoder weights).
 
     Returns:
         Global keys (int64) and scores (float64, encoder units), best first, ties by key;
-        at ``alpha = beta = 1`` without ``max_blocks`` exact for every scorer.
+        at ``alpha = beta = 1`` without ``max_blocks`` exact for every scorer (over the impacts
+        ``precision`` chooses, module docstring).
     """
     k = _check_k(k)
     _check_alpha_beta(alpha, beta)
     budget = _block_budget(max_blocks)
+    fine = view.fine(precision)
     merged_terms, merged_weights = merge_query(terms, weights, view.vocab_size)
     use_bmp = _use_bmp(view, len(merged_terms), scorer, alpha, beta, k, max_blocks)
     heap = TopK(k)
     if use_bmp:  # every segment's blocks in one bound order
-        bmp_into(view.kernel_groups(), *_keep_top_terms(merged_terms, merged_weights, beta), k, alpha, budget, heap)
+        bmp_into(view.kernel_groups(), *_keep_top_terms(merged_terms, merged_weights, beta), k, alpha, budget, heap,
+                 fine)
     else:
         for state in view.segments:
             scaled = scale_query(merged_terms, merged_weights, state.segment.term_scales)
-            heap.offer(*reversed(segment_top_k(state.segment, merged_terms, scaled, k, state.live)), state.base)
+            heap.offer(*reversed(segment_top_k(state.segment, merged_terms, scaled, k, state.live, fine)), state.base)
     if view.buffer is not None and view.buffer.num_live:
         scores = view.buffer.sparse_scores(merged_terms, merged_weights, view.vocab_size)
         rows = np.flatnonzero(scores > 0)
@@ -150,11 +176,12 @@ def search_sparse(view: View, terms, weights, k: int = 10, scorer: str = "auto",
 
 
 def search_sparse_batch(view: View, queries: SparseBatch, k: int = 10, scorer: str = "auto", alpha: float = 1.0,
-                        beta: float = 1.0, max_blocks: int | None = None) -> SearchResults:
+                        beta: float = 1.0, max_blocks: int | None = None, precision: str = "auto") -> SearchResults:
     """`search_sparse` for a batch, in parallel over queries; ``docs`` of the result are global keys."""
     k = _check_k(k)
     _check_alpha_beta(alpha, beta)
     budget = _block_budget(max_blocks)
+    fine = view.fine(precision)
     merged = merge_batch(queries, view.vocab_size)
     n = len(merged)
     lengths = np.diff(merged.indptr)
@@ -166,13 +193,13 @@ def search_sparse_batch(view: View, queries: SparseBatch, k: int = 10, scorer: s
         sub_heaps = tuple(np.ascontiguousarray(h[bmp_rows]) for h in heaps)
         sub_budgets = budgets[bmp_rows]
         bmp_into_batch(view.kernel_groups(), keep_top_terms_batch(_rows(merged, bmp_rows), beta), k, alpha,
-                       sub_budgets, sub_heaps)
+                       sub_budgets, sub_heaps, fine)
         for h, sub_h in zip(heaps, sub_heaps):
             h[bmp_rows] = sub_h
     if len(exhaustive_rows):
         for state in view.segments:
             scaled = scale_batch(_rows(merged, exhaustive_rows), state.segment.term_scales)
-            found = segment_top_k_batch(state.segment, scaled, k, state.live)
+            found = segment_top_k_batch(state.segment, scaled, k, state.live, fine)
             for i, q in enumerate(exhaustive_rows):
                 _offer_row(heaps, q, k, *reversed(found.row(i)), state.base)
     if view.buffer is not None and view.buffer.num_live:

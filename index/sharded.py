@@ -109,13 +109,14 @@ class ShardedIndex:
     # searching
 
     def search_sparse(self, terms, weights, k: int, scorer: str = "auto", alpha: float = 1.0, beta: float = 1.0,
-                      max_blocks: int | None = None) -> Hits:
-        return merge_top_k([live.search_sparse(terms, weights, k, scorer, alpha, beta, max_blocks)
+                      max_blocks: int | None = None, precision: str = "auto") -> Hits:
+        return merge_top_k([live.search_sparse(terms, weights, k, scorer, alpha, beta, max_blocks, precision)
                             for live in self.shards], k)
 
     def search_sparse_batch(self, queries: SparseBatch, k: int, scorer: str = "auto", alpha: float = 1.0,
-                            beta: float = 1.0, max_blocks: int | None = None) -> list[Hits]:
-        per_shard = [live.search_sparse_batch(queries, k, scorer, alpha, beta, max_blocks) for live in self.shards]
+                            beta: float = 1.0, max_blocks: int | None = None, precision: str = "auto") -> list[Hits]:
+        per_shard = [live.search_sparse_batch(queries, k, scorer, alpha, beta, max_blocks, precision)
+                     for live in self.shards]
         return [merge_top_k([found[q] for found in per_shard], k) for q in range(len(queries))]
 
     def search_dense(self, vector: np.ndarray, k: int) -> Hits:
@@ -133,8 +134,8 @@ class ShardedIndex:
             found.update(self.shards[shard].documents([doc_ids[p] for p in positions]))
         return found
 
-    def document_vector(self, doc_id: str):
-        return self.shard_for(doc_id).document_vector(doc_id)
+    def document_vector(self, doc_id: str, precision: str = "auto"):
+        return self.shard_for(doc_id).document_vector(doc_id, precision)
 
     # writing
 

@@ -104,6 +104,8 @@ def validate_segment(segment) -> None:
     _offsets(b.block_post_offsets, num_blocks + 1, num_postings, where, "block_post_offsets")
     _length(b.block_post_docs, num_postings, where, "block_post_docs")
     _length(b.block_post_impacts, num_postings, where, "block_post_impacts")
+    if b.block_post_impacts16 is not None:
+        _length(b.block_post_impacts16, num_postings, where, "block_post_impacts16")
     _check_block_maxima(b, vocab, num_blocks, where)
     if b.term_kth_impacts.shape != (vocab, len(SEED_KS)):
         raise IndexFormatError(f"{where}/term_kth_impacts.npy: shape {b.term_kth_impacts.shape}, "

@@ -42,7 +42,7 @@ from index.wal import WAL_DIR, WalRecord, WriteAheadLog, create_wal_file
 
 # How segments are built, with `SegmentBuilder`'s defaults (every flush and merge uses these).
 BUILD_DEFAULTS = {"quantization": "per-term", "scale": None, "scale_quantile": 1.0, "reorder": "none",
-                  "block_size": DEFAULT_BLOCK_SIZE, "bp_options": {}, "store_texts": False}
+                  "block_size": DEFAULT_BLOCK_SIZE, "bp_options": {}, "store_texts": False, "fine_impacts": True}
 LAYOUT_NAMES = {SEGMENTS_DIR, "deletes", WAL_DIR, "locks"}
 
 

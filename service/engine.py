@@ -100,7 +100,7 @@ class SearchEngine:
             sparse_query = (terms, weights)
             t1 = time.perf_counter()
             sparse_hits = self.index.search_sparse(terms, weights, depth, self.settings.scorer, request.alpha, request.beta,
-                                                   **remote_options)
+                                                   precision=self.settings.precision, **remote_options)
             timings.update(sparse_encode_ms=(t1 - t0) * 1000, sparse_search_ms=(time.perf_counter() - t1) * 1000)
             query_terms = len(terms)
         if request.mode in ("dense", "hybrid"):
@@ -149,9 +149,9 @@ class SearchEngine:
         """The terms a document shares with the sparse query, with their score contributions.
 
         Contributions are computed as the scorer does: in a segment the query weight times the
-        term's quantisation scale (the segment's) times the uint8 impact; for a write not yet
-        flushed the query weight times the float document weight. They sum to the document's
-        sparse score.
+        term's quantisation scale (the segment's) times the impact the search scores (uint8, or
+        uint16 over 256 at 16-bit precision); for a write not yet flushed the query weight times
+        the float document weight. They sum to the document's sparse score.
         """
         self._check_query(query)
         terms, weights, truncated = self.encode_sparse(query)
@@ -161,7 +161,7 @@ class SearchEngine:
 
     def _contributions(self, terms: np.ndarray, weights: np.ndarray, doc_id: str) -> list[dict]:
         """Shared terms of a query vector and a document, best contribution first."""
-        doc_terms, doc_weights, impacts, scales = self.index.document_vector(doc_id)
+        doc_terms, doc_weights, impacts, scales = self.index.document_vector(doc_id, self.settings.precision)
         common, q_pos, d_pos = np.intersect1d(terms.astype(np.int64), doc_terms.astype(np.int64),
                                               assume_unique=True, return_indices=True)
         rows = []

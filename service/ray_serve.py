@@ -63,9 +63,10 @@ class ShardSearcher:
     # A search may bring the documents of its first ``with_documents`` hits along: the ingress
     # then needs no second round to the shards for titles and texts.
 
-    def search_sparse(self, terms, weights, k, scorer, alpha, beta, max_blocks=None, with_documents=0):
-        return self._with_documents(self.index.search_sparse(terms, weights, k, scorer, alpha, beta, max_blocks),
-                                    with_documents)
+    def search_sparse(self, terms, weights, k, scorer, alpha, beta, max_blocks=None, with_documents=0,
+                      precision="auto"):
+        return self._with_documents(self.index.search_sparse(terms, weights, k, scorer, alpha, beta, max_blocks,
+                                                             precision), with_documents)
 
     def search_dense(self, vector, k, with_documents=0):
         return self._with_documents(self.index.search_dense(vector, k), with_documents)
@@ -85,9 +86,9 @@ class ShardSearcher:
         except DocumentNotFound:
             return None
 
-    def document_vector(self, doc_id):
+    def document_vector(self, doc_id, precision="auto"):
         try:
-            return self.index.document_vector(doc_id)
+            return self.index.document_vector(doc_id, precision)
         except DocumentNotFound:
             return None
 
@@ -266,11 +267,11 @@ class RemoteShards:
     # searching
 
     def search_sparse(self, terms, weights, k, scorer="auto", alpha=1.0, beta=1.0, max_blocks=None, missing=None,
-                      with_documents=0):
+                      with_documents=0, precision="auto"):
         """The exact top ``k`` over the shards; with ``with_documents`` = n, each shard sends
         the documents of its first n hits too (`HitsWithDocuments`)."""
         return self._merge(self._all("search_sparse", np.asarray(terms), np.asarray(weights), k, scorer, alpha, beta,
-                                     max_blocks, with_documents, missing=missing), k)
+                                     max_blocks, with_documents, precision, missing=missing), k)
 
     def search_dense(self, vector, k, missing=None, with_documents=0):
         return self._merge(self._all("search_dense", np.asarray(vector), k, with_documents, missing=missing), k)
@@ -310,8 +311,8 @@ class RemoteShards:
             found.update(answer)
         return found
 
-    def document_vector(self, doc_id: str):
-        found = self._one(self._owner(doc_id), "document_vector", doc_id)
+    def document_vector(self, doc_id: str, precision: str = "auto"):
+        found = self._one(self._owner(doc_id), "document_vector", doc_id, precision)
         if found is None:
             raise DocumentNotFound(doc_id)
         return found

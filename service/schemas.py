@@ -114,7 +114,8 @@ class ExplainTerm(BaseModel):
     token: str
     query_weight: float = Field(description="the query encoder's weight")
     document_weight: float = Field(description="the document's weight (its dequantised impact in a segment)")
-    impact: int | None = Field(description="the stored uint8 impact (None for a write not yet in a segment)")
+    impact: int | None = Field(description="the stored impact the search scores: uint8, or uint16 at 16-bit precision "
+                                           "(None for a write not yet in a segment)")
     contribution: float = Field(description="this term's part of the score")
 
 

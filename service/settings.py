@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     max_batch_queries: int = Field(MAX_BATCH_SEARCHES, ge=1, le=MAX_BATCH_SEARCHES)
     fusion_depth: int = Field(100, ge=1, le=1000, description="candidates per list before hybrid fusion")
     scorer: str = Field("auto", pattern="^(auto|exhaustive|bmp)$")
+    # Which impacts score a search (index.search): auto takes the 16-bit ones where every
+    # segment has them.
+    precision: str = Field("auto", pattern="^(auto|16-bit|8-bit)$")
     warm_up: bool = True
     device: str = "cpu"
     # One intra-op thread per request: concurrent requests then run side by side instead of

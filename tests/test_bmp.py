@@ -15,6 +15,7 @@ from index.live import open_single_segment
 from index.scorers.bmp import bmp_search, bmp_search_batch
 from index.scorers.exhaustive import search, search_batch
 from index.scorers.query import canonical_query
+from index.search import search_sparse, single_segment_view
 from index.sparse_batch import SparseBatch
 
 
@@ -25,11 +26,12 @@ def build(path, docs: sp.csr_matrix, block_size: int, reorder: str = "none"):
     return open_single_segment(path)
 
 
-def scipy_top_k(index, terms, weights, k):
-    """Exact float64 scores over the stored impacts; positive only, ties by doc id."""
+def scipy_top_k(index, terms, weights, k, fine: bool = False):
+    """Exact float64 scores over the stored impacts (``fine``: the 16-bit ones); positive only,
+    ties by doc id."""
     terms, weights = canonical_query(terms, weights, index.term_scales)
     q = sp.csr_matrix((weights.astype(np.float64), terms.astype(np.int64), [0, len(terms)]), shape=(1, index.vocab_size))
-    scores = (q @ index.to_scipy_docs().T.astype(np.float64)).toarray()[0]
+    scores = (q @ index.to_scipy_docs(fine=fine).T.astype(np.float64)).toarray()[0]
     positive = np.flatnonzero(scores > 0)
     order = np.lexsort((positive, -scores[positive]))[:k]
     return positive[order], scores[positive[order]]
@@ -70,10 +72,12 @@ def cases(draw):
 def test_safe_bmp_equals_exhaustive_equals_scipy(tmp_path_factory, case):
     docs, terms, weights, k, block_size, reorder = case
     index = build(tmp_path_factory.mktemp("ix") / "ix", docs, block_size, reorder)
-    expected_docs, expected_scores = scipy_top_k(index, terms, weights, k)
-    for found_docs, found_scores in (search(index, terms, weights, k), bmp_search(index, terms, weights, k)):
-        assert found_docs.tolist() == expected_docs.tolist()
-        assert found_scores.tolist() == expected_scores.tolist()
+    for precision in ("8-bit", "16-bit"):
+        expected_docs, expected_scores = scipy_top_k(index, terms, weights, k, fine=precision == "16-bit")
+        for found_docs, found_scores in (search(index, terms, weights, k, precision),
+                                         bmp_search(index, terms, weights, k, precision=precision)):
+            assert found_docs.tolist() == expected_docs.tolist()
+            assert found_scores.tolist() == expected_scores.tolist()
 
 
 @settings(max_examples=40, deadline=None)
@@ -89,10 +93,18 @@ def test_safe_bmp_equals_scipy_with_the_default_per_term_scales(tmp_path_factory
                 block_size=block_size, reorder=reorder)
     index = open_single_segment(path)
     assert index.meta["quantization"]["method"] == "uint8-per-term"
-    expected_docs, expected_scores = scipy_top_k(index, terms, weights, k)
-    for found_docs, found_scores in (search(index, terms, weights, k), bmp_search(index, terms, weights, k)):
-        assert found_docs.tolist() == expected_docs.tolist()
-        assert found_scores.tolist() == expected_scores.tolist()
+    view = single_segment_view(index)
+    for precision in ("8-bit", "16-bit"):
+        expected_docs, expected_scores = scipy_top_k(index, terms, weights, k, fine=precision == "16-bit")
+        for found_docs, found_scores in (search(index, terms, weights, k, precision),
+                                         bmp_search(index, terms, weights, k, precision=precision)):
+            assert found_docs.tolist() == expected_docs.tolist()
+            assert found_scores.tolist() == expected_scores.tolist()
+    # The defaults of the search a user runs (auto scorer, auto precision: 16-bit here).
+    found_docs, found_scores = search_sparse(view, terms, weights, k)
+    expected_docs, expected_scores = scipy_top_k(index, terms, weights, k, fine=True)
+    assert found_docs.tolist() == expected_docs.tolist()
+    assert found_scores.tolist() == expected_scores.tolist()
 
 
 @settings(max_examples=40, deadline=None)
@@ -213,12 +225,57 @@ def test_many_blocks_safe_search_and_bounds(tmp_path_factory, seed, block_size, 
     assert dense_rows.any() and not dense_rows.all()  # both kinds of bounds: dense rows and entries
     terms = rng.choice(vocab, size=int(rng.integers(1, 30)), replace=False).astype(np.uint32)
     weights = rng.uniform(0.1, 2.0, len(terms)).astype(np.float32)
-    expected_docs, expected_scores = scipy_top_k(index, terms, weights, k)
-    found_docs, found_scores = bmp_search(index, terms, weights, k)
-    assert found_docs.tolist() == expected_docs.tolist()
-    assert found_scores.tolist() == expected_scores.tolist()
+    for precision in ("8-bit", "16-bit"):
+        expected_docs, expected_scores = scipy_top_k(index, terms, weights, k, fine=precision == "16-bit")
+        found_docs, found_scores = bmp_search(index, terms, weights, k, precision=precision)
+        assert found_docs.tolist() == expected_docs.tolist()
+        assert found_scores.tolist() == expected_scores.tolist()
 
     scaled_terms, scaled = canonical_query(terms, weights, index.term_scales)
     bounds = block_upper_bounds(index, scaled_terms, scaled).astype(np.float64)
     all_docs, all_scores = scipy_top_k(index, terms, weights, num_docs)
     assert np.all(bounds[all_docs // block_size] * (1 + 1e-5) >= all_scores)
+
+
+def test_16_bit_precision_needs_16_bit_impacts(tmp_path):
+    """An index built without them (or imported) says so for 16-bit, and auto falls back to 8-bit."""
+    rng = np.random.default_rng(5)
+    docs = sp.random(200, 50, density=0.1, random_state=rng, format="csr", dtype=np.float32)
+    path = tmp_path / "ix"
+    build_index(path, [([f"d{i}" for i in range(200)], SparseBatch.from_scipy(docs), None)], 50, fine_impacts=False)
+    index = open_single_segment(path)
+    assert index.postings.block_post_impacts16 is None
+    terms, weights = np.arange(10), np.ones(10, np.float32)
+    with pytest.raises(ValueError, match="16-bit impacts"):
+        bmp_search(index, terms, weights, 5, precision="16-bit")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        bmp_search(index, terms, weights, 5, precision="float")
+    auto = search_sparse(single_segment_view(index), terms, weights, 5)
+    eight = bmp_search(index, terms, weights, 5, precision="8-bit")
+    assert auto[0].tolist() == eight[0].tolist() and auto[1].tolist() == eight[1].tolist()
+
+
+def test_16_bit_search_is_closer_to_float_than_8_bit(tmp_path):
+    """Recall@10 against exact float scoring, on random float weights: 16-bit is at least as
+    good as 8-bit, and near 1."""
+    rng = np.random.default_rng(11)
+    num_docs, vocab = 3000, 200
+    docs = sp.random(num_docs, vocab, density=0.06, random_state=rng, format="csr", dtype=np.float32)
+    docs.data = (docs.data * rng.uniform(0.2, 3.0, docs.nnz)).astype(np.float32)
+    path = tmp_path / "ix"
+    build_index(path, [([f"d{i}" for i in range(num_docs)], SparseBatch.from_scipy(docs), None)], vocab,
+                reorder="bp")
+    index = open_single_segment(path)
+    position = np.array([int(index.doc_ids[i][1:]) for i in range(num_docs)])
+    hits = {"8-bit": 0, "16-bit": 0}
+    for _ in range(60):
+        terms = rng.choice(vocab, 12, replace=False)
+        weights = rng.uniform(0.1, 2.0, 12).astype(np.float32)
+        query = np.zeros(vocab)
+        query[terms] = weights
+        exact = np.argsort(-(docs @ query), kind="stable")[:10]
+        for precision in hits:
+            found, _ = bmp_search(index, terms, weights, 10, precision=precision)
+            hits[precision] += len(set(position[found].tolist()) & set(exact.tolist()))
+    assert hits["16-bit"] >= hits["8-bit"]
+    assert hits["16-bit"] / 600 >= 0.995

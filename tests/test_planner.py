@@ -38,13 +38,14 @@ def test_every_scorer_gives_the_same_results(index, monkeypatch):
     queries = SparseBatch.from_scipy(sp.random(40, 400, density=0.04, random_state=rng, format="csr", dtype=np.float32))
     lengths = np.diff(queries.indptr)
     assert (lengths > 12).any() and (lengths <= 12).any()  # both routes are taken
-    batch = planner.search_batch(index, queries, 20)
-    for q in range(len(queries)):
-        expected = exhaustive_search(index, *queries.row(q), 20)
-        for scorer in ("auto", "exhaustive", "bmp"):
-            found = planner.search(index, *queries.row(q), 20, scorer)
-            assert np.array_equal(found[0], expected[0]) and np.array_equal(found[1], expected[1])
-        assert np.array_equal(batch.row(q)[0], expected[0]) and np.array_equal(batch.row(q)[1], expected[1])
+    for precision in ("auto", "8-bit"):  # auto is 16-bit here: the index has 16-bit impacts
+        batch = planner.search_batch(index, queries, 20, precision=precision)
+        for q in range(len(queries)):
+            expected = exhaustive_search(index, *queries.row(q), 20, "16-bit" if precision == "auto" else precision)
+            for scorer in ("auto", "exhaustive", "bmp"):
+                found = planner.search(index, *queries.row(q), 20, scorer, precision=precision)
+                assert np.array_equal(found[0], expected[0]) and np.array_equal(found[1], expected[1])
+            assert np.array_equal(batch.row(q)[0], expected[0]) and np.array_equal(batch.row(q)[1], expected[1])
 
 
 def test_bad_scorer_and_approximate_exhaustive(index):

@@ -38,17 +38,32 @@ def test_streaming_equals_in_memory_build(tmp_path, monkeypatch, block_size, chu
     build_bmp_arrays(by_term.indptr.astype(np.int64), by_term.indices.astype(np.uint32), impacts, n, block_size,
                      expected_dir)
     np.save(expected_dir / "term_post_impacts.npy", impacts)
+    # 16-bit impacts: the 8-bit one in the high byte, a random low byte; the low bytes, built
+    # as if they were impacts, show where each posting must land.
+    low = docs.copy()
+    low.data = rng.integers(0, 256, docs.nnz).astype(np.float32)
+    low_dir = tmp_path / "low"
+    low_dir.mkdir()
+    low_by_term = low.T.tocsr()
+    low_by_term.sort_indices()
+    build_bmp_arrays(low_by_term.indptr.astype(np.int64), low_by_term.indices.astype(np.uint32),
+                     low_by_term.data.astype(np.uint8), n, block_size, low_dir)
     nnz = np.diff(docs.indptr)
     writer = PostingsWriter(streamed_dir, vocab, n, block_size, max_block_postings=int(nnz.sum()) + 1,
-                            max_postings=int(nnz.sum()), chunk_postings=chunk)
+                            max_postings=int(nnz.sum()), chunk_postings=chunk, fine=True)
     for start in range(0, n, 37):  # uneven pieces
-        rows = docs[start : start + 37]
-        writer.add(np.diff(rows.indptr), rows.indices, rows.data.astype(np.uint8))
+        rows, low_rows = docs[start : start + 37], low[start : start + 37]
+        fine = rows.data.astype(np.uint16) * 256 + low_rows.data.astype(np.uint16)
+        writer.add(np.diff(rows.indptr), rows.indices, rows.data.astype(np.uint8), fine)
     writer.finish()
     assert not (streamed_dir / "runs").exists()
     for name in POSTINGS_ARRAY_NAMES:
         a, b = load_array(expected_dir / f"{name}.npy"), load_array(streamed_dir / f"{name}.npy")
         assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b), name
+    fine = load_array(streamed_dir / "block_post_impacts16.npy")
+    assert fine.dtype == np.uint16
+    assert np.array_equal(fine >> 8, load_array(expected_dir / "block_post_impacts.npy"))
+    assert np.array_equal(fine & 255, load_array(low_dir / "block_post_impacts.npy"))
 
 
 def test_document_counts_are_checked(tmp_path):
@@ -56,5 +71,7 @@ def test_document_counts_are_checked(tmp_path):
     with pytest.raises(ValueError, match="add up"):
         writer.add([2], np.array([1], np.uint32), np.array([1], np.uint8))
     writer.add([1], np.array([1], np.uint32), np.array([1], np.uint8))
+    with pytest.raises(ValueError, match="16-bit impacts must be given"):
+        writer.add([1], np.array([1], np.uint32), np.array([1], np.uint8), np.array([256], np.uint16))
     with pytest.raises(ValueError, match="1 documents added, 2 announced"):
         writer.finish()

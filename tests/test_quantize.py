@@ -42,3 +42,23 @@ def test_weight_sample_maximum_is_exact_and_quantile_close():
     assert sample.seen == values.size
     assert sample.quantile(0.99) == pytest.approx(np.quantile(values, 0.99), rel=0.03)
     assert sample.quantile(1.0) == values.max()
+
+
+def test_16_bit_impacts_stay_within_the_stated_error_of_the_8_bit_ones():
+    """The bound the 16-bit scorers rest on: |fine / 256 - impact| <= FINE_ERROR_LEVELS, for
+    rounding near every half level, clipping, and per-value scales."""
+    from index.quantize import FINE_ERROR_LEVELS, FINE_LEVELS, MAX_FINE_IMPACT, fine_impacts
+
+    rng = np.random.default_rng(4)
+    levels = np.concatenate([rng.uniform(0, 300, 200_000), np.arange(0, 300) + 0.5,
+                             np.arange(0, 300) + 0.5 - 1 / 512, np.arange(0, 300) + 0.5 + 1 / 512])
+    scale = rng.uniform(1e-4, 10, levels.size)
+    values = (levels * scale).astype(np.float32)
+    impacts, _ = quantize(values, scale)
+    fine = fine_impacts(values, scale)
+    kept = impacts > 0
+    assert fine.dtype == np.uint16 and fine.max() <= MAX_FINE_IMPACT
+    assert np.all(np.abs(fine[kept] / FINE_LEVELS - impacts[kept]) <= FINE_ERROR_LEVELS)
+    assert np.all(fine[kept] >= FINE_LEVELS // 2)  # a kept posting never has a 16-bit zero
+    assert np.all(fine[values / scale > MAX_IMPACT + 0.5] == MAX_FINE_IMPACT)  # clipped alike
+    assert np.abs(fine / FINE_LEVELS - np.minimum(values / scale, MAX_IMPACT)).max() <= 0.5 / FINE_LEVELS + 1e-6

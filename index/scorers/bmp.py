@@ -22,6 +22,20 @@
    held: before that, only the seed (exact) prunes, so any ``alpha`` finds k documents when
    k documents match.
 
+Exact over 16-bit impacts (``fine``, the default precision where a segment has them,
+``index.search``). A segment keeps beside each 8-bit impact ``c`` a 16-bit one ``f``
+(``index.quantize.fine_impacts``) with ``|f / 256 - c| <= e`` for ``e = FINE_ERROR_LEVELS``
+(0.502 levels). The search scores blocks by the 16-bit impacts (query weights over 256, exact
+in float64) and keeps the 8-bit block maxima for its bounds, widened so that they still bound
+16-bit scores: a doc ``d`` of block ``j`` scores ``sum_t w_t f_td / 256 <= sum_t w_t (c_td + e)
+<= sum_{t in j} w_t (max_j c_t + e)``, which is the bound with ``e`` added to the block maximum
+of every query term present in the block (`_upper_bounds`'s ``slack``); and the seed becomes
+``w_t (kth_t - e)``, since the k docs whose 8-bit impact reaches ``kth_t`` have 16-bit ones of
+at least ``kth_t - e``. Every other step is the same, so the result is the exact top k of the
+16-bit scores (ties by doc id): the block-by-block candidate list is the blocks the widened
+bounds cannot rule out. On the 1M benchmark the widening costs about a tenth of safe search
+(``eval/results/bench_engines_1m``), and 16-bit scores reach recall 1.000 against float.
+
 An index is several segments: one heap (``index.scorers.heap``) is carried from segment to
 segment, so a later segment starts from the k-th score found so far and skips every block
 below it; deleted documents (a ``uint8`` live mask) are never offered to the heap.
@@ -46,6 +60,7 @@ from numba.typed import List
 
 from index.bmp_build import MAX_BLOCK_SIZE, SEED_KS
 from index.format import Segment
+from index.quantize import FINE_ERROR_LEVELS, FINE_LEVELS
 from index.postings_view import (BlockView, TermView, block_entry_postings, block_view, readonly,
                                  score_block_float64, term_view)
 from index.scorers.exhaustive import NO_DELETES, NO_DELETE_COUNTS, SearchResults
@@ -59,14 +74,18 @@ SPARSE_MASK_BITS = 16  # sparse_mask is uint16
 
 
 @njit(cache=True, nogil=True)
-def _upper_bounds(q_terms, q_weights, seg, ub, sparse_mask, sparse_bit):
-    """Per block, into ub: the sum of query weight x block maximum (before the margin); into
-    sparse_mask: which of the first `SPARSE_MASK_BITS` query terms without a dense row it holds
-    (query term j has bit sparse_bit[j], or -1). A dense row answers that question by itself."""
+def _upper_bounds(q_terms, q_weights, seg, ub, sparse_mask, sparse_bit, slack):
+    """Per block, into ub: the sum of query weight x (block maximum + ``slack`` where the term
+    is present) (before the margin); into sparse_mask: which of the first `SPARSE_MASK_BITS`
+    query terms without a dense row it holds (query term j has bit sparse_bit[j], or -1). A
+    dense row answers that question by itself. ``slack``: 0 for 8-bit scores,
+    ``FINE_ERROR_LEVELS`` for 16-bit ones (a 16-bit impact is at most that above its 8-bit
+    one; ``maximum + slack`` is exact in float32)."""
     tv = seg.terms
     ub[:] = 0
     sparse_mask[:] = 0
     bits = 0
+    slack = np.float32(slack)
     for j in range(q_terms.shape[0]):
         t = q_terms[j]
         # A non-positive weight never raises a score: 0 is a valid bound for it.
@@ -75,24 +94,30 @@ def _upper_bounds(q_terms, q_weights, seg, ub, sparse_mask, sparse_bit):
         sparse_bit[j] = -1
         if slot >= 0:
             row = seg.blocks.bm_dense[slot]
-            for blk in range(ub.shape[0]):  # branch-free, so it vectorises
-                ub[blk] += w * row[blk]
+            if slack == 0:
+                for blk in range(ub.shape[0]):  # branch-free, so it vectorises
+                    ub[blk] += w * row[blk]
+            else:
+                for blk in range(ub.shape[0]):  # a select, so it still vectorises
+                    level = np.float32(row[blk])
+                    ub[blk] += w * (level + (slack if level > 0 else np.float32(0.0)))
         elif bits < SPARSE_MASK_BITS:
             sparse_bit[j] = bits
             bit = np.uint16(1 << bits)
             bits += 1
             for x in range(tv.entry_offsets[t], tv.entry_offsets[t + 1]):
-                ub[tv.entry_blocks[x]] += w * tv.entry_max[x]
+                ub[tv.entry_blocks[x]] += w * (np.float32(tv.entry_max[x]) + slack)
                 sparse_mask[tv.entry_blocks[x]] |= bit
         else:
             for x in range(tv.entry_offsets[t], tv.entry_offsets[t + 1]):
-                ub[tv.entry_blocks[x]] += w * tv.entry_max[x]
+                ub[tv.entry_blocks[x]] += w * (np.float32(tv.entry_max[x]) + slack)
 
 
 @njit(cache=True, nogil=True)
-def _combined_seed(segments, q_terms, weights, k):
-    """The largest ``w_t x impact`` that at least k live documents reach for one query term t,
-    counting over every segment: a score no lower than the k-th best (with non-negative weights).
+def _combined_seed(segments, q_terms, weights, k, slack):
+    """The largest ``w_t x (impact - slack)`` that at least k live documents reach for one query
+    term t, counting over every segment: a score no lower than the k-th best (with non-negative
+    weights; ``slack`` as in `_upper_bounds`: a 16-bit impact is at least its 8-bit one less it).
 
     A segment says, per term and seed column c, that ``SEED_KS[c]`` documents have an impact of
     at least ``kth[t, c]``, less its deleted ones among them (``kth_deleted``) and those deleted
@@ -117,7 +142,7 @@ def _combined_seed(segments, q_terms, weights, k):
                 live = SEED_KS[c] - extra
                 if kth_deleted.shape[0] > 0:
                     live -= kth_deleted[t, c]
-                values[j, s * columns + c] = np.float64(weights[s, j]) * kth[t, c]
+                values[j, s * columns + c] = np.float64(weights[s, j]) * (kth[t, c] - slack)
                 lives[j, s * columns + c] = max(live, 0)
     seed = 0.0
     reached = np.zeros(count, dtype=np.int64)
@@ -186,13 +211,14 @@ def _segment_of(offsets, block):
 
 
 @njit(cache=True, nogil=True)
-def _bmp_multi(segments, q_terms, q_merged, k, alpha, budget, ub, sparse_mask, order, scratch, heap_scores, heap_keys,
-               size):
+def _bmp_multi(segments, q_terms, q_merged, k, alpha, budget, fine, ub, sparse_mask, order, scratch, heap_scores,
+               heap_keys, size):
     """Search segments together into the running heap: their blocks in one bound order.
 
     ``segments``: a typed list of `KernelSegment` views; ``q_merged``: the merged query
     weights, scaled here by each segment's term scales. Returns (heap size, blocks scored);
-    ``budget`` < 0 means no block budget.
+    ``budget`` < 0 means no block budget; ``fine``: score the 16-bit impacts (every segment
+    has them), with bounds and seeds widened by `FINE_ERROR_LEVELS`.
     """
     count = len(segments)
     nq = q_terms.shape[0]
@@ -200,14 +226,18 @@ def _bmp_multi(segments, q_terms, q_merged, k, alpha, budget, ub, sparse_mask, o
     for s in range(count):
         offsets[s + 1] = offsets[s] + segments[s].blocks.term_offsets.shape[0] - 1
     weights = np.empty((count, nq), dtype=np.float32)
+    # A 16-bit level weighs 1/256 of an 8-bit one; dividing in float64 is exact.
+    fine_weights = np.empty((count, nq), dtype=np.float64)
     sparse_bits = np.empty((count, nq), dtype=np.int64)
+    slack = FINE_ERROR_LEVELS if fine else 0.0
     for s in range(count):
         seg = segments[s]
         for j in range(nq):
             weights[s, j] = np.float32(q_merged[j] * seg.term_scales[q_terms[j]])
+            fine_weights[s, j] = np.float64(weights[s, j]) / FINE_LEVELS
         lo, hi = offsets[s], offsets[s + 1]
-        _upper_bounds(q_terms, weights[s], seg, ub[lo:hi], sparse_mask[lo:hi], sparse_bits[s])
-    seed = _combined_seed(segments, q_terms, weights, k)
+        _upper_bounds(q_terms, weights[s], seg, ub[lo:hi], sparse_mask[lo:hi], sparse_bits[s], slack)
+    seed = _combined_seed(segments, q_terms, weights, k, slack)
     # float32 sums of float32 products: relative error below (n + 1) * 2^-24; inflate by twice that.
     margin = np.float32(1.0 + (nq + 2) * 2.0 ** -23)
     floor = max(seed, heap_scores[0]) if size == k else seed
@@ -240,7 +270,12 @@ def _bmp_multi(segments, q_terms, q_merged, k, alpha, budget, ub, sparse_mask, o
             current = _segment_of(offsets, block)
             seg = segments[current]
         blk = block - offsets[current]
-        score_block_float64(seg.blocks, blk, q_terms, weights[current], sparse_mask[block], sparse_bits[current], acc)
+        if fine:
+            score_block_float64(seg.blocks, seg.blocks.post_impacts16, blk, q_terms, fine_weights[current],
+                                sparse_mask[block], sparse_bits[current], acc)
+        else:
+            score_block_float64(seg.blocks, seg.blocks.post_impacts, blk, q_terms, weights[current],
+                                sparse_mask[block], sparse_bits[current], acc)
         num_docs, block_size, live, base = seg.num_docs, seg.blocks.block_size, seg.live, seg.base
         has_deletes = live.shape[0] > 0
         first = blk * block_size
@@ -253,8 +288,8 @@ def _bmp_multi(segments, q_terms, q_merged, k, alpha, budget, ub, sparse_mask, o
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _bmp_multi_many(segments, total_blocks, q_indptr, q_terms, q_merged, k, alpha, budgets, workers, heap_scores,
-                    heap_keys, sizes):
+def _bmp_multi_many(segments, total_blocks, q_indptr, q_terms, q_merged, k, alpha, budgets, fine, workers,
+                    heap_scores, heap_keys, sizes):
     """`_bmp_multi` for every query of a batch (one heap row each), in parallel over queries."""
     num_queries = q_indptr.shape[0] - 1
     for w in prange(workers):  # one workspace per worker, reused for its queries
@@ -264,8 +299,8 @@ def _bmp_multi_many(segments, total_blocks, q_indptr, q_terms, q_merged, k, alph
         scratch = np.empty(total_blocks, dtype=np.int64)
         for q in range(w, num_queries, workers):
             start, end = q_indptr[q], q_indptr[q + 1]
-            sizes[q], used = _bmp_multi(segments, q_terms[start:end], q_merged[start:end], k, alpha, budgets[q], ub,
-                                        sparse_mask, order, scratch, heap_scores[q], heap_keys[q], sizes[q])
+            sizes[q], used = _bmp_multi(segments, q_terms[start:end], q_merged[start:end], k, alpha, budgets[q], fine,
+                                        ub, sparse_mask, order, scratch, heap_scores[q], heap_keys[q], sizes[q])
             if budgets[q] >= 0:
                 budgets[q] -= used
 
@@ -353,12 +388,13 @@ def kernel_groups(views: list[KernelSegment]) -> list[KernelGroup]:
 
 
 def bmp_into(groups: list[KernelGroup], terms: np.ndarray, merged: np.ndarray, k: int, alpha: float, budget: int,
-             heap) -> int:
+             heap, fine: bool = False) -> int:
     """Search the segments of ``groups`` with a merged query (``index.scorers.query.merge_query``)
-    into ``heap`` (an ``index.scorers.heap.TopK``); returns the blocks scored (``budget`` -1: none)."""
+    into ``heap`` (an ``index.scorers.heap.TopK``); returns the blocks scored (``budget`` -1: none).
+    ``fine``: by the 16-bit impacts (every segment must have them)."""
     used_total = 0
     for group in groups:
-        heap.size, used = _bmp_multi(group.segments, terms, merged, k, float(alpha), budget,
+        heap.size, used = _bmp_multi(group.segments, terms, merged, k, float(alpha), budget, bool(fine),
                                      *_workspace(group.total_blocks), heap.scores, heap.keys, heap.size)
         used_total += used
         if budget >= 0:
@@ -367,14 +403,14 @@ def bmp_into(groups: list[KernelGroup], terms: np.ndarray, merged: np.ndarray, k
 
 
 def bmp_into_batch(groups: list[KernelGroup], queries: SparseBatch, k: int, alpha: float, budgets: np.ndarray,
-                   heaps) -> None:
+                   heaps, fine: bool = False) -> None:
     """`bmp_into` for a batch of merged queries, one heap row each (``heaps``: scores, keys, sizes
     arrays); ``budgets`` are decremented by the blocks each query scored."""
     workers = max(1, min(numba.get_num_threads(), len(queries)))
     scores, keys, sizes = heaps
     for group in groups:
         _bmp_multi_many(group.segments, group.total_blocks, queries.indptr, queries.indices, queries.values, k,
-                        float(alpha), budgets, workers, scores, keys, sizes)
+                        float(alpha), budgets, bool(fine), workers, scores, keys, sizes)
 
 
 def block_upper_bounds(segment: Segment, terms: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -386,12 +422,12 @@ def block_upper_bounds(segment: Segment, terms: np.ndarray, weights: np.ndarray)
     ub = np.empty(num_blocks, np.float32)
     terms = np.ascontiguousarray(terms, dtype=np.uint32)
     _upper_bounds(terms, np.ascontiguousarray(weights, dtype=np.float32), view, ub, np.empty(num_blocks, np.uint16),
-                  np.empty(len(terms), np.int64))
+                  np.empty(len(terms), np.int64), 0.0)
     return ub
 
 
 def bmp_search(index: Segment, terms, weights, k: int = 10, alpha: float = 1.0,
-               beta: float = 1.0, max_blocks: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+               beta: float = 1.0, max_blocks: int | None = None, precision: str = "8-bit") -> tuple[np.ndarray, np.ndarray]:
     """Block-max pruning search of one query over one segment (nothing deleted).
 
     Args:
@@ -402,6 +438,7 @@ def bmp_search(index: Segment, terms, weights, k: int = 10, alpha: float = 1.0,
         beta: 1 keeps every query term; below 1 keeps the highest-weighted fraction.
         max_blocks: None scores every block the bounds require; a number stops after scoring
             that many (best bound first: an anytime search with a fixed cost ceiling).
+        precision: ``8-bit`` or ``16-bit`` (the segment's 16-bit impacts; module docstring).
 
     Returns:
         Internal doc ids (int64) and scores (float64, encoder units), best first, ties by
@@ -411,15 +448,15 @@ def bmp_search(index: Segment, terms, weights, k: int = 10, alpha: float = 1.0,
     from index.search import search_sparse, single_segment_view
 
     _check_alpha_beta(alpha, beta)
-    return search_sparse(single_segment_view(index), terms, weights, k, "bmp", alpha, beta, max_blocks)
+    return search_sparse(single_segment_view(index), terms, weights, k, "bmp", alpha, beta, max_blocks, precision)
 
 
 def bmp_search_batch(index: Segment, queries: SparseBatch, k: int = 10, alpha: float = 1.0,
-                     beta: float = 1.0, max_blocks: int | None = None) -> SearchResults:
+                     beta: float = 1.0, max_blocks: int | None = None, precision: str = "8-bit") -> SearchResults:
     """`bmp_search` for every query of a batch, in parallel over queries (numba threads)."""
     from index.search import search_sparse_batch, single_segment_view
 
-    return search_sparse_batch(single_segment_view(index), queries, k, "bmp", alpha, beta, max_blocks)
+    return search_sparse_batch(single_segment_view(index), queries, k, "bmp", alpha, beta, max_blocks, precision)
 
 
 def keep_top_terms_batch(queries: SparseBatch, beta: float) -> SparseBatch:

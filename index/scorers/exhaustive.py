@@ -26,8 +26,16 @@ keeping every live document with ``f >= F - 2D`` (or ``> -D`` while fewer than `
 against it would be dropped against the final one too. ``D`` is about ``m * 6e-8`` of the best
 possible score, so the candidates are the top k and the few that tie with the k-th within it.
 
+With 16-bit impacts (``fine``; ``index.quantize.fine_impacts``) the result is the exact top k
+of the 16-bit scores ``g(d)`` (float64 sums of ``w_j / 256 x`` 16-bit impact, in the same
+order). The float32 pass still sums the 8-bit impacts, and ``|f(d) - g(d)| <= D + E`` with
+``E = sum_j |w_j| * FINE_ERROR_LEVELS``: each 16-bit impact, over 256, is within
+``FINE_ERROR_LEVELS`` of its 8-bit one (``D`` already covers float64 rounding of ``g``, whose
+terms are at most 255 levels too). The argument above holds word for word with ``D + E`` in
+place of ``D``; the band of candidates is about ``2 E`` wide, a level's half for each query term.
+
 Query weights so large that float32 sums could overflow (``sum_j |w_j| * 255 >= 2^120``) go to
-the oracle instead. Deleted documents (a ``uint8`` live mask, empty when nothing is deleted)
+the oracle instead (with 16-bit impacts: every live document is rescored). Deleted documents (a ``uint8`` live mask, empty when nothing is deleted)
 never become candidates. Returned scores are in the encoder's units (query weights are scaled
 per term, see ``index.scorers.query``).
 """
@@ -45,6 +53,7 @@ from numba import njit, prange
 from index.bmp_build import SEED_KS
 from index.format import Segment
 from index.postings_view import block_view, score_block_float64, term_view
+from index.quantize import FINE_ERROR_LEVELS, FINE_LEVELS
 from index.scorers.oracle import oracle_top_k
 from index.scorers.query import canonical_batch, canonical_query
 from index.sparse_batch import SparseBatch
@@ -195,17 +204,24 @@ def _collect(scores, touched, num_docs, block_size, live, k, bound, heap):
 
 
 @njit(cache=True, nogil=True)
-def _rank_exact(docs, n, q_terms, q_weights, view, k, out_docs, out_scores):
-    """Rescore ``n`` candidates (doc order) in float64 block by block; the top k positive ones,
-    score descending then doc ascending, into ``out_*``; returns how many."""
+def _rank_exact(docs, n, q_terms, q_weights, view, fine, k, out_docs, out_scores):
+    """Rescore ``n`` candidates (doc order) in float64 block by block (``fine``: by the 16-bit
+    impacts); the top k positive ones, score descending then doc ascending, into ``out_*``;
+    returns how many."""
     exact = np.zeros(n, dtype=np.float64)
     acc = np.zeros(view.block_size, dtype=np.float64)
     unknown_bits = np.full(q_terms.shape[0], -1, dtype=np.int64)  # only the dense rows skip terms
+    fine_weights = np.empty(q_terms.shape[0], dtype=np.float64)
+    for j in range(q_terms.shape[0]):
+        fine_weights[j] = np.float64(q_weights[j]) / FINE_LEVELS  # exact in float64
     i = 0
     while i < n:
         blk = docs[i] // view.block_size
         acc[:] = 0.0
-        score_block_float64(view, blk, q_terms, q_weights, np.uint16(0), unknown_bits, acc)
+        if fine:
+            score_block_float64(view, view.post_impacts16, blk, q_terms, fine_weights, np.uint16(0), unknown_bits, acc)
+        else:
+            score_block_float64(view, view.post_impacts, blk, q_terms, q_weights, np.uint16(0), unknown_bits, acc)
         while i < n and docs[i] // view.block_size == blk:
             exact[i] = acc[docs[i] - blk * view.block_size]
             i += 1
@@ -219,11 +235,22 @@ def _rank_exact(docs, n, q_terms, q_weights, view, k, out_docs, out_scores):
 
 
 @njit(cache=True, nogil=True)
-def _search_one(q_terms, q_weights, num_docs, k, live, terms, blocks, scores, touched, out_docs, out_scores):
+def _live_docs(num_docs, live):
+    """Every live document, in doc order."""
+    if live.shape[0] == 0:
+        return np.arange(num_docs)
+    return np.flatnonzero(live)
+
+
+@njit(cache=True, nogil=True)
+def _search_one(q_terms, q_weights, num_docs, k, live, terms, blocks, fine, scores, touched, out_docs, out_scores):
     total = 0.0
     for j in range(q_weights.shape[0]):
         total += abs(np.float64(q_weights[j])) * 255.0
     if total >= FLOAT32_SAFE_TOTAL:
+        if fine:
+            everyone = _live_docs(num_docs, live)
+            return _rank_exact(everyone, everyone.shape[0], q_terms, q_weights, blocks, fine, k, out_docs, out_scores)
         return oracle_top_k(q_terms, q_weights, num_docs, k, live, terms, out_docs, out_scores)
     if terms.block_size <= NARROW_BLOCK and touched.shape[0] * terms.block_size < 2**31:
         firsts = np.empty(CHUNK_ENTRIES * NARROW_BLOCK + NARROW_BLOCK, dtype=np.int32)
@@ -231,20 +258,22 @@ def _search_one(q_terms, q_weights, num_docs, k, live, terms, blocks, scores, to
     else:
         _accumulate32(q_terms, q_weights, terms, scores, touched)
     bound = _error_bound(q_weights)
+    if fine:
+        bound += total / 255.0 * FINE_ERROR_LEVELS * 1.001  # E of the module docstring
     heap = np.empty(k, dtype=np.float32)
     docs, _, n = _collect(scores, touched, num_docs, terms.block_size, live, k, bound, heap)
-    return _rank_exact(docs, n, q_terms, q_weights, blocks, k, out_docs, out_scores)
+    return _rank_exact(docs, n, q_terms, q_weights, blocks, fine, k, out_docs, out_scores)
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _search_many(q_indptr, q_terms, q_weights, num_docs, k, live, terms, blocks, scores, touched, workers,
+def _search_many(q_indptr, q_terms, q_weights, num_docs, k, live, terms, blocks, fine, scores, touched, workers,
                  out_docs, out_scores, counts):
     """Queries split over ``workers`` threads; worker ``w`` owns accumulator row ``w``."""
     num_queries = q_indptr.shape[0] - 1
     for w in prange(workers):
         for q in range(w, num_queries, workers):
             start, end = q_indptr[q], q_indptr[q + 1]
-            counts[q] = _search_one(q_terms[start:end], q_weights[start:end], num_docs, k, live, terms, blocks,
+            counts[q] = _search_one(q_terms[start:end], q_weights[start:end], num_docs, k, live, terms, blocks, fine,
                                     scores[w], touched[w], out_docs[q], out_scores[q])
 
 
@@ -301,19 +330,21 @@ def _check_k(k: int) -> int:
 
 
 def segment_top_k(segment: Segment, terms: np.ndarray, weights: np.ndarray, k: int,
-                  live: np.ndarray = NO_DELETES) -> tuple[np.ndarray, np.ndarray]:
-    """The top k live docs of one segment for a canonical query (``index.scorers.query``)."""
+                  live: np.ndarray = NO_DELETES, fine: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The top k live docs of one segment for a canonical query (``index.scorers.query``);
+    ``fine``: exact by its 16-bit impacts (the segment must have them)."""
     docs = np.full(k, -1, dtype=np.int64)
     scores = np.zeros(k, dtype=np.float64)
     b = segment.postings
     sums, touched = _accumulator(1, b.num_blocks, b.block_size)
     with _dropped_on_error():
-        n = _search_one(terms, weights, segment.num_docs, k, live, term_view(b), block_view(b), sums[0], touched[0],
-                        docs, scores)
+        n = _search_one(terms, weights, segment.num_docs, k, live, term_view(b), block_view(b), bool(fine), sums[0],
+                        touched[0], docs, scores)
     return docs[:n], scores[:n]
 
 
-def segment_top_k_batch(segment: Segment, queries: SparseBatch, k: int, live: np.ndarray = NO_DELETES) -> SearchResults:
+def segment_top_k_batch(segment: Segment, queries: SparseBatch, k: int, live: np.ndarray = NO_DELETES,
+                        fine: bool = False) -> SearchResults:
     """`segment_top_k` for a batch of canonical queries, in parallel over queries."""
     n = len(queries)
     docs = np.full((n, k), -1, dtype=np.int64)
@@ -324,7 +355,7 @@ def segment_top_k_batch(segment: Segment, queries: SparseBatch, k: int, live: np
     sums, touched = _accumulator(workers, b.num_blocks, b.block_size)
     with _dropped_on_error():
         _search_many(queries.indptr, queries.indices, queries.values, segment.num_docs, k, live, term_view(b),
-                     block_view(b), sums, touched, workers, docs, scores, counts)
+                     block_view(b), bool(fine), sums, touched, workers, docs, scores, counts)
     return SearchResults(docs, scores, counts)
 
 
@@ -340,8 +371,12 @@ def search_batch(index: Segment, queries: SparseBatch, k: int = 10) -> SearchRes
     return segment_top_k_batch(index, canonical_batch(queries, index.term_scales), k)
 
 
-def search(index: Segment, terms: np.ndarray, weights: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+def search(index: Segment, terms: np.ndarray, weights: np.ndarray, k: int = 10,
+           precision: str = "8-bit") -> tuple[np.ndarray, np.ndarray]:
     """Score one query over one segment; returns internal doc ids (int64) and scores (float64,
-    encoder units)."""
+    encoder units). ``precision``: ``8-bit`` or ``16-bit`` (``index.search``)."""
+    from index.search import single_segment_view
+
     k = _check_k(k)
-    return segment_top_k(index, *canonical_query(terms, weights, index.term_scales), k)
+    fine = single_segment_view(index).fine(precision)
+    return segment_top_k(index, *canonical_query(terms, weights, index.term_scales), k, fine=fine)

@@ -51,8 +51,9 @@ def choose_scorer(num_docs: int, num_query_terms: int, alpha: float = 1.0, beta:
 
 
 def search(index: Segment, terms, weights, k: int = 10, scorer: str = "auto", alpha: float = 1.0,
-           beta: float = 1.0, max_blocks: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Search one segment with the chosen scorer (``auto`` asks `choose_scorer`).
+           beta: float = 1.0, max_blocks: int | None = None, precision: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """Search one segment with the chosen scorer (``auto`` asks `choose_scorer`) over the
+    impacts ``precision`` chooses (``index.search``).
 
     Returns:
         Internal doc ids and scores, best first; every scorer gives the same result at
@@ -60,13 +61,14 @@ def search(index: Segment, terms, weights, k: int = 10, scorer: str = "auto", al
     """
     from index.search import search_sparse, single_segment_view
 
-    return search_sparse(single_segment_view(index), terms, weights, k, scorer, alpha, beta, max_blocks)
+    return search_sparse(single_segment_view(index), terms, weights, k, scorer, alpha, beta, max_blocks, precision)
 
 
 def search_batch(index: Segment, queries: SparseBatch, k: int = 10, scorer: str = "auto",
-                 alpha: float = 1.0, beta: float = 1.0, max_blocks: int | None = None) -> SearchResults:
+                 alpha: float = 1.0, beta: float = 1.0, max_blocks: int | None = None,
+                 precision: str = "auto") -> SearchResults:
     """Search a batch over one segment in parallel over queries; ``auto`` routes each query as
     `choose_scorer` does."""
     from index.search import search_sparse_batch, single_segment_view
 
-    return search_sparse_batch(single_segment_view(index), queries, k, scorer, alpha, beta, max_blocks)
+    return search_sparse_batch(single_segment_view(index), queries, k, scorer, alpha, beta, max_blocks, precision)

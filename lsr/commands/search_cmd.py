@@ -17,8 +17,16 @@ def register(subparsers) -> None:
     parser.add_argument("--alpha", type=float, default=1.0, help="BMP bound factor; below 1 is approximate")
     parser.add_argument("--beta", type=float, default=1.0, help="fraction of query terms kept; below 1 is approximate")
     parser.add_argument("--max-blocks", type=int, help="BMP stops after scoring this many blocks (approximate)")
+    add_precision_option(parser)
     add_query_backend_option(parser)
     parser.set_defaults(handler=run)
+
+
+def add_precision_option(parser) -> None:
+    """``--precision``: which stored impacts score a search (``index.search``)."""
+    parser.add_argument("--precision", choices=["auto", "16-bit", "8-bit"], default="auto",
+                        help="impacts that score the documents: 16-bit (exact over the index's 16-bit copy), "
+                             "8-bit, or auto (16-bit where every segment has the copy)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
                                doc_max_length=encoder_meta["doc_max_length"])
         encoder = with_sparse_query_backend(encoder, args.query_backend)
         terms, weights = encoder.encode_queries([args.query]).row(0)
-        ids, scores = index.search_sparse(terms, weights, args.k, args.scorer, args.alpha, args.beta, args.max_blocks)
+        ids, scores = index.search_sparse(terms, weights, args.k, args.scorer, args.alpha, args.beta, args.max_blocks,
+                                          args.precision)
         titles = index.documents(ids)
     print(f"{'rank':>4}  {'doc id':<20} {'score':>8}  title")
     for rank, (doc_id, score) in enumerate(zip(ids, scores), start=1):
