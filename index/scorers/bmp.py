@@ -169,14 +169,21 @@ def _order_blocks(ub, margin, floor, order, scratch):
     order; returns how many, and the bucket scale (bucket of a bound v: `_bucket`)."""
     # One pass over every block collects the candidates (few, with a seed) and their top bound;
     # the counting sort then runs over the candidates alone.
+    # Branch-free (every block written, the count advanced past candidates only): about one
+    # block in eight passes, unpredictably, and a branch on it took 3 times as long. For a
+    # float32 v, ``v > 0 and v >= floor`` is ``v >= lowest``: the smallest positive float32 at
+    # or above floor.
+    lowest = np.float32(floor)
+    if np.float64(lowest) < floor:
+        lowest = np.nextafter(lowest, np.float32(np.inf))
+    lowest = max(lowest, np.nextafter(np.float32(0.0), np.float32(1.0)))
     num_candidates = 0
-    top = np.float32(0.0)
     for blk in range(ub.shape[0]):
-        v = ub[blk] * margin
-        if v > 0 and v >= floor:
-            scratch[num_candidates] = blk
-            num_candidates += 1
-            top = max(top, v)
+        scratch[num_candidates] = blk
+        num_candidates += ub[blk] * margin >= lowest
+    top = np.float32(0.0)
+    for i in range(num_candidates):
+        top = max(top, ub[scratch[i]] * margin)
     scale = (NUM_BUCKETS - 1) / top if top > 0 else 0.0
     starts = np.zeros(NUM_BUCKETS + 1, dtype=np.int64)
     for i in range(num_candidates):
