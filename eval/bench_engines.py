@@ -45,6 +45,7 @@ KS = (10, 1000)
 APPROXIMATE = ((0.99, 1.0), (0.98, 1.0), (0.97, 1.0), (0.95, 1.0), (0.9, 1.0), (0.8, 1.0), (0.7, 1.0), (0.9, 0.8))
 REFERENCE_CHUNK = 500_000  # docs scored at a time by the float reference
 BLOCK_BUDGETS = (2000, 1000, 500, 250)  # max_blocks: anytime search
+BLOCK_BUDGETS_16 = (500, 250)  # the same over the 16-bit impacts (chosen on dev queries, see our_engines)
 # Seismic (query_cut, heap_factor): from fast and loose to slow and near-exact.
 SEISMIC_SEARCHES = ((10, 0.9), (20, 0.8), (40, 0.7), (60, 0.6), (100, 0.5), (200, 0.4))
 
@@ -136,6 +137,12 @@ def our_engines(index: Segment) -> list[tuple[str, object]]:
     for budget in BLOCK_BUDGETS:
         engines.append((f"ours bmp max_blocks={budget}",
                         lambda t, w, k, m=budget: bmp_search(index, t, w, k, max_blocks=m)))
+    # The approximate settings over the 16-bit impacts that eval/profile_bmp.py chose on the dev
+    # query sample (--query-seed 1; eval/results/profile_bmp_1m_16bit_dev.json): the smallest
+    # budget with recall@10 >= 0.99 there, and the next one up.
+    for budget in BLOCK_BUDGETS_16:
+        engines.append((f"ours bmp max_blocks={budget} 16-bit",
+                        lambda t, w, k, m=budget: bmp_search(index, t, w, k, max_blocks=m, precision="16-bit")))
     return engines
 
 
