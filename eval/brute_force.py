@@ -4,8 +4,9 @@ Given a run directory written by ``lsr eval beir`` (its report, query vectors, f
 vectors, index and run file), this computes two brute-force runs and compares them with ours:
 
 * float: the unquantised doc vectors, scored exactly in float64;
-* quantised: the index's uint8 impacts, with the query weights scaled per term exactly as the
-  scorers scale them, scored in float64.
+* quantised: the index's impacts that the run's search scored (its 16-bit ones where the index
+  has them, as a search at ``precision="auto"`` does, else the uint8 ones), with the query
+  weights scaled per term exactly as the scorers scale them, scored in float64.
 
 Our run must match the quantised one (same ranking; metrics equal to 1e-6) and stay within
 0.002 nDCG@10 of the float one. The comparison is written as JSON.
@@ -30,6 +31,7 @@ from eval.report import machine_description
 from eval.runfile import Run, drop_self_hits, read_trec_run
 from index.format import load_array
 from index.live import open_single_segment
+from index.postings_view import has_fine_impacts
 from index.scorers.query import canonical_batch
 
 
@@ -83,9 +85,10 @@ def compare(run_dir: Path) -> dict:
     doc_ids = [index.doc_ids[i] for i in range(index.num_docs)]
     q = queries.to_scipy().astype(np.float64)
     scaled = canonical_batch(queries, index.term_scales).to_scipy().astype(np.float64)
+    fine = has_fine_impacts(index.postings)
     runs = {
         "float": brute_force_run(q, load_float_docs(run_dir / "doc-vectors").astype(np.float64), query_ids, doc_ids, k),
-        "quantised": brute_force_run(scaled, index.to_scipy_docs().astype(np.float64), query_ids, doc_ids, k),
+        "quantised": brute_force_run(scaled, index.to_scipy_docs(fine=fine).astype(np.float64), query_ids, doc_ids, k),
     }
     if report["settings"]["drop_self_hits"]:
         runs = {name: drop_self_hits(run) for name, run in runs.items()}
@@ -95,6 +98,7 @@ def compare(run_dir: Path) -> dict:
     differing, max_diff = same_ranking(ours, runs["quantised"])
     return {
         "dataset": report["dataset"],
+        "precision": "16-bit" if fine else "8-bit",
         "metrics": metrics,
         "ndcg10_ours_minus_float": metrics["ours"]["nDCG@10"] - metrics["float"]["nDCG@10"],
         "max_metric_diff_ours_vs_quantised": max(
