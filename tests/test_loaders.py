@@ -89,9 +89,35 @@ def test_data_dir_is_configurable(tmp_path, monkeypatch, scifact_dir):
     assert dataset.corpus_path is None and dataset.ir_datasets_id == "beir/scifact/test"
 
 
-def test_unknown_dataset_lists_known_ids():
-    with pytest.raises(UnknownDatasetError, match="Known ids: .*beir/nfcorpus/test.*beir/scifact/test"):
+def test_unknown_dataset_lists_local_ids():
+    with pytest.raises(UnknownDatasetError, match="local ids: .*beir/nfcorpus/test.*beir/scifact/test"):
         resolve_dataset("beir/not-a-dataset/test")
+
+
+def test_a_beir_id_without_split_is_its_local_test_split(scifact_dir):
+    for name in ("beir/scifact", "beir/scifact/"):
+        dataset = resolve_dataset(name)
+        assert dataset.name == "beir/scifact/test" and dataset.corpus_path.parent == scifact_dir
+
+
+def test_an_unreachable_dataset_is_one_line(tmp_path):
+    """The real command and the real ir_datasets, with the network made unreachable (a proxy on
+    a closed local port): one error line listing the local ids, nothing written, exit 1."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9",
+           "IR_DATASETS_HOME": str(tmp_path / "ird"), "LSR_CACHE_DIR": str(tmp_path / "cache")}
+    done = subprocess.run([sys.executable, "-m", "lsr.cli", "index", "beir/fiqa/test", "--out", str(tmp_path / "ix")],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "'beir/fiqa/test' is not in the local data directory" in lines[0]
+    assert "local ids: beir/nfcorpus/dev" in lines[0] and "beir/scifact/test" in lines[0]
+    assert not (tmp_path / "ix").exists()
+    assert (tmp_path / "cache" / "logs" / "ir_datasets.log").stat().st_size > 0  # its chatter went there
 
 
 def test_beir_folder_needs_a_corpus(tmp_path):
