@@ -66,3 +66,25 @@ def test_java_home_below_21_is_skipped(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
 
     assert java.find_java_home() is None
+
+
+def test_the_jvm_warnings_go_to_a_log_not_the_terminal(tmp_path):
+    """A fresh process (a JVM starts once per process) runs the baseline: its stderr stays
+    empty, and the JVM's and Lucene's warnings are in the log file."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = ("from pathlib import Path\n"
+              "from eval.baselines.bm25 import bm25_run\n"
+              "docs = [(f'd{i}', 't', f'text {i} about cells') for i in range(20)]\n"
+              f"run = bm25_run(iter(docs), {{'q': 'cells'}}, Path({str(tmp_path / 'work')!r}), k=3)\n"
+              "print(len(run['q']))\n")
+    env = {**os.environ, "LSR_CACHE_DIR": str(tmp_path / "cache")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "3"
+    assert done.stderr == ""
+    assert "WARNING" in (tmp_path / "cache" / "logs" / "jvm.log").read_text()

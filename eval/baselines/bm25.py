@@ -59,9 +59,14 @@ def bm25_run(
         ImportError: pyserini is not installed.
         JavaNotFoundError: no Java 21+ to run Lucene.
     """
+    from lsr.quiet import stderr_to_log
+
     work_dir = Path(work_dir)
-    index_dir = build_index(documents, work_dir, threads=threads)
-    return search_index(index_dir, queries, k=k, k1=k1, b=b, threads=threads)
+    # The JVM's and Lucene's warnings (MMapDirectory on Java 22+, sun.misc.Unsafe) go to a log
+    # file, not into the user's terminal; errors still come back as exceptions.
+    with stderr_to_log("jvm"):
+        index_dir = build_index(documents, work_dir, threads=threads)
+        return search_index(index_dir, queries, k=k, k1=k1, b=b, threads=threads)
 
 
 def build_index(
