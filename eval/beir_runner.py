@@ -13,7 +13,7 @@ from eval.report import machine_description, write_report
 from eval.runfile import drop_self_hits, write_trec_run
 from index.commit import generations, read_newest_commit
 from index.sparse_batch import SparseBatch
-from lsr.metrics import evaluate
+from lsr.metrics import evaluate, measures_for
 
 
 @dataclass
@@ -40,6 +40,7 @@ class BeirRunConfig:
     normalization: str = "minmax"  # convex: minmax | zscore
     query_backend: str = "auto"  # lsr.encoders.onnx_queries: auto | torch | onnx | onnx-int8
     command: str = ""
+    measures: dict | None = None  # report name -> ir_measures name; default: the dataset's (lsr.metrics.measures_for)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -54,6 +55,8 @@ def run_beir(config: BeirRunConfig) -> dict:
     from lsr.data.datasets import resolve_dataset
 
     dataset = resolve_dataset(config.dataset)
+    if config.measures is None:
+        config.measures = measures_for(dataset.name)
     out_dir = config.out_dir or Path("runs") / dataset.slug
     index_dir = config.index_dir or out_dir / "index"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -141,12 +144,12 @@ def _index_if_needed(dataset, index_dir: Path, out_dir: Path, config: BeirRunCon
 def _run_sparse(encoder, index_dir: Path, queries: dict, qrels: dict, out_dir: Path, config: BeirRunConfig) -> dict:
     from lsr.evaluation import evaluate_index
 
-    result = evaluate_index(encoder, index_dir, queries, qrels, config.k, config.scorer)
+    result = evaluate_index(encoder, index_dir, queries, qrels, config.k, config.scorer, config.measures)
     run = result["run"]
     save_query_vectors(out_dir / "query-vectors.npz", list(queries), result["query_vectors"])
     if config.drop_self_hits:
         run = drop_self_hits(run)
-        result["metrics"] = evaluate(run, qrels)
+        result["metrics"] = evaluate(run, qrels, config.measures)
     write_trec_run(run, out_dir / "run.splade.trec", "splade")
     efficiency = {**result["efficiency"], "query_backend": getattr(encoder, "query_backend", "torch")}
     efficiency["stages_ms"] = {"sparse_encode": efficiency["mean_query_encode_ms"],
@@ -181,7 +184,7 @@ def _run_dense(dataset, index_dir: Path, queries: dict, qrels: dict, out_dir: Pa
                   "mean_search_ms": stages["dense_search"],
                   "p50_search_ms": float(np.percentile(result["search_ms"], 50)),
                   "index_mb": dense_bytes / 2**20, "stages_ms": stages}
-    return {"metrics": evaluate(run, qrels), "run_file": str(out_dir / "run.dense.trec"), "efficiency": efficiency}, run
+    return {"metrics": evaluate(run, qrels, config.measures), "run_file": str(out_dir / "run.dense.trec"), "efficiency": efficiency}, run
 
 
 def _run_hybrid(systems: dict, runs: dict, qrels: dict, out_dir: Path, config: BeirRunConfig) -> dict:
@@ -198,7 +201,7 @@ def _run_hybrid(systems: dict, runs: dict, qrels: dict, out_dir: Path, config: B
     efficiency = {"mean_query_encode_ms": summary["sparse_encode"] + summary["dense_encode"],
                   "mean_search_ms": summary["sparse_search"] + summary["dense_search"] + summary["fusion"],
                   "stages_ms": summary}
-    return {"metrics": evaluate(run, qrels), "run_file": str(out_dir / f"run.{name}.trec"),
+    return {"metrics": evaluate(run, qrels, config.measures), "run_file": str(out_dir / f"run.{name}.trec"),
             "fusion": {"method": config.fusion, **options}, "efficiency": efficiency}
 
 
@@ -246,7 +249,7 @@ def _run_bm25(dataset, queries: dict, qrels: dict, out_dir: Path, config: BeirRu
         run = drop_self_hits(run)
     write_trec_run(run, out_dir / "run.bm25.trec", "bm25")
     return {
-        "metrics": evaluate(run, qrels),
+        "metrics": evaluate(run, qrels, config.measures),
         "run_file": str(out_dir / "run.bm25.trec"),
         "efficiency": {"index_and_search_seconds": time.perf_counter() - started},
     }

@@ -10,13 +10,28 @@ from lsr.encoders.query_backends import add_query_backend_option
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("eval", help="evaluate on BEIR datasets")
+    parser = subparsers.add_parser("eval", help="evaluate on BEIR, MS MARCO and TREC DL")
     kinds = parser.add_subparsers(dest="eval_kind", metavar="KIND", required=True)
     beir = kinds.add_parser(
         "beir",
         help="index (if needed), search and score a BEIR dataset",
         description="DATASET is an id such as beir/scifact/test or a BEIR folder.",
     )
+    _add_run_arguments(beir)
+    msmarco = kinds.add_parser(
+        "msmarco",
+        help="index (if needed), search and score MS MARCO passage dev or TREC Deep Learning",
+        description=("DATASET is msmarco-passage/dev/small (MRR@10, R@1000), msmarco-passage/trec-dl-2019/judged or "
+                     "msmarco-passage/trec-dl-2020/judged (nDCG@10, R@1000 counting relevance >= 2), downloaded by "
+                     "ir_datasets where the network allows, or the local DL19 subset msmarco-dl19-mini (5,000 "
+                     "passages: a smoke test, not DL19's figures)."),
+    )
+    _add_run_arguments(msmarco)
+
+
+def _add_run_arguments(beir: argparse.ArgumentParser) -> None:
+    """The options of one evaluation run (`lsr eval beir` and `lsr eval msmarco` alike; the
+    measures follow the dataset, ``lsr.metrics.measures_for``)."""
     beir.add_argument("dataset", metavar="DATASET")
     beir.add_argument("--index", type=Path, help="index directory (built there if missing)")
     beir.add_argument("--out", type=Path, help="run directory (default runs/<dataset>)")

@@ -19,10 +19,11 @@ def machine_description() -> dict:
 
 def markdown_table(systems: dict[str, dict]) -> str:
     """One row per system: the metrics, then efficiency columns where known."""
-    columns = list(MEASURES) + ["mean doc nnz", "mean query nnz", "index MB", "encode s", "query encode ms", "search ms"]
+    measures = list(next(iter(systems.values()))["metrics"]) if systems else list(MEASURES)  # the dataset's
+    columns = measures + ["mean doc nnz", "mean query nnz", "index MB", "encode s", "query encode ms", "search ms"]
     lines = ["| system | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for name, system in systems.items():
-        cells = [f"{system['metrics'][m]:.4f}" for m in MEASURES]
+        cells = [f"{system['metrics'][m]:.4f}" for m in measures]
         eff = system.get("efficiency", {})
         for key, fmt in (
             ("mean_doc_nnz", "{:.1f}"),

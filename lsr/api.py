@@ -169,6 +169,14 @@ class SparseIndex:
         results = [self._hits(ids[:k], scores[:k], return_texts) for ids, scores in ranked]
         return results[0] if single else results
 
+    def search_vector(self, terms, weights, k: int = 10, *, return_texts: bool = False, alpha: float = 1.0,
+                      beta: float = 1.0, precision: str = "auto") -> list[Hit]:
+        """The top ``k`` documents for a sparse query vector already encoded: term ids (of the
+        encoder's vocabulary) and their weights."""
+        ids, scores = self._index.search_sparse(np.asarray(terms), np.asarray(weights, dtype=np.float32), k, "auto",
+                                                alpha, beta, None, precision)
+        return self._hits(ids, scores, return_texts)
+
     def _hits(self, ids, scores, return_texts: bool) -> list[Hit]:
         ids = list(ids)
         documents = self._index.documents(ids) if ids else {}
@@ -285,6 +293,7 @@ class SentenceTransformersSparse:
 
     def __init__(self, model, name: str | None = None) -> None:
         self.model = model
+        self.tokenizer = model.tokenizer
         self.model_name = name or model[0].auto_model.config._name_or_path
         self.vocab_size = int(self._encode(["vocabulary size"], query=True).shape[1])
         self.query_max_length = self.doc_max_length = int(model.max_seq_length)

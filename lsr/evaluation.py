@@ -125,8 +125,9 @@ def sparse_size_bytes(index: LiveIndex) -> int:
 
 
 def evaluate_index(encoder, index_dir: str | Path, queries: dict[str, str], qrels: dict, k: int,
-                   scorer: str = "auto") -> dict:
-    """Metrics and efficiency of ``encoder`` over an index built with it."""
+                   scorer: str = "auto", measures: dict | None = None) -> dict:
+    """Metrics (``measures``: `lsr.metrics.evaluate`'s) and efficiency of ``encoder`` over an
+    index built with it."""
     with LiveIndex(index_dir, writer="never") as index:
         if index.vocab_size != encoder.vocab_size:
             raise ValueError(f"{index_dir}: index vocabulary has {index.vocab_size} terms but the query encoder "
@@ -134,5 +135,5 @@ def evaluate_index(encoder, index_dir: str | Path, queries: dict[str, str], qrel
         run, vectors, batched_ms = retrieve(encoder, index, queries, k, scorer)
         encode = encode_figures(batched_ms, encode_latencies_ms(encoder.encode_queries, list(queries.values())))
         latencies = search_latencies_ms(index, vectors, k, scorer)
-        return {"metrics": evaluate(run, qrels), "efficiency": efficiency(index, vectors, encode, latencies),
+        return {"metrics": evaluate(run, qrels, measures), "efficiency": efficiency(index, vectors, encode, latencies),
                 "run": run, "query_vectors": vectors}
