@@ -87,3 +87,31 @@ def test_fusion_properties_against_a_plain_loop(first, second, alpha, normalizat
     assert set(ids) == union and np.all(np.diff(scores) <= 1e-12)
     if normalization == "minmax":
         assert np.all((scores >= -1e-12) & (scores <= 1 + 1e-12))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_rrf_and_minmax_convex_equal_ranx(seed):
+    """ranx (the fusion library IR people use) as the oracle: RRF and the min-max weighted sum
+    give the same fused score to every document, on random lists of distinct scores that
+    overlap in part."""
+    import random
+
+    from ranx import Run, fuse as ranx_fuse
+
+    rng = random.Random(seed)
+    docs = [f"d{i}" for i in range(80)]
+    sparse_ids, dense_ids = rng.sample(docs, 40), rng.sample(docs, 40)
+    sparse = (sparse_ids, sorted((rng.uniform(0, 30) for _ in sparse_ids), reverse=True))
+    dense = (dense_ids, sorted((rng.uniform(-1, 1) for _ in dense_ids), reverse=True))
+    runs = [Run({"q": dict(zip(ids, scores))}) for ids, scores in (sparse, dense)]
+
+    ours = dict(zip(*reciprocal_rank_fusion([sparse, dense], k=60)))
+    theirs = ranx_fuse(runs=runs, method="rrf", params={"k": 60}).to_dict()["q"]
+    assert ours.keys() == theirs.keys()
+    assert all(abs(ours[d] - theirs[d]) < 1e-12 for d in ours)
+
+    alpha = rng.uniform(0.1, 0.9)
+    ours = dict(zip(*convex_fusion(sparse, dense, alpha, "minmax")))
+    theirs = ranx_fuse(runs=runs, norm="min-max", method="wsum", params={"weights": [alpha, 1 - alpha]}).to_dict()["q"]
+    assert ours.keys() == theirs.keys()
+    assert all(abs(ours[d] - theirs[d]) < 1e-9 for d in ours)
