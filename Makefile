@@ -15,11 +15,15 @@ $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q $(TORCH)
 
+# The distribution was called lsr before it was lsr-engine: an old install of it is removed
+# first (its top-level index, service and eval packages would shadow lsr.index and the rest).
 $(VENV)/.run-deps: pyproject.toml $(VENV)/bin/activate
+	$(PIP) uninstall -q -y lsr 2>/dev/null || true
 	$(PIP) install -q -e ".[eval,baselines]"
 	touch $@
 
 $(VENV)/.dev-deps: pyproject.toml $(VENV)/bin/activate
+	$(PIP) uninstall -q -y lsr 2>/dev/null || true
 	$(PIP) install -q -e ".[dev]"
 	touch $@
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.report import machine_description, write_report
-from eval.runfile import drop_self_hits, write_trec_run
-from index.commit import generations, read_newest_commit
-from index.sparse_batch import SparseBatch
+from lsr.eval.report import machine_description, write_report
+from lsr.eval.runfile import drop_self_hits, write_trec_run
+from lsr.index.commit import generations, read_newest_commit
+from lsr.index.sparse_batch import SparseBatch
 from lsr.metrics import evaluate, measures_for
 
 
@@ -158,7 +158,7 @@ def _run_sparse(encoder, index_dir: Path, queries: dict, qrels: dict, out_dir: P
 
 
 def _run_dense(dataset, index_dir: Path, queries: dict, qrels: dict, out_dir: Path, config: BeirRunConfig):
-    from index.live import LiveIndex
+    from lsr.index.live import LiveIndex
     from lsr.encoders.dense import DenseEncoder
     from lsr.encoders.onnx_queries import with_dense_query_backend
     from lsr.hybrid import retrieve_dense
@@ -207,14 +207,14 @@ def _run_hybrid(systems: dict, runs: dict, qrels: dict, out_dir: Path, config: B
 
 def _clipped(index_dir: Path, commit) -> int:
     """Weights clipped by quantisation, over every segment."""
-    from index.format import read_segment_meta
+    from lsr.index.format import read_segment_meta
 
     return sum(int(read_segment_meta(index_dir / "segments" / s.name)["quantization"]["clipped"])
                for s in commit.segments)
 
 
 def _dense_settings(index_dir: Path, config: BeirRunConfig) -> dict:
-    from index.dense import DenseOptions
+    from lsr.index.dense import DenseOptions
 
     dense = read_newest_commit(index_dir).settings["build"]["dense"]
     options = DenseOptions(**(dense.get("options") or {}))
@@ -240,7 +240,7 @@ def load_query_vectors(path: Path) -> tuple[list[str], SparseBatch]:
 
 
 def _run_bm25(dataset, queries: dict, qrels: dict, out_dir: Path, config: BeirRunConfig) -> dict:
-    from eval.baselines.bm25 import bm25_run
+    from lsr.eval.baselines.bm25 import bm25_run
 
     started = time.perf_counter()
     documents = ((d.doc_id, d.title, d.text) for d in dataset.iter_documents())

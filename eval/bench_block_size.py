@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.bench_collection import build_or_open, load_docs, sample_queries, summary, time_queries, write_json
-from eval.report import machine_description
-from index.bmp_build import build_bmp_arrays
-from index.format import POSTINGS_ARRAY_NAMES, Segment, describe_arrays
-from index.scorers.bmp import bmp_search
+from lsr.eval.bench_collection import build_or_open, load_docs, sample_queries, summary, time_queries, write_json
+from lsr.eval.report import machine_description
+from lsr.index.bmp_build import build_bmp_arrays
+from lsr.index.format import POSTINGS_ARRAY_NAMES, Segment, describe_arrays
+from lsr.index.scorers.bmp import bmp_search
 
 
 def with_block_size(index: Segment, block_size: int, out_dir: Path) -> Segment:

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.report import machine_description
-from index.npy_stream import NpyReader
-from index.sparse_batch import SparseBatch
+from lsr.eval.report import machine_description
+from lsr.index.npy_stream import NpyReader
+from lsr.index.sparse_batch import SparseBatch
 
 VOCAB_SIZE = 30522
 READ_DOCS = 50_000
@@ -86,7 +86,7 @@ def directory_mb(directory: Path) -> float:
 
 
 def _build(collection: str, out: str, limit: int | None, segment_docs: int, merge: bool, queue) -> None:
-    from index.build import IndexBuild
+    from lsr.index.build import IndexBuild
 
     baseline = status_mb()
     started = time.perf_counter()
@@ -104,7 +104,7 @@ def measure(collection: Path, out: Path, limit: int | None, segment_docs: int, m
     if out.exists():
         shutil.rmtree(out)
     result = wait_child(run_child(_build, (str(collection), str(out), limit, segment_docs, merge)))
-    from index.commit import read_newest_commit
+    from lsr.index.commit import read_newest_commit
 
     commit = read_newest_commit(out)
     return {**result, "docs": commit.num_docs, "segments": len(commit.segments), "index_mb": directory_mb(out / "segments"),

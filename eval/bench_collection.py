@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
-from index.build import build_index
-from index.commit import generations
-from index.format import Segment
-from index.live import open_single_segment
-from index.sparse_batch import SparseBatch
+from lsr.index.build import build_index
+from lsr.index.commit import generations
+from lsr.index.format import Segment
+from lsr.index.live import open_single_segment
+from lsr.index.sparse_batch import SparseBatch
 
 VOCAB_SIZE = 30522
 CHUNK = 50_000

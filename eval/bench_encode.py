@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from eval.report import machine_description
+from lsr.eval.report import machine_description
 from lsr.data.datasets import resolve_dataset
 from lsr.encoders.models import bundled_splade_path
 from lsr.encoders.splade import SpladeEncoder

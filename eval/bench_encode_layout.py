@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from eval.report import publish
+from lsr.eval.report import publish
 
 
 def scifact_texts(docs: int) -> list[str]:
@@ -54,7 +54,7 @@ def child(docs: int, threads: int) -> None:
 def run_layout(docs: int, processes: int, threads: int) -> dict:
     """``processes`` children at once, each encoding the same ``docs`` documents."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    children = [subprocess.Popen([sys.executable, "-m", "eval.bench_encode_layout", "--child", str(docs), str(threads)],
+    children = [subprocess.Popen([sys.executable, "-m", "lsr.eval.bench_encode_layout", "--child", str(docs), str(threads)],
                                  stdout=subprocess.PIPE, text=True, env=env) for _ in range(processes)]
     results = []
     for process in children:

@@ -29,17 +29,17 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
-from eval.bench_collection import (build_or_open, collection_from_run, doc_order, impact_docs, load_docs,
+from lsr.eval.bench_collection import (build_or_open, collection_from_run, doc_order, impact_docs, load_docs,
                                    reordered_docs, sample_queries, summary, write_json)
-from eval.bench_engines_report import acceptance, markdown, plot
-from eval.peers.base import run_build_child
-from eval.report import machine_description
-from index.format import Segment
-from index.live import open_single_segment
-from index.scorers.bmp import bmp_search, bmp_search_batch
-from index.scorers.exhaustive import search
-from index.scorers.query import canonical_batch
-from index.sparse_batch import SparseBatch
+from lsr.eval.bench_engines_report import acceptance, markdown, plot
+from lsr.eval.peers.base import run_build_child
+from lsr.eval.report import machine_description
+from lsr.index.format import Segment
+from lsr.index.live import open_single_segment
+from lsr.index.scorers.bmp import bmp_search, bmp_search_batch
+from lsr.index.scorers.exhaustive import search
+from lsr.index.scorers.query import canonical_batch
+from lsr.index.sparse_batch import SparseBatch
 
 KS = (10, 1000)
 APPROXIMATE = ((0.99, 1.0), (0.98, 1.0), (0.97, 1.0), (0.95, 1.0), (0.9, 1.0), (0.8, 1.0), (0.7, 1.0), (0.9, 0.8))
@@ -158,7 +158,7 @@ def peer_engines(args, index: Segment, float_docs: SparseBatch, work_dir: Path):
     `PeerBuildFailed` for a build that failed."""
     impacts = impact_docs(index, work_dir / "impact-docs")  # our uint8 impacts, in our order
     if "splade-index" in args.peers:
-        from eval.peers.splade_index import SpladeIndexEngine
+        from lsr.eval.peers.splade_index import SpladeIndexEngine
 
         splade_index = SpladeIndexEngine(build_threads=args.build_threads)
         report = yield from _build("splade-index", lambda: splade_index.build(float_docs, work_dir / "splade-index"))
@@ -166,7 +166,7 @@ def peer_engines(args, index: Segment, float_docs: SparseBatch, work_dir: Path):
             yield "splade-index", splade_index.search, "float", report
         del splade_index
     if "pisa" in args.peers:
-        from eval.peers.pisa import PisaEngine
+        from lsr.eval.peers.pisa import PisaEngine
 
         pisa = PisaEngine("maxscore", build_threads=args.build_threads)
         report = yield from _build("pisa", lambda: pisa.build(impacts, work_dir / "pisa"))
@@ -175,7 +175,7 @@ def peer_engines(args, index: Segment, float_docs: SparseBatch, work_dir: Path):
                 yield f"pisa {algorithm}", pisa.with_algorithm(algorithm).search, "quantised", report
         del pisa  # each engine is dropped once measured: on 4M docs they do not all fit in memory
     if "bmp" in args.peers:
-        from eval.peers.bmp import BmpEngine
+        from lsr.eval.peers.bmp import BmpEngine
 
         for block_size in args.bmp_block_sizes:
             engine = BmpEngine(block_size=block_size)
@@ -185,7 +185,7 @@ def peer_engines(args, index: Segment, float_docs: SparseBatch, work_dir: Path):
                 yield name, engine.search, "quantised", report
             del engine
     if "seismic" in args.peers:
-        from eval.peers.seismic import SeismicEngine
+        from lsr.eval.peers.seismic import SeismicEngine
 
         for n_postings in args.seismic_postings:  # its posting-list cap bounds recall at large k
             seismic = SeismicEngine(n_postings=n_postings, build_threads=args.build_threads)
@@ -196,7 +196,7 @@ def peer_engines(args, index: Segment, float_docs: SparseBatch, work_dir: Path):
                        seismic.with_search(query_cut, heap_factor).search, "float", report)
             del seismic
     if "pyserini" in args.peers:
-        from eval.peers.pyserini_impact import PyseriniImpactEngine
+        from lsr.eval.peers.pyserini_impact import PyseriniImpactEngine
 
         lucene = PyseriniImpactEngine(build_threads=args.build_threads)
         report = yield from _build("pyserini impact", lambda: lucene.build(impacts, work_dir / "pyserini"))
@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     docs = load_docs(args.collection, args.docs)
     work_dir = args.work_dir / f"{args.collection.name}-{len(docs)}"
     ours_dir = work_dir / f"ours-b{args.block_size}"
-    child = run_build_child("eval.bench_engines:build_ours", ours_dir, {"block_size": args.block_size},
+    child = run_build_child("lsr.eval.bench_engines:build_ours", ours_dir, {"block_size": args.block_size},
                             docs=docs, threads=args.build_threads)
     index = open_single_segment(ours_dir)
     order = doc_order(index)

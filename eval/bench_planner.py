@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.bench_collection import build_or_open, load_docs, sample_queries, summary, time_queries, write_json
-from eval.report import machine_description
-from index.scorers.bmp import bmp_search
-from index.scorers.exhaustive import search
+from lsr.eval.bench_collection import build_or_open, load_docs, sample_queries, summary, time_queries, write_json
+from lsr.eval.report import machine_description
+from lsr.index.scorers.bmp import bmp_search
+from lsr.index.scorers.exhaustive import search
 
 LENGTH_BUCKETS = (8, 16, 32, 64, 128, 100_000)
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from eval.bench_collection import load_docs, sample_queries, write_json
-from eval.report import machine_description
+from lsr.eval.bench_collection import load_docs, sample_queries, write_json
+from lsr.eval.report import machine_description
 
 
 def linear(values, scale, levels=255):

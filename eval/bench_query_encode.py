@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.report import publish
+from lsr.eval.report import publish
 
 BACKENDS = ("torch", "onnx", "onnx-int8")
 
@@ -27,8 +27,8 @@ BACKENDS = ("torch", "onnx", "onnx-int8")
 def run(index_dir: Path, dataset: str, rounds: int) -> dict:
     import torch
 
-    from index.commit import read_newest_commit
-    from index.live import LiveIndex
+    from lsr.index.commit import read_newest_commit
+    from lsr.index.live import LiveIndex
     from lsr.data.datasets import resolve_dataset
     from lsr.encoders.dense import DenseEncoder
     from lsr.encoders.loading import load_encoder

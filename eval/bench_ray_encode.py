@@ -20,8 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-from eval.cpu_usage import ProcessCpuSampler, machine_busy_seconds, own_cpu_seconds
-from eval.report import publish
+from lsr.eval.cpu_usage import ProcessCpuSampler, machine_busy_seconds, own_cpu_seconds
+from lsr.eval.report import publish
 
 
 def make_corpus(docs: int, out: Path) -> Path:
@@ -48,7 +48,7 @@ def one_process(corpus: Path, out: Path, shards: int) -> dict:
 
 def on_ray(corpus: Path, out: Path, shards: int, block_docs: int | None, actors: int | None,
            cpus_per_actor: int) -> dict:
-    from index.writer import index_settings
+    from lsr.index.writer import index_settings
     from lsr.data.blocks import CorpusBlocks
     from lsr.encoders.loading import load_encoder
     from lsr.scaleout.block_indexer import EncoderSpec

@@ -28,14 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.bench_service import http_ms, summary
-from eval.report import publish
-from eval.server_process import ServerProcess
+from lsr.eval.bench_service import http_ms, summary
+from lsr.eval.report import publish
+from lsr.eval.server_process import ServerProcess
 
 
 def run(index_dir: Path, dataset: str, rounds: int, k: int, mode: str, replicas: int, log_dir: Path) -> dict:
     from lsr.data.datasets import resolve_dataset
-    from index.shards import is_sharded, read_manifest
+    from lsr.index.shards import is_sharded, read_manifest
 
     data = resolve_dataset(dataset)
     judged = data.qrels()

@@ -33,14 +33,14 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.bench_build import read_chunks
-from eval.bench_collection import _gather_rows, link_copy, sample_queries, summary
-from eval.report import publish
-from index.build import IndexBuild
-from index.commit import generations
-from index.live import LiveIndex, open_single_segment
-from index.search import search_sparse
-from index.sparse_batch import SparseBatch
+from lsr.eval.bench_build import read_chunks
+from lsr.eval.bench_collection import _gather_rows, link_copy, sample_queries, summary
+from lsr.eval.report import publish
+from lsr.index.build import IndexBuild
+from lsr.index.commit import generations
+from lsr.index.live import LiveIndex, open_single_segment
+from lsr.index.search import search_sparse
+from lsr.index.sparse_batch import SparseBatch
 
 VOCAB_SIZE = 30522
 

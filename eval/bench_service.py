@@ -21,13 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.report import machine_description
-from eval.server_process import ServerProcess
+from lsr.eval.report import machine_description
+from lsr.eval.server_process import ServerProcess
 from lsr.encoders.query_backends import add_query_backend_option
 
 
 def in_process_ms(engine, queries: list[str], k: int, mode: str) -> np.ndarray:
-    from service.schemas import SearchRequest
+    from lsr.service.schemas import SearchRequest
 
     times = np.empty(len(queries))
     for i, query in enumerate(queries):
@@ -64,8 +64,8 @@ def summary(values: np.ndarray) -> dict:
 
 def run(index_dir: Path, dataset: str, rounds: int, k: int, mode: str, query_backend: str = "auto") -> dict:
     from lsr.data.datasets import resolve_dataset
-    from service.engine import SearchEngine
-    from service.settings import Settings
+    from lsr.service.engine import SearchEngine
+    from lsr.service.settings import Settings
 
     data = resolve_dataset(dataset)
     judged = data.qrels()

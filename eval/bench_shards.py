@@ -37,9 +37,9 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.bench_build import VOCAB_SIZE, child_result, directory_mb, read_chunks, run_child, status_mb, wait_child
-from eval.cpu_usage import OtherLoad, own_cpu_seconds
-from eval.report import command_line, machine_description
+from lsr.eval.bench_build import VOCAB_SIZE, child_result, directory_mb, read_chunks, run_child, status_mb, wait_child
+from lsr.eval.cpu_usage import OtherLoad, own_cpu_seconds
+from lsr.eval.report import command_line, machine_description
 
 MSMARCO_DEV = 2  # queries/source.npy: 0 scifact, 1 nfcorpus, 2 msmarco-dev
 KS = (10, 1000)
@@ -48,7 +48,7 @@ CLIENTS = (8, 32)
 
 def shard_owners(collection: Path, num_shards: int, work: Path) -> Path:
     """The shard of every document ("d{i}"), computed once per shard count and kept in ``work``."""
-    from index.shards import shards_of
+    from lsr.index.shards import shards_of
 
     path = work / f"owners-{num_shards}.npy"
     if not path.exists():
@@ -63,7 +63,7 @@ def shard_owners(collection: Path, num_shards: int, work: Path) -> Path:
 
 def _build_shard(collection: str, out: str, owners_path: str, shard: int, num_shards: int, segment_docs: int,
                  queue) -> None:
-    from index.build import IndexBuild
+    from lsr.index.build import IndexBuild
 
     baseline = status_mb("VmHWM")
     owners = np.load(owners_path, mmap_mode="r")
@@ -84,7 +84,7 @@ def _build_shard(collection: str, out: str, owners_path: str, shard: int, num_sh
 def build_shards(collection: Path, out: Path, work: Path, num_shards: int, segment_docs: int, jobs: int,
                  report=print) -> list[dict]:
     """Build every shard not built yet (``jobs`` children at once); each shard's build figures."""
-    from index.shards import Manifest, shard_names, write_manifest
+    from lsr.index.shards import Manifest, shard_names, write_manifest
 
     owners = shard_owners(collection, num_shards, work)
     done_dir = work / f"built-{num_shards}"
@@ -128,8 +128,8 @@ def _stats(ms: list[float]) -> dict:
 
 
 def _measure(out: str, collection: str, num_queries: int, queue) -> None:
-    from index.shards import merge_top_k
-    from index.sharded import ShardedIndex
+    from lsr.index.shards import merge_top_k
+    from lsr.index.sharded import ShardedIndex
 
     queries = read_queries(Path(collection), num_queries)
     baseline = status_mb("VmRSS")
@@ -180,7 +180,7 @@ def measure(out: Path, collection: Path, num_queries: int) -> dict:
 
 def run_shard_count(collection: Path, work: Path, num_shards: int, segment_docs: int, jobs: int, num_queries: int,
                     keep_index: bool) -> dict:
-    from index.shards import shard_names
+    from lsr.index.shards import shard_names
 
     out = work / f"index-{num_shards}"
     started = time.perf_counter()

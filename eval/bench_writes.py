@@ -29,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.bench_collection import link_copy, sample_queries
-from eval.report import publish
-from index.npy_stream import NpyReader
+from lsr.eval.bench_collection import link_copy, sample_queries
+from lsr.eval.report import publish
+from lsr.index.npy_stream import NpyReader
 
 
 def _pin(cpus: list[int] | None) -> None:
@@ -42,8 +42,8 @@ def _pin(cpus: list[int] | None) -> None:
 def _searcher(path: str, collection: str, num_queries: int, seconds: float, ready, results,
               cpus: list[int] | None) -> None:
     _pin(cpus)
-    from index.live import LiveIndex
-    from index.search import search_sparse
+    from lsr.index.live import LiveIndex
+    from lsr.index.search import search_sparse
 
     _, queries = sample_queries(Path(collection), num_queries)
     with LiveIndex(path, writer="never") as live:
@@ -85,7 +85,7 @@ def _vectors(collection: Path, count: int) -> list[tuple[np.ndarray, np.ndarray]
 def _writer(path: str, collection: str, threads: int, rate: float | None, seconds: float, start, results,
             flush_docs: int, cpus: list[int] | None = None) -> None:
     _pin(cpus)
-    from index.live import LiveIndex
+    from lsr.index.live import LiveIndex
 
     live = LiveIndex(path, writer="required")
     live.flush_policy.max_docs = flush_docs
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     report = run(args.index, args.collection, args.work, args.rate, args.threads, args.seconds, args.queries,
                  args.flush_docs, args.pin)
-    from index.commit import read_newest_commit
+    from lsr.index.commit import read_newest_commit
 
     report.update(docs=read_newest_commit(args.index).num_docs)
     publish(report, markdown, "bench_writes.py", argv, args.out)

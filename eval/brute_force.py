@@ -25,14 +25,14 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from eval.beir_runner import load_query_vectors
+from lsr.eval.beir_runner import load_query_vectors
 from lsr.metrics import evaluate
-from eval.report import machine_description
-from eval.runfile import Run, drop_self_hits, read_trec_run
-from index.format import load_array
-from index.live import open_single_segment
-from index.postings_view import has_fine_impacts
-from index.scorers.query import canonical_batch
+from lsr.eval.report import machine_description
+from lsr.eval.runfile import Run, drop_self_hits, read_trec_run
+from lsr.index.format import load_array
+from lsr.index.live import open_single_segment
+from lsr.index.postings_view import has_fine_impacts
+from lsr.index.scorers.query import canonical_batch
 
 
 def top_k_rows(scores: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:

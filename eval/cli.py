@@ -47,7 +47,7 @@ def _add_run_arguments(beir: argparse.ArgumentParser) -> None:
     beir.add_argument("--drop-self-hits", action="store_true",
                       help="drop a retrieved doc whose id equals the query id (BEIR's option)")
     beir.add_argument("--mode", choices=["sparse", "dense", "hybrid"], default="sparse",
-                      help="sparse (default), dense (faiss; needs lsr[dense]), or hybrid: all three side by side")
+                      help="sparse (default), dense (faiss; needs lsr-engine[dense]), or hybrid: all three side by side")
     beir.add_argument("--dense-model", help="dense encoder for the index's dense part (default: bundled all-MiniLM-L6-v2)")
     beir.add_argument("--fusion", choices=["rrf", "convex"], default="rrf",
                       help="hybrid: reciprocal rank fusion (default) or a convex combination of normalised scores")
@@ -59,8 +59,8 @@ def _add_run_arguments(beir: argparse.ArgumentParser) -> None:
 
 
 def run_beir_command(args: argparse.Namespace) -> int:
-    from eval.beir_runner import BeirRunConfig, run_beir
-    from eval.report import markdown_table, stage_table
+    from lsr.eval.beir_runner import BeirRunConfig, run_beir
+    from lsr.eval.report import markdown_table, stage_table
 
     config = BeirRunConfig(
         dataset=args.dataset, index_dir=args.index, out_dir=args.out, model=args.model,

@@ -28,19 +28,19 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from eval.report import publish
-from index.build import IndexBuild
-from index.commit import read_newest_commit
-from index.live import LiveIndex
+from lsr.eval.report import publish
+from lsr.index.build import IndexBuild
+from lsr.index.commit import read_newest_commit
+from lsr.index.live import LiveIndex
 
 VOCAB = 300
 
 CHILD = r"""
 import json, sys, traceback
 import numpy as np
-from index.check import verify_index
-from index.live import LiveIndex
-from index.format import IndexFormatError
+from lsr.index.check import verify_index
+from lsr.index.live import LiveIndex
+from lsr.index.format import IndexFormatError
 
 def attempt(path, verify):
     try:
@@ -84,7 +84,7 @@ def build(path: Path, rng) -> None:
 
 
 def _batch(rows):
-    from index.sparse_batch import SparseBatch
+    from lsr.index.sparse_batch import SparseBatch
 
     return SparseBatch.from_scipy(rows)
 

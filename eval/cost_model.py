@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.report import publish
+from lsr.eval.report import publish
 
 
 def power_fit(sizes: list[float], values: list[float]) -> tuple[float, float]:

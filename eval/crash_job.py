@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from eval.crash_sim import VOCAB, IoRecorder, _close, _vector, brute_force_top_k
-from index import storage
+from lsr.eval.crash_sim import VOCAB, IoRecorder, _close, _vector, brute_force_top_k
+from lsr.index import storage
 
 NUM_SHARDS = 2
 
@@ -44,7 +44,7 @@ def make_collection(path: Path, rng, num_docs: int) -> dict:
 
 
 def run_job(collection: Path, out: Path, block_docs: int, report=lambda line: None) -> dict:
-    from index.writer import index_settings
+    from lsr.index.writer import index_settings
     from lsr.data.blocks import VectorBlocks
     from lsr.scaleout.ray_indexing import ray_index
 
@@ -77,7 +77,7 @@ def record_job(work: Path, rng, num_docs: int = 40, block_docs: int = 8) -> tupl
 def check_job_cut(recorder: IoRecorder, cut: int, collection: Path, vectors: dict, block_docs: int, work: Path,
                   rng) -> str | None:
     """Rebuild what a cut leaves, check it, finish the job on it, check the result; a problem or None."""
-    from index.shards import is_sharded
+    from lsr.index.shards import is_sharded
 
     target = work / f"cut-{cut}"
     recorder.durable_tree(cut, target)
@@ -103,9 +103,9 @@ def check_job_cut(recorder: IoRecorder, cut: int, collection: Path, vectors: dic
 
 
 def _check_in_progress(target: Path, vectors: dict, block_docs: int, acked_blocks: int) -> str | None:
-    from index.commit import generations
-    from index.live import LiveIndex
-    from index.shards import shard_names, shard_of
+    from lsr.index.commit import generations
+    from lsr.index.live import LiveIndex
+    from lsr.index.shards import shard_names, shard_of
     from lsr.scaleout.ray_indexing import PROGRESS
 
     ids = list(vectors)
@@ -132,7 +132,7 @@ def _check_in_progress(target: Path, vectors: dict, block_docs: int, acked_block
 
 
 def _check_finished(target: Path, vectors: dict, rng) -> str | None:
-    from index.sharded import ShardedIndex
+    from lsr.index.sharded import ShardedIndex
 
     with ShardedIndex(target, writer="never") as index:
         held = [doc_id for live in index.shards for doc_id in sorted(_held(live))]

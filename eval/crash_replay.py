@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.crash_job import check_job_cut, record_job
-from eval.crash_sim import IoRecorder, check_cut, initial_index, run_scenario
-from eval.report import machine_description, save_result
+from lsr.eval.crash_job import check_job_cut, record_job
+from lsr.eval.crash_sim import IoRecorder, check_cut, initial_index, run_scenario
+from lsr.eval.report import machine_description, save_result
 
 SCENARIOS = {
     "appends": ("add", "add_many", "delete"),

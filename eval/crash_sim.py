@@ -28,11 +28,11 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from index import storage
-from index.build import build_index
-from index.live import LiveIndex
-from index.scorers.query import merge_query
-from index.sparse_batch import SparseBatch
+from lsr.index import storage
+from lsr.index.build import build_index
+from lsr.index.live import LiveIndex
+from lsr.index.scorers.query import merge_query
+from lsr.index.sparse_batch import SparseBatch
 
 FS_IOC_GETVERSION = 0x80087601
 VOCAB = 200

@@ -18,8 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from eval.report import machine_description
-from eval.server_process import ServerProcess, log_tracebacks
+from lsr.eval.report import machine_description
+from lsr.eval.server_process import ServerProcess, log_tracebacks
 
 CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,"
           "response_schema_conformance,negative_data_rejection,positive_data_acceptance")

@@ -6,7 +6,7 @@ Each carries the statuses that are right for it on a server with default setting
 and an index with a dense part, and for a 422 the field its ``loc`` must name. `problems` says
 what is wrong with an answer: above all any 5xx, which client input must never cause.
 
-    from eval.hostile_requests import hostile_requests, send, problems
+    from lsr.eval.hostile_requests import hostile_requests, send, problems
     for case in hostile_requests():
         answer = send("127.0.0.1", port, case, api_key="...")
         assert not problems(case, answer), case.name

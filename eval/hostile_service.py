@@ -16,9 +16,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from eval.hostile_requests import hostile_requests, problems, send
-from eval.report import publish
-from eval.server_process import ServerProcess
+from lsr.eval.hostile_requests import hostile_requests, problems, send
+from lsr.eval.report import publish
+from lsr.eval.server_process import ServerProcess
 
 API_KEY = "hostile-test-key-7f3a"
 

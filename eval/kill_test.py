@@ -36,11 +36,11 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from eval.crash_sim import brute_force_top_k
-from eval.report import machine_description, save_result
-from index.build import build_index
-from index.live import LiveIndex
-from index.sparse_batch import SparseBatch
+from lsr.eval.crash_sim import brute_force_top_k
+from lsr.eval.report import machine_description, save_result
+from lsr.index.build import build_index
+from lsr.index.live import LiveIndex
+from lsr.index.sparse_batch import SparseBatch
 
 VOCAB = 200
 
@@ -154,7 +154,7 @@ def writer_kills(path: Path, trials: int, seed: int) -> dict:
               "lost_or_wrong": 0, "problems": [], "flushes_and_merges_seen": 0, "kill_after_s": []}
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     for trial in range(trials):
-        child = subprocess.Popen([sys.executable, "-m", "eval.kill_writer", str(path), str(seed * 100_000 + trial)],
+        child = subprocess.Popen([sys.executable, "-m", "lsr.eval.kill_writer", str(path), str(seed * 100_000 + trial)],
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         buffer = bytearray()
         records = []

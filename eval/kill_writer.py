@@ -18,7 +18,7 @@ import threading
 
 import numpy as np
 
-from index.live import LiveIndex
+from lsr.index.live import LiveIndex
 
 VOCAB = 200
 _print_lock = threading.Lock()

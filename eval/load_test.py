@@ -40,8 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.report import machine_description
-from eval.server_process import ServerProcess, log_tracebacks
+from lsr.eval.report import machine_description
+from lsr.eval.server_process import ServerProcess, log_tracebacks
 
 API_KEY = "load-test-key"
 MODES = (("sparse", 0.7), ("hybrid", 0.2), ("dense", 0.1))

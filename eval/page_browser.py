@@ -58,7 +58,7 @@ def search_and_explain(url: str, query: str, mode: str, screenshot: Path, timeou
 
 
 def main() -> int:
-    from eval.server_process import ServerProcess
+    from lsr.eval.server_process import ServerProcess
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("index", type=Path)

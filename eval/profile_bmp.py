@@ -34,14 +34,14 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.bench_collection import doc_order, load_docs, sample_queries, time_queries, write_json
-from eval.bench_engines import exact_float_reference, recall
-from eval.report import machine_description
-from index.format import Segment
-from index.live import open_single_segment
-from index.scorers.bmp import block_upper_bounds, bmp_search
-from index.scorers.query import canonical_query
-from index.sparse_batch import SparseBatch
+from lsr.eval.bench_collection import doc_order, load_docs, sample_queries, time_queries, write_json
+from lsr.eval.bench_engines import exact_float_reference, recall
+from lsr.eval.report import machine_description
+from lsr.index.format import Segment
+from lsr.index.live import open_single_segment
+from lsr.index.scorers.bmp import block_upper_bounds, bmp_search
+from lsr.index.scorers.query import canonical_query
+from lsr.index.sparse_batch import SparseBatch
 
 ALPHAS = (0.99, 0.97, 0.95, 0.9)
 BUDGETS = (2000, 1000, 500, 300, 250, 100)

@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
-from eval.bench_collection import sample_queries
-from eval.report import machine_description
-from index.live import open_single_segment
-from index.postings_view import block_view, term_view
-from index.scorers import exhaustive as ex
-from index.scorers.query import canonical_query
+from lsr.eval.bench_collection import sample_queries
+from lsr.eval.report import machine_description
+from lsr.index.live import open_single_segment
+from lsr.index.postings_view import block_view, term_view
+from lsr.index.scorers import exhaustive as ex
+from lsr.index.scorers.query import canonical_query
 
 KS = (10, 1000)
 

@@ -16,7 +16,7 @@ import pandas as pd
 import pyterrier as pt
 from ir_measures import RR, R, nDCG
 
-from eval.baselines.pt_bm25 import PyseriniBM25
+from lsr.eval.baselines.pt_bm25 import PyseriniBM25
 from lsr.data.datasets import resolve_dataset
 from lsr.pyterrier import QueryEncoder, Retriever, SparseIndexer
 

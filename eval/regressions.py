@@ -26,7 +26,7 @@ TOLERANCE = 0.002  # machines and thread counts change float sums, never more th
 
 def run_dataset(dataset: str, work_dir: Path) -> dict[str, float]:
     """The bundled model's metrics on ``dataset`` (a fresh index in ``work_dir``)."""
-    from eval.beir_runner import BeirRunConfig, run_beir
+    from lsr.eval.beir_runner import BeirRunConfig, run_beir
 
     report = run_beir(BeirRunConfig(dataset=dataset, out_dir=work_dir / dataset.replace("/", "-"),
                                     command=f"python eval/regressions.py {dataset}"))
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("datasets", nargs="*", default=list(DATASETS))
     parser.add_argument("--write", action="store_true", help="record the figures instead of comparing")
     args = parser.parse_args(argv)
-    from eval.report import machine_description
+    from lsr.eval.report import machine_description
 
     record = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"tolerance": TOLERANCE, "datasets": {}}
     failed = False

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         train(experiment)
     if args.train_only:
         return 0
-    from eval.train_report import evaluate_experiments
+    from lsr.eval.train_report import evaluate_experiments
 
     evaluate_experiments(chosen, args.out)
     return 0

@@ -8,8 +8,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from eval.beir_runner import BeirRunConfig, run_beir
-from eval.report import machine_description
+from lsr.eval.beir_runner import BeirRunConfig, run_beir
+from lsr.eval.report import machine_description
 
 EVAL_ROOT = Path("runs/train-eval")
 FINETUNE_LAMBDA_D = 0.001  # regularizer.document_weight of eval/configs/splade_scifact_finetune.yaml
@@ -23,7 +23,7 @@ def _system(report: dict, name: str, **extra) -> dict:
 def _baselines(dataset: str) -> dict[str, dict]:
     """Bundled SPLADE-tiny (siamese), its documents with IDF queries (untrained inference-free),
     and BM25 with its postings touched and latency."""
-    from eval.baselines.bm25 import bm25_efficiency
+    from lsr.eval.baselines.bm25 import bm25_efficiency
     from lsr.data.datasets import resolve_dataset
     from lsr.encoders.inference_free import InferenceFreeEncoder
     from lsr.evaluation import evaluate_index
@@ -71,7 +71,7 @@ def _with_corpus_idf(model: str, dataset: str, out: Path) -> str:
 
 
 def _evaluate(experiment, dataset: str) -> dict:
-    from index.commit import generations
+    from lsr.index.commit import generations
 
     model, index_dir = _model_for(experiment, dataset)
     out = EVAL_ROOT / experiment.name / dataset.replace("/", "-")
@@ -94,7 +94,7 @@ def postings_by_idf(index_dir: Path, model: Path) -> dict:
     import numpy as np
     from safetensors.numpy import load_file
 
-    from index.live import LiveIndex
+    from lsr.index.live import LiveIndex
     from lsr.evaluation import posting_list_lengths
 
     with LiveIndex(index_dir, writer="never") as index:

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
-from index.format import load_array, new_array_file
+from lsr.index.format import load_array, new_array_file
 
 SEED_KS = (10, 100, 1000, 2000, 5000)  # the wider ones serve k = 1000 with deletions
 MAX_BLOCK_SIZE = 256  # doc offsets inside a block are uint8

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from numba import njit
 
-from index.doc_ids import hash_id
-from index.wal import WalRecord
+from lsr.index.doc_ids import hash_id
+from lsr.index.wal import WalRecord
 
 # kernels
 

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from index import storage
-from index.builder import SegmentBuilder
-from index.commit import SEGMENTS_DIR
-from index.doc_ids import DuplicateIdError, duplicate_positions
-from index.format import load_array
-from index.sparse_batch import SparseBatch
-from index.writer import IndexWriter, index_settings
+from lsr.index import storage
+from lsr.index.builder import SegmentBuilder
+from lsr.index.commit import SEGMENTS_DIR
+from lsr.index.doc_ids import DuplicateIdError, duplicate_positions
+from lsr.index.format import load_array
+from lsr.index.sparse_batch import SparseBatch
+from lsr.index.writer import IndexWriter, index_settings
 
 DEFAULT_SEGMENT_DOCS = 1_000_000  # BP over a segment's documents costs about 2 GB at 1M (eval/results/bench_build_*)
 

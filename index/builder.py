@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
-from index import storage
-from index.bmp_build import MAX_BLOCK_SIZE
-from index.doc_ids import DuplicateIdError, duplicate_positions, hash_ids, sorted_hash_table
-from index.format import (
+from lsr.index import storage
+from lsr.index.bmp_build import MAX_BLOCK_SIZE
+from lsr.index.doc_ids import DuplicateIdError, duplicate_positions, hash_ids, sorted_hash_table
+from lsr.index.format import (
     ALL_ARRAY_NAMES,
     META_FILE,
     SEGMENT_FORMAT,
@@ -35,11 +35,11 @@ from index.format import (
     describe_file,
     new_array_file,
 )
-from index.npy_stream import NpyAppender
-from index.postings_writer import PostingsWriter
-from index.quantize import MAX_IMPACT, QuantizationStats, WeightSample, fine_impacts, quantize, scale_for
-from index.reorder import bp_order, random_order
-from index.sparse_batch import SparseBatch
+from lsr.index.npy_stream import NpyAppender
+from lsr.index.postings_writer import PostingsWriter
+from lsr.index.quantize import MAX_IMPACT, QuantizationStats, WeightSample, fine_impacts, quantize, scale_for
+from lsr.index.reorder import bp_order, random_order
+from lsr.index.sparse_batch import SparseBatch
 
 POSTINGS_PER_PASS = 1 << 23
 DEFAULT_BLOCK_SIZE = 8  # fastest of 8, 16, 32 on 1M docs (README, engine benchmark)
@@ -369,7 +369,7 @@ class SegmentBuilder:
 
     def _write_dense(self, order: np.ndarray) -> None:
         """The faiss index in internal doc order, permuted through a spill file (bounded memory)."""
-        from index.dense import write_dense_index
+        from lsr.index.dense import write_dense_index
 
         dim = self.dense["dim"]
         spilled = self._spill("dense", np.float32).reshape(-1, dim)
@@ -456,7 +456,7 @@ def derive_with_dense(source, target: Path, vectors: np.ndarray, model: str, opt
     built from ``vectors`` (source doc order); fsynced and renamed into place."""
     import os
 
-    from index.dense import write_dense_index
+    from lsr.index.dense import write_dense_index
 
     tmp = target.parent / f".{target.name}.building-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from index.commit import SEGMENTS_DIR, generations, read_commit
-from index.deletes import read_deletes
-from index.format import IndexFormatError, Segment, read_segment_meta, verify_segment_files
-from index.wal import WriteAheadLog
+from lsr.index.commit import SEGMENTS_DIR, generations, read_commit
+from lsr.index.deletes import read_deletes
+from lsr.index.format import IndexFormatError, Segment, read_segment_meta, verify_segment_files
+from lsr.index.wal import WriteAheadLog
 
 
 def verify_index(directory: str | Path) -> tuple[list[str], dict]:
@@ -24,7 +24,7 @@ def verify_index(directory: str | Path) -> tuple[list[str], dict]:
     found = generations(directory)
     if not found:
         try:
-            from index.commit import read_newest_commit
+            from lsr.index.commit import read_newest_commit
 
             read_newest_commit(directory)
         except IndexFormatError as error:

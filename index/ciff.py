@@ -38,14 +38,14 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
-from index.bmp_build import finish_postings
-from index.builder import DEFAULT_BLOCK_SIZE, finalize_segment
-from index.ciff_protobuf import (INT32_MAX, MAX_POSTING_BYTES, CiffFormatError, CiffHeader, DelimitedReader,
+from lsr.index.bmp_build import finish_postings
+from lsr.index.builder import DEFAULT_BLOCK_SIZE, finalize_segment
+from lsr.index.ciff_protobuf import (INT32_MAX, MAX_POSTING_BYTES, CiffFormatError, CiffHeader, DelimitedReader,
                                  PostingsListDecoder, WireError, decode_doc_records, encode_doc_records,
                                  encode_postings_list, encode_varint)
-from index.format import Segment, new_array_file
-from index.postings_view import term_view
-from index.quantize import MAX_IMPACT, QuantizationStats
+from lsr.index.format import Segment, new_array_file
+from lsr.index.postings_view import term_view
+from lsr.index.quantize import MAX_IMPACT, QuantizationStats
 
 __all__ = ["CiffFormatError", "CiffHeader", "export_ciff", "import_ciff", "read_ciff_header"]
 
@@ -86,7 +86,7 @@ def export_ciff(index: Segment | str | Path, path: str | Path, terms: Sequence[s
         The path written.
     """
     if not isinstance(index, Segment):
-        from index.live import open_single_segment
+        from lsr.index.live import open_single_segment
 
         index = open_single_segment(index)
     path = Path(path)
@@ -217,7 +217,7 @@ def import_ciff(
         CiffFormatError: truncated or corrupt input, an unknown term, a doc id out of range;
             the message names the file, the byte offset and the postings list or doc record.
     """
-    from index.writer import IndexWriter, index_settings
+    from lsr.index.writer import IndexWriter, index_settings
 
     path, out_dir = Path(path), Path(out_dir)
     if vocab is not None and vocab_size is None:

@@ -23,8 +23,8 @@ import zlib
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from index import storage
-from index.format import IndexFormatError
+from lsr.index import storage
+from lsr.index.format import IndexFormatError
 
 INDEX_FORMAT = "lsr-index"
 INDEX_FORMAT_VERSION = 3

@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from index import storage
-from index.builder import _largest_block, _sorted_rows, finalize_segment
-from index.npy_stream import NpyAppender
-from index.postings_writer import PostingsWriter
-from index.quantize import MAX_IMPACT, QuantizationStats, WeightSample, fine_impacts, quantize, scale_for
-from index.sparse_batch import SparseBatch
+from lsr.index import storage
+from lsr.index.builder import _largest_block, _sorted_rows, finalize_segment
+from lsr.index.npy_stream import NpyAppender
+from lsr.index.postings_writer import PostingsWriter
+from lsr.index.quantize import MAX_IMPACT, QuantizationStats, WeightSample, fine_impacts, quantize, scale_for
+from lsr.index.sparse_batch import SparseBatch
 
 
 class TermMaxScan:
@@ -141,7 +141,7 @@ class ConcatBuilder:
         storage.remove(self.tmp_dir)
 
     def _write_dense(self) -> None:
-        from index.dense import write_dense_index
+        from lsr.index.dense import write_dense_index
 
         self.dense_spill.close()
         path = self.tmp_dir / "dense.raw"

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from index import storage
-from index.commit import DELETES_DIR
-from index.format import IndexFormatError, check_file, describe_file
+from lsr.index import storage
+from lsr.index.commit import DELETES_DIR
+from lsr.index.format import IndexFormatError, check_file, describe_file
 
 
 def deletes_file_name(segment: str, generation: int) -> str:

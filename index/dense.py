@@ -50,7 +50,7 @@ def _faiss():
     try:
         import faiss
     except ImportError as error:
-        raise ImportError('the dense index needs faiss: pip install "lsr[dense]"') from error
+        raise ImportError('the dense index needs faiss: pip install "lsr-engine[dense]"') from error
     return faiss
 
 

@@ -22,9 +22,9 @@ from __future__ import annotations
 import fcntl
 from pathlib import Path
 
-from index import storage
-from index.commit import DELETES_DIR, SEGMENTS_DIR, Commit, commit_file_name, generations, read_commit
-from index.wal import LOCKS_DIR, WAL_DIR, WAL_LOCK
+from lsr.index import storage
+from lsr.index.commit import DELETES_DIR, SEGMENTS_DIR, Commit, commit_file_name, generations, read_commit
+from lsr.index.wal import LOCKS_DIR, WAL_DIR, WAL_LOCK
 
 WRITE_LOCK = "write.lock"
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from index.postings_view import find_sorted
+from lsr.index.postings_view import find_sorted
 
 # kernels
 

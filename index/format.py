@@ -231,7 +231,7 @@ class Segment:
         Raises:
             IndexFormatError: a file is missing, damaged or inconsistent (the message names it).
         """
-        from index.validate import validate_segment
+        from lsr.index.validate import validate_segment
 
         directory = Path(directory)
         meta = read_segment_meta(directory, expected_meta)
@@ -263,7 +263,7 @@ class Segment:
     def dense(self):
         """The segment's faiss part (``index.dense.DenseIndex``), loaded on first use, or None."""
         if not hasattr(self, "_dense"):
-            from index.dense import DENSE_DIR, DenseIndex
+            from lsr.index.dense import DENSE_DIR, DenseIndex
 
             files = {name: info for name, info in (self.meta.get("files") or {}).items()
                      if name.startswith(f"{DENSE_DIR}/")}
@@ -288,7 +288,7 @@ class Segment:
 
     def find(self, doc_id: str) -> int | None:
         """The internal id of an external id in this segment (deleted or not), or None."""
-        from index.doc_ids import find_id
+        from lsr.index.doc_ids import find_id
 
         return find_id(self, doc_id)
 
@@ -302,7 +302,7 @@ class Segment:
         import scipy.sparse as sp
 
         if fine:
-            from index.forward import block_range_impacts
+            from lsr.index.forward import block_range_impacts
 
             return block_range_impacts(self, 0, self.postings.num_blocks, fine=True)
 

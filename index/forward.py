@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from index.format import Segment
-from index.quantize import FINE_LEVELS
+from lsr.index.format import Segment
+from lsr.index.quantize import FINE_LEVELS
 
 
 def block_range_impacts(index: Segment, first_block: int, end_block: int, fine: bool = False) -> sp.csr_matrix:

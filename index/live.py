@@ -29,22 +29,22 @@ from pathlib import Path
 
 import numpy as np
 
-from index import storage
-from index.buffer import WriteBuffer
-from index.commit import SEGMENTS_DIR, Commit, generations, read_commit, read_newest_commit
-from index.deletes import read_deletes
-from index.directory import CommitPin, IndexBusyError
-from index.dense import DenseIndexError
-from index.doc_ids import find_ids, hash_id
-from index.forward import document_impacts
-from index.format import IndexFormatError, Segment
-from index.quantize import FINE_LEVELS
-from index.scorers.bmp import deleted_seed_counts
-from index.scorers.exhaustive import NO_DELETE_COUNTS, NO_DELETES
-from index.search import SegmentState, View, search_dense, search_sparse, search_sparse_batch
-from index.sparse_batch import SparseBatch
-from index.wal import WalGap, WriteAheadLog, encode_body
-from index.writer import FlushPolicy, IndexWriter
+from lsr.index import storage
+from lsr.index.buffer import WriteBuffer
+from lsr.index.commit import SEGMENTS_DIR, Commit, generations, read_commit, read_newest_commit
+from lsr.index.deletes import read_deletes
+from lsr.index.directory import CommitPin, IndexBusyError
+from lsr.index.dense import DenseIndexError
+from lsr.index.doc_ids import find_ids, hash_id
+from lsr.index.forward import document_impacts
+from lsr.index.format import IndexFormatError, Segment
+from lsr.index.quantize import FINE_LEVELS
+from lsr.index.scorers.bmp import deleted_seed_counts
+from lsr.index.scorers.exhaustive import NO_DELETE_COUNTS, NO_DELETES
+from lsr.index.search import SegmentState, View, search_dense, search_sparse, search_sparse_batch
+from lsr.index.sparse_batch import SparseBatch
+from lsr.index.wal import WalGap, WriteAheadLog, encode_body
+from lsr.index.writer import FlushPolicy, IndexWriter
 
 Hits = tuple[list[str], np.ndarray]  # external ids, scores; best first
 REFRESH_ATTEMPTS = 50
@@ -520,7 +520,7 @@ def open_single_segment(directory: str | Path, verify: bool = True) -> Segment:
         IndexFormatError: the index has several segments, deletions or unflushed writes
             (the message says to merge it).
     """
-    from index.wal import WriteAheadLog
+    from lsr.index.wal import WriteAheadLog
 
     directory = Path(directory)
     commit = read_newest_commit(directory)

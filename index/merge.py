@@ -27,12 +27,12 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from index.commit import Commit, SegmentRecord
-from index.deletes import read_deletes
-from index.npy_stream import NpyReader
-from index.forward import block_range_impacts
-from index.postings_view import has_fine_impacts
-from index.sparse_batch import SparseBatch
+from lsr.index.commit import Commit, SegmentRecord
+from lsr.index.deletes import read_deletes
+from lsr.index.npy_stream import NpyReader
+from lsr.index.forward import block_range_impacts
+from lsr.index.postings_view import has_fine_impacts
+from lsr.index.sparse_batch import SparseBatch
 
 BLOCKS_PER_STEP = 512
 # Merges up to this many live documents reorder them (graph bisection, whose memory grows with
@@ -124,7 +124,7 @@ def merge(writer, names: list[str], floats: dict[str, Path] | None = None,
         concatenate = sum(s.num_live for s in sources) > REORDER_MAX_DOCS
     scan = None
     if concatenate:  # a first pass finds the merged segment's quantisation scales
-        from index.concat_builder import TermMaxScan
+        from lsr.index.concat_builder import TermMaxScan
 
         scan = TermMaxScan(writer.settings["vocab_size"])
         for record, deleted in zip(sources, deleted_at_start):

@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-from index.format import PostingsArrays
+from lsr.index.format import PostingsArrays
 
 
 class TermView(NamedTuple):

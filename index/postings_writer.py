@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
-from index import storage
-from index.bmp_build import MAX_BLOCK_SIZE, SEED_KS, kth_levels
-from index.npy_stream import NpyAppender, read_slice
+from lsr.index import storage
+from lsr.index.bmp_build import MAX_BLOCK_SIZE, SEED_KS, kth_levels
+from lsr.index.npy_stream import NpyAppender, read_slice
 
 CHUNK_POSTINGS = 1 << 23
 RANGE_POSTINGS = 1 << 24  # postings of the term range merged from the runs at a time
@@ -381,7 +381,7 @@ class PostingsWriter:
 
 def _npy_slice(path: Path, dtype, start: int, count: int) -> np.ndarray:
     """Elements of a (streamed) ``.npy`` array, read without mapping the file."""
-    from index.npy_stream import HEADER_BYTES
+    from lsr.index.npy_stream import HEADER_BYTES
 
     return np.fromfile(path, dtype=dtype, count=count, offset=HEADER_BYTES + start * np.dtype(dtype).itemsize)
 

@@ -23,18 +23,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from index.buffer import BufferView
-from index.dense import DenseIndex
-from index.format import Segment
-from index.scorers.bmp import (KernelGroup, _block_budget, _check_alpha_beta, _keep_top_terms, bmp_into,
+from lsr.index.buffer import BufferView
+from lsr.index.dense import DenseIndex
+from lsr.index.format import Segment
+from lsr.index.scorers.bmp import (KernelGroup, _block_budget, _check_alpha_beta, _keep_top_terms, bmp_into,
                                bmp_into_batch, kernel_groups, kernel_segment, keep_top_terms_batch, ranked_results)
-from index.scorers.exhaustive import (NO_DELETE_COUNTS, NO_DELETES, SearchResults, _check_k, segment_top_k,
+from lsr.index.scorers.exhaustive import (NO_DELETE_COUNTS, NO_DELETES, SearchResults, _check_k, segment_top_k,
                                       segment_top_k_batch)
-from index.scorers.heap import TopK, heap_offer_many
-from index.postings_view import has_fine_impacts
-from index.scorers.planner import SCORERS, choose_scorer
-from index.scorers.query import merge_batch, merge_query, scale_batch, scale_query
-from index.sparse_batch import SparseBatch
+from lsr.index.scorers.heap import TopK, heap_offer_many
+from lsr.index.postings_view import has_fine_impacts
+from lsr.index.scorers.planner import SCORERS, choose_scorer
+from lsr.index.scorers.query import merge_batch, merge_query, scale_batch, scale_query
+from lsr.index.sparse_batch import SparseBatch
 
 
 PRECISIONS = ("auto", "16-bit", "8-bit")

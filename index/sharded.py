@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from index.format import IndexFormatError
-from index.live import DocumentNotFound, Hits, LiveIndex
-from index.shards import group_by_shard, merge_top_k, read_manifest, shard_of
-from index.sparse_batch import SparseBatch
-from index.writer import FlushPolicy
+from lsr.index.format import IndexFormatError
+from lsr.index.live import DocumentNotFound, Hits, LiveIndex
+from lsr.index.shards import group_by_shard, merge_top_k, read_manifest, shard_of
+from lsr.index.sparse_batch import SparseBatch
+from lsr.index.writer import FlushPolicy
 
 
 class ShardedIndex:
@@ -177,7 +177,7 @@ def combine_stats(names: list[str], per_shard: list[dict]) -> dict:
 
 def open_index(directory: str | Path, verify: bool = True, writer: str = "auto") -> LiveIndex | ShardedIndex:
     """A `ShardedIndex` for a directory with ``shards.json``, else a `LiveIndex`."""
-    from index.shards import is_sharded
+    from lsr.index.shards import is_sharded
 
     cls = ShardedIndex if is_sharded(directory) else LiveIndex
     return cls(directory, verify=verify, writer=writer)

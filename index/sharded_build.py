@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from index import storage
-from index.build import DEFAULT_SEGMENT_DOCS, IndexBuild
-from index.shards import (Manifest, check_num_shards, group_by_shard, is_sharded, read_manifest, shard_names,
+from lsr.index import storage
+from lsr.index.build import DEFAULT_SEGMENT_DOCS, IndexBuild
+from lsr.index.shards import (Manifest, check_num_shards, group_by_shard, is_sharded, read_manifest, shard_names,
                           write_manifest)
-from index.sparse_batch import SparseBatch
+from lsr.index.sparse_batch import SparseBatch
 
 
 def shard_rows(doc_ids: list[str], num_shards: int) -> list[np.ndarray]:

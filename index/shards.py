@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from index import storage
-from index.doc_ids import hash_id, hash_ids
-from index.format import IndexFormatError
+from lsr.index import storage
+from lsr.index.doc_ids import hash_id, hash_ids
+from lsr.index.format import IndexFormatError
 
 MANIFEST = "shards.json"
 MANIFEST_FORMAT = "lsr-shards"

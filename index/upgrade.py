@@ -25,16 +25,16 @@ from pathlib import Path
 
 import numpy as np
 
-from index import storage
-from index.builder import describe_extra_files
-from index.commit import SEGMENTS_DIR, Commit, SegmentRecord, generations, write_commit
-from index.deletes import write_deletes
-from index.directory import WriteLock, init_layout
-from index.doc_ids import duplicate_positions, hash_ids, sorted_hash_table
-from index.format import (META_FILE, SEGMENT_FORMAT, SEGMENT_FORMAT_VERSION, IndexFormatError, describe_arrays,
+from lsr.index import storage
+from lsr.index.builder import describe_extra_files
+from lsr.index.commit import SEGMENTS_DIR, Commit, SegmentRecord, generations, write_commit
+from lsr.index.deletes import write_deletes
+from lsr.index.directory import WriteLock, init_layout
+from lsr.index.doc_ids import duplicate_positions, hash_ids, sorted_hash_table
+from lsr.index.format import (META_FILE, SEGMENT_FORMAT, SEGMENT_FORMAT_VERSION, IndexFormatError, describe_arrays,
                           describe_file, load_array)
-from index.wal import WriteAheadLog, create_wal_file, encode_body
-from index.writer import index_settings
+from lsr.index.wal import WriteAheadLog, create_wal_file, encode_body
+from lsr.index.writer import index_settings
 
 OLD_VERSION = 2
 OLD_LOG = "updates.log"

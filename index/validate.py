@@ -17,9 +17,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from index.bmp_build import MAX_BLOCK_SIZE, SEED_KS
-from index.format import IndexFormatError
-from index.postings_view import block_view, term_view
+from lsr.index.bmp_build import MAX_BLOCK_SIZE, SEED_KS
+from lsr.index.format import IndexFormatError
+from lsr.index.postings_view import block_view, term_view
 
 # kernels
 

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from index import storage
+from lsr.index import storage
 
 WAL_DIR = "wal"
 LOCKS_DIR = "locks"

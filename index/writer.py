@@ -30,15 +30,15 @@ from pathlib import Path
 
 import numpy as np
 
-from index import storage
-from index.builder import DEFAULT_BLOCK_SIZE, SegmentBuilder
-from index.commit import SEGMENTS_DIR, Commit, SegmentRecord, generations, read_newest_commit, write_commit
-from index.deletes import read_deletes, write_deletes
-from index.directory import WriteLock, collect_garbage, init_layout
-from index.doc_ids import find_ids, hash_id
-from index.format import META_FILE, IndexFormatError, Segment, describe_file
-from index.sparse_batch import SparseBatch
-from index.wal import WAL_DIR, WalRecord, WriteAheadLog, create_wal_file
+from lsr.index import storage
+from lsr.index.builder import DEFAULT_BLOCK_SIZE, SegmentBuilder
+from lsr.index.commit import SEGMENTS_DIR, Commit, SegmentRecord, generations, read_newest_commit, write_commit
+from lsr.index.deletes import read_deletes, write_deletes
+from lsr.index.directory import WriteLock, collect_garbage, init_layout
+from lsr.index.doc_ids import find_ids, hash_id
+from lsr.index.format import META_FILE, IndexFormatError, Segment, describe_file
+from lsr.index.sparse_batch import SparseBatch
+from lsr.index.wal import WAL_DIR, WalRecord, WriteAheadLog, create_wal_file
 
 # How segments are built, with `SegmentBuilder`'s defaults (every flush and merge uses these).
 BUILD_DEFAULTS = {"quantization": "per-term", "scale": None, "scale_quantile": 1.0, "reorder": "none",
@@ -77,7 +77,7 @@ def index_settings(vocab_size: int, meta: dict | None = None, dense: dict | None
 
 def builder_options(settings: dict) -> dict:
     """`SegmentBuilder` keyword arguments from a commit's settings."""
-    from index.dense import DenseOptions
+    from lsr.index.dense import DenseOptions
 
     build = dict(settings["build"])
     dense = build.pop("dense", None)
@@ -193,7 +193,7 @@ class IndexWriter:
         meta = dict(self.settings["meta"])
         out = self.directory / SEGMENTS_DIR / name
         if scan is not None:
-            from index.concat_builder import ConcatBuilder
+            from lsr.index.concat_builder import ConcatBuilder
 
             return ConcatBuilder(out, self.settings["vocab_size"], scan, meta, **options)
         return SegmentBuilder(out, self.settings["vocab_size"], meta, **options)
@@ -316,7 +316,7 @@ class IndexWriter:
 
     def maybe_merge(self, policy=None) -> Commit | None:
         """Run the merge the policy picks (``index.merge.TieredMergePolicy`` by default), if any."""
-        from index.merge import TieredMergePolicy, merge
+        from lsr.index.merge import TieredMergePolicy, merge
 
         names = (policy or TieredMergePolicy()).find_merge(self.commit.segments)
         return merge(self, names) if names else None
@@ -324,7 +324,7 @@ class IndexWriter:
     def force_merge(self, max_segments: int = 1) -> Commit:
         """Flush, then merge until at most ``max_segments`` segments remain, none with deletions
         when merged into one (``lsr index merge`` / ``compact``)."""
-        from index.merge import merge
+        from lsr.index.merge import merge
 
         if max_segments < 1:
             raise ValueError(f"max_segments must be at least 1, got {max_segments}")
@@ -341,7 +341,7 @@ class IndexWriter:
     def merge_from_floats(self, names: list[str], floats: dict[str, Path], float_vectors_dir: Path | None) -> Commit:
         """Merge an indexing job's segments into one from the float vectors it kept, keeping
         each segment's document order (they were reordered when built: bounded memory)."""
-        from index.merge import merge
+        from lsr.index.merge import merge
 
         return merge(self, names, floats, float_vectors_dir, concatenate=len(names) > 1)
 
@@ -360,8 +360,8 @@ class IndexWriter:
     def add_dense_part(self, segments: list[Segment], vectors: list[np.ndarray], dense: dict, meta: dict) -> Commit:
         """Replace every segment by a copy with a dense part (``vectors[i]`` in segment i's doc
         order); the copies share the sparse files through hard links. One commit."""
-        from index.builder import derive_with_dense
-        from index.dense import DenseOptions
+        from lsr.index.builder import derive_with_dense
+        from lsr.index.dense import DenseOptions
 
         options = dense.get("options") or DenseOptions()
         replacements = {}

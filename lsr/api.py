@@ -94,7 +94,7 @@ class SparseIndex:
             writable: take the index's write lock when it is free (for `add` and `delete`);
                 False opens it read-only, beside a process that writes it.
         """
-        from index.sharded import open_index
+        from lsr.index.sharded import open_index
 
         index = open_index(path, writer="auto" if writable else "never")
         try:
@@ -163,7 +163,7 @@ class SparseIndex:
         elif mode == "dense":
             ranked = dense_lists or []
         else:
-            from index.fusion import fuse
+            from lsr.index.fusion import fuse
 
             ranked = [fuse(s, d, fusion, limit=k) for s, d in zip(sparse_lists or [], dense_lists or [])]
         results = [self._hits(ids[:k], scores[:k], return_texts) for ids, scores in ranked]
@@ -315,7 +315,7 @@ class SentenceTransformersSparse:
     def _batch(self, texts: list[str], query: bool):
         import scipy.sparse as sp
 
-        from index.sparse_batch import SparseBatch
+        from lsr.index.sparse_batch import SparseBatch
 
         if not texts:
             return SparseBatch(np.zeros(1, np.int64), np.zeros(0, np.uint32), np.zeros(0, np.float32), self.vocab_size)

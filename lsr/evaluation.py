@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from index.live import LiveIndex
-from index.sparse_batch import SparseBatch
+from lsr.index.live import LiveIndex
+from lsr.index.sparse_batch import SparseBatch
 from lsr.metrics import evaluate
 
 Run = dict[str, dict[str, float]]

@@ -11,8 +11,8 @@ import time
 
 import numpy as np
 
-from index.fusion import fuse
-from index.live import LiveIndex
+from lsr.index.fusion import fuse
+from lsr.index.live import LiveIndex
 
 Run = dict[str, dict[str, float]]
 

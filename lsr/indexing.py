@@ -8,8 +8,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from index.build import DEFAULT_SEGMENT_DOCS, IndexBuild
-from index.sharded_build import ShardedBuild
+from lsr.index.build import DEFAULT_SEGMENT_DOCS, IndexBuild
+from lsr.index.sharded_build import ShardedBuild
 from lsr.data.loaders import Document, chunked
 
 CHUNK_DOCS = 2048
@@ -108,7 +108,7 @@ def add_dense_index(index_dir: str | Path, documents: Iterable[Document], dense_
     """
     import numpy as np
 
-    from index.live import LiveIndex
+    from lsr.index.live import LiveIndex
 
     with LiveIndex(index_dir, writer="required") as live:
         view = live.refresh()

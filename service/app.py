@@ -17,13 +17,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
-from service.auth import require_api_key
-from service.engine import SearchEngine
-from service.errors import PayloadTooLarge, install_error_handlers
-from service.middleware import BodySizeLimit, RequestMetrics
-from service.schemas import (MAX_QUERY_CHARS, BatchSearchRequest, BatchSearchResponse, Document, DocumentOut,
+from lsr.service.auth import require_api_key
+from lsr.service.engine import SearchEngine
+from lsr.service.errors import PayloadTooLarge, install_error_handlers
+from lsr.service.middleware import BodySizeLimit, RequestMetrics
+from lsr.service.schemas import (MAX_QUERY_CHARS, BatchSearchRequest, BatchSearchResponse, Document, DocumentOut,
                              ErrorDetail, ExplainResponse, Health, SearchRequest, SearchResponse, Stats, WriteResult)
-from service.settings import Settings
+from lsr.service.settings import Settings
 
 
 def create_app(settings: Settings, engine_factory=None) -> FastAPI:
@@ -92,7 +92,7 @@ def _check_scorer(scorer: str, located: list[tuple[tuple, SearchRequest]]) -> No
 
 
 def _add_routes(app: FastAPI, registry: CollectorRegistry, documents: Gauge) -> None:
-    page = resources.files("service").joinpath("page/index.html").read_text(encoding="utf-8")
+    page = resources.files("lsr.service").joinpath("page/index.html").read_text(encoding="utf-8")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def search_page() -> str:

@@ -7,7 +7,7 @@ import hmac
 from fastapi import Request, Security
 from fastapi.security import APIKeyHeader
 
-from service.errors import MissingApiKey, WrongApiKey
+from lsr.service.errors import MissingApiKey, WrongApiKey
 
 API_KEY_HEADER = "X-API-Key"
 api_key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="required by write endpoints")

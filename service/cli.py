@@ -23,7 +23,7 @@ def register(subparsers) -> None:
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     add_query_backend_option(parser, default=None,
                              note="; documents always go through PyTorch (sets LSR_QUERY_BACKEND)")
-    ray = parser.add_argument_group("sharded search on Ray Serve (needs lsr[ray])")
+    ray = parser.add_argument_group("sharded search on Ray Serve (needs lsr-engine[ray])")
     ray.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
                      help="serve on Ray Serve: the cluster at ADDRESS (`auto` for the one `ray start` runs here), or "
                           "without ADDRESS a local Ray; one deployment per shard, an encoder deployment, this API as "
@@ -39,10 +39,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         import uvicorn
     except ImportError as error:
-        raise ImportError('lsr serve needs the service extra: pip install "lsr[service]"') from error
-    from index.commit import read_newest_commit
+        raise ImportError('lsr serve needs the service extra: pip install "lsr-engine[service]"') from error
+    from lsr.index.commit import read_newest_commit
 
-    from index.shards import shard_directories
+    from lsr.index.shards import shard_directories
 
     for directory in shard_directories(args.index).values():
         read_newest_commit(directory)  # a clear error now rather than in every worker
@@ -56,14 +56,14 @@ def run(args: argparse.Namespace) -> int:
     # Workers are separate processes: each builds the app from the environment.
     # h11, whichever parsers are installed (Ray Serve brings httptools): the app then answers a
     # made-up method with 405 and counts it, and the recorded latencies were measured with it.
-    uvicorn.run("service.app:create_app_from_env", factory=True, host=args.host, port=args.port,
+    uvicorn.run("lsr.service.app:create_app_from_env", factory=True, host=args.host, port=args.port,
                 workers=args.workers, log_level=args.log_level, http="h11")
     return 0
 
 
 def _run_on_ray(args: argparse.Namespace) -> int:
-    from service.ray_serve import serve_on_ray
-    from service.settings import Settings
+    from lsr.service.ray_serve import serve_on_ray
+    from lsr.service.settings import Settings
 
     if args.workers != 1:
         raise ValueError("--workers is for the one-machine service; on Ray use --replicas")

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from index.fusion import fuse
-from index.live import DocumentNotFound, LiveIndex
-from index.sharded import open_index
-from service.errors import ModeUnavailable, PayloadTooLarge
-from service.maintenance import Maintenance
-from service.schemas import Document, SearchRequest
-from service.settings import Settings
+from lsr.index.fusion import fuse
+from lsr.index.live import DocumentNotFound, LiveIndex
+from lsr.index.sharded import open_index
+from lsr.service.errors import ModeUnavailable, PayloadTooLarge
+from lsr.service.maintenance import Maintenance
+from lsr.service.schemas import Document, SearchRequest
+from lsr.service.settings import Settings
 
 
 WITH_DOCUMENTS_MAX_K = 100
@@ -41,7 +41,7 @@ class SearchEngine:
         self.index.flush_policy.max_docs = settings.flush_docs
         self.index.flush_policy.max_seconds = settings.flush_seconds
         if encoders is None:
-            from service.encoders import LocalEncoders
+            from lsr.service.encoders import LocalEncoders
 
             encoders = LocalEncoders(self.index.settings, settings.device, settings.torch_threads,
                                      settings.query_backend)
@@ -195,8 +195,8 @@ class SearchEngine:
 
 def warm_kernels() -> None:
     """Compile (or load from cache) every Numba kernel of a search on a tiny valid index."""
-    from index.build import build_index
-    from index.sparse_batch import SparseBatch
+    from lsr.index.build import build_index
+    from lsr.index.sparse_batch import SparseBatch
 
     with tempfile.TemporaryDirectory() as tmp:
         batch = SparseBatch.from_dicts([{0: 1.0, 1: 0.5}, {1: 2.0}, {2: 1.0}], 3)

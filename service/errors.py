@@ -15,7 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from index.live import DocumentNotFound
+from lsr.index.live import DocumentNotFound
 
 
 class ServiceError(Exception):

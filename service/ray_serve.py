@@ -27,13 +27,13 @@ import numpy as np
 from ray import serve
 from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
 
-from index.live import DocumentNotFound, LiveIndex
-from index.shards import group_by_shard, merge_top_k, shard_directories, shard_of
-from index.sharded import combine_stats
-from index.writer import FlushPolicy
-from service.errors import EncoderUnavailable, ShardUnavailable
-from service.maintenance import Maintenance
-from service.settings import Settings
+from lsr.index.live import DocumentNotFound, LiveIndex
+from lsr.index.shards import group_by_shard, merge_top_k, shard_directories, shard_of
+from lsr.index.sharded import combine_stats
+from lsr.index.writer import FlushPolicy
+from lsr.service.errors import EncoderUnavailable, ShardUnavailable
+from lsr.service.maintenance import Maintenance
+from lsr.service.settings import Settings
 
 APP_NAME = "lsr"
 RETRY_PAUSES = (0.05, 0.2, 0.5, 1.0)  # between attempts on a failed shard call, then 1 s each
@@ -48,7 +48,7 @@ class ShardSearcher:
     """One replica of one shard: search, read and write it; flush and merge when it is the writer."""
 
     def __init__(self, directory: str, settings: Settings) -> None:
-        from service.engine import warm_kernels
+        from lsr.service.engine import warm_kernels
 
         if settings.warm_up:
             warm_kernels()
@@ -119,8 +119,8 @@ class QueryEncoder:
     """The index's encoders, loaded once per replica."""
 
     def __init__(self, directory: str, settings: Settings) -> None:
-        from index.commit import read_newest_commit
-        from service.encoders import LocalEncoders
+        from lsr.index.commit import read_newest_commit
+        from lsr.service.encoders import LocalEncoders
 
         self.encoders = LocalEncoders(read_newest_commit(Path(directory)).settings, settings.device,
                                       settings.torch_threads, settings.query_backend)
@@ -348,8 +348,8 @@ def _handle(deployment: str):
 def build_application(index_dir: str | Path, settings: Settings, replicas: int = 1, shard_cpus: float = 0.0,
                       encoder_cpus: float = 0.0):
     """The Serve application (not yet running): shard deployments, the encoder, the ingress."""
-    from service.app import create_app
-    from service.engine import SearchEngine
+    from lsr.service.app import create_app
+    from lsr.service.engine import SearchEngine
 
     shards = shard_directories(index_dir)
     timeout = settings.shard_timeout_seconds

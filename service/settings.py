@@ -14,7 +14,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from lsr.encoders.query_backends import QUERY_BACKENDS
-from service.schemas import DEFAULT_MAX_BODY_BYTES, MAX_BATCH_SEARCHES, MAX_DOCUMENT_CHARS, MAX_QUERY_CHARS
+from lsr.service.schemas import DEFAULT_MAX_BODY_BYTES, MAX_BATCH_SEARCHES, MAX_DOCUMENT_CHARS, MAX_QUERY_CHARS
 
 
 class Settings(BaseSettings):

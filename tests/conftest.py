@@ -133,8 +133,8 @@ def ray_build_options() -> dict:
 def ray_index_1000(tmp_path_factory, ray_cluster, corpus_1000, short_encoder):
     """The Ray job's index of the corpus: two encoder actors, two shards, sparse and dense;
     ``(path, what the job reported, its progress lines)``."""
-    from index.dense import DenseOptions
-    from index.writer import index_settings
+    from lsr.index.dense import DenseOptions
+    from lsr.index.writer import index_settings
     from lsr.data.blocks import CorpusBlocks
     from lsr.encoders.dense import DenseEncoder
     from lsr.scaleout.block_indexer import EncoderSpec
@@ -158,7 +158,7 @@ def ray_index_1000(tmp_path_factory, ray_cluster, corpus_1000, short_encoder):
 def single_index_1000(tmp_path_factory, corpus_1000, short_encoder):
     """One index (not sharded) of the same corpus by the one-process job, encoding in the
     Ray job's blocks (the same documents share a batch, so the vectors are the same)."""
-    from index.dense import DenseOptions
+    from lsr.index.dense import DenseOptions
     from lsr.data.loaders import iter_corpus
     from lsr.encoders.dense import DenseEncoder
     from lsr.indexing import index_corpus

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import lsr
-from index.live import DocumentNotFound
+from lsr.index.live import DocumentNotFound
 from lsr.api import Hit, SparseIndex, documents_from
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -56,7 +56,7 @@ def test_build_search_add_delete_reopen(tmp_path, scifact_dir, encoder):
         assert index.search([], k=3) == []
         # the same ranking as the command line's path (our encoder, then the index directly)
         terms, weights = encoder.encode_queries([query]).row(0)
-        from index.sharded import open_index
+        from lsr.index.sharded import open_index
 
         assert index.add([(r["_id"], r["title"], r["text"]) for r in rows[100:110]]) == 10
         assert index.search(rows[105]["title"], k=1)[0].id == rows[105]["_id"]

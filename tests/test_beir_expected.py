@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from eval.brute_force import compare
+from lsr.eval.brute_force import compare
 from lsr.cli import main
 
 RESULTS = Path(__file__).resolve().parents[1] / "eval" / "results"

@@ -3,11 +3,11 @@
 import numpy as np
 import scipy.sparse as sp
 
-from eval.bench_collection import VOCAB_SIZE, impact_docs, reordered_docs
-from eval.bench_engines import exact_float_reference
-from index.build import build_index
-from index.live import open_single_segment
-from index.sparse_batch import SparseBatch
+from lsr.eval.bench_collection import VOCAB_SIZE, impact_docs, reordered_docs
+from lsr.eval.bench_engines import exact_float_reference
+from lsr.index.build import build_index
+from lsr.index.live import open_single_segment
+from lsr.index.sparse_batch import SparseBatch
 
 
 def random_docs(rng, rows: int, density: float = 0.002) -> sp.csr_matrix:
@@ -57,7 +57,7 @@ def test_chunked_float_reference_equals_one_pass(tmp_path):
 
 
 def test_cost_model_fits_and_projects():
-    from eval.cost_model import linear_fit, power_fit, project
+    from lsr.eval.cost_model import linear_fit, power_fit, project
 
     sizes = [1e6, 2e6, 4e6, 8e6]
     a, b = power_fit(sizes, [0.002 * s**0.7 for s in sizes])
@@ -91,7 +91,7 @@ def test_cpu_usage_reads_this_process_and_classifies_ray_processes():
     import subprocess
     import sys
 
-    from eval.cpu_usage import machine_busy_seconds, process_cpu_seconds, ray_process_kind
+    from lsr.eval.cpu_usage import machine_busy_seconds, process_cpu_seconds, ray_process_kind
 
     busy, own = machine_busy_seconds(), process_cpu_seconds(os.getpid())
     child = subprocess.run([sys.executable, "-c", "sum(range(30_000_000))"], check=True)
@@ -117,7 +117,7 @@ def test_process_sampler_counts_a_process_that_ended_before_it_stopped():
     import sys
     import time
 
-    from eval.cpu_usage import ProcessCpuSampler
+    from lsr.eval.cpu_usage import ProcessCpuSampler
 
     children = []
     sampler = ProcessCpuSampler(interval=0.05, role=lambda pid, command: "driver" if pid == os.getpid() else
@@ -137,7 +137,7 @@ def test_process_sampler_counts_a_process_that_ended_before_it_stopped():
 def test_publish_records_the_machine_and_command_and_saves_both_files(tmp_path, capsys):
     import json
 
-    from eval.report import publish
+    from lsr.eval.report import publish
 
     report = {"figure": 1.5}
     publish(report, lambda r: f"figure {r['figure']} on {r['machine']['cpus']} CPUs\n", "bench_x.py",
@@ -149,7 +149,7 @@ def test_publish_records_the_machine_and_command_and_saves_both_files(tmp_path, 
 
 
 def test_encode_layout_times_real_children_and_lists_each_layout_once():
-    from eval.bench_encode_layout import layouts, markdown, run_layout
+    from lsr.eval.bench_encode_layout import layouts, markdown, run_layout
 
     assert layouts(2) == [(1, 2), (2, 1), (1, 1)]
     assert layouts(1) == [(1, 1)]  # one CPU: the three layouts are one

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from index.format import Segment
-from index.shards import shard_of
-from index.writer import index_settings
+from lsr.index.format import Segment
+from lsr.index.shards import shard_of
+from lsr.index.writer import index_settings
 from lsr.data.blocks import CorpusBlocks, VectorBlocks, auto_block_docs
 from lsr.data.loaders import DataFormatError, iter_corpus
 from lsr.scaleout.block_indexer import BlockIndexer, JobSpec

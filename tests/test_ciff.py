@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from index.build import build_index
-from index.ciff import CiffFormatError, export_ciff, import_ciff, read_ciff_header
-from index.ciff_protobuf import (
+from lsr.index.build import build_index
+from lsr.index.ciff import CiffFormatError, export_ciff, import_ciff, read_ciff_header
+from lsr.index.ciff_protobuf import (
     CiffHeader,
     PostingsListDecoder,
     decode_varint,
@@ -17,10 +17,10 @@ from index.ciff_protobuf import (
     encode_postings_list,
     encode_varint,
 )
-from index.check import verify_index
-from index.live import open_single_segment
-from index.scorers.exhaustive import search
-from index.sparse_batch import SparseBatch
+from lsr.index.check import verify_index
+from lsr.index.live import open_single_segment
+from lsr.index.scorers.exhaustive import search
+from lsr.index.sparse_batch import SparseBatch
 
 VOCAB = 300
 ARRAYS = ("postings_offsets", "postings_docs", "postings_impacts", "term_scales")

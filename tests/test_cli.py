@@ -73,8 +73,8 @@ def test_bad_input_is_a_one_line_error(tmp_path, capsys):
 def test_dense_index_hybrid_eval_and_compact(tmp_path, scifact_subset, encoder):
     import numpy as np
 
-    from index.dense import read_dense_meta
-    from index.live import LiveIndex, open_single_segment
+    from lsr.index.dense import read_dense_meta
+    from lsr.index.live import LiveIndex, open_single_segment
     from lsr.encoders.dense import DenseEncoder
 
     index_dir = tmp_path / "ix"
@@ -112,7 +112,7 @@ def test_dense_index_hybrid_eval_and_compact(tmp_path, scifact_subset, encoder):
 def test_eval_dense_mode_adds_the_dense_part(tmp_path, scifact_subset):
     index_dir = tmp_path / "plain"
     assert lsr("index", scifact_subset / "corpus.jsonl", "--out", index_dir, "--no-texts").returncode == 0
-    from index.live import open_single_segment
+    from lsr.index.live import open_single_segment
 
     assert open_single_segment(index_dir).dense is None
     run_dir = tmp_path / "run"

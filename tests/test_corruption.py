@@ -3,7 +3,7 @@ never a silent answer (``eval/corruption_test.py`` runs the full 20 flips per fi
 
 from __future__ import annotations
 
-from eval.corruption_test import run
+from lsr.eval.corruption_test import run
 
 
 def test_one_flip_and_one_truncation_per_file(tmp_path):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from eval.crash_sim import IoRecorder, check_cut, initial_index, run_scenario
-from index import storage
+from lsr.eval.crash_sim import IoRecorder, check_cut, initial_index, run_scenario
+from lsr.index import storage
 
 
 def record(tmp_path, seed: int, steps: int, kinds: tuple[str, ...]) -> IoRecorder:
@@ -61,7 +61,7 @@ def test_the_harness_catches_a_commit_renamed_without_a_directory_fsync(tmp_path
         tmp.rename(path)  # the bug: the rename is never made durable
 
     monkeypatch.setattr(storage, "write_atomic", no_directory_fsync)
-    monkeypatch.setattr("index.commit.storage.write_atomic", no_directory_fsync)
+    monkeypatch.setattr("lsr.index.commit.storage.write_atomic", no_directory_fsync)
     recorder = record(tmp_path, 2, 10, ("add_many", "flush"))
     monkeypatch.setattr(storage, "write_atomic", real)
     problems = failures(recorder, tmp_path)
@@ -76,7 +76,7 @@ def test_longer_scenarios_recover_at_every_cut(tmp_path, seed):
 
 
 def job_failures(tmp_path, seed: int, every: int) -> tuple[int, list[str]]:
-    from eval.crash_job import check_job_cut, record_job
+    from lsr.eval.crash_job import check_job_cut, record_job
 
     recorder, collection, vectors, block_docs = record_job(tmp_path, np.random.default_rng(seed), num_docs=16)
     rng = np.random.default_rng(98)
@@ -101,7 +101,7 @@ def test_the_harness_catches_float_vectors_kept_without_fsync(tmp_path, monkeypa
             real(root)
 
     monkeypatch.setattr(storage, "fsync_tree", skip_floats)
-    monkeypatch.setattr("index.builder.storage.fsync_tree", skip_floats)
+    monkeypatch.setattr("lsr.index.builder.storage.fsync_tree", skip_floats)
     _, problems = job_failures(tmp_path, 1, every=30)
     assert problems and all("after the job ran again" in p or "Error" in p for p in problems)
 

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from index.build import IndexBuild, build_index
-from index.builder import SegmentBuilder
-from index.dense import DenseIndex, DenseIndexError, DenseOptions, has_dense_index, normalize_rows
-from index.format import IndexFormatError, Segment
-from index.live import LiveIndex
-from index.sparse_batch import SparseBatch
+from lsr.index.build import IndexBuild, build_index
+from lsr.index.builder import SegmentBuilder
+from lsr.index.dense import DenseIndex, DenseIndexError, DenseOptions, has_dense_index, normalize_rows
+from lsr.index.format import IndexFormatError, Segment
+from lsr.index.live import LiveIndex
+from lsr.index.sparse_batch import SparseBatch
 
 
 def _build(tmp_path, vectors: np.ndarray, options: DenseOptions | None = None):

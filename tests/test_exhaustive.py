@@ -6,14 +6,14 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from index.build import build_index
-from index.format import Segment
-from index.live import open_single_segment
-from index.postings_view import term_view
-from index.scorers.exhaustive import NO_DELETES, search, search_batch, segment_top_k, segment_top_k_batch
-from index.scorers.oracle import oracle_top_k
-from index.scorers.query import canonical_batch, canonical_query
-from index.sparse_batch import SparseBatch
+from lsr.index.build import build_index
+from lsr.index.format import Segment
+from lsr.index.live import open_single_segment
+from lsr.index.postings_view import term_view
+from lsr.index.scorers.exhaustive import NO_DELETES, search, search_batch, segment_top_k, segment_top_k_batch
+from lsr.index.scorers.oracle import oracle_top_k
+from lsr.index.scorers.query import canonical_batch, canonical_query
+from lsr.index.sparse_batch import SparseBatch
 
 
 def build(tmp_path, docs: sp.csr_matrix, name="ix"):

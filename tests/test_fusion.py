@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from index.fusion import convex_fusion, fuse, normalize_scores, reciprocal_rank_fusion
+from lsr.index.fusion import convex_fusion, fuse, normalize_scores, reciprocal_rank_fusion
 
 
 def test_rrf_hand_computed():

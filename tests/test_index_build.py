@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from index.build import build_index
-from index.builder import SegmentBuilder
-from index.check import verify_index
-from index.commit import read_newest_commit
-from index.doc_ids import DuplicateIdError, find_ids, hash_id
-from index.format import IndexFormatError
-from index.live import LiveIndex, open_single_segment
-from index.quantize import quantize
-from index.sparse_batch import SparseBatch
+from lsr.index.build import build_index
+from lsr.index.builder import SegmentBuilder
+from lsr.index.check import verify_index
+from lsr.index.commit import read_newest_commit
+from lsr.index.doc_ids import DuplicateIdError, find_ids, hash_id
+from lsr.index.format import IndexFormatError
+from lsr.index.live import LiveIndex, open_single_segment
+from lsr.index.quantize import quantize
+from lsr.index.sparse_batch import SparseBatch
 
 VOCAB = 300
 

@@ -10,14 +10,14 @@ import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from eval.crash_sim import brute_force_top_k
-from index.buffer import BufferRecordError
-from index.build import build_index
-from index.commit import read_newest_commit
-from index.directory import IndexBusyError
-from index.live import DocumentNotFound, LiveIndex
-from index.sparse_batch import SparseBatch
-from index.wal import WAL_DIR, WalCorruptError, encode_body, wal_files
+from lsr.eval.crash_sim import brute_force_top_k
+from lsr.index.buffer import BufferRecordError
+from lsr.index.build import build_index
+from lsr.index.commit import read_newest_commit
+from lsr.index.directory import IndexBusyError
+from lsr.index.live import DocumentNotFound, LiveIndex
+from lsr.index.sparse_batch import SparseBatch
+from lsr.index.wal import WAL_DIR, WalCorruptError, encode_body, wal_files
 
 VOCAB = 300
 
@@ -146,7 +146,7 @@ def test_random_writes_flushes_and_merges_match_the_oracle(index_dir):
 @given(seed=st.integers(0, 2**31 - 1), block_size=st.sampled_from([1, 3, 8]), reorder=st.sampled_from(["none", "bp"]),
        concatenate=st.booleans())
 def test_hypothesis_add_delete_merge_sequences(tmp_path_factory, seed, block_size, reorder, concatenate):
-    from index import merge
+    from lsr.index import merge
 
     default = merge.REORDER_MAX_DOCS
     merge.REORDER_MAX_DOCS = 0 if concatenate else default  # merges keep their sources' orders, or reorder
@@ -271,7 +271,7 @@ def test_torn_tail_is_cut_and_damage_before_it_is_named(index_dir):
 
 
 def test_merge_keeps_deletions_committed_while_it_ran(index_dir, monkeypatch):
-    from index import merge as merge_module
+    from lsr.index import merge as merge_module
 
     live = LiveIndex(index_dir)
     live.add("extra", "", "", np.array([3]), np.array([1.0], np.float32))

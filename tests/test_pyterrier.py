@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from eval.pyterrier_experiment import experiment
+from lsr.eval.pyterrier_experiment import experiment
 from lsr.metrics import evaluate
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from index.quantize import MAX_IMPACT, WeightSample, quantize, scale_for
+from lsr.index.quantize import MAX_IMPACT, WeightSample, quantize, scale_for
 
 
 def test_rounds_to_nearest_level():
@@ -47,7 +47,7 @@ def test_weight_sample_maximum_is_exact_and_quantile_close():
 def test_16_bit_impacts_stay_within_the_stated_error_of_the_8_bit_ones():
     """The bound the 16-bit scorers rest on: |fine / 256 - impact| <= FINE_ERROR_LEVELS, for
     rounding near every half level, clipping, and per-value scales."""
-    from index.quantize import FINE_ERROR_LEVELS, FINE_LEVELS, MAX_FINE_IMPACT, fine_impacts
+    from lsr.index.quantize import FINE_ERROR_LEVELS, FINE_LEVELS, MAX_FINE_IMPACT, fine_impacts
 
     rng = np.random.default_rng(4)
     levels = np.concatenate([rng.uniform(0, 300, 200_000), np.arange(0, 300) + 0.5,

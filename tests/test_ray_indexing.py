@@ -11,10 +11,10 @@ import time
 import numpy as np
 import pytest
 
-from index.live import LiveIndex
-from index.sharded import ShardedIndex
-from index.shards import read_manifest, shard_of
-from index.writer import index_settings
+from lsr.index.live import LiveIndex
+from lsr.index.sharded import ShardedIndex
+from lsr.index.shards import read_manifest, shard_of
+from lsr.index.writer import index_settings
 from lsr.data.blocks import CorpusBlocks
 from lsr.scaleout.block_indexer import EncoderSpec
 from lsr.scaleout.ray_indexing import RayJobError, ray_index

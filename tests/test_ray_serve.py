@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from index.live import LiveIndex
-from index.shards import shard_of
-from service.app import create_app
-from service.settings import Settings
+from lsr.index.live import LiveIndex
+from lsr.index.shards import shard_of
+from lsr.service.app import create_app
+from lsr.service.settings import Settings
 
 KEY = "ray-key-1"
 QUERIES = ("stem cell differentiation", "vitamin D and bone density", "antibiotic resistance in bacteria",
@@ -40,7 +40,7 @@ def serve_port(ray_cluster):
 
 
 def deploy(index_dir, port: int, replicas: int, **settings) -> httpx.Client:
-    from service.ray_serve import serve_on_ray
+    from lsr.service.ray_serve import serve_on_ray
 
     # No warm-up: each replica compiles (or loads) its kernels on its first search instead of
     # all of them at start, which on a fresh machine's empty Numba cache costs minutes.
@@ -217,8 +217,8 @@ def test_the_only_replica_killed_gives_503_naming_it_or_a_partial_answer(tmp_pat
 
 
 def test_remote_merge_keeps_the_documents_the_shards_sent():
-    from index.shards import merge_top_k
-    from service.ray_serve import RemoteShards
+    from lsr.index.shards import merge_top_k
+    from lsr.service.ray_serve import RemoteShards
 
     first = (["a", "b"], np.array([3.0, 1.0]), {"a": {"title": "A"}, "b": {"title": "B"}})
     second = (["c", "d"], np.array([2.0, 0.5]))  # a shard asked for no documents
@@ -230,8 +230,8 @@ def test_remote_merge_keeps_the_documents_the_shards_sent():
 
 
 def test_an_encoder_that_never_answers_is_a_503_not_a_crash():
-    from service.errors import EncoderUnavailable
-    from service.ray_serve import RemoteEncoders
+    from lsr.service.errors import EncoderUnavailable
+    from lsr.service.ray_serve import RemoteEncoders
 
     class Response:
         def __init__(self, value):

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from eval.regressions import DATASETS, RESULTS, differences, run_dataset
+from lsr.eval.regressions import DATASETS, RESULTS, differences, run_dataset
 
 
 @pytest.mark.slow

@@ -3,7 +3,7 @@
 import numpy as np
 import scipy.sparse as sp
 
-from index.reorder import bp_order, random_order
+from lsr.index.reorder import bp_order, random_order
 
 
 def clustered_collection(num_clusters=40, per_cluster=25, vocab=2000, seed=0):

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from index.live import open_single_segment
-from index.fusion import fuse
-from index.scorers.planner import search as planner_search
-from service.app import create_app
-from service.settings import Settings
+from lsr.index.live import open_single_segment
+from lsr.index.fusion import fuse
+from lsr.index.scorers.planner import search as planner_search
+from lsr.service.app import create_app
+from lsr.service.settings import Settings
 
 KEY = "test-key-123"
 
@@ -241,9 +241,9 @@ def test_query_encoding_keeps_its_thread_count_after_a_parallel_numba_kernel(ser
     reordering in the warm-up moved the service's one-thread encoder to every core."""
     import torch
 
-    from index.commit import read_newest_commit
-    from service.encoders import LocalEncoders
-    from service.engine import warm_kernels
+    from lsr.index.commit import read_newest_commit
+    from lsr.service.encoders import LocalEncoders
+    from lsr.service.engine import warm_kernels
 
     encoders = LocalEncoders(read_newest_commit(served_index_template).settings, torch_threads=1, query_backend="torch")
     warm_kernels()  # builds a tiny index with BP: a parallel kernel

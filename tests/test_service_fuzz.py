@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from eval.fuzz_service import run_fuzz
+from lsr.eval.fuzz_service import run_fuzz
 
 
 @pytest.mark.slow

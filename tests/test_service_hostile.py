@@ -19,10 +19,10 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from eval.hostile_requests import NON_FINITE, hostile_requests, problems, send
-from eval.server_process import ServerProcess, free_port
-from service.app import create_app
-from service.settings import Settings
+from lsr.eval.hostile_requests import NON_FINITE, hostile_requests, problems, send
+from lsr.eval.server_process import ServerProcess, free_port
+from lsr.service.app import create_app
+from lsr.service.settings import Settings
 
 KEY = "hostile-test-key-5f3a9c"
 JSON = {"content-type": "application/json", "x-api-key": KEY}

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from eval.page_browser import search_and_explain
-from eval.server_process import ServerProcess
+from lsr.eval.page_browser import search_and_explain
+from lsr.eval.server_process import ServerProcess
 
 
 def test_page_searches_highlights_and_explains(served_index, tmp_path):

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from eval.server_process import ServerProcess
+from lsr.eval.server_process import ServerProcess
 
 
 def _call(port: int, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
@@ -45,7 +45,7 @@ def test_one_worker_killed_while_the_other_writes(served_index, tmp_path):
     import signal
     import time
 
-    from eval.load_test import worker_pids
+    from lsr.eval.load_test import worker_pids
 
     env = {"LSR_FLUSH_SECONDS": "0.3", "LSR_FLUSH_CHECK_SECONDS": "0.1"}
     with ServerProcess(served_index, api_key="k", workers=2, log_path=tmp_path / "server.log", env=env) as server:

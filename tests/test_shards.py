@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from eval.crash_sim import brute_force_top_k
-from index.format import IndexFormatError
-from index.live import DocumentNotFound, LiveIndex
-from index.sharded import ShardedIndex, open_index
-from index.sharded_build import ShardedBuild, shard_rows
-from index.shards import MANIFEST, group_by_shard, merge_top_k, read_manifest, shard_of, shards_of
-from index.sparse_batch import SparseBatch
+from lsr.eval.crash_sim import brute_force_top_k
+from lsr.index.format import IndexFormatError
+from lsr.index.live import DocumentNotFound, LiveIndex
+from lsr.index.sharded import ShardedIndex, open_index
+from lsr.index.sharded_build import ShardedBuild, shard_rows
+from lsr.index.shards import MANIFEST, group_by_shard, merge_top_k, read_manifest, shard_of, shards_of
+from lsr.index.sparse_batch import SparseBatch
 
 VOCAB = 50
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from index.shards import read_manifest, shard_of
-from index.sharded import ShardedIndex
-from service.app import create_app
-from service.settings import Settings
+from lsr.index.shards import read_manifest, shard_of
+from lsr.index.sharded import ShardedIndex
+from lsr.service.app import create_app
+from lsr.service.settings import Settings
 from tests.test_cli import lsr
 
 KEY = "k-123"

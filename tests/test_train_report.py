@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from eval.train_report import acceptance_checks, markdown, plot
+from lsr.eval.train_report import acceptance_checks, markdown, plot
 
 
 def row(ndcg, flops, ms=1.0, **extra):

@@ -9,10 +9,10 @@ import shutil
 import numpy as np
 import scipy.sparse as sp
 
-from index.build import IndexBuild
-from index.check import verify_index
-from index.live import LiveIndex, open_single_segment
-from index.sparse_batch import SparseBatch
+from lsr.index.build import IndexBuild
+from lsr.index.check import verify_index
+from lsr.index.live import LiveIndex, open_single_segment
+from lsr.index.sparse_batch import SparseBatch
 from lsr.cli import main
 
 VOCAB = 120

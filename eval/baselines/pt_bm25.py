@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pyterrier as pt
 
-from eval.baselines.bm25 import build_index, search_index
+from lsr.eval.baselines.bm25 import build_index, search_index
 from lsr.pyterrier import RESULT_COLUMNS
 from lsr.quiet import stderr_to_log
 

@@ -48,8 +48,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from index.quantize import quantize, scale_for
-from index.sparse_batch import SparseBatch
+from lsr.index.quantize import quantize, scale_for
+from lsr.index.sparse_batch import SparseBatch
 
 _ARRAYS = ("indptr", "indices", "values")
 _THREAD_ENV = (

@@ -15,16 +15,16 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.peers.base import BuildReport, phased_report, run_build_child
-from index.format import Segment
-from index.live import open_single_segment
+from lsr.eval.peers.base import BuildReport, phased_report, run_build_child
+from lsr.index.format import Segment
+from lsr.index.live import open_single_segment
 
-_INSTALL_HINT = 'bmp is not installed: pip install "lsr[bench]"'
+_INSTALL_HINT = 'bmp is not installed: pip install "lsr-engine[bench]"'
 
 
 def export(out_dir: Path, index_dir: str) -> dict:
     """Child phase 1: our index to ``out_dir/index.ciff``."""
-    from index.ciff import export_ciff
+    from lsr.index.ciff import export_ciff
 
     out_dir.mkdir(parents=True, exist_ok=True)
     path = export_ciff(open_single_segment(index_dir), out_dir / "index.ciff")
@@ -58,9 +58,9 @@ class BmpEngine:
 
     def build_from_index(self, index: Segment, work_dir: Path) -> BuildReport:
         work_dir = Path(work_dir)
-        first = run_build_child("eval.peers.bmp:export", work_dir, {"index_dir": str(index.path)},
+        first = run_build_child("lsr.eval.peers.bmp:export", work_dir, {"index_dir": str(index.path)},
                                 threads=self.build_threads)
-        second = run_build_child("eval.peers.bmp:convert", work_dir, {"block_size": self.block_size},
+        second = run_build_child("lsr.eval.peers.bmp:convert", work_dir, {"block_size": self.block_size},
                                  threads=self.build_threads)
         self.open(work_dir / "index.bmp", index)
         notes = f"bmp.ciff2bmp bsize={self.block_size} from our CIFF export (uint8 impacts, our doc order)"

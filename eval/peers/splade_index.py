@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from eval.peers.base import BuildReport, phased_report, run_build_child, save_batch
-from index.sparse_batch import SparseBatch
+from lsr.eval.peers.base import BuildReport, phased_report, run_build_child, save_batch
+from lsr.index.sparse_batch import SparseBatch
 
-_INSTALL_HINT = 'splade-index is not installed: pip install "lsr[bench]"'
+_INSTALL_HINT = 'splade-index is not installed: pip install "lsr-engine[bench]"'
 _ARRAYS = ("data", "indices", "indptr")
 _META = "lsr_splade_index.json"
 
@@ -50,9 +50,9 @@ class SpladeIndexEngine:
         """Writes the CSC arrays under ``work_dir/splade-index`` (two child processes), then opens them."""
         _retrieve()  # fail here, not in a child, when the package is missing
         index_dir = Path(work_dir) / "splade-index"
-        convert = run_build_child("eval.peers.splade_index:write_input", index_dir, {}, docs=docs,
+        convert = run_build_child("lsr.eval.peers.splade_index:write_input", index_dir, {}, docs=docs,
                                   threads=self.build_threads)
-        engine = run_build_child("eval.peers.splade_index:build_index", index_dir,
+        engine = run_build_child("lsr.eval.peers.splade_index:build_index", index_dir,
                                  {"vocab_size": docs.vocab_size}, threads=self.build_threads)
         self.open(index_dir)
         notes = f"splade-index float32 CSC (int32 ids), numba backend, {engine.threads} build thread(s)"

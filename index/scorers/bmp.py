@@ -58,14 +58,14 @@ import numpy as np
 from numba import njit, prange
 from numba.typed import List
 
-from index.bmp_build import MAX_BLOCK_SIZE, SEED_KS
-from index.format import Segment
-from index.quantize import FINE_ERROR_LEVELS, FINE_LEVELS
-from index.postings_view import (BlockView, TermView, block_entry_postings, block_view, readonly,
+from lsr.index.bmp_build import MAX_BLOCK_SIZE, SEED_KS
+from lsr.index.format import Segment
+from lsr.index.quantize import FINE_ERROR_LEVELS, FINE_LEVELS
+from lsr.index.postings_view import (BlockView, TermView, block_entry_postings, block_view, readonly,
                                  score_block_float64, term_view)
-from index.scorers.exhaustive import NO_DELETES, NO_DELETE_COUNTS, SearchResults
-from index.scorers.heap import heap_offer, heap_ranked
-from index.sparse_batch import SparseBatch
+from lsr.index.scorers.exhaustive import NO_DELETES, NO_DELETE_COUNTS, SearchResults
+from lsr.index.scorers.heap import heap_offer, heap_ranked
+from lsr.index.sparse_batch import SparseBatch
 
 NUM_BUCKETS = 4096
 SPARSE_MASK_BITS = 16  # sparse_mask is uint16
@@ -452,7 +452,7 @@ def bmp_search(index: Segment, terms, weights, k: int = 10, alpha: float = 1.0,
         doc id; at alpha = beta = 1 and no max_blocks identical to
         ``index.scorers.exhaustive.search``. The scores are always exact for the docs returned.
     """
-    from index.search import search_sparse, single_segment_view
+    from lsr.index.search import search_sparse, single_segment_view
 
     _check_alpha_beta(alpha, beta)
     return search_sparse(single_segment_view(index), terms, weights, k, "bmp", alpha, beta, max_blocks, precision)
@@ -461,7 +461,7 @@ def bmp_search(index: Segment, terms, weights, k: int = 10, alpha: float = 1.0,
 def bmp_search_batch(index: Segment, queries: SparseBatch, k: int = 10, alpha: float = 1.0,
                      beta: float = 1.0, max_blocks: int | None = None, precision: str = "8-bit") -> SearchResults:
     """`bmp_search` for every query of a batch, in parallel over queries (numba threads)."""
-    from index.search import search_sparse_batch, single_segment_view
+    from lsr.index.search import search_sparse_batch, single_segment_view
 
     return search_sparse_batch(single_segment_view(index), queries, k, "bmp", alpha, beta, max_blocks, precision)
 

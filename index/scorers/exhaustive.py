@@ -50,13 +50,13 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from index.bmp_build import SEED_KS
-from index.format import Segment
-from index.postings_view import block_view, score_block_float64, term_view
-from index.quantize import FINE_ERROR_LEVELS, FINE_LEVELS
-from index.scorers.oracle import oracle_top_k
-from index.scorers.query import canonical_batch, canonical_query
-from index.sparse_batch import SparseBatch
+from lsr.index.bmp_build import SEED_KS
+from lsr.index.format import Segment
+from lsr.index.postings_view import block_view, score_block_float64, term_view
+from lsr.index.quantize import FINE_ERROR_LEVELS, FINE_LEVELS
+from lsr.index.scorers.oracle import oracle_top_k
+from lsr.index.scorers.query import canonical_batch, canonical_query
+from lsr.index.sparse_batch import SparseBatch
 
 NO_DELETES = np.zeros(0, dtype=np.uint8)  # a live mask that says: nothing is deleted
 NO_DELETE_COUNTS = np.zeros((0, len(SEED_KS)), dtype=np.int32)  # deleted docs per term and seed column: none
@@ -375,7 +375,7 @@ def search(index: Segment, terms: np.ndarray, weights: np.ndarray, k: int = 10,
            precision: str = "8-bit") -> tuple[np.ndarray, np.ndarray]:
     """Score one query over one segment; returns internal doc ids (int64) and scores (float64,
     encoder units). ``precision``: ``8-bit`` or ``16-bit`` (``index.search``)."""
-    from index.search import single_segment_view
+    from lsr.index.search import single_segment_view
 
     k = _check_k(k)
     fine = single_segment_view(index).fine(precision)

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from index.format import Segment
-from index.scorers.exhaustive import SearchResults
-from index.sparse_batch import SparseBatch
+from lsr.index.format import Segment
+from lsr.index.scorers.exhaustive import SearchResults
+from lsr.index.sparse_batch import SparseBatch
 
 MIN_DOCS_FOR_BMP = 100_000  # small k
 MIN_DOCS_FOR_BMP_LONG_QUERIES = 300_000  # small k, more than MAX_QUERY_TERMS_FOR_BMP terms
@@ -59,7 +59,7 @@ def search(index: Segment, terms, weights, k: int = 10, scorer: str = "auto", al
         Internal doc ids and scores, best first; every scorer gives the same result at
         ``alpha = beta = 1`` without ``max_blocks``.
     """
-    from index.search import search_sparse, single_segment_view
+    from lsr.index.search import search_sparse, single_segment_view
 
     return search_sparse(single_segment_view(index), terms, weights, k, scorer, alpha, beta, max_blocks, precision)
 
@@ -69,6 +69,6 @@ def search_batch(index: Segment, queries: SparseBatch, k: int = 10, scorer: str 
                  precision: str = "auto") -> SearchResults:
     """Search a batch over one segment in parallel over queries; ``auto`` routes each query as
     `choose_scorer` does."""
-    from index.search import search_sparse_batch, single_segment_view
+    from lsr.index.search import search_sparse_batch, single_segment_view
 
     return search_sparse_batch(single_segment_view(index), queries, k, scorer, alpha, beta, max_blocks, precision)

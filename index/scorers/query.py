@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from index.sparse_batch import SparseBatch
+from lsr.index.sparse_batch import SparseBatch
 
 
 def canonical_query(terms, weights, term_scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -49,7 +49,7 @@ def register(subparsers) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace every segment of an existing index")
     parser.add_argument("--no-texts", action="store_true",
                         help="do not store document texts (no highlighting, and merges cannot keep them)")
-    ray = parser.add_argument_group("distributed indexing job on Ray Data (needs lsr[ray])")
+    ray = parser.add_argument_group("distributed indexing job on Ray Data (needs lsr-engine[ray])")
     ray.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
                      help="run on Ray: the cluster at ADDRESS (`auto` for the one `ray start` runs here), or "
                           "without ADDRESS a local Ray on this machine; a rerun resumes (blocks done are skipped)")
@@ -58,7 +58,7 @@ def register(subparsers) -> None:
                           "50 to 10000 documents each, from the corpus's size)")
     ray.add_argument("--actors", type=int, help="encoder actors (default: one per GPU, else one per CPU)")
     ray.add_argument("--cpus-per-actor", type=int, default=1, help="CPUs (torch threads) per actor (default 1)")
-    dense = parser.add_argument_group("dense index (hybrid search; needs lsr[dense])")
+    dense = parser.add_argument_group("dense index (hybrid search; needs lsr-engine[dense])")
     dense.add_argument("--dense", action="store_true", help="also build a faiss index of dense vectors")
     dense.add_argument("--dense-model", help="dense encoder (default: the bundled all-MiniLM-L6-v2)")
     dense.add_argument("--dense-index", choices=["flat", "hnsw"], default="flat",
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("give one CORPUS")
     if not args.out:
         raise ValueError("--out DIR is required")
-    from index.build import DEFAULT_SEGMENT_DOCS
+    from lsr.index.build import DEFAULT_SEGMENT_DOCS
     from lsr.data.sources import open_corpus
     from lsr.encoders.loading import load_encoder
     from lsr.indexing import index_corpus
@@ -105,14 +105,14 @@ def run(args: argparse.Namespace) -> int:
 
 def _index_directories(directory) -> list:
     """The index directories of DIR: its shards (``shards.json``), or DIR itself."""
-    from index.shards import shard_directories
+    from lsr.index.shards import shard_directories
 
     return list(shard_directories(directory).values())
 
 
 def _run_on_ray(args: argparse.Namespace) -> int:
     """`lsr index CORPUS --out DIR --ray [ADDRESS]`: the job of ``lsr.scaleout.ray_indexing``."""
-    from index.writer import index_settings
+    from lsr.index.writer import index_settings
     from lsr.data.blocks import CorpusBlocks
     from lsr.encoders.loading import load_encoder
     from lsr.scaleout.block_indexer import EncoderSpec
@@ -146,9 +146,9 @@ def _run_on_ray(args: argparse.Namespace) -> int:
 
 def _summary(directory) -> str:
     """From the commits and the segments' meta.json (nothing else is read)."""
-    from index.commit import SEGMENTS_DIR, read_newest_commit
-    from index.format import read_segment_meta
-    from index.shards import is_sharded
+    from lsr.index.commit import SEGMENTS_DIR, read_newest_commit
+    from lsr.index.format import read_segment_meta
+    from lsr.index.shards import is_sharded
 
     shards = _index_directories(directory)
     segments = [read_segment_meta(shard / SEGMENTS_DIR / s.name, s.meta)
@@ -169,7 +169,7 @@ def _summary(directory) -> str:
 def _dense_arguments(args: argparse.Namespace) -> tuple:
     if not args.dense:
         return None, None
-    from index.dense import DenseOptions
+    from lsr.index.dense import DenseOptions
     from lsr.encoders.dense import DenseEncoder
 
     options = DenseOptions(args.dense_index, args.hnsw_m, args.hnsw_ef_construction, args.hnsw_ef_search)
@@ -179,7 +179,7 @@ def _dense_arguments(args: argparse.Namespace) -> tuple:
 def merge(directory: str, max_segments: int) -> int:
     import time
 
-    from index.live import LiveIndex
+    from lsr.index.live import LiveIndex
 
     for path in _index_directories(directory):
         started = time.perf_counter()
@@ -194,7 +194,7 @@ def merge(directory: str, max_segments: int) -> int:
 
 
 def upgrade(directory: str) -> int:
-    from index.upgrade import upgrade_index
+    from lsr.index.upgrade import upgrade_index
 
     summary = upgrade_index(directory)
     print(f"upgraded {directory} to format version {summary['format_version']}: one segment of "
@@ -203,9 +203,9 @@ def upgrade(directory: str) -> int:
 
 
 def verify(directory: str) -> int:
-    from index.check import verify_index
+    from lsr.index.check import verify_index
 
-    from index.format import IndexFormatError
+    from lsr.index.format import IndexFormatError
 
     try:
         paths = _index_directories(directory)

@@ -30,7 +30,7 @@ def add_precision_option(parser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from index.sharded import open_index
+    from lsr.index.sharded import open_index
     from lsr.encoders.loading import load_encoder
     from lsr.encoders.onnx_queries import with_sparse_query_backend
 

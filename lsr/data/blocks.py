@@ -184,8 +184,8 @@ class VectorBlocks:
 
     def read_vectors(self, block: int):
         """``(doc_ids, SparseBatch)`` of one block."""
-        from index.npy_stream import NpyReader
-        from index.sparse_batch import SparseBatch
+        from lsr.index.npy_stream import NpyReader
+        from lsr.index.sparse_batch import SparseBatch
 
         if not 0 <= block < self.num_blocks:
             raise IndexError(f"block {block} of a collection of {self.num_blocks} blocks")

@@ -179,5 +179,5 @@ def _ir_datasets_load(name: str):
     try:
         import ir_datasets
     except ImportError as error:
-        raise ImportError('ir_datasets is needed for this dataset: pip install "lsr[eval]"') from error
+        raise ImportError('ir_datasets is needed for this dataset: pip install "lsr-engine[eval]"') from error
     return ir_datasets.load(name)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from index.sparse_batch import SparseBatch
+from lsr.index.sparse_batch import SparseBatch
 
 
 def empty_batch(vocab_size: int) -> SparseBatch:

@@ -40,7 +40,7 @@ class DenseEncoder:
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError as error:
-            raise ImportError('dense encoding needs sentence-transformers: pip install "lsr[dense]"') from error
+            raise ImportError('dense encoding needs sentence-transformers: pip install "lsr-engine[dense]"') from error
         self.model_name = model_name or DEFAULT_DENSE_MODEL
         self.model = SentenceTransformer(resolve_dense_model(model_name), device=device)
         if max_length is not None:

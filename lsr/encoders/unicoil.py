@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from index.sparse_batch import SparseBatch
+from lsr.index.sparse_batch import SparseBatch
 from lsr.encoders.batching import encode_texts, special_token_ids
 from lsr.encoders.config_file import write_encoder_config
 from lsr.encoders.models import DEFAULT_MODEL, resolve_model

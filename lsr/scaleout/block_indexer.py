@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from index import storage
+from lsr.index import storage
 
-from index.builder import SegmentBuilder
-from index.sharded_build import shard_rows
-from index.writer import builder_options
+from lsr.index.builder import SegmentBuilder
+from lsr.index.sharded_build import shard_rows
+from lsr.index.writer import builder_options
 
 
 @dataclass(frozen=True)

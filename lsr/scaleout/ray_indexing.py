@@ -21,13 +21,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from index import storage
-from index.build import cross_segment_duplicates
-from index.commit import SEGMENTS_DIR, generations, read_newest_commit
-from index.doc_ids import DuplicateIdError
-from index.live import LiveIndex
-from index.shards import Manifest, check_num_shards, is_sharded, shard_names, write_manifest
-from index.writer import IndexWriter
+from lsr.index import storage
+from lsr.index.build import cross_segment_duplicates
+from lsr.index.commit import SEGMENTS_DIR, generations, read_newest_commit
+from lsr.index.doc_ids import DuplicateIdError
+from lsr.index.live import LiveIndex
+from lsr.index.shards import Manifest, check_num_shards, is_sharded, shard_names, write_manifest
+from lsr.index.writer import IndexWriter
 from lsr.scaleout.block_indexer import BlockIndexer, EncoderSpec, JobSpec
 
 WORK_DIR = ".ray-job"
@@ -197,7 +197,7 @@ def _indexed_on_ray(ray, spec: JobSpec, todo: list[int], actors: int, gpus_per_a
 def _this_job_finished(out_dir: Path, num_shards: int, fingerprint: str) -> bool:
     """Whether the sharded index in ``out_dir`` is this job's, finished (same shards, every
     shard's metadata holding the job's fingerprint)."""
-    from index.shards import read_manifest
+    from lsr.index.shards import read_manifest
 
     manifest = read_manifest(out_dir)
     if manifest.shards != tuple(shard_names(num_shards)):

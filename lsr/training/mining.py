@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from index.commit import generations
-from index.live import LiveIndex
+from lsr.index.commit import generations
+from lsr.index.live import LiveIndex
 from lsr.data.loaders import Document
 from lsr.training.cache import cache_key, read_json, write_json
 from lsr.training.data import TrainingSet
