@@ -19,11 +19,13 @@ $(VENV)/bin/activate:
 # first (its top-level index, service and eval packages would shadow lsr.index and the rest).
 $(VENV)/.run-deps: pyproject.toml $(VENV)/bin/activate
 	$(PIP) uninstall -q -y lsr 2>/dev/null || true
+	rm -rf lsr.egg-info
 	$(PIP) install -q -e ".[eval,baselines]"
 	touch $@
 
 $(VENV)/.dev-deps: pyproject.toml $(VENV)/bin/activate
 	$(PIP) uninstall -q -y lsr 2>/dev/null || true
+	rm -rf lsr.egg-info
 	$(PIP) install -q -e ".[dev]"
 	touch $@
 

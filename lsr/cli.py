@@ -16,7 +16,13 @@ from importlib.metadata import entry_points
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lsr", description="Learned sparse retrieval: index, search, evaluate.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    seen = set()
     for entry in sorted(entry_points(group="lsr.commands"), key=lambda e: e.name):
+        # Metadata of an older install (the distribution was called lsr) can list a command a
+        # second time: the first one found on the path wins.
+        if entry.name in seen:
+            continue
+        seen.add(entry.name)
         try:
             register = entry.load()
         except ImportError as error:

@@ -64,7 +64,7 @@ def test_bad_input_is_a_one_line_error(tmp_path, capsys):
     assert not (tmp_path / "ix").exists()
 
     assert main(["eval", "beir", "beir/unknown/test"]) == 1
-    assert "Known ids:" in capsys.readouterr().err
+    assert "local ids:" in capsys.readouterr().err
 
     assert main(["index", "verify", str(tmp_path)]) == 1
     assert "is not an index: it has no commit file" in capsys.readouterr().out
