@@ -97,7 +97,10 @@ class Retriever(pt.Transformer):
         tokenizer = self.index.encoder.tokenizer
         terms = np.array(tokenizer.convert_tokens_to_ids(list(tokens)), dtype=np.int64)
         weights = np.array(list(tokens.values()), dtype=np.float32)
-        known = terms >= 0  # a token outside the vocabulary matches no document
+        # A token outside the vocabulary matches no document (the tokenizer maps it to its
+        # unknown token, which is not what the query asked for).
+        unknown = [name != tokenizer.unk_token and term == tokenizer.unk_token_id for name, term in zip(tokens, terms)]
+        known = (terms >= 0) & ~np.array(unknown, dtype=bool)
         options = {key: value for key, value in self.search_options.items() if key in ("alpha", "beta", "precision")}
         hits = self.index.search_vector(terms[known], weights[known], self.k, **options)
         return [h.id for h in hits], [h.score for h in hits]

@@ -311,7 +311,7 @@ def test_lucene_says_what_is_missing(monkeypatch, tmp_path, collection):
     with pytest.raises(JavaNotFoundError, match="Java 21"):
         engine.build(collection[0], tmp_path)
     monkeypatch.setattr(pyserini_impact, "anserini_jar", lambda: None)
-    hint = r'pyserini is not installed: pip install "lsr\[baselines\]"'
+    hint = r'pyserini is not installed: pip install "lsr-engine\[baselines\]"'
     with pytest.raises(ImportError, match=hint):
         engine.build(collection[0], tmp_path)
     assert not (tmp_path / "pyserini").exists()  # failed before any child process

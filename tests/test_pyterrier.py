@@ -37,6 +37,10 @@ def test_retriever_frames_and_the_same_metrics_as_lsr_eval(tmp_path, scifact_sub
     assert results.groupby("qid")["rank"].min().eq(0).all()
     encoded = QueryEncoder(index)(topics.head(2))
     assert all(isinstance(t, dict) and t and all(w > 0 for w in t.values()) for t in encoded["query_toks"])
+    # a token outside the vocabulary changes nothing (it is not searched as the unknown token)
+    with_unknown = encoded.assign(query_toks=[{**t, "no-such-token-xyz": 5.0} for t in encoded["query_toks"]])
+    plain, extra = Retriever(index, k=10)(encoded), Retriever(index, k=10)(with_unknown)
+    assert plain[["qid", "docno", "score"]].equals(extra[["qid", "docno", "score"]])
     run = {qid: dict(zip(group["docno"], group["score"])) for qid, group in results.groupby("qid")}
     ours = evaluate(run, qrels)["nDCG@10"]
     qrels_frame = pd.DataFrame([(q, d, l) for q, docs in qrels.items() for d, l in docs.items()],
