@@ -37,6 +37,16 @@ def scipy_top_k(index, terms, weights, k, fine: bool = False):
     return positive[order], scores[positive[order]]
 
 
+def assert_both_scorers_equal_scipy(index, terms, weights, k):
+    """Safe BMP and the exhaustive scorer equal scipy, at 8 and at 16 bits, scores and ties."""
+    for precision in ("8-bit", "16-bit"):
+        expected_docs, expected_scores = scipy_top_k(index, terms, weights, k, fine=precision == "16-bit")
+        for found_docs, found_scores in (search(index, terms, weights, k, precision),
+                                         bmp_search(index, terms, weights, k, precision=precision)):
+            assert found_docs.tolist() == expected_docs.tolist()
+            assert found_scores.tolist() == expected_scores.tolist()
+
+
 @st.composite
 def cases(draw):
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
@@ -72,12 +82,7 @@ def cases(draw):
 def test_safe_bmp_equals_exhaustive_equals_scipy(tmp_path_factory, case):
     docs, terms, weights, k, block_size, reorder = case
     index = build(tmp_path_factory.mktemp("ix") / "ix", docs, block_size, reorder)
-    for precision in ("8-bit", "16-bit"):
-        expected_docs, expected_scores = scipy_top_k(index, terms, weights, k, fine=precision == "16-bit")
-        for found_docs, found_scores in (search(index, terms, weights, k, precision),
-                                         bmp_search(index, terms, weights, k, precision=precision)):
-            assert found_docs.tolist() == expected_docs.tolist()
-            assert found_scores.tolist() == expected_scores.tolist()
+    assert_both_scorers_equal_scipy(index, terms, weights, k)
 
 
 @settings(max_examples=40, deadline=None)
@@ -94,12 +99,7 @@ def test_safe_bmp_equals_scipy_with_the_default_per_term_scales(tmp_path_factory
     index = open_single_segment(path)
     assert index.meta["quantization"]["method"] == "uint8-per-term"
     view = single_segment_view(index)
-    for precision in ("8-bit", "16-bit"):
-        expected_docs, expected_scores = scipy_top_k(index, terms, weights, k, fine=precision == "16-bit")
-        for found_docs, found_scores in (search(index, terms, weights, k, precision),
-                                         bmp_search(index, terms, weights, k, precision=precision)):
-            assert found_docs.tolist() == expected_docs.tolist()
-            assert found_scores.tolist() == expected_scores.tolist()
+    assert_both_scorers_equal_scipy(index, terms, weights, k)
     # The defaults of the search a user runs (auto scorer, auto precision: 16-bit here).
     found_docs, found_scores = search_sparse(view, terms, weights, k)
     expected_docs, expected_scores = scipy_top_k(index, terms, weights, k, fine=True)
