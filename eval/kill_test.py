@@ -196,7 +196,7 @@ def mid_append_kills(path: Path, trials: int) -> dict:
     """A process killed holding the log's lock with half a record written; another keeps writing."""
     script = (
         "import fcntl, os, sys, time\n"
-        "from index.wal import WriteAheadLog, encode_body, _frame, wal_files\n"
+        "from lsr.index.wal import WriteAheadLog, encode_body, _frame, wal_files\n"
         "wal = WriteAheadLog(sys.argv[1])\n"
         "with wal._locked():\n"
         "    first, end, last = wal._catch_up()\n"

@@ -77,7 +77,7 @@ def test_the_jvm_warnings_go_to_a_log_not_the_terminal(tmp_path):
     from pathlib import Path
 
     script = ("from pathlib import Path\n"
-              "from eval.baselines.bm25 import bm25_run\n"
+              "from lsr.eval.baselines.bm25 import bm25_run\n"
               "docs = [(f'd{i}', 't', f'text {i} about cells') for i in range(20)]\n"
               f"run = bm25_run(iter(docs), {{'q': 'cells'}}, Path({str(tmp_path / 'work')!r}), k=3)\n"
               "print(len(run['q']))\n")

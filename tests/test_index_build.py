@@ -153,8 +153,8 @@ def test_killed_build_leaves_no_index(tmp_path):
     """A build killed by SIGKILL (no cleanup possible) leaves no commit, so no index."""
     script = (
         "import sys\n"
-        "from index.build import IndexBuild\n"
-        "from index.sparse_batch import SparseBatch\n"
+        "from lsr.index.build import IndexBuild\n"
+        "from lsr.index.sparse_batch import SparseBatch\n"
         "b = IndexBuild(sys.argv[1], 10, segment_docs=1, background=False)\n"
         "b.add(['a'], SparseBatch.from_dicts([{1: 1.0}], 10))\n"
         "b.add(['b'], SparseBatch.from_dicts([{1: 1.0}], 10))\n"

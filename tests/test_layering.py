@@ -49,3 +49,19 @@ def test_index_works_without_torch():
     out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_nothing_imports_the_folders_by_their_bare_names():
+    """The folders index/, service/ and eval/ are lsr.index, lsr.service and lsr.eval once
+    installed; a bare `from index...` (in code, or in a script string run by a child process)
+    works only from a checkout's root, and there it loads a second copy of the module."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    bare = re.compile(r"\b(from|import) (index|service|eval)(\.[a-z_]+)*( import |\s*$|\\n)")
+    found = [f"{path.relative_to(root)}:{number}"
+             for folder in ("lsr", "index", "service", "eval", "tests")
+             for path in (root / folder).rglob("*.py")
+             for number, line in enumerate(path.read_text().splitlines(), 1) if bare.search(line)]
+    assert found == []

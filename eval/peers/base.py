@@ -278,7 +278,7 @@ def _run_child(spec_path: Path, log_path: Path, threads: int) -> int:
     )
     for name in _THREAD_ENV:
         env[name] = str(threads)
-    code = "from eval.peers.base import _child_main; _child_main()"
+    code = "from lsr.eval.peers.base import _child_main; _child_main()"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-c", code, str(spec_path)],
