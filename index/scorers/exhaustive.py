@@ -35,9 +35,9 @@ terms are at most 255 levels too). The argument above holds word for word with `
 place of ``D``; the band of candidates is about ``2 E`` wide, a level's half for each query term.
 
 Query weights so large that float32 sums could overflow (``sum_j |w_j| * 255 >= 2^120``) go to
-the oracle instead (with 16-bit impacts: every live document is rescored). Deleted documents (a ``uint8`` live mask, empty when nothing is deleted)
-never become candidates. Returned scores are in the encoder's units (query weights are scaled
-per term, see ``index.scorers.query``).
+the oracle instead (with 16-bit impacts: every live document is rescored). Deleted documents
+(a ``uint8`` live mask, empty when nothing is deleted) never become candidates. Returned scores
+are in the encoder's units (query weights are scaled per term, see ``index.scorers.query``).
 """
 
 from __future__ import annotations
