@@ -38,6 +38,13 @@ class SearchEngine:
     def __init__(self, settings: Settings, index=None, encoders=None) -> None:
         self.settings = settings
         self.index = index if index is not None else open_index(settings.index_dir, writer="auto")
+        try:  # a precision the index cannot serve is an error now, not a 5xx on every search
+            self.index.search_sparse(np.array([0], np.uint32), np.array([1.0], np.float32), 1,
+                                     precision=settings.precision)
+        except ValueError:
+            if index is None:
+                self.index.close()
+            raise
         self.index.flush_policy.max_docs = settings.flush_docs
         self.index.flush_policy.max_seconds = settings.flush_seconds
         if encoders is None:

@@ -249,3 +249,23 @@ def test_query_encoding_keeps_its_thread_count_after_a_parallel_numba_kernel(ser
     warm_kernels()  # builds a tiny index with BP: a parallel kernel
     encoders.encode_sparse("vitamin D")
     assert torch.get_num_threads() == 1
+
+
+def test_a_precision_the_index_cannot_serve_stops_the_start(tmp_path):
+    """LSR_PRECISION=16-bit over an index without 16-bit impacts: a clear error when the service
+    starts (it names the segment), not a 5xx on every search; the index is left unlocked."""
+    import scipy.sparse as sp
+
+    from lsr.index.build import build_index
+    from lsr.index.sparse_batch import SparseBatch
+    from lsr.service.engine import SearchEngine
+
+    docs = sp.random(20, 30, density=0.2, random_state=np.random.default_rng(0), format="csr", dtype=np.float32)
+    build_index(tmp_path / "ix", [([f"d{i}" for i in range(20)], SparseBatch.from_scipy(docs), None)], 30,
+                fine_impacts=False)
+    with pytest.raises(ValueError, match="16-bit impacts, which segment .* does not have"):
+        SearchEngine(Settings(index_dir=tmp_path / "ix", precision="16-bit"))
+    from lsr.index.live import LiveIndex
+
+    with LiveIndex(tmp_path / "ix", writer="required"):  # the failed start released the write lock
+        pass
