@@ -3,18 +3,19 @@
     python eval/load_test.py INDEX_DIR [--clients 16] [--duration 60] [--write-fraction 0.05]
         [--restart-at 30] [--workers 2 --kill-worker-at 20] [--out eval/results/service_load]
 
-The index is copied first (the run writes to it). Each client thread holds one keep-alive
-connection and loops until the deadline: a search (sparse 70%, hybrid 20%, dense 10%, k=10)
-or, with probability ``--write-fraction``, a write on its own documents (add a new one,
-replace one, or delete one). At ``--restart-at`` seconds the server's process group gets
-SIGKILL (a crash: no shutdown code runs) and is started again; requests that meet the dead
-server count as connection errors, and a write without a response is "unknown" (it may or
-may not have been applied).
+The index is copied first (the run writes to it). The load is locust's, headless, in its own
+process (`eval/locustfile.py`): ``--clients`` users, each with one keep-alive connection,
+looping until the deadline: a search (sparse 70%, hybrid 20%, dense 10%, k=10) or, with
+probability ``--write-fraction``, a write on its own documents (add a new one, replace one, or
+delete one). At ``--restart-at`` seconds the server's process group gets SIGKILL (a crash: no
+shutdown code runs) and is started again; requests that meet the dead server count as
+connection errors, and a write without a response is "unknown" (it may or may not have been
+applied).
 
 With ``--kill-worker-at`` (and two or more workers), one worker process alone gets SIGKILL at
-that moment (uvicorn starts a new one) while the others go on: requests on connections opened
-after the kill must all succeed (a client's keep-alive connection to the dead worker fails
-once, and is counted apart as a stale connection).
+that moment (uvicorn starts a new one) while the others go on: after it, each client may fail
+once, on its keep-alive connection to the dead worker (counted apart as a stale connection);
+every other request must succeed.
 
 Afterwards every document a client wrote is checked, first on the running server, then again
 after a second SIGKILL and restart: an acknowledged write is lost when the document's state
@@ -27,15 +28,13 @@ import argparse
 import http.client
 import json
 import os
-import random
 import signal
 import shlex
 import shutil
+import subprocess
 import sys
 import tempfile
-import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -43,96 +42,22 @@ import numpy as np
 from lsr.eval.report import machine_description
 from lsr.eval.server_process import ServerProcess, log_tracebacks
 
-API_KEY = "load-test-key"
-MODES = (("sparse", 0.7), ("hybrid", 0.2), ("dense", 0.1))
+API_KEY = "load-test-key"  # the locustfile's
 ABSENT = None
+LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 
 
-@dataclass
-class ClientLog:
-    """What one client did: request outcomes and the write history of its documents."""
-
-    outcomes: list = field(default_factory=list)  # (kind, status or "error", ms, connection opened at)
-    history: dict = field(default_factory=dict)  # doc id -> [(op, text, acknowledged)]
-
-
-class Client:
-    def __init__(self, number: int, url: str, queries: list[str], texts: list[str], write_fraction: float,
-                 deadline: float, seed: int) -> None:
-        self.number, self.queries, self.texts = number, queries, texts
-        self.host, port = url.removeprefix("http://").split(":")
-        self.port = int(port)
-        self.write_fraction, self.deadline = write_fraction, deadline
-        self.random = random.Random(seed)
-        self.log = ClientLog()
-        self.live: list[str] = []  # its documents it believes exist
-        self.created = 0
-        self.connection = None
-        self.connection_opened = 0.0
-
-    def request(self, method: str, path: str, body: dict | None = None) -> tuple[int | str, dict | None]:
-        headers = {"Content-Type": "application/json", "X-API-Key": API_KEY}
-        try:
-            if self.connection is None:
-                self.connection = http.client.HTTPConnection(self.host, self.port, timeout=30)
-                self.connection_opened = time.perf_counter()
-            self.connection.request(method, path, json.dumps(body) if body is not None else None, headers)
-            response = self.connection.getresponse()
-            payload = response.read()
-            try:
-                return response.status, json.loads(payload) if payload else None
-            except ValueError:  # not JSON (a proxy's or a dying server's page): the status still counts
-                return response.status, {"not_json": payload[:200].decode("utf-8", "replace")}
-        except (OSError, http.client.HTTPException):
-            if self.connection is not None:
-                self.connection.close()
-            self.connection = None
-            return "error", None
-
-    def timed(self, kind: str, method: str, path: str, body: dict | None = None):
-        started = time.perf_counter()
-        opened = self.connection_opened if self.connection is not None else started
-        status, payload = self.request(method, path, body)
-        self.log.outcomes.append((kind, status, (time.perf_counter() - started) * 1000, opened))
-        if status == "error":
-            time.sleep(0.1)  # the server is down (restart): back off a little
-        return status, payload
-
-    def search(self) -> None:
-        draw, mode = self.random.random(), "sparse"
-        for name, share in MODES:
-            if draw < share:
-                mode = name
-                break
-            draw -= share
-        self.timed(f"search:{mode}", "POST", "/search", {"query": self.random.choice(self.queries), "k": 10, "mode": mode})
-
-    def write(self) -> None:
-        draw = self.random.random()
-        if self.live and draw < 0.4:
-            doc_id = self.random.choice(self.live)
-            status, _ = self.timed("delete", "DELETE", f"/documents/{doc_id}")
-            self._record(doc_id, "delete", ABSENT, status)
-            return
-        if self.live and draw < 0.55:
-            doc_id = self.random.choice(self.live)  # replace
-        else:
-            doc_id = f"load-{self.number}-{self.created}"
-            self.created += 1
-        text = f"{self.random.choice(self.texts)} [written by client {self.number}, {time.time():.6f}]"
-        status, _ = self.timed("add", "POST", "/documents", {"id": doc_id, "title": f"load {doc_id}", "text": text})
-        self._record(doc_id, "add", text, status)
-
-    def _record(self, doc_id: str, op: str, text, status) -> None:
-        self.log.history.setdefault(doc_id, []).append((op, text, status == 200))
-        if status == 200 and op == "add" and doc_id not in self.live:
-            self.live.append(doc_id)
-        elif status == 200 and op == "delete":
-            self.live.remove(doc_id)
-
-    def run(self) -> None:
-        while time.perf_counter() < self.deadline:
-            self.write() if self.random.random() < self.write_fraction else self.search()
+def request(url: str, method: str, path: str) -> tuple[int, dict | None]:
+    """One request on a new connection (the checks after the run, not the load)."""
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        connection.request(method, path, headers={"X-API-Key": API_KEY})
+        response = connection.getresponse()
+        payload = response.read()
+        return response.status, json.loads(payload) if payload else None
+    finally:
+        connection.close()
 
 
 def allowed_states(history: list) -> set:
@@ -144,13 +69,12 @@ def allowed_states(history: list) -> set:
     return states
 
 
-def verify(url: str, logs: list[ClientLog]) -> dict:
-    checker = Client(-1, url, [], [], 0.0, 0.0, 0)
+def verify(url: str, logs: list[dict]) -> dict:
     checked = lost = 0
     examples = []
     for log in logs:
-        for doc_id, history in log.history.items():
-            status, payload = checker.request("GET", f"/documents/{doc_id}")
+        for doc_id, history in log["history"].items():
+            status, payload = request(url, "GET", f"/documents/{doc_id}")
             if status not in (200, 404):
                 raise RuntimeError(f"GET /documents/{doc_id} answered {status}")
             state = payload["text"] if status == 200 else ABSENT
@@ -161,8 +85,8 @@ def verify(url: str, logs: list[ClientLog]) -> dict:
     return {"documents_checked": checked, "lost_acknowledged_writes": lost, "examples": examples[:5]}
 
 
-def summarise(logs: list[ClientLog], seconds: float) -> dict:
-    outcomes = [o[:3] for log in logs for o in log.outcomes]
+def summarise(logs: list[dict], seconds: float) -> dict:
+    outcomes = [o[:3] for log in logs for o in log["outcomes"]]
     by_kind: dict = {}
     for kind, status, ms in outcomes:
         entry = by_kind.setdefault(kind, {"ok": [], "4xx": 0, "5xx": 0, "errors": 0})
@@ -188,14 +112,23 @@ def summarise(logs: list[ClientLog], seconds: float) -> dict:
             "connection_errors": sum(t["connection_errors"] for t in table.values()), "by_kind": table}
 
 
-def after_worker_kill(logs: list[ClientLog], killed_at: float) -> dict:
-    """Requests on connections opened after the kill (must all succeed) and stale-connection failures."""
-    fresh = [o for log in logs for o in log.outcomes if o[3] > killed_at]
-    stale = [o for log in logs for o in log.outcomes if o[3] <= killed_at and o[1] == "error"]
-    failed = [o for o in fresh if o[1] == "error" or o[1] >= 500]
-    writes = [o for o in fresh if o[0] in ("add", "delete")]
-    return {"requests_after": len(fresh), "writes_after": len(writes), "failed_requests_after": len(failed),
-            "stale_connection_failures": len(stale)}
+def after_worker_kill(logs: list[dict], killed_at: float) -> dict:
+    """Requests sent after the kill: each client's first connection error is its keep-alive
+    connection to the dead worker (stale); any other failure counts."""
+    after = stale = failed = writes = 0
+    for log in logs:
+        first_error = True
+        for kind, status, _, started in log["outcomes"]:
+            if started <= killed_at:
+                continue
+            after += 1
+            writes += kind in ("add", "delete")
+            if status == "error" and first_error:
+                stale, first_error = stale + 1, False
+            elif status == "error" or status >= 500:
+                failed += 1
+    return {"requests_after": after - stale, "writes_after": writes, "failed_requests_after": failed,
+            "stale_connection_failures": stale}
 
 
 def worker_pids(master: int) -> list[int]:
@@ -209,51 +142,81 @@ def worker_pids(master: int) -> list[int]:
     return workers
 
 
+def start_locust(url: str, clients: int, duration: float, inputs: Path, log: Path) -> subprocess.Popen:
+    """Locust, headless, in its own process (it patches the standard library for gevent)."""
+    command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--users", str(clients),
+               "--spawn-rate", str(clients), "--run-time", f"{duration}s", "--stop-timeout", "30",
+               "--host", url, "--only-summary", "--exit-code-on-error", "0",
+               "--lsr-inputs", str(inputs), "--lsr-log", str(log)]
+    return subprocess.Popen(command, stdout=open(f"{log}.locust.log", "w"), stderr=subprocess.STDOUT)
+
+
+def wait_started(locust: subprocess.Popen, log: Path, timeout: float = 120) -> float:
+    """The monotonic time at which locust's users started (its start marker)."""
+    marker, deadline = Path(f"{log}.started"), time.monotonic() + timeout
+    while not marker.exists() or not marker.read_text():
+        if locust.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"locust did not start; see {log}.locust.log:\n" + Path(f"{log}.locust.log").read_text())
+        time.sleep(0.05)
+    return float(marker.read_text())
+
+
 def run(index_dir: Path, clients: int, duration: float, write_fraction: float, restart_at: float | None,
         workers: int, dataset: str, work_dir: Path, kill_worker_at: float | None = None) -> dict:
     from lsr.data.datasets import resolve_dataset
 
     data = resolve_dataset(dataset)
-    queries = list(data.queries().values())
-    texts = [doc.text for _, doc in zip(range(500), data.iter_documents())]
+    inputs = work_dir / "inputs.json"
+    inputs.write_text(json.dumps({"queries": list(data.queries().values()), "write_fraction": write_fraction,
+                                  "texts": [doc.text for _, doc in zip(range(500), data.iter_documents())]}))
     copy = work_dir / "index"
     shutil.copytree(index_dir, copy)
     server = ServerProcess(copy, api_key=API_KEY, workers=workers, log_path=work_dir / "server.log")
     startup = server.start()
-    started = time.perf_counter()
-    deadline = started + duration
-    pool = [Client(i, server.url, queries, texts, write_fraction, deadline, seed=i) for i in range(clients)]
-    threads = [threading.Thread(target=c.run, daemon=True) for c in pool]
-    for thread in threads:
-        thread.start()
-    restart = worker_kill = None
-    if kill_worker_at is not None:
-        time.sleep(max(0.0, started + kill_worker_at - time.perf_counter()))
-        victim = worker_pids(server.process.pid)[0]
-        os.kill(victim, signal.SIGKILL)
-        worker_kill = {"at_s": time.perf_counter() - started, "pid": victim, "killed_at": time.perf_counter()}
-    if restart_at is not None:
-        time.sleep(max(0.0, started + restart_at - time.perf_counter()))
-        killed = time.perf_counter()
-        server.kill()
-        back = server.start()
-        restart = {"at_s": killed - started, "downtime_s": time.perf_counter() - killed, "startup_s": back}
-    for thread in threads:
-        thread.join()
-    seconds = time.perf_counter() - started
-    logs = [c.log for c in pool]
+    log = work_dir / "load"
+    locust = start_locust(server.url, clients, duration, inputs, log)
+    try:
+        started = wait_started(locust, log)
+        restart = worker_kill = None
+        if kill_worker_at is not None:
+            time.sleep(max(0.0, started + kill_worker_at - time.monotonic()))
+            victim = worker_pids(server.process.pid)[0]
+            os.kill(victim, signal.SIGKILL)
+            worker_kill = {"at_s": time.monotonic() - started, "pid": victim, "killed_at": time.monotonic()}
+        if restart_at is not None:
+            time.sleep(max(0.0, started + restart_at - time.monotonic()))
+            killed = time.monotonic()
+            server.kill()
+            back = server.start()
+            restart = {"at_s": killed - started, "downtime_s": time.monotonic() - killed, "startup_s": back}
+        locust.wait(timeout=duration + 120)
+    finally:
+        if locust.poll() is None:
+            locust.kill()
+    seconds = time.monotonic() - started
+    if locust.returncode != 0:
+        raise RuntimeError(f"locust exited with {locust.returncode}; see {log}.locust.log")
+    written = json.loads(Path(f"{log}.json").read_text())
+    logs = written["clients"]
     if worker_kill is not None:
         worker_kill.update(after_worker_kill(logs, worker_kill.pop("killed_at")))
     after_run = verify(server.url, logs)
     server.kill()
     server.start()
     after_second_restart = verify(server.url, logs)
-    _, stats = Client(-1, server.url, [], [], 0.0, 0.0, 0).request("GET", "/stats")
+    _, stats = request(server.url, "GET", "/stats")
     server.stop()
     return {"clients": clients, "duration_s": seconds, "write_fraction": write_fraction, "workers": workers,
+            "load_generator": f"locust {_locust_version()} (headless, FastHttpUser)", "locust": written["locust"],
             "initial_startup_s": startup, "restart": restart, "worker_kill": worker_kill, **summarise(logs, seconds),
             "writes_verified_after_run": after_run, "writes_verified_after_second_restart": after_second_restart,
             "stats": stats}
+
+
+def _locust_version() -> str:
+    from importlib.metadata import version
+
+    return version("locust")
 
 
 def write(result: dict, out: Path) -> None:
@@ -263,8 +226,12 @@ def write(result: dict, out: Path) -> None:
     restart = r["restart"]
     lines = [f"# Load test: {r['clients']} clients for {r['duration_s']:.0f} s on loopback, "
              f"{r['write_fraction']:.0%} writes, {r['workers']} worker(s)", "",
+             f"- load: {r['load_generator']}, one keep-alive connection per client, no wait between requests",
              f"- answered requests: {r['answered']} of {r['requests']}; **{r['qps']:.1f} QPS**, "
              f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms (successful requests)",
+             f"- locust's own count: {r['locust']['requests']} requests, {r['locust']['failures']} failures "
+             f"(refused or reset while the server was down, and any 4xx/5xx), p50 {r['locust']['p50_ms']:.0f} ms, "
+             f"p99 {r['locust']['p99_ms']:.0f} ms (all requests, failures included)",
              f"- **5xx: {r['5xx']}**; 4xx: {r['4xx']}; connection errors (while the server was down): {r['connection_errors']}; "
              f"**tracebacks in the server log: {len(r['server_tracebacks'])}**"]
     if restart:
@@ -274,8 +241,8 @@ def write(result: dict, out: Path) -> None:
     if kill:
         lines.append(f"- one worker of {r['workers']} killed (SIGKILL of pid {kill['pid']}) at {kill['at_s']:.1f} s: "
                      f"**failed requests after it: {kill['failed_requests_after']}** of {kill['requests_after']} "
-                     f"({kill['writes_after']} writes) on connections opened after the kill; "
-                     f"{kill['stale_connection_failures']} failed on a connection to the dead worker")
+                     f"({kill['writes_after']} writes); {kill['stale_connection_failures']} failed once on a client's "
+                     "keep-alive connection to the dead worker")
     for label, key in (("after the run", "writes_verified_after_run"),
                        ("after a second SIGKILL and restart", "writes_verified_after_second_restart")):
         v = r[key]

@@ -53,12 +53,27 @@ def create_app(settings: Settings, engine_factory=None) -> FastAPI:
                   description="Learned sparse retrieval: sparse, dense and hybrid search with explanations.")
     app.state.settings = settings
     registry = CollectorRegistry()
-    documents = Gauge("lsr_documents", "Live documents in the index", registry=registry)
+    # multiprocess_mode matters only with several workers (`lsr serve --workers`): the newest value.
+    documents = Gauge("lsr_documents", "Live documents in the index", registry=registry,
+                      multiprocess_mode="mostrecent")
     install_error_handlers(app)
-    _add_routes(app, registry, documents)
+    _add_routes(app, _exposed_registry(registry), documents)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetrics, registry=registry)  # added last: outermost, counts 413s too
     return app
+
+
+def _exposed_registry(registry: CollectorRegistry) -> CollectorRegistry:
+    """What `/metrics` shows: this process's registry, or, in prometheus-client's multiprocess mode
+    (``PROMETHEUS_MULTIPROC_DIR``, set by ``lsr serve --workers N``), every worker's metrics
+    summed from their files, whichever worker answers."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return registry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    every_worker = CollectorRegistry()
+    MultiProcessCollector(every_worker)
+    return every_worker
 
 
 def create_app_from_env() -> FastAPI:

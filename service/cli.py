@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import tempfile
+from contextlib import contextmanager
 
 from lsr.encoders.query_backends import add_query_backend_option
 
@@ -53,12 +56,32 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise ValueError("--workers must be at least 1")
     os.environ["LSR_INDEX_DIR"] = os.path.abspath(args.index)
-    # Workers are separate processes: each builds the app from the environment.
-    # h11, whichever parsers are installed (Ray Serve brings httptools): the app then answers a
-    # made-up method with 405 and counts it, and the recorded latencies were measured with it.
-    uvicorn.run("lsr.service.app:create_app_from_env", factory=True, host=args.host, port=args.port,
-                workers=args.workers, log_level=args.log_level, http="h11")
+    with _shared_metrics(args.workers):
+        # Workers are separate processes: each builds the app from the environment.
+        # h11, whichever parsers are installed (Ray Serve brings httptools): the app then answers a
+        # made-up method with 405 and counts it, and the recorded latencies were measured with it.
+        uvicorn.run("lsr.service.app:create_app_from_env", factory=True, host=args.host, port=args.port,
+                    workers=args.workers, log_level=args.log_level, http="h11")
     return 0
+
+
+@contextmanager
+def _shared_metrics(workers: int):
+    """With several workers, prometheus-client's multiprocess mode: each worker writes its
+    metrics to files in ``PROMETHEUS_MULTIPROC_DIR`` and `/metrics`, whichever worker answers,
+    sums them all (a worker killed and restarted keeps its counts). The directory is a fresh
+    temporary one, removed at exit, unless the environment names one already (then it is the
+    caller's to empty between runs, as the library asks)."""
+    if workers == 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        yield
+        return
+    directory = tempfile.mkdtemp(prefix="lsr-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory  # read by the workers' prometheus-client at import
+    try:
+        yield
+    finally:
+        del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _run_on_ray(args: argparse.Namespace) -> int:

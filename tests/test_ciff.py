@@ -166,29 +166,28 @@ def test_varints():
 
 
 def test_matches_the_protobuf_library(tmp_path):
-    """Our bytes parse with Google's protobuf runtime to the same values."""
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+    """Google's protobuf runtime on the official schema writes our file byte for byte, and parses
+    ours to the same header, postings (multi-byte varints, non-ASCII terms and ids) and doc ids."""
+    from lsr.eval.ciff_official import export_with_protobuf, read_with_protobuf
 
-    proto = descriptor_pb2.FileDescriptorProto(name="ciff_test.proto", package="ciff_test", syntax="proto3")
-    kinds = descriptor_pb2.FieldDescriptorProto
-    int32, int64, string = kinds.TYPE_INT32, kinds.TYPE_INT64, kinds.TYPE_STRING
-    for name, fields in {"Posting": [("docid", int32), ("tf", int32)],
-                         "PostingsList": [("term", string), ("df", int64), ("cf", int64)]}.items():
-        message = proto.message_type.add(name=name)
-        for number, (field_name, kind) in enumerate(fields, 1):
-            message.field.add(name=field_name, number=number, type=kind, label=1)
-    proto.message_type[1].field.add(name="postings", number=4, label=3, type=11, type_name=".ciff_test.Posting")
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(proto)
-    cls = message_factory.GetMessageClass(pool.FindMessageTypeByName("ciff_test.PostingsList"))
-    docs, tfs = np.array([0, 5, 300, 70000]), np.array([1, 255, 17, 128])
-    head, body = encode_postings_list("日本".encode(), docs, tfs, np.empty(64, np.uint8))
-    data = head + body.tobytes()
-    length, pos = decode_varint(data, 0)
-    parsed = cls.FromString(data[pos:])
-    assert length == len(data) - pos and parsed.term == "日本" and (parsed.df, parsed.cf) == (4, 401)
-    assert [(p.docid, p.tf) for p in parsed.postings] == [(0, 1), (5, 255), (295, 17), (69700, 128)]
-    assert cls.FromString(data[pos:]).SerializeToString() == data[pos:]
+    index = random_index(tmp_path / "ix", n=700)  # doc ids above 127: two-byte gaps
+    export_ciff(index, tmp_path / "ours.ciff")
+    header = read_ciff_header(tmp_path / "ours.ciff")
+    export_with_protobuf(index, tmp_path / "library.ciff", header)
+    assert (tmp_path / "library.ciff").read_bytes() == (tmp_path / "ours.ciff").read_bytes()
+
+    lists = []
+    parsed, collection_ids = read_with_protobuf(tmp_path / "ours.ciff",
+                                                lambda term, docs, tfs: lists.append((term, docs.tolist(), tfs.tolist())))
+    assert (parsed.num_docs, parsed.total_postings_lists, parsed.description) == (700, VOCAB, header.description)
+    assert parsed.average_doclength == header.average_doclength
+    assert lists == read_lists(tmp_path / "ours.ciff")
+    postings = term_major(index)
+    for term, docs, tfs in lists:
+        start, end = postings["postings_offsets"][int(term)], postings["postings_offsets"][int(term) + 1]
+        assert docs == postings["postings_docs"][start:end].tolist()
+        assert tfs == postings["postings_impacts"][start:end].tolist()
+    assert collection_ids == [index.doc_ids[i] for i in range(700)]
 
 
 def test_every_truncation_is_a_clear_error_and_leaves_nothing(tmp_path):

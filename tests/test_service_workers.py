@@ -37,6 +37,63 @@ def test_writes_are_seen_by_every_worker(served_index, tmp_path):
         assert len(pids) == 2, "both workers answered"
 
 
+def _metrics(port: int) -> tuple[str, str]:
+    """The `/metrics` text and the pid of the worker that answered (a new connection each time)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.request("GET", "/metrics")
+    response = connection.getresponse()
+    text, pid = response.read().decode(), response.getheader("X-Worker-Pid")
+    connection.close()
+    return text, pid
+
+
+def _sample(text: str, name: str, **labels: str) -> float:
+    """The one sample of ``name`` with ``labels`` in a Prometheus text exposition."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    values = [sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+              if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())]
+    assert len(values) == 1, (name, labels, values)
+    return values[0]
+
+
+@pytest.mark.slow
+def test_metrics_count_every_workers_requests(served_index, tmp_path):
+    """prometheus-client's multiprocess mode: whichever worker answers `/metrics`, it counts the
+    requests every worker answered, a killed worker's included; the files go when the server stops."""
+    import os
+    import signal
+
+    from lsr.eval.load_test import worker_pids
+
+    health = {"name": "lsr_requests_total", "method": "GET", "route": "/health", "status": "200"}
+    with ServerProcess(served_index, api_key="k", workers=2, log_path=tmp_path / "server.log") as server:
+        before = _sample(_metrics(server.port)[0], **health)  # the start-up probe's
+        for _ in range(40):
+            connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+            connection.request("GET", "/health")
+            response = connection.getresponse()
+            assert response.status == 200
+            response.read()
+            connection.close()
+        seen = {}
+        for _ in range(100):  # until both workers have answered
+            text, pid = _metrics(server.port)
+            seen[pid] = _sample(text, **health)
+            assert _sample(text, "lsr_documents") > 0
+            if len(seen) == 2:
+                break
+        assert list(seen.values()) == [before + 40] * 2, seen
+
+        victim = worker_pids(server.process.pid)[0]
+        directory = {line.split("=", 1)[1] for line in open(f"/proc/{victim}/environ").read().split("\0")
+                     if line.startswith("PROMETHEUS_MULTIPROC_DIR=")}.pop()
+        os.kill(victim, signal.SIGKILL)
+        counts = {_sample(_metrics(server.port)[0], **health) for _ in range(10)}
+        assert counts == {before + 40}, "the killed worker's requests still count"
+    assert not os.path.exists(directory), "the metrics files are removed when the server stops"
+
+
 @pytest.mark.slow
 def test_one_worker_killed_while_the_other_writes(served_index, tmp_path):
     """Two workers share the write-ahead log; one takes the write role and flushes. SIGKILL one
