@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 LSR := $(VENV)/bin/lsr
 TORCH ?= torch==2.13.0
 
-.PHONY: run test install install-dev browser results train-results hybrid-results service-results bench-engines bench-engines-4m reliability-results index-results ray-results shards-results clean
+.PHONY: run test install install-dev browser results train-results hybrid-results service-results bench-engines bench-engines-4m reliability-results index-results library-results ray-results shards-results clean
 
 $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -105,6 +105,14 @@ index-results: install-dev
 	  --out eval/results/bench_writes_1m
 	test -d $(BENCH_4M_DIR) || $(PY) ../shared/tools/make_bench_corpus.py --docs 4000000 --out $(BENCH_4M_DIR)
 	$(PY) eval/bench_build.py $(BENCH_4M_DIR) --segment-docs 1000000 --out eval/results/bench_build_4m
+
+# Issue 14's checks of a library against a part we wrote by hand: CIFF through protobuf on the
+# 1M index that bench-engines builds, and sentence-transformers' trainer (resume, memory).
+ENGINES_1M_INDEX ?= /tmp/lsr-bench-engines/bench-1m-1000000/ours-b8
+library-results: install-dev
+	test -d $(ENGINES_1M_INDEX) || $(MAKE) bench-engines
+	$(PY) eval/bench_ciff.py $(ENGINES_1M_INDEX) --work /tmp --out eval/results/bench_ciff_1m
+	$(PY) eval/st_trainer_check.py --out eval/results/st_trainer_check
 
 # Issue 12's figures: encoding throughput by layout (one process with every CPU as a thread, as
 # `lsr index`; one-thread processes, as Ray's actors), indexing SciFact through Ray against one

@@ -145,8 +145,8 @@ def worker_pids(master: int) -> list[int]:
 def start_locust(url: str, clients: int, duration: float, inputs: Path, log: Path) -> subprocess.Popen:
     """Locust, headless, in its own process (it patches the standard library for gevent)."""
     command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--users", str(clients),
-               "--spawn-rate", str(clients), "--run-time", f"{duration}s", "--stop-timeout", "30",
-               "--host", url, "--only-summary", "--exit-code-on-error", "0",
+               "--spawn-rate", str(clients), "--run-time", f"{max(1, round(duration))}s",  # whole seconds only
+               "--stop-timeout", "30", "--host", url, "--only-summary", "--exit-code-on-error", "0",
                "--lsr-inputs", str(inputs), "--lsr-log", str(log)]
     return subprocess.Popen(command, stdout=open(f"{log}.locust.log", "w"), stderr=subprocess.STDOUT)
 
@@ -276,11 +276,12 @@ def main() -> int:
             result = run(args.index, args.clients, args.duration, args.write_fraction,
                          args.restart_at if args.restart_at >= 0 else None, args.workers, args.dataset, Path(tmp),
                          args.kill_worker_at)
-        finally:  # the server's log outlives the run: beside the results, named after them
+        finally:  # the server's and locust's logs outlive the run: beside the results, named after them
             kept = args.out.with_suffix(".server.log")
             kept.parent.mkdir(parents=True, exist_ok=True)
-            if (Path(tmp) / "server.log").exists():
-                shutil.copyfile(Path(tmp) / "server.log", kept)
+            for log, beside in (("server.log", kept), ("load.locust.log", args.out.with_suffix(".locust.log"))):
+                if (Path(tmp) / log).exists():
+                    shutil.copyfile(Path(tmp) / log, beside)
         result["server_tracebacks"] = log_tracebacks(kept.read_text(errors="replace"))
     result["machine"] = machine_description()
     result["command"] = "python eval/load_test.py " + shlex.join(sys.argv[1:])

@@ -74,7 +74,9 @@ class SearchAndWrite(FastHttpUser):
         started = time.monotonic()
         response = self.client.request(method, path, json=body, name=kind,
                                        headers={"X-API-Key": API_KEY})
-        status = response.status_code or "error"  # 0: no answer (refused, reset, timed out)
+        status = response.status_code
+        if not status or (status < 400 and getattr(response, "error", None)):  # no answer, or one cut off in its body
+            status = "error"
         self.outcomes.append([kind, status, (time.monotonic() - started) * 1000, started])
         if status == "error":
             time.sleep(0.1)  # the server is down (a restart): back off a little (gevent's sleep)

@@ -7,7 +7,11 @@ here or to an encoder deployment on Ray Serve (``service.ray_serve.RemoteEncoder
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
+
+from lsr.encoders.tokens import tokenize
 
 
 class LocalEncoders:
@@ -42,6 +46,9 @@ class LocalEncoders:
 
             self.dense_encoder = with_dense_query_backend(DenseEncoder(dense["model"], device=device), query_backend,
                                                           torch_threads)
+            # Queries' tokens are counted (untruncated) on a copy: sentence-transformers calls the
+            # model's own tokenizer out of reach of the lock in `lsr.encoders.tokens`.
+            self._dense_counting_tokenizer = copy.deepcopy(self.dense_encoder.model.tokenizer)
         self.vocab_size = self.encoder.vocab_size
         self.has_dense = self.dense_encoder is not None
 
@@ -59,7 +66,8 @@ class LocalEncoders:
     def encode_sparse(self, query: str) -> tuple[np.ndarray, np.ndarray, bool]:
         """Query terms, raw weights and whether the query was cut to the encoder's token limit."""
         self._hold_threads()
-        tokens = self.encoder.tokenizer(query, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
+        tokens = tokenize(self.encoder.tokenizer, query, add_special_tokens=True, truncation=False,
+                          verbose=False)["input_ids"]
         truncated = len(tokens) > self.encoder.query_max_length
         terms, weights = self.encoder.encode_queries([query]).row(0)
         return np.asarray(terms), np.asarray(weights), truncated
@@ -68,8 +76,8 @@ class LocalEncoders:
         """The dense query vector and whether the query was cut to the dense model's limit."""
         self._hold_threads()
         vector = self.dense_encoder.encode_queries([query])[0]
-        tokenizer = self.dense_encoder.model.tokenizer
-        truncated = len(tokenizer(query, truncation=False, verbose=False)["input_ids"]) > self.dense_encoder.max_length
+        counted = tokenize(self._dense_counting_tokenizer, query, truncation=False, verbose=False)["input_ids"]
+        truncated = len(counted) > self.dense_encoder.max_length
         return vector, truncated
 
     def encode_document(self, full_text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:

@@ -11,7 +11,7 @@ from lsr.eval import load_test
 def test_locust_load_with_a_crash_loses_no_acknowledged_write(served_index, tmp_path):
     work = tmp_path / "work"
     work.mkdir()
-    result = load_test.run(served_index, clients=4, duration=12, write_fraction=0.3, restart_at=5, workers=1,
+    result = load_test.run(served_index, clients=4, duration=12.0, write_fraction=0.3, restart_at=5, workers=1,
                            dataset="beir/scifact/test", work_dir=work)
     assert result["load_generator"].startswith("locust ")
     assert result["answered"] > 20 and result["5xx"] == 0 and result["4xx"] == 0

@@ -269,3 +269,48 @@ def test_a_precision_the_index_cannot_serve_stops_the_start(tmp_path):
 
     with LiveIndex(tmp_path / "ix", writer="required"):  # the failed start released the write lock
         pass
+
+
+def test_documents_encoded_while_queries_are_encode_the_same(served_index_template):
+    """The service encodes queries (cut at 64 tokens, counted untruncated) and documents (cut at
+    256) at once from its threads; through one tokenizer whose settings each call changes, a
+    document came out cut at the query's length, or uncut and too long for the dense model (a
+    500 under load). Documents encoded beside a thread of queries equal those encoded alone."""
+    import sys
+    import threading
+
+    from lsr.index.commit import read_newest_commit
+    from lsr.service.encoders import LocalEncoders
+
+    encoders = LocalEncoders(read_newest_commit(served_index_template).settings, torch_threads=1, query_backend="torch")
+    texts = [" ".join(f"protein{i} cell {n} gene" for i in range(150 + 40 * n)) for n in range(4)]
+
+    def beside_queries(encode_query, encode_document, rounds: int) -> tuple[list, list]:
+        alone = [encode_document(text) for text in texts]
+        stop = threading.Event()
+
+        def queries() -> None:
+            while not stop.is_set():
+                encode_query(texts[3])  # a long query: cut for encoding, counted whole
+
+        threads = [threading.Thread(target=queries) for _ in range(3)]
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)  # hand the GIL over often, as a loaded server does
+        for thread in threads:
+            thread.start()
+        try:
+            beside = [encode_document(text) for _ in range(rounds) for text in texts]
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join()
+            sys.setswitchinterval(switch_interval)
+        return alone, beside
+
+    alone, beside = beside_queries(encoders.encode_sparse, lambda t: encoders.encoder.encode_documents([t]).row(0), 20)
+    wrong = [n for n, (terms, weights) in enumerate(beside)
+             if not (np.array_equal(terms, alone[n % 4][0]) and np.allclose(weights, alone[n % 4][1]))]
+    assert wrong == [], f"{len(wrong)} of {len(beside)} sparse document vectors differ"
+    alone, beside = beside_queries(encoders.encode_dense, lambda t: encoders.dense_encoder.encode_documents([t])[0], 5)
+    wrong = [n for n, vector in enumerate(beside) if not np.allclose(vector, alone[n % 4], rtol=1e-5, atol=1e-6)]
+    assert wrong == [], f"{len(wrong)} of {len(beside)} dense document vectors differ"

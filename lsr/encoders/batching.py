@@ -9,6 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lsr.index.sparse_batch import SparseBatch
+from lsr.encoders.tokens import tokenize
 
 
 def empty_batch(vocab_size: int) -> SparseBatch:
@@ -37,14 +38,15 @@ def encode_texts(
     """
     if not texts:
         return empty_batch(vocab_size)
-    lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
+    lengths = [len(ids) for ids in tokenize(tokenizer, texts, truncation=True, max_length=max_length)["input_ids"]]
     order = np.argsort(lengths, kind="stable")[::-1]  # similar lengths share a batch: less padding
     parts: list[SparseBatch] = []
     starts = range(0, len(texts), batch_size)
     with torch.inference_mode():
         for start in tqdm(starts, desc="encoding", unit="batch", disable=not show_progress):
             batch_texts = [texts[i] for i in order[start : start + batch_size]]
-            tokens = tokenizer(batch_texts, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+            tokens = tokenize(tokenizer, batch_texts, truncation=True, max_length=max_length, padding=True,
+                              return_tensors="pt")
             parts.append(dense_to_sparse(forward(tokens)))
     return take_rows(SparseBatch.concat(parts), np.argsort(order))
 

@@ -21,6 +21,7 @@ from lsr.encoders.batching import special_token_ids
 from lsr.encoders.config_file import write_encoder_config
 from lsr.encoders.splade import SpladeEncoder, SpladeModule
 from lsr.encoders.st_format import DOCUMENT_DIR, QUERY_DIR, write_inference_free_files
+from lsr.encoders.tokens import tokenize
 
 
 def compute_idf(texts: Iterable[str], tokenizer, max_length: int = 512, batch_size: int = 256) -> np.ndarray:
@@ -34,7 +35,8 @@ def compute_idf(texts: Iterable[str], tokenizer, max_length: int = 512, batch_si
     df = np.zeros(len(tokenizer), dtype=np.int64)
     total = 0
     for chunk in chunked(texts, batch_size):
-        for ids in tokenizer(chunk, add_special_tokens=False, truncation=True, max_length=max_length)["input_ids"]:
+        for ids in tokenize(tokenizer, chunk, add_special_tokens=False, truncation=True,
+                            max_length=max_length)["input_ids"]:
             df[np.unique(np.asarray(ids, dtype=np.int64))] += 1
         total += len(chunk)
     if total == 0:
@@ -148,8 +150,8 @@ class InferenceFreeEncoder:
     def encode_queries(self, texts: list[str], show_progress: bool = False) -> SparseBatch:
         """Tokenise (no special tokens) and look each distinct word piece's weight up."""
         weights = torch.relu(self.module.query_weights.detach()).cpu().numpy()
-        token_ids = self.tokenizer(list(texts), add_special_tokens=False, truncation=True,
-                                   max_length=self.query_max_length)["input_ids"] if texts else []
+        token_ids = tokenize(self.tokenizer, list(texts), add_special_tokens=False, truncation=True,
+                             max_length=self.query_max_length)["input_ids"] if texts else []
         indptr = np.zeros(len(token_ids) + 1, dtype=np.int64)
         indices, values = [], []
         for row, ids in enumerate(token_ids):

@@ -31,6 +31,7 @@ import numpy as np
 
 from lsr.index.sparse_batch import SparseBatch
 from lsr.encoders.query_backends import QUERY_BACKENDS
+from lsr.encoders.tokens import tokenize
 
 GRAPH_NAME = "query.onnx"
 INT8_NAME = "query.int8.onnx"
@@ -177,7 +178,7 @@ def _padded_batches(tokenizer, texts: list[str], max_length: int, batch_size: in
     together (less padding), padded on the right as the tokenizer would."""
     if not texts:
         return
-    token_ids = tokenizer(list(texts), truncation=True, max_length=max_length, verbose=False)["input_ids"]
+    token_ids = tokenize(tokenizer, list(texts), truncation=True, max_length=max_length, verbose=False)["input_ids"]
     order = np.argsort([len(ids) for ids in token_ids], kind="stable")[::-1]
     pad = tokenizer.pad_token_id or 0
     for start in range(0, len(texts), batch_size):

@@ -1,0 +1,22 @@
+"""Every call of a shared Hugging Face tokenizer goes through `tokenize`, one at a time.
+
+A fast tokenizer keeps its truncation and padding settings in its Rust object and changes them
+at the start of a call whose settings differ from the last call's. Two threads calling one
+tokenizer with different settings (a query cut at 64 tokens, a document at 256, a length count
+without truncation: the service does all three at once) can each run with the other's
+settings: a document silently cut at 64 tokens and indexed so, or one not cut at all and too
+long for the model's positions (a 500 on ``POST /documents`` under load, measured). A call
+takes well under a millisecond, so one lock for the process costs little.
+"""
+
+from __future__ import annotations
+
+import threading
+
+_ONE_AT_A_TIME = threading.Lock()
+
+
+def tokenize(tokenizer, texts, **options):
+    """``tokenizer(texts, **options)``, never concurrently with another call made through here."""
+    with _ONE_AT_A_TIME:
+        return tokenizer(texts, **options)
