@@ -28,6 +28,8 @@ class BeirRunConfig:
     k: int = 1000
     drop_self_hits: bool = False
     batch_size: int = 32
+    doc_max_length: int | None = None  # a new index's document token limit (default: the model's); above
+    # the model's window, documents are read in overlapping windows (lsr.encoders.windows)
     quantization: str = "per-term"
     reorder: str = "bp"
     block_size: int = 8
@@ -124,9 +126,12 @@ def _index_if_needed(dataset, index_dir: Path, out_dir: Path, config: BeirRunCon
                 f"{index_dir} was built with model {recorded['model']!r}, not {config.model!r}; "
                 "pass another --index or remove it"
             )
+        if config.doc_max_length is not None and config.doc_max_length != recorded["doc_max_length"]:
+            raise ValueError(f"{index_dir} was built with doc_max_length {recorded['doc_max_length']}, not "
+                             f"{config.doc_max_length}; pass another --index or remove it")
         return load_encoder(recorded["model"], config.batch_size, recorded["query_max_length"],
                             recorded["doc_max_length"])
-    encoder = load_encoder(config.model, batch_size=config.batch_size)
+    encoder = load_encoder(config.model, batch_size=config.batch_size, doc_max_length=config.doc_max_length)
     dense_encoder = None
     if config.mode != "sparse":  # one indexing pass builds both parts
         from lsr.encoders.dense import DenseEncoder

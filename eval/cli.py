@@ -39,6 +39,9 @@ def _add_run_arguments(beir: argparse.ArgumentParser) -> None:
     beir.add_argument("--baseline", choices=["bm25"], help="also run a baseline beside the model")
     beir.add_argument("-k", type=int, default=1000, help="results per query")
     beir.add_argument("--batch-size", type=int, default=32)
+    beir.add_argument("--doc-max-length", type=int,
+                      help="document token limit of a new index (default: the model's); above the model's window "
+                           "(512) documents are read in overlapping windows, max-pooled")
     beir.add_argument("--quantization", choices=["per-term", "global"], default="per-term",
                       help="uint8 scale per term or one for all (a new index)")
     beir.add_argument("--reorder", choices=["bp", "none", "random"], default="bp", help="doc order of a new index")
@@ -65,7 +68,8 @@ def run_beir_command(args: argparse.Namespace) -> int:
     config = BeirRunConfig(
         dataset=args.dataset, index_dir=args.index, out_dir=args.out, model=args.model,
         baseline=args.baseline, k=args.k, drop_self_hits=args.drop_self_hits,
-        batch_size=args.batch_size, quantization=args.quantization, reorder=args.reorder,
+        batch_size=args.batch_size, doc_max_length=args.doc_max_length, quantization=args.quantization,
+        reorder=args.reorder,
         block_size=args.block_size, scorer=args.scorer, mode=args.mode, dense_model=args.dense_model,
         fusion=args.fusion, rrf_k=args.rrf_k, fusion_alpha=args.fusion_alpha, normalization=args.normalization,
         query_backend=args.query_backend,

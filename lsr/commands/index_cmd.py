@@ -25,7 +25,9 @@ def register(subparsers) -> None:
     parser.add_argument("--out", help="index directory to create")
     parser.add_argument("--model", default=DEFAULT_MODEL,
                         help="a model saved by lsr train/export, or a Hugging Face SPLADE masked-LM name or directory")
-    parser.add_argument("--doc-max-length", type=int, help="document token limit (default: the model's, else 256)")
+    parser.add_argument("--doc-max-length", type=int,
+                        help="document token limit (default: the model's, else 256); above the model's window (512), "
+                             "documents are read in overlapping windows, max-pooled")
     parser.add_argument("--query-max-length", type=int, help="recorded for searching (default: the model's, else 64)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--quantization", choices=["per-term", "global"], default="per-term",

@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 
 from lsr.index.sparse_batch import SparseBatch
 from lsr.encoders.tokens import tokenize
+from lsr.encoders.windows import padded, split_into_windows
 
 
 def empty_batch(vocab_size: int) -> SparseBatch:
@@ -24,8 +25,12 @@ def encode_texts(
     forward: Callable[[dict], torch.Tensor],
     vocab_size: int,
     show_progress: bool = False,
+    window: int | None = None,
 ) -> SparseBatch:
     """Run ``forward`` over length-sorted batches; rows come back in input order.
+
+    With ``window`` below ``max_length``, a text longer than the window is read as overlapping
+    windows, max-pooled (`lsr.encoders.windows`).
 
     Args:
         texts: the texts to encode.
@@ -35,9 +40,12 @@ def encode_texts(
         forward: tokenized batch (``return_tensors="pt"``) -> ``(batch, vocab)`` weights.
         vocab_size: columns of the result.
         show_progress: a progress bar over batches.
+        window: the longest input the model reads, special tokens included (None: no limit).
     """
     if not texts:
         return empty_batch(vocab_size)
+    if window is not None and max_length > window:
+        return _encode_windows(texts, tokenizer, max_length, window, batch_size, forward, vocab_size, show_progress)
     lengths = [len(ids) for ids in tokenize(tokenizer, texts, truncation=True, max_length=max_length)["input_ids"]]
     order = np.argsort(lengths, kind="stable")[::-1]  # similar lengths share a batch: less padding
     parts: list[SparseBatch] = []
@@ -49,6 +57,29 @@ def encode_texts(
                               return_tensors="pt")
             parts.append(dense_to_sparse(forward(tokens)))
     return take_rows(SparseBatch.concat(parts), np.argsort(order))
+
+
+def _encode_windows(texts, tokenizer, max_length, window, batch_size, forward, vocab_size, show_progress) -> SparseBatch:
+    """Every window in length-sorted batches, then each text's maximum over its windows."""
+    pieces, owner = split_into_windows(tokenizer, texts, max_length, window)
+    order = np.argsort([len(piece) for piece in pieces], kind="stable")[::-1]
+    keys, values = [], []  # (text, term) as text * vocab + term, and the weight
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(pieces), batch_size), desc="encoding", unit="batch", disable=not show_progress):
+            rows = order[start : start + batch_size]
+            part = dense_to_sparse(forward(padded([pieces[i] for i in rows], tokenizer.pad_token_id or 0)))
+            owners = np.repeat(owner[rows], np.diff(part.indptr))
+            keys.append(owners * vocab_size + part.indices.astype(np.int64))
+            values.append(part.values)
+    keys, values = np.concatenate(keys), np.concatenate(values)
+    by_key = np.argsort(keys, kind="stable")
+    keys, values = keys[by_key], values[by_key]
+    firsts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    maxima = np.maximum.reduceat(values, firsts) if len(firsts) else values
+    rows, terms = np.divmod(keys[firsts], vocab_size)
+    indptr = np.zeros(len(texts) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=len(texts)), out=indptr[1:])
+    return SparseBatch(indptr, terms.astype(np.uint32), maxima.astype(np.float32), vocab_size)
 
 
 def dense_to_sparse(dense: torch.Tensor) -> SparseBatch:

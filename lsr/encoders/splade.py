@@ -15,6 +15,7 @@ from torch import nn
 from lsr.index.sparse_batch import SparseBatch
 from lsr.encoders.batching import encode_texts
 from lsr.encoders.config_file import write_encoder_config
+from lsr.encoders.windows import model_window
 from lsr.encoders.models import DEFAULT_MODEL, resolve_model
 from lsr.encoders.pooling import max_pool_by_document, splade_pool
 from lsr.encoders.st_format import write_splade_files
@@ -139,16 +140,19 @@ class SpladeEncoder:
         return self.encode(texts, self.query_max_length, show_progress)
 
     def encode_documents(self, texts: list[str], show_progress: bool = False) -> SparseBatch:
-        return self.encode(texts, self.doc_max_length, show_progress)
+        """Documents above the model's window are read in overlapping windows (`lsr.encoders.windows`)."""
+        return self.encode(texts, self.doc_max_length, show_progress, window=model_window(self.module.mlm.config))
 
-    def encode(self, texts: list[str], max_length: int, show_progress: bool = False, fast: bool = True) -> SparseBatch:
+    def encode(self, texts: list[str], max_length: int, show_progress: bool = False, fast: bool = True,
+               window: int | None = None) -> SparseBatch:
         """Encode texts in length-sorted batches; rows come back in input order.
 
         ``fast=False`` builds the full ``(batch, seq_len, vocab)`` activations (the plain
-        formula, the oracle of the chunked path).
+        formula, the oracle of the chunked path); ``window``: see `batching.encode_texts`.
         """
         forward = self._forward if fast else self._forward_plain
-        return encode_texts(texts, self.tokenizer, max_length, self.batch_size, forward, self.vocab_size, show_progress)
+        return encode_texts(texts, self.tokenizer, max_length, self.batch_size, forward, self.vocab_size, show_progress,
+                            window)
 
     def _forward(self, tokens) -> torch.Tensor:
         return self.module(tokens["input_ids"].to(self.device), tokens["attention_mask"].to(self.device))

@@ -15,6 +15,7 @@ from torch import nn
 from lsr.index.sparse_batch import SparseBatch
 from lsr.encoders.batching import encode_texts, special_token_ids
 from lsr.encoders.config_file import write_encoder_config
+from lsr.encoders.windows import model_window
 from lsr.encoders.models import DEFAULT_MODEL, resolve_model
 
 HEAD_FILE = "unicoil_head.safetensors"
@@ -104,11 +105,13 @@ class UniCoilEncoder:
         return self._encode(texts, self.query_max_length, show_progress)
 
     def encode_documents(self, texts: list[str], show_progress: bool = False) -> SparseBatch:
-        return self._encode(texts, self.doc_max_length, show_progress)
+        """Documents above the model's window are read in overlapping windows (`lsr.encoders.windows`)."""
+        return self._encode(texts, self.doc_max_length, show_progress, model_window(self.module.encoder.config))
 
-    def _encode(self, texts, max_length, show_progress):
+    def _encode(self, texts, max_length, show_progress, window=None):
         forward = lambda t: self.module(t["input_ids"].to(self.device), t["attention_mask"].to(self.device))
-        return encode_texts(texts, self.tokenizer, max_length, self.batch_size, forward, self.vocab_size, show_progress)
+        return encode_texts(texts, self.tokenizer, max_length, self.batch_size, forward, self.vocab_size, show_progress,
+                            window)
 
     def save(self, directory: str | Path) -> None:
         from safetensors.torch import save_file

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from lsr.encoders.windows import max_by_owner, module_window, padded, split_into_windows
 from lsr.training.config import ModelConfig
 
 
@@ -44,7 +45,14 @@ class TrainableEncoder:
         return self.module(**self._tokens(texts, self.config.query_max_length))
 
     def encode_documents(self, texts: list[str]) -> torch.Tensor:
-        return self.module(**self._tokens(texts, self.config.doc_max_length))
+        """Above the model's window, overlapping windows max-pooled, as indexing reads them."""
+        window = module_window(self.module)
+        if self.config.doc_max_length <= window:
+            return self.module(**self._tokens(texts, self.config.doc_max_length))
+        pieces, owner = split_into_windows(self.tokenizer, texts, self.config.doc_max_length, window)
+        tokens = padded(pieces, self.tokenizer.pad_token_id or 0)
+        vectors = self.module(tokens["input_ids"].to(self.device), tokens["attention_mask"].to(self.device))
+        return max_by_owner(vectors, torch.from_numpy(owner), len(texts))
 
     def save(self, directory) -> None:
         self.encoder.save(directory)
