@@ -66,10 +66,11 @@ train-results: install-dev
 hybrid-results: install-dev
 	for d in scifact nfcorpus; do \
 	  rm -rf runs/hybrid-$$d && \
-	  $(LSR) eval beir beir/$$d/test --mode hybrid --out runs/hybrid-$$d && \
+	  $(LSR) eval beir beir/$$d/test --mode hybrid --fusion rrf --out runs/hybrid-$$d && \
 	  cp runs/hybrid-$$d/report.md eval/results/hybrid-$$d.md && \
 	  cp runs/hybrid-$$d/report.json eval/results/hybrid-$$d.json || exit 1; \
 	done
+	$(PY) eval/fusion_sweep.py --out eval/results/fusion_sweep
 
 # Issue 5's service figures on a SciFact index with its dense part: HTTP overhead (PyTorch and
 # ONNX Runtime query encoding), query encoding one query at a time by backend (issue 13), load

@@ -36,7 +36,7 @@ class BeirRunConfig:
     scorer: str = "auto"
     mode: str = "sparse"  # sparse | dense | hybrid (all three side by side)
     dense_model: str | None = None  # default: the bundled all-MiniLM-L6-v2
-    fusion: str = "rrf"  # rrf | convex
+    fusion: str = "adaptive"  # adaptive | rrf | convex (adaptive: chosen on dev, eval/fusion_sweep.py)
     rrf_k: int = 60
     fusion_alpha: float = 0.5  # convex: weight of the sparse scores
     normalization: str = "minmax"  # convex: minmax | zscore
@@ -195,7 +195,7 @@ def _run_dense(dataset, index_dir: Path, queries: dict, qrels: dict, out_dir: Pa
 def _run_hybrid(systems: dict, runs: dict, qrels: dict, out_dir: Path, config: BeirRunConfig) -> dict:
     from lsr.hybrid import fuse_runs, stage_summary
 
-    options = {"rrf_k": config.rrf_k} if config.fusion == "rrf" else {
+    options = {"rrf": {"rrf_k": config.rrf_k}, "adaptive": {}}.get(config.fusion) or {
         "alpha": config.fusion_alpha, "normalization": config.normalization}
     run, fusion_ms = fuse_runs(runs["sparse"], runs["dense"], config.k, config.fusion, **options)
     name = f"hybrid-{config.fusion}"

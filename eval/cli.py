@@ -52,8 +52,9 @@ def _add_run_arguments(beir: argparse.ArgumentParser) -> None:
     beir.add_argument("--mode", choices=["sparse", "dense", "hybrid"], default="sparse",
                       help="sparse (default), dense (faiss; needs lsr-engine[dense]), or hybrid: all three side by side")
     beir.add_argument("--dense-model", help="dense encoder for the index's dense part (default: bundled all-MiniLM-L6-v2)")
-    beir.add_argument("--fusion", choices=["rrf", "convex"], default="rrf",
-                      help="hybrid: reciprocal rank fusion (default) or a convex combination of normalised scores")
+    beir.add_argument("--fusion", choices=["adaptive", "rrf", "convex"], default="adaptive",
+                      help="hybrid: z-scores weighted per query by how far each list's best score stands out "
+                           "(default, chosen on dev splits), reciprocal rank fusion, or a fixed convex combination")
     beir.add_argument("--rrf-k", type=int, default=60, help="RRF constant")
     beir.add_argument("--fusion-alpha", type=float, default=0.5, help="convex: weight of the sparse scores")
     beir.add_argument("--normalization", choices=["minmax", "zscore"], default="minmax", help="convex: score normalisation")

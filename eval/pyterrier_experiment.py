@@ -33,7 +33,7 @@ def pipelines(dataset, work_dir: Path, encoder=None) -> dict[str, pt.Transformer
         "SPLADE (lsr)": Retriever(index),
         "SPLADE, encoder >> retriever": QueryEncoder(index) >> Retriever(index),
         "dense (lsr)": Retriever(index, mode="dense"),
-        "hybrid RRF (lsr)": Retriever(index, mode="hybrid"),
+        "hybrid RRF (lsr)": Retriever(index, mode="hybrid", fusion="rrf"),
     }
 
 

@@ -12,6 +12,11 @@ broken by the order in which an id was first seen (first list first).
   being a top-k cut). A constant list (one result, or all scores equal) carries no ranking
   information: min-max gives its documents 1 and the floor 0 (membership still counts), and
   z-score gives them 0 and the floor 0 (the list adds nothing).
+* Adaptive: the convex combination of z-scores with a weight per query from each list's own
+  score distribution: a list whose best score stands far above the rest of its top
+  ``ADAPTIVE_DEPTH`` (in standard deviations) is one that found something; its weight is that
+  distance over the sum of both lists' distances. A retriever that fails on a query (a flat
+  list) then gives way to the other on that query, where a fixed weight would dilute it.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ import numpy as np
 RankedList = tuple[Sequence[Hashable], Sequence[float]]
 RRF_K = 60
 NORMALIZATIONS = ("minmax", "zscore")
+ADAPTIVE_DEPTH = 100
+FUSIONS = ("rrf", "convex", "adaptive")
 
 
 def _sorted(scores: dict) -> tuple[list, np.ndarray]:
@@ -105,11 +112,34 @@ def convex_fusion(first: RankedList, second: RankedList, alpha: float = 0.5, nor
     return ids[:limit], scores[:limit]
 
 
+def standout(scores: Sequence[float], depth: int = ADAPTIVE_DEPTH) -> float:
+    """How far a list's best score stands above its top ``depth``: ``(s_1 - mean) / std``, 0 for
+    an empty or flat list."""
+    values = np.asarray(scores[:depth], dtype=np.float64)
+    if len(values) == 0 or values.std() == 0:
+        return 0.0
+    return float((values[0] - values.mean()) / values.std())
+
+
+def adaptive_weight(first: RankedList, second: RankedList, depth: int = ADAPTIVE_DEPTH) -> float:
+    """The weight of ``first`` for this query: its `standout` over both lists' (0.5 if both are flat)."""
+    a, b = standout(first[1], depth), standout(second[1], depth)
+    return a / (a + b) if a + b > 0 else 0.5
+
+
+def adaptive_fusion(first: RankedList, second: RankedList, depth: int = ADAPTIVE_DEPTH,
+                    limit: int | None = None) -> tuple[list, np.ndarray]:
+    """z-score convex fusion weighted per query by `adaptive_weight`."""
+    return convex_fusion(first, second, adaptive_weight(first, second, depth), "zscore", limit=limit)
+
+
 def fuse(sparse: RankedList, dense: RankedList, method: str = "rrf", rrf_k: int = RRF_K, alpha: float = 0.5,
          normalization: str = "minmax", limit: int | None = None) -> tuple[list, np.ndarray]:
-    """The fusion the service and the evaluation runner use: ``rrf`` or ``convex``."""
+    """The fusion the service and the evaluation runner use: ``rrf``, ``convex`` or ``adaptive``."""
     if method == "rrf":
         return reciprocal_rank_fusion([sparse, dense], k=rrf_k, limit=limit)
     if method == "convex":
         return convex_fusion(sparse, dense, alpha, normalization, limit=limit)
-    raise ValueError(f"fusion must be 'rrf' or 'convex', got {method!r}")
+    if method == "adaptive":
+        return adaptive_fusion(sparse, dense, limit=limit)
+    raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, got {method!r}")

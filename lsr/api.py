@@ -125,7 +125,7 @@ class SparseIndex:
     # searching
 
     def search(self, queries: str | Iterable[str], k: int = 10, mode: str = "sparse", *, return_texts: bool = False,
-               fusion: str = "rrf", alpha: float = 1.0, beta: float = 1.0,
+               fusion: str = "adaptive", alpha: float = 1.0, beta: float = 1.0,
                precision: str = "auto") -> list[Hit] | list[list[Hit]]:
         """The top ``k`` documents for one query (a list of `Hit`) or for many (a list of lists).
 
@@ -135,7 +135,8 @@ class SparseIndex:
             mode: ``sparse`` (the default), ``dense`` or ``hybrid`` (both lists fused; the index
                 needs a dense part).
             return_texts: fill each hit's ``text`` (an index built with its texts).
-            fusion: for hybrid: ``rrf`` or ``convex`` (``index.fusion``).
+            fusion: for hybrid: ``adaptive`` (the default: chosen on dev splits,
+                ``eval/results/fusion_sweep.md``), ``rrf`` or ``convex`` (``index.fusion``).
             alpha, beta: below 1, approximate sparse search (``index.scorers.bmp``).
             precision: which stored impacts score the sparse search (``index.search``).
         """

@@ -42,7 +42,10 @@ class SearchRequest(Strict):
     mode: Mode = "sparse"
     alpha: float = Field(1.0, gt=0.0, le=1.0, description="BMP bound factor: 1 is exact, lower is approximate")
     beta: float = Field(1.0, gt=0.0, le=1.0, description="fraction of query terms kept: 1 is exact")
-    fusion: Literal["rrf", "convex"] = "rrf"
+    fusion: Literal["adaptive", "rrf", "convex"] = Field(
+        "adaptive", description="hybrid: z-scores weighted per query by how far each list's best score stands out "
+                                "(the default, chosen on dev splits), reciprocal rank fusion, or a fixed convex "
+                                "combination of normalised scores (fusion_weight)")
     rrf_k: JsonInt = Field(60, ge=0, le=10_000, description="RRF constant")
     fusion_weight: float = Field(0.5, ge=0.0, le=1.0, description="convex fusion: weight of the sparse scores")
     normalization: Literal["minmax", "zscore"] = "minmax"

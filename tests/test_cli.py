@@ -88,8 +88,8 @@ def test_dense_index_hybrid_eval_and_compact(tmp_path, scifact_subset, encoder):
     assert main(["eval", "beir", str(scifact_subset), "--index", str(index_dir), "--out", str(run_dir),
                  "-k", "100", "--mode", "hybrid"]) == 0
     report = json.loads((run_dir / "report.json").read_text())
-    assert list(report["systems"]) == ["splade", "dense", "hybrid (rrf)"]
-    stages = report["systems"]["hybrid (rrf)"]["efficiency"]["stages_ms"]
+    assert list(report["systems"]) == ["splade", "dense", "hybrid (adaptive)"]
+    stages = report["systems"]["hybrid (adaptive)"]["efficiency"]["stages_ms"]
     assert set(stages) == {"sparse_encode", "sparse_search", "dense_encode", "dense_search", "fusion", "total"}
     assert report["settings"]["dense_index"] == "hnsw" and "Latency per stage" in (run_dir / "report.md").read_text()
     assert all(s["metrics"]["nDCG@10"] > 0.4 for s in report["systems"].values())

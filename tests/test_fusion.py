@@ -115,3 +115,60 @@ def test_rrf_and_minmax_convex_equal_ranx(seed):
     theirs = ranx_fuse(runs=runs, norm="min-max", method="wsum", params={"weights": [alpha, 1 - alpha]}).to_dict()["q"]
     assert ours.keys() == theirs.keys()
     assert all(abs(ours[d] - theirs[d]) < 1e-9 for d in ours)
+
+
+def test_standout_and_adaptive_weight_hand_computed():
+    from lsr.index.fusion import adaptive_weight, standout
+
+    assert standout([3.0, 1.0, 1.0, 1.0]) == pytest.approx((3 - 1.5) / np.std([3, 1, 1, 1]))
+    assert standout([2.0, 2.0]) == 0 and standout([]) == 0
+    assert standout([9.0, 1.0, 1.0, 1.0], depth=1) == 0  # one score: no spread
+    sharp, flat = (["a", "b", "c", "d"], [3.0, 1.0, 1.0, 1.0]), (["e", "f"], [2.0, 2.0])
+    assert adaptive_weight(sharp, flat) == 1.0 and adaptive_weight(flat, sharp) == 0.0
+    assert adaptive_weight(flat, flat) == 0.5
+    a, b = standout(sharp[1]), standout([5.0, 4.0, 0.0])
+    assert adaptive_weight(sharp, (["x", "y", "z"], [5.0, 4.0, 0.0])) == pytest.approx(a / (a + b))
+
+
+def test_adaptive_fusion_follows_the_list_that_found_something():
+    """A flat list (a retriever that matched nothing in particular) gets weight 0 for the query:
+    the fused ranking is the other list's, its documents below."""
+    from lsr.index.fusion import adaptive_fusion
+
+    found = (["d1", "d2", "d3", "d4"], [9.0, 3.0, 2.0, 1.0])
+    flat = (["d4", "x1", "x2"], [0.5, 0.5, 0.5])
+    ids, _ = adaptive_fusion(flat, found)
+    assert ids[:4] == ["d1", "d2", "d3", "d4"] and set(ids[4:]) == {"x1", "x2"}
+    assert fuse(flat, found, method="adaptive")[0] == ids
+
+
+@settings(max_examples=200, deadline=None)
+@given(ranked, ranked)
+def test_adaptive_fusion_equals_its_definition(first, second):
+    """Against a plain implementation: the standouts, the weight, then z-scores with floors."""
+    from lsr.index.fusion import adaptive_fusion
+
+    def standout(scores):
+        top = list(scores[:100])
+        if not top:
+            return 0.0
+        mean = sum(top) / len(top)
+        std = (sum((s - mean) ** 2 for s in top) / len(top)) ** 0.5
+        return (top[0] - mean) / std if std > 0 else 0.0
+
+    a, b = standout(first[1]), standout(second[1])
+    alpha = a / (a + b) if a + b > 0 else 0.5
+
+    def zscores(scores):
+        mean = sum(scores) / len(scores) if scores else 0.0
+        std = (sum((s - mean) ** 2 for s in scores) / len(scores)) ** 0.5 if scores else 0.0
+        z = [(s - mean) / std if std > 0 else 0.0 for s in scores]
+        return z, (min(z) if z and std > 0 else 0.0)
+
+    (z1, floor1), (z2, floor2) = zscores(first[1]), zscores(second[1])
+    one, two = dict(zip(first[0], z1)), dict(zip(second[0], z2))
+    ids, scores = adaptive_fusion(first, second)
+    assert set(ids) == set(first[0]) | set(second[0])
+    for doc, score in zip(ids, scores):
+        expected = alpha * one.get(doc, floor1) + (1 - alpha) * two.get(doc, floor2)
+        assert score == pytest.approx(expected, abs=1e-9)

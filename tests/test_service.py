@@ -51,13 +51,14 @@ def test_hybrid_is_the_fusion_of_sparse_and_dense(client):
     query = "microRNA expression in cancer cells"
     sparse = _search(client, query=query, k=100, mode="sparse")
     dense = _search(client, query=query, k=100, mode="dense")
-    hybrid = _search(client, query=query, k=10, mode="hybrid")
-    expected_ids, expected_scores = fuse(([h["id"] for h in sparse["hits"]], [h["score"] for h in sparse["hits"]]),
-                                         ([h["id"] for h in dense["hits"]], [h["score"] for h in dense["hits"]]),
-                                         limit=10)
-    assert [h["id"] for h in hybrid["hits"]] == expected_ids
-    np.testing.assert_allclose([h["score"] for h in hybrid["hits"]], expected_scores)
-    assert hybrid["timings"]["dense_search_ms"] > 0 and hybrid["timings"]["fusion_ms"] > 0
+    lists = (([h["id"] for h in sparse["hits"]], [h["score"] for h in sparse["hits"]]),
+             ([h["id"] for h in dense["hits"]], [h["score"] for h in dense["hits"]]))
+    for fusion in ("adaptive", "rrf"):  # the default, then another
+        hybrid = _search(client, query=query, k=10, mode="hybrid", **({} if fusion == "adaptive" else {"fusion": fusion}))
+        expected_ids, expected_scores = fuse(*lists, method=fusion, limit=10)
+        assert [h["id"] for h in hybrid["hits"]] == expected_ids
+        np.testing.assert_allclose([h["score"] for h in hybrid["hits"]], expected_scores)
+        assert hybrid["timings"]["dense_search_ms"] > 0 and hybrid["timings"]["fusion_ms"] > 0
     convex = _search(client, query=query, k=5, mode="hybrid", fusion="convex", fusion_weight=0.7,
                      normalization="zscore")
     assert len(convex["hits"]) == 5
