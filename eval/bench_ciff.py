@@ -14,17 +14,14 @@ from __future__ import annotations
 
 import argparse
 import filecmp
-import json
-import shlex
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from lsr.eval.report import machine_description
+from lsr.eval.report import publish
 
 
 class Digest:
@@ -105,8 +102,6 @@ def main(argv: list[str] | None = None) -> None:
         if not identical:
             raise SystemExit("the library's file differs from ours")
         report = {
-            "command": "python " + shlex.join(sys.argv),
-            "machine": machine_description(),
             "index": str(args.index), "num_docs": segment.num_docs, "postings": ours_digest.postings,
             "postings_lists": ours_digest.lists, "ciff_bytes": ours_file.stat().st_size,
             "protobuf": {"backend": api_implementation.Type(), "version": google.protobuf.__version__},
@@ -119,11 +114,7 @@ def main(argv: list[str] | None = None) -> None:
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(markdown(report))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
-        args.out.with_suffix(".md").write_text(markdown(report) + "\n")
+    publish(report, markdown, "bench_ciff.py", argv, args.out)
 
 
 def markdown(report: dict) -> str:

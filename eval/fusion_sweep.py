@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import sys
 from pathlib import Path
 
-from lsr.eval.report import machine_description
+from lsr.eval.report import publish
 
 DATASETS = {  # test split -> the dev split its settings are chosen on (None: none)
     "beir/scifact/test": "beir/scifact/train",
@@ -91,13 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     for entry in results.values():
         if "chosen_on_dev" not in entry:
             entry["applied_from_other_datasets"] = chosen
-    report = {"command": "python " + shlex.join(sys.argv), "machine": machine_description(), "datasets": results}
-    text = markdown(report)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
-        args.out.with_suffix(".md").write_text(text + "\n")
+    publish({"datasets": results}, markdown, "fusion_sweep.py", argv, args.out)
 
 
 def markdown(report: dict) -> str:

@@ -42,7 +42,7 @@ import numpy as np
 from lsr.eval.report import machine_description
 from lsr.eval.server_process import ServerProcess, log_tracebacks
 
-API_KEY = "load-test-key"  # the locustfile's
+API_KEY = "load-test-key"  # handed to the locustfile in its inputs
 ABSENT = None
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 
@@ -168,6 +168,7 @@ def run(index_dir: Path, clients: int, duration: float, write_fraction: float, r
     data = resolve_dataset(dataset)
     inputs = work_dir / "inputs.json"
     inputs.write_text(json.dumps({"queries": list(data.queries().values()), "write_fraction": write_fraction,
+                                  "api_key": API_KEY,
                                   "texts": [doc.text for _, doc in zip(range(500), data.iter_documents())]}))
     copy = work_dir / "index"
     shutil.copytree(index_dir, copy)

@@ -25,7 +25,6 @@ from pathlib import Path
 from locust import events, task
 from locust.contrib.fasthttp import FastHttpUser
 
-API_KEY = "load-test-key"
 MODES = (("sparse", 0.7), ("hybrid", 0.2), ("dense", 0.1))
 _numbers = itertools.count()
 _users: list["SearchAndWrite"] = []
@@ -34,7 +33,7 @@ _users: list["SearchAndWrite"] = []
 @events.init_command_line_parser.add_listener
 def _options(parser) -> None:
     parser.add_argument("--lsr-inputs", required=True,
-                        help="JSON: {queries: [...], texts: [...], write_fraction: float}")
+                        help="JSON: {queries: [...], texts: [...], write_fraction: float, api_key: str}")
     parser.add_argument("--lsr-log", required=True, help="prefix of the outcome log and start marker")
 
 
@@ -62,6 +61,7 @@ class SearchAndWrite(FastHttpUser):
     def on_start(self) -> None:
         inputs = json.loads(Path(self.environment.parsed_options.lsr_inputs).read_text())
         self.queries, self.texts, self.write_fraction = inputs["queries"], inputs["texts"], inputs["write_fraction"]
+        self.api_key = inputs["api_key"]
         self.number = next(_numbers)
         self.random = random.Random(self.number)
         self.outcomes: list = []
@@ -73,7 +73,7 @@ class SearchAndWrite(FastHttpUser):
     def _timed(self, kind: str, method: str, path: str, body: dict | None = None) -> int | str:
         started = time.monotonic()
         response = self.client.request(method, path, json=body, name=kind,
-                                       headers={"X-API-Key": API_KEY})
+                                       headers={"X-API-Key": self.api_key})
         status = response.status_code
         if not status or (status < 400 and getattr(response, "error", None)):  # no answer, or one cut off in its body
             status = "error"

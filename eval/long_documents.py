@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from lsr.eval.report import machine_description
+from lsr.eval.report import publish
 
 
 def token_counts(dataset: str) -> np.ndarray:
@@ -62,13 +60,7 @@ def main(argv: list[str] | None = None) -> None:
                          "encode_seconds": system["efficiency"]["encode_seconds"],
                          "mean_doc_nnz": system["efficiency"]["mean_doc_nnz"]})
             print(json.dumps(rows[-1]), flush=True)
-    result = {"command": "python " + shlex.join(sys.argv), "machine": machine_description(), "rows": rows}
-    text = markdown(result)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-        args.out.with_suffix(".md").write_text(text + "\n")
+    publish({"rows": rows}, markdown, "long_documents.py", argv, args.out)
 
 
 def markdown(result: dict) -> str:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -39,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lsr.eval.report import machine_description
+from lsr.eval.report import publish
 
 
 def triples(count: int, seed: int = 0) -> list[dict]:
@@ -154,7 +153,6 @@ def main(argv: list[str] | None = None) -> None:
 
     after = [step for step in sorted(straight_losses) if step > args.steps // 2]
     report = {
-        "command": "python " + shlex.join(sys.argv), "machine": machine_description(),
         "versions": {"sentence-transformers": sentence_transformers.__version__,
                      "transformers": transformers.__version__, "torch": torch.__version__},
         "steps": args.steps, "checkpoint_step": args.steps // 2,
@@ -163,9 +161,13 @@ def main(argv: list[str] | None = None) -> None:
                                     for s in after},
         "one_document_step_memory": memory,
     }
+    publish(report, markdown, "st_trainer_check.py", argv, args.out)
+
+
+def markdown(report: dict) -> str:
     lines = [f"sentence-transformers {report['versions']['sentence-transformers']} `SparseEncoderTrainer`: "
-             f"{args.steps} steps straight against resumed from the step-{args.steps // 2} checkpoint.", "",
-             f"- largest weight difference at the end: **{difference:.3g}** "
+             f"{report['steps']} steps straight against resumed from the step-{report['checkpoint_step']} checkpoint.",
+             "", f"- largest weight difference at the end: **{report['max_weight_difference']:.3g}** "
              f"({'exact' if report['exact_within_1e-6'] else 'not exact'} at our resume test's 1e-6)", "",
              "| step | loss straight | loss resumed |", "|---|---|---|"]
     lines += [f"| {s} | {v['straight']:.6f} | {v['resumed'] if v['resumed'] is None else format(v['resumed'], '.6f')} |"
@@ -173,16 +175,11 @@ def main(argv: list[str] | None = None) -> None:
     lines += ["", "One SPLADE training step on 16 documents of up to 256 tokens (forward, backward; fresh process each):",
               "", "| modules | peak memory growth MB (median of 3; each run) | seconds | nonzero dims per doc |",
               "|---|---|---|---|"]
-    for side, m in memory.items():
+    for side, m in report["one_document_step_memory"].items():
         each = ", ".join(f"{run['step_mb']:.0f}" for run in m["runs"])
         lines.append(f"| {side} | {m['step_mb']:.0f} ({each}) | {m['seconds']:.2f} | {m['nonzero_per_doc']:.0f} |")
     lines += ["", f"Command: `{report['command']}`; machine: {report['machine']}."]
-    print("\n".join(lines))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
-        args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-
+    return "\n".join(lines)
 
 if __name__ == "__main__":
     main()

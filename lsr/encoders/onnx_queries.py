@@ -31,7 +31,7 @@ import numpy as np
 
 from lsr.index.sparse_batch import SparseBatch
 from lsr.encoders.query_backends import QUERY_BACKENDS
-from lsr.encoders.tokens import tokenize
+from lsr.encoders.tokens import pad_right, tokenize
 
 GRAPH_NAME = "query.onnx"
 INT8_NAME = "query.int8.onnx"
@@ -183,14 +183,7 @@ def _padded_batches(tokenizer, texts: list[str], max_length: int, batch_size: in
     pad = tokenizer.pad_token_id or 0
     for start in range(0, len(texts), batch_size):
         chunk = order[start:start + batch_size]
-        width = max(len(token_ids[i]) for i in chunk)
-        input_ids = np.full((len(chunk), width), pad, dtype=np.int64)
-        mask = np.zeros((len(chunk), width), dtype=np.int64)
-        for row, position in enumerate(chunk):
-            ids = token_ids[position]
-            input_ids[row, :len(ids)] = ids
-            mask[row, :len(ids)] = 1
-        yield chunk, input_ids, mask
+        yield (chunk, *pad_right([token_ids[i] for i in chunk], pad))
 
 
 def _check_backend(backend: str) -> None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
+
 _ONE_AT_A_TIME = threading.Lock()
 
 
@@ -20,3 +22,15 @@ def tokenize(tokenizer, texts, **options):
     """``tokenizer(texts, **options)``, never concurrently with another call made through here."""
     with _ONE_AT_A_TIME:
         return tokenizer(texts, **options)
+
+
+def pad_right(token_ids: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """``input_ids`` and ``attention_mask`` (int64), padded on the right to the longest, as the
+    tokenizer pads."""
+    width = max(len(ids) for ids in token_ids)
+    input_ids = np.full((len(token_ids), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(token_ids), width), dtype=np.int64)
+    for row, ids in enumerate(token_ids):
+        input_ids[row, : len(ids)] = ids
+        mask[row, : len(ids)] = 1
+    return input_ids, mask

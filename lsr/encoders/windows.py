@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lsr.encoders.tokens import tokenize
+from lsr.encoders.tokens import pad_right, tokenize
 
 WINDOW_OVERLAP = 0.25  # of a window's text tokens
 
@@ -68,13 +68,8 @@ def _special_tokens(tokenizer) -> tuple[list[int], list[int]]:
 
 def padded(pieces: list[list[int]], pad_id: int) -> dict:
     """``input_ids`` and ``attention_mask`` tensors, padded on the right to the longest piece."""
-    width = max(len(piece) for piece in pieces)
-    input_ids = torch.full((len(pieces), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(pieces), width), dtype=torch.long)
-    for row, piece in enumerate(pieces):
-        input_ids[row, : len(piece)] = torch.tensor(piece, dtype=torch.long)
-        attention_mask[row, : len(piece)] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask}
+    input_ids, attention_mask = pad_right(pieces, pad_id)
+    return {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention_mask)}
 
 
 def max_by_owner(vectors: torch.Tensor, owner: torch.Tensor, count: int) -> torch.Tensor:

@@ -27,6 +27,7 @@ class TrainableEncoder:
         self.module = encoder.module.to(device)
         self.tokenizer = encoder.tokenizer
         self.inference_free = config.type == "inference-free"
+        self.doc_window = module_window(self.module)  # the longest input the model reads
 
     @property
     def query_weights(self) -> torch.Tensor | None:
@@ -46,10 +47,9 @@ class TrainableEncoder:
 
     def encode_documents(self, texts: list[str]) -> torch.Tensor:
         """Above the model's window, overlapping windows max-pooled, as indexing reads them."""
-        window = module_window(self.module)
-        if self.config.doc_max_length <= window:
+        if self.config.doc_max_length <= self.doc_window:
             return self.module(**self._tokens(texts, self.config.doc_max_length))
-        pieces, owner = split_into_windows(self.tokenizer, texts, self.config.doc_max_length, window)
+        pieces, owner = split_into_windows(self.tokenizer, texts, self.config.doc_max_length, self.doc_window)
         tokens = padded(pieces, self.tokenizer.pad_token_id or 0)
         vectors = self.module(tokens["input_ids"].to(self.device), tokens["attention_mask"].to(self.device))
         return max_by_owner(vectors, torch.from_numpy(owner), len(texts))
