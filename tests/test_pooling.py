@@ -122,3 +122,54 @@ def test_module_takes_the_per_document_path_without_gradients_and_follows_weight
         with torch.no_grad():
             module.decoder.weight.mul_(-2.0)  # what an optimizer step does: in place
     assert len(calls) == 2  # the no_grad calls only
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_argmax_pooling_gives_the_checkpointed_values_and_gradients(seed, with_bias):
+    """Training's max pooling (gradients only through each nonzero weight's maximising token)
+    against the plain formula, on random data with padding, a row of padding only and
+    negative logits."""
+    from lsr.encoders.pooling import max_pool_through_argmax
+
+    generator = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(4, 7, 8, generator=generator, dtype=torch.float64)
+    weight = torch.randn(300, 8, generator=generator, dtype=torch.float64)
+    bias = torch.randn(300, generator=generator, dtype=torch.float64) if with_bias else None
+    mask = torch.tensor([[1] * 7, [1, 1, 1, 0, 0, 0, 0], [0] * 7, [0, 1, 1, 0, 1, 0, 1]])
+    upstream = torch.rand(4, 300, generator=generator, dtype=torch.float64)
+
+    results = []
+    for pool in (max_pool_through_argmax, lambda h, w, b, m: plain(h, w, 0.0 if b is None else b, m, "max")):
+        leaves = [t.clone().requires_grad_(True) for t in (hidden, weight, bias) if t is not None]
+        output = pool(*leaves, *([None] if bias is None else []), mask)
+        (output * upstream).sum().backward()
+        results.append((output.detach(), [leaf.grad for leaf in leaves]))
+    (ours, our_grads), (reference, reference_grads) = results
+    assert (ours > 0).sum() > 100 and (ours == 0).sum() > 100  # both kinds of weight are exercised
+    torch.testing.assert_close(ours, reference)
+    for got, expected in zip(our_grads, reference_grads):
+        torch.testing.assert_close(got, expected)
+
+
+def test_training_forward_takes_the_argmax_pooling(monkeypatch):
+    """A SPLADE module with gradients on a CPU pools through `max_pool_through_argmax`, and its
+    vectors equal the inference path's."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    from lsr.encoders import splade
+
+    config = BertConfig(vocab_size=500, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=64)
+    module = splade.SpladeModule(BertForMaskedLM(config)).eval()  # no dropout: both passes see one model
+    ids = torch.randint(5, 500, (3, 12), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones(3, 12, dtype=torch.long)
+    mask[1, 6:] = 0
+    calls = []
+    through_argmax = splade.max_pool_through_argmax
+    monkeypatch.setattr(splade, "max_pool_through_argmax", lambda *args: (calls.append(1), through_argmax(*args))[1])
+    trained = module(ids, mask)
+    trained.sum().backward()
+    assert calls and module.decoder.weight.grad is not None
+    with torch.no_grad():
+        torch.testing.assert_close(trained.detach(), module(ids, mask))

@@ -17,7 +17,7 @@ from lsr.encoders.batching import encode_texts
 from lsr.encoders.config_file import write_encoder_config
 from lsr.encoders.windows import model_window
 from lsr.encoders.models import DEFAULT_MODEL, resolve_model
-from lsr.encoders.pooling import max_pool_by_document, splade_pool
+from lsr.encoders.pooling import max_pool_by_document, max_pool_through_argmax, splade_pool
 from lsr.encoders.st_format import write_splade_files
 
 
@@ -60,6 +60,8 @@ class SpladeModule(nn.Module):
         # On a CPU only: there it is bound by memory (measured); a GPU's many small launches are not measured.
         if self.pooling == "max" and hidden.device.type == "cpu" and not torch.is_grad_enabled() and not _tracing():
             return max_pool_by_document(hidden, self._decoder_columns(), self.decoder.bias, attention_mask)
+        if self.pooling == "max" and hidden.device.type == "cpu" and torch.is_grad_enabled() and not _tracing():
+            return max_pool_through_argmax(hidden, self.decoder.weight, self.decoder.bias, attention_mask)
         return splade_pool(hidden, self.decoder.weight, self.decoder.bias, attention_mask,
                            self.pooling, self.vocab_chunk_size)  # (batch, vocab)
 
