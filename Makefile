@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 LSR := $(VENV)/bin/lsr
 TORCH ?= torch==2.13.0
 
-.PHONY: run test install install-dev browser results train-results hybrid-results service-results bench-engines bench-engines-4m reliability-results index-results library-results ray-results shards-results clean
+.PHONY: run test install install-dev browser results train-results quality-results hybrid-results service-results bench-engines bench-engines-4m reliability-results index-results library-results ray-results shards-results clean
 
 $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,11 @@ results: install-dev
 # Issue 4's figures: train every config of eval/configs (about 2 h on 2 cores), evaluate on BEIR.
 train-results: install-dev
 	$(PY) eval/train_experiments.py --out eval/results/training_scifact
+
+# Issue 15's figures: SPLADE and inference-free models trained on SciFact and NFCorpus together,
+# every choice on dev; test, DL19 subset, hybrid and the matched-FLOPS curve (about 2 h on 2 cores).
+quality-results: install-dev
+	$(PY) eval/quality_experiments.py --out eval/results/quality
 
 # Issue 5's figures: sparse, dense and RRF hybrid side by side on SciFact and NFCorpus.
 hybrid-results: install-dev

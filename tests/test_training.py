@@ -136,7 +136,7 @@ def _trainer(tiny_model, train_file, out):
     negatives = {e.query_id: e.negatives for e in training_set.examples}
     sampler = BatchSampler(training_set, negatives, 8, 2, 0)
     trainable = build_trainable(config.model)
-    return Trainer(config, trainable, sampler, None), trainable
+    return Trainer(config, trainable, sampler, []), trainable
 
 
 def test_collapsed_vectors_stop_training_naming_the_step(tiny_model, train_file, tmp_path):
@@ -175,7 +175,7 @@ def test_inference_free_and_unicoil_train_and_reload(tiny_model, train_file, tmp
         assert _log(run_dir)[-1]["query_regularizer"] == 0.0 or kind == "unicoil"
 
 
-@pytest.mark.parametrize("kind", ["marginmse", "kl"])
+@pytest.mark.parametrize("kind", ["marginmse", "kl", "infonce"])
 def test_distillation_from_teacher_scores_in_the_file(tiny_model, tmp_path, kind):
     from lsr.training.run import run_training
 
@@ -187,8 +187,9 @@ def test_distillation_from_teacher_scores_in_the_file(tiny_model, tmp_path, kind
     train_file = tmp_path / "distill.jsonl"
     train_file.write_text("\n".join(lines) + "\n")
     run_dir = tmp_path / kind
+    both = ["loss.distillation_weight=0.5"] if kind == "infonce" else []  # labels and teacher together
     run_training(_config(tiny_model, train_file, run_dir, f"loss.kind={kind}", "loss.teacher=file",
-                         "loss.teacher_scale=1.0"))
+                         "loss.teacher_scale=1.0", *both))
     steps = [r for r in _log(run_dir) if "loss" in r]
     assert len(steps) == 2 and all(np.isfinite(r["ranking_loss"]) and r["ranking_loss"] > 0 for r in steps)
     assert steps[1]["ranking_loss"] < steps[0]["ranking_loss"]
@@ -211,3 +212,124 @@ def test_gradient_accumulation_takes_that_many_micro_batches_a_step(tiny_model, 
                          "training.gradient_accumulation_steps=2"))
     steps = [r for r in _log(run_dir) if "loss" in r]
     assert [r["epoch"] for r in steps] == [1.0, 2.0]  # 2 x 4 queries of the 8 per optimizer step
+
+
+def test_two_sources_train_together_each_with_its_own_held_out_dev_split(tiny_model, train_file, tmp_path):
+    """data.train as a list: ids of the two corpora never meet, each source holds its last
+    queries out as a dev split of its own corpus, and the best checkpoint is chosen by the
+    mean nDCG@10 over both splits."""
+    from lsr.training.run import _sources_and_dev_splits, run_training
+
+    second = tmp_path / "second.jsonl"
+    second.write_text("".join(json.dumps({"query": f"{w} {w}", "positive": f"{w} {w} trial",
+                                          "negatives": [f"{WORDS[(i + 1) % 16]} notes"]}) + "\n"
+                              for i, w in enumerate(WORDS[:8])))
+    run_dir = tmp_path / "run"
+    config = _config(tiny_model, train_file, run_dir, f"data.train=[{train_file}, {second}]", "data.dev_holdout=2",
+                     "data.num_negatives=1", "training.batch_size=4", "training.eval_steps=1")
+    training_set, devs = _sources_and_dev_splits(config)
+    assert len(training_set.examples) == 12 and len(devs) == 2
+    assert len(training_set.corpus) == 24 + 16  # "t0" of each file stays two documents
+    assert {doc.split(":")[0] for doc in training_set.corpus} == {"0", "1"}
+    assert [set(d.queries) for d in devs] == [{"q7", "q8"}, {"q7", "q8"}]  # native ids, per corpus
+    assert all(e.positives[0] in training_set.corpus and e.negatives[0] in training_set.corpus
+               for e in training_set.examples)
+
+    run_training(config)
+    evals = [r for r in _log(run_dir) if "dev_nDCG@10" in r]
+    assert len(evals) == 4 and {r["dev"] for r in evals} == {d.name for d in devs}
+    best = json.loads((run_dir / "best.json").read_text())
+    means = {step: np.mean([r["dev_nDCG@10"] for r in evals if r["step"] == step]) for step in (1, 2)}
+    assert best["metrics"]["nDCG@10"] == pytest.approx(max(means.values()))
+    assert best["step"] == max(means, key=means.get)
+    assert [s["dev"] for s in best["splits"]] == [d.name for d in devs]
+    assert all(list(Path(s["index"]).glob("commit-*.json")) for s in best["splits"])
+
+
+def test_a_named_dev_split_covers_its_corpus_and_the_others_hold_out(monkeypatch, tiny_model, train_file, tmp_path):
+    """A source whose corpus has a dev split in data.dev keeps all its queries."""
+    from lsr.training import run
+
+    config = _config(tiny_model, train_file, tmp_path / "run", "data.train=[beir/nfcorpus/train, beir/scifact/train]",
+                     "data.dev=beir/nfcorpus/dev", "data.dev_holdout=100")
+    training_set, devs = run._sources_and_dev_splits(config)
+    assert [d.corpus_name for d in devs] == ["beir/nfcorpus", "beir/scifact"]
+    assert devs[1].name.endswith("(last 100 queries held out)") and len(devs[1].queries) == 100
+    nfcorpus = [e for e in training_set.examples if e.query_id.startswith("0:")]
+    scifact = [e for e in training_set.examples if e.query_id.startswith("1:")]
+    assert len(scifact) == 809 - 100 and len(nfcorpus) > 2000
+    assert not set(devs[0].queries) & {e.query_id[2:] for e in nfcorpus}  # the dev queries are not trained on
+
+
+def test_inference_free_dev_evaluation_takes_each_dev_corpus_idf(monkeypatch, tiny_model, train_file, tmp_path):
+    """During a dev evaluation the IDF query weights are those of the dev corpus; after it,
+    training goes on with the training corpus' IDF."""
+    from lsr import evaluation
+    from lsr.encoders.inference_free import compute_idf
+    from lsr.training import run
+
+    other_corpus = tmp_path / "other.jsonl"  # the training IDF comes from other texts than the dev corpus
+    other_corpus.write_text("".join(json.dumps({"_id": f"o{i}", "text": f"{w} {WORDS[0]}"}) + "\n"
+                                    for i, w in enumerate(WORDS)))
+    config = _config(tiny_model, train_file, tmp_path / "run", "model.type=inference-free",
+                     f"model.idf_corpus={other_corpus}", "regularizer.document=flops", "data.dev_holdout=2",
+                     "training.batch_size=4")
+    _, devs = run._sources_and_dev_splits(config)
+    seen = []
+    evaluate = evaluation.evaluate_index
+    monkeypatch.setattr(evaluation, "evaluate_index",
+                        lambda encoder, *args: (seen.append(encoder.module.query_weights.clone()), evaluate(encoder, *args))[1])
+    training_idf = []
+    build = run.build_trainable
+    monkeypatch.setattr(run, "build_trainable", lambda *args: (t := build(*args), training_idf.append(t.query_weights.clone()))[0])
+    run.run_training(config)
+
+    dev_idf = compute_idf((d.full_text() for d in devs[0].documents()), _tokenizer(tiny_model), 16)
+    assert len(seen) == 1 and torch.equal(seen[0], torch.from_numpy(dev_idf))
+    assert not torch.equal(seen[0], training_idf[0])
+    from lsr.encoders.loading import load_encoder
+
+    assert torch.equal(load_encoder(str(tmp_path / "run" / "final")).module.query_weights, training_idf[0])
+
+
+def _tokenizer(directory):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(directory)
+
+
+def test_labels_and_teacher_loss_adds_the_weighted_kl_to_infonce():
+    from lsr.losses.contrastive import InfoNceLoss, group_scores
+    from lsr.losses.distillation import KlDivergenceLoss
+    from lsr.training.trainer import Trainer
+
+    config = load_config(None, ["loss.teacher=file", "loss.distillation_weight=0.25", "loss.teacher_scale=2.0"])
+    trainer = Trainer.__new__(Trainer)
+    trainer.config = config
+    loss = trainer._ranking_loss()
+    generator = torch.Generator().manual_seed(0)
+    queries, documents = torch.rand(2, 30, generator=generator), torch.rand(6, 30, generator=generator)
+    teacher = torch.rand(2, 3, generator=generator)
+    expected = InfoNceLoss()(queries, documents) + 0.25 * KlDivergenceLoss()(group_scores(queries, documents), teacher * 2.0)
+    torch.testing.assert_close(loss(queries, documents, teacher), expected)
+
+
+def test_distillation_weight_needs_infonce_and_a_teacher():
+    from lsr.training.config import ConfigError
+
+    with pytest.raises(ConfigError, match="distillation_weight"):
+        load_config(None, ["loss.distillation_weight=0.5"])
+    with pytest.raises(ConfigError, match="distillation_weight"):
+        load_config(None, ["loss.kind=kl", "loss.teacher=ensemble", "loss.distillation_weight=0.5"])
+
+
+def test_per_group_flops_is_the_reference_formula():
+    """Documents come query-major (query i owns rows i*g .. i*g+g-1); the reference reshapes
+    them to (queries, group, vocab) and sums the FLOPS of each group position."""
+    from lsr.losses.regularizers import FlopsLoss
+    from lsr.training.trainer import _per_group
+
+    documents = torch.rand(4 * 3, 20, generator=torch.Generator().manual_seed(1))
+    reference = (documents.reshape(4, 3, 20).abs().mean(dim=0) ** 2).sum()
+    torch.testing.assert_close(_per_group(FlopsLoss(), documents, 3), reference)
+    torch.testing.assert_close(_per_group(FlopsLoss(), documents, 1), (documents.mean(dim=0) ** 2).sum())

@@ -145,7 +145,8 @@ def max_pool_through_argmax(
         maxima, positions = _max_and_position(hidden.detach(), weight.detach().T.contiguous(), attention_mask)
         if bias is not None:
             maxima += bias.detach()
-        rows, ids = torch.nonzero(maxima > 0, as_tuple=True)  # the weights that will be nonzero
+        # The weights that will be nonzero, and NaN ones, which must reach the loss as NaN.
+        rows, ids = torch.nonzero(~(maxima <= 0), as_tuple=True)
         tokens = positions[rows, ids]
     logits = (hidden[rows, tokens] * weight[ids]).sum(dim=1)  # (nonzero,), recomputed with gradients
     if bias is not None:

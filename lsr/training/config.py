@@ -45,25 +45,28 @@ class DataConfig:
 
     Attributes:
         train: a dataset id with a split (``beir/scifact/train``), a JSONL file of
-            ``{query, positive, negatives?, scores?}`` or an MS MARCO-style triples TSV.
+            ``{query, positive, negatives?, scores?}`` or an MS MARCO-style triples TSV; or a
+            list of them, trained on together (each keeps its own corpus).
         negatives: ``mined`` (hard negatives from our own index), ``given`` (from the file)
             or ``none`` (in-batch negatives only).
         num_negatives: hard negatives per query in each step.
         mining_model: the model whose index mines negatives (default: ``model.base``).
         mining_depth: ranks retrieved per query when mining.
         mining_skip: top ranks never used as negatives (likely unjudged positives).
-        dev: a dataset id of a dev split (``beir/nfcorpus/dev``).
-        dev_holdout: or: this many training queries held out as the dev split.
+        dev: a dataset id of a dev split (``beir/nfcorpus/dev``), or a list of them.
+        dev_holdout: this many queries of each training source held out as its dev split
+            (sources whose corpus has a dev split in ``dev`` keep all their queries). With
+            several dev splits the model is chosen by their mean nDCG@10.
         cache_dir: mined negatives, teacher scores and mining indexes are cached here.
     """
 
-    train: str = "beir/scifact/train"
+    train: str | list[str] = "beir/scifact/train"
     negatives: str = "mined"
     num_negatives: int = 3
     mining_model: str | None = None
     mining_depth: int = 100
     mining_skip: int = 0
-    dev: str | None = None
+    dev: str | list[str] | None = None
     dev_holdout: int = 0
     cache_dir: str = "runs/cache"
 
@@ -80,6 +83,8 @@ class LossConfig:
             ``file`` (scores given with the examples) or ``none``.
         teacher_scale: the ensemble's summed [0, 1] scores are multiplied by this so its
             margins live on the student's dot-product scale.
+        distillation_weight: with ``kind: infonce``, add this times the KL divergence from the
+            teacher over each query's group (labels and teacher together); 0: labels only.
     """
 
     kind: str = "infonce"
@@ -87,6 +92,7 @@ class LossConfig:
     in_batch_negatives: bool = True
     teacher: str = "none"
     teacher_scale: float = 10.0
+    distillation_weight: float = 0.0
 
 
 @dataclass
@@ -99,8 +105,13 @@ class RegularizerConfig:
         query_weight: lambda_q.
         document_weight: lambda_d.
         warmup_steps: T of the quadratic warm-up of both weights.
-        threshold: vectors with at most this many active dimensions are left out.
+        threshold: vectors with at most this many active dimensions are left out (the l0
+            mask of the reference inference-free recipe: documents already that short are not
+            pushed further).
         min_idf: IDF floor of ``idf_flops``.
+        per_group: document FLOPS taken separately for each position of a query's group
+            (positives, first negatives, ...) and summed, as the reference implementation of
+            Geng et al. does; otherwise over all documents of the batch at once.
     """
 
     query: str = "flops"
@@ -110,6 +121,7 @@ class RegularizerConfig:
     warmup_steps: int = 0
     threshold: int | None = None
     min_idf: float = 0.1
+    per_group: bool = False
 
 
 @dataclass
@@ -151,7 +163,7 @@ CHOICES = {
     "regularizer.query": ("flops", "l1", "none"),
     "regularizer.document": ("flops", "l1", "idf_flops", "none"),
 }
-NON_NEGATIVE = ("data.num_negatives", "data.mining_skip", "data.dev_holdout", "regularizer.query_weight",
+NON_NEGATIVE = ("loss.distillation_weight", "data.num_negatives", "data.mining_skip", "data.dev_holdout", "regularizer.query_weight",
                 "regularizer.document_weight", "regularizer.warmup_steps", "training.lr_warmup_steps",
                 "training.eval_steps", "training.save_total_limit", "training.weight_decay")
 STRICTLY_POSITIVE = ("loss.temperature", "loss.teacher_scale", "training.learning_rate", "regularizer.min_idf")
@@ -203,6 +215,8 @@ class _Override:
             self.parsed = text
 
     def value_for(self, allowed: tuple) -> object:
+        if isinstance(self.parsed, list) and any(typing.get_origin(kind) is list for kind in allowed):
+            return self.parsed
         if str in allowed and self.text not in ("", "null", "~"):
             return self.text
         return self.parsed
@@ -244,8 +258,24 @@ def _check_type(value, hint, name: str, source: str):
             return value
         if kind in (str, bool) and isinstance(value, kind):
             return value
-    names = " or ".join("null" if k is type(None) else k.__name__ for k in allowed)
+        if typing.get_origin(kind) is list and isinstance(value, list) and value \
+                and all(isinstance(item, str) and item for item in value):
+            return list(value)
+    names = " or ".join("null" if k is type(None) else _type_name(k) for k in allowed)
     raise ConfigError(f"{source}: key {name!r} must be {names}, got {value!r}")
+
+
+def _type_name(kind) -> str:
+    if typing.get_origin(kind) is list:
+        return "a non-empty list of strings"
+    return kind.__name__
+
+
+def as_list(value: str | list[str] | None) -> list[str]:
+    """A list-or-string config value (``data.train``, ``data.dev``) as a list."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
 
 
 def _validate(config: ExperimentConfig, source: str) -> None:
@@ -263,6 +293,8 @@ def _validate(config: ExperimentConfig, source: str) -> None:
         raise ConfigError(f"{source}: key 'regularizer.threshold' must be >= 0, got {threshold!r}")
     if config.loss.kind in ("marginmse", "kl") and config.loss.teacher == "none":
         raise ConfigError(f"{source}: key 'loss.teacher' must be 'ensemble' or 'file' for loss.kind={config.loss.kind!r}")
+    if config.loss.distillation_weight > 0 and (config.loss.kind != "infonce" or config.loss.teacher == "none"):
+        raise ConfigError(f"{source}: key 'loss.distillation_weight' needs loss.kind 'infonce' and a loss.teacher")
     if config.loss.kind in ("marginmse", "kl") and config.data.num_negatives < 1:
         raise ConfigError(f"{source}: key 'data.num_negatives' must be at least 1 for distillation")
     if config.regularizer.document == "idf_flops" and config.model.type != "inference-free":

@@ -33,6 +33,7 @@ class TrainingSet:
     name: str
     examples: list[TrainingExample]
     corpus: dict[str, str]  # doc id -> text (title and body)
+    corpus_name: str = ""  # the dataset whose corpus this is (``beir/scifact``); the name if none
 
     def split_holdout(self, count: int) -> tuple["TrainingSet", dict[str, str], dict[str, dict[str, int]]]:
         """Hold the last ``count`` examples out as a dev split: (rest, dev queries, dev qrels)."""
@@ -43,7 +44,27 @@ class TrainingSet:
         kept, held = self.examples[:-count], self.examples[-count:]
         queries = {e.query_id: e.query for e in held}
         qrels = {e.query_id: {doc: 1 for doc in e.positives} for e in held}
-        return TrainingSet(self.name, kept, self.corpus), queries, qrels
+        return TrainingSet(self.name, kept, self.corpus, self.corpus_name), queries, qrels
+
+
+def combine_training_sets(parts: list[TrainingSet]) -> TrainingSet:
+    """Several sources trained on together. Each source's query and document ids get the
+    prefix ``N:`` (its position) so that two corpora's ids never meet; one source stays as it is."""
+    if len(parts) == 1:
+        return parts[0]
+    examples, corpus = [], {}
+    for number, part in enumerate(parts):
+        prefix = f"{number}:"
+        corpus.update({prefix + doc_id: text for doc_id, text in part.corpus.items()})
+        examples.extend(TrainingExample(prefix + e.query_id, e.query, [prefix + d for d in e.positives],
+                                        [prefix + d for d in e.negatives], e.scores) for e in part.examples)
+    return TrainingSet(" + ".join(part.name for part in parts), examples, corpus, " + ".join(p.corpus_name for p in parts))
+
+
+def corpus_name(dataset) -> str:
+    """``beir/scifact`` for the dataset ``beir/scifact/train`` (any split of one corpus)."""
+    suffix = f"/{dataset.split}"
+    return dataset.name[: -len(suffix)] if dataset.name.endswith(suffix) else dataset.name
 
 
 def load_training_set(source: str) -> TrainingSet:
@@ -72,7 +93,7 @@ def _from_dataset(name: str) -> TrainingSet:
             examples.append(TrainingExample(query_id, queries[query_id], positives))
     if not examples:
         raise ValueError(f"{name}: no query with a relevant document in split {dataset.split!r}")
-    return TrainingSet(dataset.name, examples, corpus)
+    return TrainingSet(dataset.name, examples, corpus, corpus_name(dataset))
 
 
 class _Corpus:
@@ -119,7 +140,7 @@ def _from_jsonl(path: Path) -> TrainingSet:
         examples.append(TrainingExample(f"q{line_number}", query, [positive], negative_ids, scores))
     if not examples:
         raise DataFormatError(f"{path}: no training examples")
-    return TrainingSet(str(path), examples, corpus.texts())
+    return TrainingSet(str(path), examples, corpus.texts(), str(path))
 
 
 def _from_triples(path: Path) -> TrainingSet:
@@ -141,4 +162,4 @@ def _from_triples(path: Path) -> TrainingSet:
             example.negatives.append(corpus.add(negative))
     if not by_query:
         raise DataFormatError(f"{path}: no training triples")
-    return TrainingSet(str(path), list(by_query.values()), corpus.texts())
+    return TrainingSet(str(path), list(by_query.values()), corpus.texts(), str(path))

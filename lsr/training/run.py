@@ -10,8 +10,8 @@ import torch
 
 from lsr.training.batches import BatchSampler, given_scores
 from lsr.training.checkpoint import list_checkpoints
-from lsr.training.config import ExperimentConfig, save_config
-from lsr.training.data import TrainingSet, load_training_set
+from lsr.training.config import ExperimentConfig, as_list, save_config
+from lsr.training.data import TrainingSet, combine_training_sets, corpus_name, load_training_set
 from lsr.training.models import build_trainable
 from lsr.training.trainer import DevSplit, Trainer
 
@@ -32,34 +32,43 @@ def run_training(config: ExperimentConfig, resume: str | bool = False) -> dict:
     save_config(config, run_dir / "config.yaml")
     seed_everything(config.training.seed)
 
-    training_set = load_training_set(config.data.train)
-    training_set, dev = _dev_split(config, training_set)
+    training_set, devs = _sources_and_dev_splits(config)
     trainable = build_trainable(config.model, _idf_texts(config, training_set), config.training.device)
     negatives = _negatives(config, training_set)
     teacher = _teacher(config, training_set, negatives)
     sampler = BatchSampler(training_set, negatives, config.training.batch_size, config.data.num_negatives,
                            config.training.seed, teacher)
     print(f"training on {len(sampler.examples)} examples of {training_set.name} "
-          f"({len(training_set.corpus)} documents); dev: {dev.name if dev else 'none'}")
-    return Trainer(config, trainable, sampler, dev).train(resume)
+          f"({len(training_set.corpus)} documents); dev: {'; '.join(d.name for d in devs) or 'none'}")
+    return Trainer(config, trainable, sampler, devs).train(resume)
 
 
-def _dev_split(config: ExperimentConfig, training_set: TrainingSet) -> tuple[TrainingSet, DevSplit | None]:
-    from lsr.data.loaders import Document
+def _sources_and_dev_splits(config: ExperimentConfig) -> tuple[TrainingSet, list[DevSplit]]:
+    """The training sources combined, and the dev splits: the named ones, then a held-out
+    split of each source whose corpus has none of them."""
+    from lsr.data.datasets import resolve_dataset
 
-    if config.data.dev_holdout:
-        kept, queries, qrels = training_set.split_holdout(config.data.dev_holdout)
-        documents = lambda: (Document(d, "", text) for d, text in training_set.corpus.items())
-        return kept, DevSplit(f"{training_set.name} (last {config.data.dev_holdout} queries held out)",
-                              documents, queries, qrels)
-    if config.data.dev:
-        from lsr.data.datasets import resolve_dataset
-
-        dataset = resolve_dataset(config.data.dev)
+    devs = []
+    for name in as_list(config.data.dev):
+        dataset = resolve_dataset(name)
         qrels = dataset.qrels()
         queries = {q: text for q, text in dataset.queries().items() if q in qrels}
-        return training_set, DevSplit(dataset.name, dataset.iter_documents, queries, qrels)
-    return training_set, None
+        devs.append(DevSplit(dataset.name, dataset.iter_documents, queries, qrels, corpus_name(dataset)))
+    covered = {dev.corpus_name for dev in devs}
+    kept = []
+    for source in (load_training_set(name) for name in as_list(config.data.train)):
+        if config.data.dev_holdout and source.corpus_name not in covered:
+            source, queries, qrels = source.split_holdout(config.data.dev_holdout)
+            devs.append(DevSplit(f"{source.name} (last {config.data.dev_holdout} queries held out)",
+                                 _documents_of(source), queries, qrels, source.corpus_name))
+        kept.append(source)
+    return combine_training_sets(kept), devs
+
+
+def _documents_of(training_set: TrainingSet):
+    from lsr.data.loaders import Document
+
+    return lambda: (Document(doc_id, "", text) for doc_id, text in training_set.corpus.items())
 
 
 def _idf_texts(config: ExperimentConfig, training_set: TrainingSet):

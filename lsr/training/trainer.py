@@ -40,6 +40,7 @@ class DevSplit:
     documents: object  # callable returning an iterator of Document
     queries: dict[str, str]
     qrels: dict[str, dict[str, int]]
+    corpus_name: str = ""
 
 
 class Trainer:
@@ -47,19 +48,22 @@ class Trainer:
         config: the resolved experiment config.
         trainable: a `TrainableEncoder`.
         sampler: the `BatchSampler` of the training set.
-        dev: the dev split, or None (no evaluation: the final model is the best).
+        devs: the dev splits (none: no evaluation, the final model is the best); the best
+            checkpoint has the highest mean nDCG@10 over them.
     """
 
-    def __init__(self, config: ExperimentConfig, trainable, sampler: BatchSampler, dev: DevSplit | None) -> None:
+    def __init__(self, config: ExperimentConfig, trainable, sampler: BatchSampler, devs: list[DevSplit]) -> None:
         self.config = config
         self.trainable = trainable
         self.sampler = sampler
-        self.dev = dev
+        self.devs = list(devs)
+        self._dev_idf: dict[int, np.ndarray] = {}
         self.run_dir = Path(config.training.output_dir)
         reg = config.regularizer
         idf = trainable.query_weights.detach().clone().cpu() if trainable.inference_free else None
         self.query_regularizer = None if trainable.inference_free else build_regularizer(reg.query, reg.threshold)
         self.doc_regularizer = build_regularizer(reg.document, reg.threshold, idf, reg.min_idf)
+        self.doc_groups = 1 + config.data.num_negatives if reg.per_group else 1
         if self.doc_regularizer is not None:
             self.doc_regularizer.to(trainable.device)
         self.ranking_loss = self._ranking_loss()
@@ -76,6 +80,11 @@ class Trainer:
 
     def _ranking_loss(self):
         loss = self.config.loss
+        if loss.kind == "infonce" and loss.distillation_weight > 0:
+            infonce = InfoNceLoss(loss.temperature, loss.in_batch_negatives)
+            kl = KlDivergenceLoss(loss.temperature)
+            return lambda q, d, teacher: (infonce(q, d) + loss.distillation_weight
+                                          * kl(group_scores(q, d), teacher * loss.teacher_scale))
         if loss.kind == "infonce":
             infonce = InfoNceLoss(loss.temperature, loss.in_batch_negatives)
             return lambda q, d, teacher: infonce(q, d)
@@ -95,7 +104,8 @@ class Trainer:
         lambda_q = quadratic_warmup(reg.query_weight, step, reg.warmup_steps)
         lambda_d = quadratic_warmup(reg.document_weight, step, reg.warmup_steps)
         query_reg = self.query_regularizer(queries) if self.query_regularizer is not None else queries.new_zeros(())
-        doc_reg = self.doc_regularizer(documents) if self.doc_regularizer is not None else queries.new_zeros(())
+        doc_reg = (_per_group(self.doc_regularizer, documents, self.doc_groups) if self.doc_regularizer is not None
+                   else queries.new_zeros(()))
         total = ranking + lambda_q * query_reg + lambda_d * doc_reg
         if not torch.isfinite(total):
             raise TrainingError(f"step {step}: the loss is {total.item()} (ranking {ranking.item()}, "
@@ -158,7 +168,7 @@ class Trainer:
                                          q_dims=f"{values['query_active_dims']:.0f}",
                                          d_dims=f"{values['doc_active_dims']:.0f}")
                 evaluate_now = (t.eval_steps and step % t.eval_steps == 0) or step == t.max_steps
-                if evaluate_now and self.dev is not None:
+                if evaluate_now and self.devs:
                     best = self._evaluate(step, best, log)
                 if step % t.save_steps == 0 or step == t.max_steps:
                     save_checkpoint(self.run_dir, step, self.trainable, self.optimizer, self.scheduler, best,
@@ -173,10 +183,8 @@ class Trainer:
         return summary
 
     def _evaluate(self, step: int, best: dict | None, log) -> dict | None:
-        """Save the model, index the dev corpus with it, search, score; keep the best by nDCG@10."""
-        from lsr.evaluation import evaluate_index
-        from lsr.indexing import index_corpus
-
+        """Save the model, index each dev corpus with it, search, score; keep the best by the
+        mean nDCG@10 over the dev splits."""
         folder = self.run_dir / "evals" / f"step-{step}"
         encoder = self.trainable.encoder
         self.trainable.module.eval()
@@ -184,29 +192,74 @@ class Trainer:
             self.trainable.save(folder / "model")
             saved_name, encoder.model_name = encoder.model_name, str(folder / "model")
             try:
-                index_corpus(self.dev.documents(), encoder, folder / "index", self.dev.name, overwrite=True,
-                             show_progress=False)
-                result = evaluate_index(encoder, folder / "index", self.dev.queries, self.dev.qrels,
-                                        self.config.training.eval_k)
+                splits = [self._evaluate_split(number, dev, folder) for number, dev in enumerate(self.devs)]
             finally:
                 encoder.model_name = saved_name
         finally:
             self.trainable.module.train()
-        record = {"step": step, "dev": self.dev.name, **{f"dev_{k}": v for k, v in result["metrics"].items()},
-                  **{f"dev_{k}": result["efficiency"][k] for k in ("mean_doc_nnz", "mean_query_nnz", "flops_per_query")}}
-        log.write(json.dumps(record) + "\n")
+        metrics = _mean([split["metrics"] for split in splits])
+        efficiency = _mean([split["efficiency"] for split in splits])
+        for split in splits:
+            record = {"step": step, "dev": split["dev"], **{f"dev_{k}": v for k, v in split["metrics"].items()},
+                      **{f"dev_{k}": split["efficiency"][k] for k in ("mean_doc_nnz", "mean_query_nnz", "flops_per_query")}}
+            log.write(json.dumps(record) + "\n")
+            print(f"step {step}: {split['dev']}: dev nDCG@10 {split['metrics']['nDCG@10']:.4f}, "
+                  f"FLOPS/query {split['efficiency']['flops_per_query']:.0f}")
         log.flush()
-        print(f"step {step}: dev nDCG@10 {result['metrics']['nDCG@10']:.4f}, "
-              f"FLOPS/query {result['efficiency']['flops_per_query']:.0f}")
-        if best is None or result["metrics"]["nDCG@10"] > best["metrics"]["nDCG@10"]:
+        if len(splits) > 1:
+            print(f"step {step}: mean dev nDCG@10 {metrics['nDCG@10']:.4f}")
+        if best is None or metrics["nDCG@10"] > best["metrics"]["nDCG@10"]:
             if best is not None:
                 shutil.rmtree(best["folder"], ignore_errors=True)
-            best = {"step": step, "metrics": result["metrics"], "efficiency": result["efficiency"],
-                    "folder": str(folder), "model": str(folder / "model"), "index": str(folder / "index")}
+            best = {"step": step, "metrics": metrics, "efficiency": efficiency, "folder": str(folder),
+                    "model": str(folder / "model"), "index": splits[0]["index"], "splits": splits}
             (self.run_dir / "best.json").write_text(json.dumps(best, indent=2) + "\n")
         else:
             shutil.rmtree(folder, ignore_errors=True)
         return best
+
+    def _evaluate_split(self, number: int, dev: DevSplit, folder: Path) -> dict:
+        """One dev split: its corpus indexed with the current model, its queries scored. An
+        inference-free model with IDF query weights takes the IDF of that corpus for the
+        duration, as it would when indexing it (`lsr eval`)."""
+        from lsr.evaluation import evaluate_index
+        from lsr.indexing import index_corpus
+
+        index_dir = folder / ("index" if number == 0 else f"index-{number}")
+        encoder = self.trainable.encoder
+        swap_idf = self.trainable.inference_free and getattr(encoder, "query_weighting", "") == "idf"
+        if swap_idf:
+            weights = encoder.module.query_weights
+            training_idf = weights.detach().clone()
+            if number not in self._dev_idf:
+                from lsr.encoders.inference_free import compute_idf
+
+                texts = (doc.full_text() for doc in dev.documents())
+                self._dev_idf[number] = compute_idf(texts, encoder.tokenizer, encoder.doc_max_length)
+            with torch.no_grad():
+                weights.copy_(torch.from_numpy(self._dev_idf[number]))
+        try:
+            index_corpus(dev.documents(), encoder, index_dir, dev.name, overwrite=True, show_progress=False)
+            result = evaluate_index(encoder, index_dir, dev.queries, dev.qrels, self.config.training.eval_k)
+        finally:
+            if swap_idf:
+                with torch.no_grad():
+                    weights.copy_(training_idf)
+        return {"dev": dev.name, "corpus": dev.corpus_name, "metrics": result["metrics"],
+                "efficiency": result["efficiency"], "index": str(index_dir)}
+
+
+def _per_group(regularizer, documents: torch.Tensor, groups: int) -> torch.Tensor:
+    """The regulariser of each group position's documents (rows ``g, g + groups, ...``), summed."""
+    if groups == 1:
+        return regularizer(documents)
+    return sum(regularizer(documents[position::groups]) for position in range(groups))
+
+
+def _mean(rows: list[dict]) -> dict:
+    """Key by key mean of dicts of numbers (the first row's keys)."""
+    return {key: float(np.mean([row[key] for row in rows])) for key in rows[0]
+            if all(isinstance(row.get(key), (int, float)) for row in rows)}
 
 
 def _active(vectors: torch.Tensor) -> float:

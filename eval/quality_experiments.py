@@ -1,0 +1,90 @@
+"""Issue 15's acceptance runs: models trained on SciFact and NFCorpus together, chosen on dev,
+measured once on test.
+
+    python eval/quality_experiments.py --out eval/results/quality
+
+Each experiment is `lsr train CONFIG [overrides]` (skipped when its run directory already has
+``summary.json``). Every choice is made on the dev splits (NFCorpus dev; SciFact's last 100
+training queries, held out of training): the checkpoint of a run, the regulariser weight of a
+variant, the best sparse model, the fusion setting. Then each chosen model is measured on
+SciFact test, NFCorpus test and the DL19 subset (a domain it was not trained on), beside the
+bundled SPLADE-tiny, its untrained inference-free start and BM25 (`eval/quality_report.py`).
+
+The inference-free sweep trains the reference recipe (`inference_free_reference.yaml`) and our
+earlier reading of IDF-aware FLOPS (`inference_free_idf_flops.yaml`) at three document
+regulariser weights each, so the two are compared on an effectiveness-FLOPS curve.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CONFIGS = Path(__file__).parent / "configs"
+
+
+@dataclass
+class Experiment:
+    name: str
+    config: str
+    overrides: list[str] = field(default_factory=list)
+    family: str = "splade"  # splade, reference, ours, learned: how the report groups it
+    weight: float | None = None  # regularizer.document_weight, where swept
+
+    @property
+    def run_dir(self) -> Path:
+        return Path("runs/train") / self.name
+
+
+def _sweep_point(family: str, config: str, weight: float) -> Experiment:
+    name = f"inference_free_{family}_lambda_{weight:g}"
+    return Experiment(name, config, [f"regularizer.document_weight={weight:g}", f"training.output_dir=runs/train/{name}"],
+                      family, weight)
+
+
+REFERENCE_WEIGHTS = (0.0003, 0.001, 0.003)
+OURS_WEIGHTS = (0.003, 0.01, 0.03)
+EXPERIMENTS = [
+    Experiment("splade_scifact_nfcorpus", "splade_scifact_nfcorpus.yaml"),
+    *[_sweep_point("reference", "inference_free_reference.yaml", w) for w in REFERENCE_WEIGHTS],
+    *[_sweep_point("ours", "inference_free_idf_flops.yaml", w) for w in OURS_WEIGHTS],
+    Experiment("inference_free_learned_query_weights", "inference_free_reference.yaml",
+               ["model.query_weights=learned", "training.output_dir=runs/train/inference_free_learned_query_weights"],
+               "learned", 0.001),
+]
+
+
+def train(experiment: Experiment) -> None:
+    """`lsr train` in a child process (a clean process per run), unless already done."""
+    if (experiment.run_dir / "summary.json").is_file():
+        print(f"{experiment.name}: trained already ({experiment.run_dir})")
+        return
+    resume = ["--resume"] if (experiment.run_dir / "checkpoints").is_dir() else []
+    command = [sys.executable, "-m", "lsr.cli", "train", str(CONFIGS / experiment.config),
+               *experiment.overrides, *resume]
+    print("$", " ".join(command), flush=True)
+    subprocess.run(command, check=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=None, help="write OUT.json, OUT.md and OUT.png")
+    parser.add_argument("--only", nargs="*", help="experiment names to run (default: all)")
+    parser.add_argument("--train-only", action="store_true", help="train, do not evaluate")
+    args = parser.parse_args(argv)
+    chosen = [e for e in EXPERIMENTS if not args.only or e.name in args.only]
+    for experiment in chosen:
+        train(experiment)
+    if args.train_only:
+        return 0
+    from lsr.eval.quality_report import report_experiments
+
+    report_experiments(chosen, args.out, argv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
