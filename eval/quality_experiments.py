@@ -10,9 +10,11 @@ variant, the best sparse model, the fusion setting. Then each chosen model is me
 SciFact test, NFCorpus test and the DL19 subset (a domain it was not trained on), beside the
 bundled SPLADE-tiny, its untrained inference-free start and BM25 (`eval/quality_report.py`).
 
-The inference-free sweep trains the reference recipe (`inference_free_reference.yaml`) and our
-earlier reading of IDF-aware FLOPS (`inference_free_idf_flops.yaml`) at three document
-regulariser weights each, so the two are compared on an effectiveness-FLOPS curve.
+SPLADE is trained twice, with the ensemble teacher's KL beside InfoNCE (weight 1) and on the
+labels alone; dev chooses. The inference-free sweep trains the reference recipe
+(`inference_free_reference.yaml`) and our earlier reading of IDF-aware FLOPS
+(`inference_free_idf_flops.yaml`) at two document regulariser weights each, so the two are
+compared on an effectiveness-FLOPS curve; and the reference with learned query weights.
 """
 
 from __future__ import annotations
@@ -45,14 +47,18 @@ def _sweep_point(family: str, config: str, weight: float) -> Experiment:
                       family, weight)
 
 
-REFERENCE_WEIGHTS = (0.0003, 0.001, 0.003)
-OURS_WEIGHTS = (0.003, 0.01, 0.03)
+REFERENCE_WEIGHTS = (0.001, 0.003)
+OURS_WEIGHTS = (0.003, 0.01)
 EXPERIMENTS = [
-    Experiment("splade_scifact_nfcorpus", "splade_scifact_nfcorpus.yaml"),
+    Experiment("splade_scifact_nfcorpus", "splade_scifact_nfcorpus.yaml"),  # labels + teacher (KL weight 1)
+    Experiment("splade_scifact_nfcorpus_labels_only", "splade_scifact_nfcorpus.yaml",
+               ["loss.distillation_weight=0", "training.eval_steps=300",
+                "training.output_dir=runs/train/splade_scifact_nfcorpus_labels_only"]),
     *[_sweep_point("reference", "inference_free_reference.yaml", w) for w in REFERENCE_WEIGHTS],
     *[_sweep_point("ours", "inference_free_idf_flops.yaml", w) for w in OURS_WEIGHTS],
     Experiment("inference_free_learned_query_weights", "inference_free_reference.yaml",
-               ["model.query_weights=learned", "training.output_dir=runs/train/inference_free_learned_query_weights"],
+               ["model.query_weights=learned", "training.query_weights_learning_rate=0.005",
+                "training.output_dir=runs/train/inference_free_learned_query_weights"],
                "learned", 0.001),
 ]
 

@@ -333,3 +333,25 @@ def test_per_group_flops_is_the_reference_formula():
     reference = (documents.reshape(4, 3, 20).abs().mean(dim=0) ** 2).sum()
     torch.testing.assert_close(_per_group(FlopsLoss(), documents, 3), reference)
     torch.testing.assert_close(_per_group(FlopsLoss(), documents, 1), (documents.mean(dim=0) ** 2).sum())
+
+
+def test_learned_query_weights_train_at_their_own_rate(tiny_model, train_file, tmp_path):
+    """model.query_weights: learned: the table moves (at training.query_weights_learning_rate,
+    without weight decay) and the saved model searches with the learned weights."""
+    from lsr.encoders.loading import load_encoder
+    from lsr.training.run import build_trainable, run_training
+    from lsr.training.trainer import _parameter_groups
+
+    config = _config(tiny_model, train_file, tmp_path / "run", "model.type=inference-free", "model.query_weights=learned",
+                     "regularizer.document=flops", "training.query_weights_learning_rate=0.5")
+    trainable = build_trainable(config.model, iter(["vitamin bone findings", "cell heart"]))
+    groups = _parameter_groups(trainable, config.training)
+    assert groups[1] == {"params": [trainable.query_weights], "lr": 0.5, "weight_decay": 0.0}
+    assert all(p is not trainable.query_weights for p in groups[0]["params"])
+    start = trainable.query_weights.detach().clone()
+    run_training(config)
+    final = load_encoder(str(tmp_path / "run" / "final"))
+    assert final.describe()["query_weighting"] == "learned"
+    moved = (final.module.query_weights - start).abs()
+    assert moved.max() > 0.1  # a transformer's 0.001 would move them by about 0.002 in two steps
+    assert int((moved > 0).sum()) < 200  # only word pieces of the training queries moved

@@ -148,9 +148,13 @@ def max_pool_through_argmax(
         # The weights that will be nonzero, and NaN ones, which must reach the loss as NaN.
         rows, ids = torch.nonzero(~(maxima <= 0), as_tuple=True)
         tokens = positions[rows, ids]
-    logits = (hidden[rows, tokens] * weight[ids]).sum(dim=1)  # (nonzero,), recomputed with gradients
+    # index_select, not advanced indexing: its backward (index_add_) sums repeated rows in a
+    # fixed order, where indexing's accumulates them with atomic adds across threads, and a
+    # resumed run would then drift from an uninterrupted one in the last bits.
+    token_states = hidden.reshape(-1, hidden.shape[-1]).index_select(0, rows * hidden.shape[1] + tokens)
+    logits = (token_states * weight.index_select(0, ids)).sum(dim=1)  # (nonzero,), recomputed with gradients
     if bias is not None:
-        logits = logits + bias[ids]
+        logits = logits + bias.index_select(0, ids)
     values = torch.log1p(torch.relu(logits))
     out = hidden.new_zeros(hidden.shape[0], weight.shape[0])
     return out.index_put((rows, ids), values)

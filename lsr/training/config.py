@@ -126,13 +126,18 @@ class RegularizerConfig:
 
 @dataclass
 class TrainingConfig:
-    """The loop. ``batch_size`` counts queries; each brings its positive and negatives."""
+    """The loop. ``batch_size`` counts queries; each brings its positive and negatives.
+
+    ``query_weights_learning_rate``: the learning rate of an inference-free model's learned
+    query weights (``model.query_weights: learned``); None: ``learning_rate``.
+    """
 
     output_dir: str = "runs/train"
     seed: int = 42
     batch_size: int = 8
     gradient_accumulation_steps: int = 1
     learning_rate: float = 2e-5
+    query_weights_learning_rate: float | None = None
     weight_decay: float = 0.01
     lr_warmup_steps: int = 0
     max_steps: int = 200
@@ -288,6 +293,9 @@ def _validate(config: ExperimentConfig, source: str) -> None:
         for key in keys:
             if not ok(_get(config, key)):
                 raise ConfigError(f"{source}: key {key!r} must be {rule}, got {_get(config, key)!r}")
+    rate = config.training.query_weights_learning_rate
+    if rate is not None and not rate > 0:
+        raise ConfigError(f"{source}: key 'training.query_weights_learning_rate' must be > 0, got {rate!r}")
     threshold = config.regularizer.threshold
     if threshold is not None and threshold < 0:
         raise ConfigError(f"{source}: key 'regularizer.threshold' must be >= 0, got {threshold!r}")

@@ -67,9 +67,8 @@ class Trainer:
         if self.doc_regularizer is not None:
             self.doc_regularizer.to(trainable.device)
         self.ranking_loss = self._ranking_loss()
-        params = [p for p in trainable.module.parameters() if p.requires_grad]
         t = config.training
-        self.optimizer = torch.optim.AdamW(params, lr=t.learning_rate, weight_decay=t.weight_decay)
+        self.optimizer = torch.optim.AdamW(_parameter_groups(trainable, t), lr=t.learning_rate, weight_decay=t.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
 
     def _lr_factor(self, step: int) -> float:
@@ -247,6 +246,20 @@ class Trainer:
                     weights.copy_(training_idf)
         return {"dev": dev.name, "corpus": dev.corpus_name, "metrics": result["metrics"],
                 "efficiency": result["efficiency"], "index": str(index_dir)}
+
+
+def _parameter_groups(trainable, training) -> list[dict]:
+    """The model's trainable parameters; learned query weights of an inference-free model get
+    their own learning rate (a weight of about 1 to 10 per word piece moves nowhere at a
+    transformer's rate) and no weight decay (which would pull every weight towards 0)."""
+    table = trainable.query_weights if trainable.inference_free else None
+    learned = table is not None and isinstance(table, torch.nn.Parameter)
+    rest = [p for p in trainable.module.parameters() if p.requires_grad and not (learned and p is table)]
+    groups = [{"params": rest}]
+    if learned:
+        rate = training.query_weights_learning_rate or training.learning_rate
+        groups.append({"params": [table], "lr": rate, "weight_decay": 0.0})
+    return groups
 
 
 def _per_group(regularizer, documents: torch.Tensor, groups: int) -> torch.Tensor:
