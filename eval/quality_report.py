@@ -106,6 +106,28 @@ def evaluate_experiment(experiment) -> dict:
     return entry, runs
 
 
+BASELINE_DEV = ("bundled SPLADE-tiny (siamese)", "bundled documents + IDF queries (inference-free, untrained)")
+
+
+def baselines_on_dev(experiment) -> dict:
+    """The bundled model and the untrained inference-free start on the dev splits: the yardstick
+    of the dev figures (searched in the baseline indexes of the same corpora)."""
+    from lsr.encoders.inference_free import InferenceFreeEncoder
+    from lsr.encoders.loading import load_encoder
+    from lsr.evaluation import evaluate_index
+    from lsr.eval.train_report import EVAL_ROOT as BASELINE_ROOT
+
+    result = {name: {} for name in BASELINE_DEV}
+    for dev in _dev_splits(experiment):
+        test = next(d for d, corpus in TEST_CORPUS.items() if corpus == dev.corpus_name)
+        index_dir = BASELINE_ROOT / "baselines" / _slug(test) / "index"
+        untrained = InferenceFreeEncoder.from_corpus(None, (d.full_text() for d in dev.documents()))
+        for name, encoder in zip(BASELINE_DEV, (load_encoder(None), untrained)):
+            scored = evaluate_index(encoder, index_dir, dev.queries, dev.qrels, 1000)
+            result[name][dev.name] = scored["metrics"]["nDCG@10"]
+    return {name: {"splits": splits, "mean": float(np.mean(list(splits.values())))} for name, splits in result.items()}
+
+
 # -- fusion with the bundled dense model -----------------------------------------------------
 
 def _dense_run(dataset: str) -> dict:
@@ -196,6 +218,7 @@ def report_experiments(experiments, out: Path | None, argv: list[str] | None) ->
     for experiment in experiments:
         entries[experiment.name], runs[experiment.name] = evaluate_experiment(experiment)
     baselines = {dataset: _baselines(dataset) for dataset in TESTS}
+    baseline_dev = baselines_on_dev(experiments[0])
     inference_free = {n: e for n, e in entries.items() if e["family"] != "splade"}
     splade = {n: e for n, e in entries.items() if e["family"] == "splade"}
     chosen = {"best_splade": max(splade, key=lambda n: splade[n]["dev_mean"]) if splade else None,
@@ -205,7 +228,7 @@ def report_experiments(experiments, out: Path | None, argv: list[str] | None) ->
         members = {n: e for n, e in entries.items() if e["family"] == family}
         if members:
             chosen[f"best_{family}"] = max(members, key=lambda n: members[n]["dev_mean"])
-    report = {"experiments": entries, "baselines": baselines, "chosen_on_dev": chosen,
+    report = {"experiments": entries, "baselines": baselines, "baselines_on_dev": baseline_dev, "chosen_on_dev": chosen,
               "hybrid": hybrid(runs[chosen["best_sparse"]]),
               "matched_flops": {where: matched_flops(entries, where) for where in ("dev", *TESTS[:2])}}
     report["checks"] = acceptance_checks(report)
@@ -252,7 +275,8 @@ def markdown(report: dict) -> str:
     for name in baselines[TESTS[0]]:
         cells = [f"{baselines[d][name]['metrics'][next(iter(baselines[d][name]['metrics']))]:.4f}" for d in TESTS]
         eff = baselines[TESTS[0]][name].get("efficiency", {})
-        lines.append(f"| {name} | - | " + " | ".join(cells) + f" | {eff.get('flops_per_query', 0):.0f} | "
+        dev = report["baselines_on_dev"].get(name)
+        lines.append(f"| {name} | {'-' if dev is None else format(dev['mean'], '.4f')} | " + " | ".join(cells) + f" | {eff.get('flops_per_query', 0):.0f} | "
                      f"{eff.get('mean_query_encode_ms') or 0:.2f} |")
     for name, entry in entries.items():
         cells = [f"{entry['test'][d]['metrics'][next(iter(entry['test'][d]['metrics']))]:.4f}" for d in TESTS]
