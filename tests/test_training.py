@@ -335,10 +335,11 @@ def test_per_group_flops_is_the_reference_formula():
     torch.testing.assert_close(_per_group(FlopsLoss(), documents, 1), (documents.mean(dim=0) ** 2).sum())
 
 
-def test_learned_query_weights_train_at_their_own_rate(tiny_model, train_file, tmp_path):
+def test_learned_query_weights_train_at_their_own_rate(monkeypatch, tiny_model, train_file, tmp_path):
     """model.query_weights: learned: the table moves (at training.query_weights_learning_rate,
     without weight decay) and the saved model searches with the learned weights."""
     from lsr.encoders.loading import load_encoder
+    from lsr.training import run
     from lsr.training.run import build_trainable, run_training
     from lsr.training.trainer import _parameter_groups
 
@@ -348,8 +349,11 @@ def test_learned_query_weights_train_at_their_own_rate(tiny_model, train_file, t
     groups = _parameter_groups(trainable, config.training)
     assert groups[1] == {"params": [trainable.query_weights], "lr": 0.5, "weight_decay": 0.0}
     assert all(p is not trainable.query_weights for p in groups[0]["params"])
-    start = trainable.query_weights.detach().clone()
+    starts = []
+    monkeypatch.setattr(run, "build_trainable",
+                        lambda *args: (t := build_trainable(*args), starts.append(t.query_weights.detach().clone()))[0])
     run_training(config)
+    start = starts[0]
     final = load_encoder(str(tmp_path / "run" / "final"))
     assert final.describe()["query_weighting"] == "learned"
     moved = (final.module.query_weights - start).abs()

@@ -21,7 +21,7 @@ from lsr.encoders.batching import special_token_ids
 from lsr.encoders.config_file import write_encoder_config
 from lsr.encoders.splade import SpladeEncoder, SpladeModule
 from lsr.encoders.st_format import DOCUMENT_DIR, QUERY_DIR, write_inference_free_files
-from lsr.encoders.tokens import tokenize
+from lsr.encoders.tokens import tokenize, word_piece_ids
 
 
 def compute_idf(texts: Iterable[str], tokenizer, max_length: int = 512, batch_size: int = 256) -> np.ndarray:
@@ -149,9 +149,8 @@ class InferenceFreeEncoder:
 
     def encode_queries(self, texts: list[str], show_progress: bool = False) -> SparseBatch:
         """Tokenise (no special tokens) and look each distinct word piece's weight up."""
-        weights = torch.relu(self.module.query_weights.detach()).cpu().numpy()
-        token_ids = tokenize(self.tokenizer, list(texts), add_special_tokens=False, truncation=True,
-                             max_length=self.query_max_length)["input_ids"] if texts else []
+        weights = self._lookup_table()
+        token_ids = word_piece_ids(self.tokenizer, list(texts), self.query_max_length) if texts else []
         indptr = np.zeros(len(token_ids) + 1, dtype=np.int64)
         indices, values = [], []
         for row, ids in enumerate(token_ids):
@@ -163,6 +162,17 @@ class InferenceFreeEncoder:
         if not indices:
             return SparseBatch(indptr, np.zeros(0, np.uint32), np.zeros(0, np.float32), self.vocab_size)
         return SparseBatch(indptr, np.concatenate(indices), np.concatenate(values), self.vocab_size)
+
+    def _lookup_table(self) -> np.ndarray:
+        """The non-negative query weights as an array, made again only when the weights changed
+        (a training step, `set_idf` or a load bumps the tensor's version): a query then costs
+        a tokenisation and a lookup, not a pass over the vocabulary."""
+        weights = self.module.query_weights
+        key = (weights.data_ptr(), weights._version)
+        if getattr(self, "_table_of", None) != key:
+            self._table = torch.relu(weights.detach()).cpu().numpy()
+            self._table_of = key
+        return self._table
 
     def save(self, directory: str | Path) -> None:
         from safetensors.torch import save_file

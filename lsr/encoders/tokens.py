@@ -24,6 +24,24 @@ def tokenize(tokenizer, texts, **options):
         return tokenizer(texts, **options)
 
 
+def word_piece_ids(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
+    """Each text's word-piece ids without special tokens, cut at ``max_length``: what
+    ``tokenize(tokenizer, texts, add_special_tokens=False, truncation=True, max_length=...)``
+    gives, at a third of its cost for a short query. A fast tokenizer's Rust backend is called
+    directly (its truncation and padding switched off first, under the lock: another call may
+    have left them set) and the ids are cut here; a slow tokenizer takes the plain call."""
+    if not getattr(tokenizer, "is_fast", False):
+        return tokenize(tokenizer, texts, add_special_tokens=False, truncation=True, max_length=max_length)["input_ids"]
+    backend = tokenizer.backend_tokenizer
+    with _ONE_AT_A_TIME:
+        backend.no_truncation()
+        backend.no_padding()
+        encodings = backend.encode_batch(list(texts), add_special_tokens=False)
+    if tokenizer.truncation_side == "left":
+        return [e.ids[-max_length:] if len(e.ids) > max_length else e.ids for e in encodings]
+    return [e.ids[:max_length] for e in encodings]
+
+
 def pad_right(token_ids: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
     """``input_ids`` and ``attention_mask`` (int64), padded on the right to the longest, as the
     tokenizer pads."""

@@ -1,0 +1,40 @@
+"""Inference-free query encoding: the tokenisation shortcut and the cached weight table."""
+
+from __future__ import annotations
+
+
+def test_word_piece_ids_equal_the_tokenizer_call_on_random_texts():
+    """The backend shortcut of query tokenisation against the plain tokenizer call: random
+    texts (some far above the limit), right and left truncation, and settings another call
+    left on the shared tokenizer (padding to 64, truncation at 8) do not leak in."""
+    import random
+
+    from transformers import AutoTokenizer
+
+    from lsr.encoders.models import bundled_splade_path
+    from lsr.encoders.tokens import word_piece_ids
+
+    tokenizer = AutoTokenizer.from_pretrained(bundled_splade_path())
+    words = ["vitamin", "D", "bone", "density", "über", "COVID-19", "p53", "naïve", "x" * 40, "?", "effect", "cells"]
+    rng = random.Random(0)
+    texts = [" ".join(rng.choice(words) for _ in range(rng.randint(0, 120))) for _ in range(60)]
+    for side in ("right", "left"):
+        tokenizer.truncation_side = side
+        tokenizer(["warm"], padding="max_length", max_length=64, truncation=True)  # leaves settings behind
+        expected = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=16)["input_ids"]
+        assert word_piece_ids(tokenizer, texts, 16) == expected
+        assert any(len(ids) == 16 for ids in expected) and any(len(ids) < 16 for ids in expected)
+
+
+def test_query_lookup_table_follows_changed_weights():
+    """The cached weight table is made again after the weights change in place (set_idf, a
+    training step), so a query is never scored with stale weights."""
+    import numpy as np
+
+    from lsr.encoders.inference_free import InferenceFreeEncoder
+
+    encoder = InferenceFreeEncoder.from_base(None, np.ones(30522, dtype=np.float32))
+    before = encoder.encode_queries(["vitamin bone"])
+    encoder.set_idf(["vitamin", "vitamin bone", "cell"])
+    after = encoder.encode_queries(["vitamin bone"])
+    assert np.all(before.values == 1.0) and not np.allclose(after.values, before.values)
