@@ -15,6 +15,7 @@ def test_word_piece_ids_equal_the_tokenizer_call_on_random_texts():
     from lsr.encoders.tokens import word_piece_ids
 
     tokenizer = AutoTokenizer.from_pretrained(bundled_splade_path())
+    assert tokenizer.is_fast  # the backend shortcut is the path under test, not the fallback
     words = ["vitamin", "D", "bone", "density", "über", "COVID-19", "p53", "naïve", "x" * 40, "?", "effect", "cells"]
     rng = random.Random(0)
     texts = [" ".join(rng.choice(words) for _ in range(rng.randint(0, 120))) for _ in range(60)]
