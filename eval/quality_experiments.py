@@ -20,12 +20,11 @@ compared on an effectiveness-FLOPS curve; and the reference with learned query w
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-CONFIGS = Path(__file__).parent / "configs"
+from lsr.eval.train_experiments import train  # `lsr train` in a child process, unless done
 
 
 @dataclass
@@ -61,18 +60,6 @@ EXPERIMENTS = [
                 "training.output_dir=runs/train/inference_free_learned_query_weights"],
                "learned", 0.001),
 ]
-
-
-def train(experiment: Experiment) -> None:
-    """`lsr train` in a child process (a clean process per run), unless already done."""
-    if (experiment.run_dir / "summary.json").is_file():
-        print(f"{experiment.name}: trained already ({experiment.run_dir})")
-        return
-    resume = ["--resume"] if (experiment.run_dir / "checkpoints").is_dir() else []
-    command = [sys.executable, "-m", "lsr.cli", "train", str(CONFIGS / experiment.config),
-               *experiment.overrides, *resume]
-    print("$", " ".join(command), flush=True)
-    subprocess.run(command, check=True)
 
 
 def main(argv: list[str] | None = None) -> int:
