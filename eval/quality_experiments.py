@@ -19,12 +19,11 @@ compared on an effectiveness-FLOPS curve; and the reference with learned query w
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lsr.eval.train_experiments import train  # `lsr train` in a child process, unless done
+from lsr.eval.train_experiments import train_chosen
 
 
 @dataclass
@@ -63,19 +62,11 @@ EXPERIMENTS = [
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=None, help="write OUT.json, OUT.md and OUT.png")
-    parser.add_argument("--only", nargs="*", help="experiment names to run (default: all)")
-    parser.add_argument("--train-only", action="store_true", help="train, do not evaluate")
-    args = parser.parse_args(argv)
-    chosen = [e for e in EXPERIMENTS if not args.only or e.name in args.only]
-    for experiment in chosen:
-        train(experiment)
-    if args.train_only:
-        return 0
-    from lsr.eval.quality_report import report_experiments
+    to_report = train_chosen(__doc__.splitlines()[0], EXPERIMENTS, argv, None, "write OUT.json, OUT.md and OUT.png")
+    if to_report is not None:
+        from lsr.eval.quality_report import report_experiments
 
-    report_experiments(chosen, args.out, argv)
+        report_experiments(*to_report, argv)
     return 0
 
 

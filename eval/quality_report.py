@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lsr.eval.fusion_sweep import DATASETS as FUSION_DEV  # test split -> the dev split fusion is chosen on
 from lsr.eval.report import publish
 
 EVAL_ROOT = Path("runs/quality-eval")
@@ -138,12 +139,11 @@ def _dense_run(dataset: str) -> dict:
 
     run_file = FUSION_ROOT / _slug(dataset) / "run.dense.trec"
     if not run_file.is_file():
-        test = {"beir/scifact/train": "beir/scifact/test", "beir/nfcorpus/dev": "beir/nfcorpus/test"}.get(dataset, dataset)
+        test = {dev: test for test, dev in FUSION_DEV.items() if dev}.get(dataset, dataset)  # whose index
         system_runs(dataset, FUSION_ROOT / _slug(test) / "index", FUSION_ROOT / _slug(dataset))
     return read_trec_run(run_file)
 
 
-DEV_DENSE = {"beir/scifact": "beir/scifact/train", "beir/nfcorpus": "beir/nfcorpus/dev"}  # dense runs holding the dev queries
 TEST_CORPUS = {"beir/scifact/test": "beir/scifact", "beir/nfcorpus/test": "beir/nfcorpus"}
 
 
@@ -159,7 +159,8 @@ def hybrid(runs: dict) -> dict:
         entry = {}
         if corpus is not None:
             sparse, qrels, query_ids = runs["dev"][corpus]
-            dense = {q: ranked for q, ranked in _dense_run(DEV_DENSE[corpus]).items() if q in set(query_ids)}
+            # The fusion sweep's dev split of this corpus holds our dev queries (SciFact: all of train).
+            dense = {q: ranked for q, ranked in _dense_run(FUSION_DEV[dataset]).items() if q in set(query_ids)}
             entry["dev"] = score_all(sparse, dense, qrels, measures_for(corpus), "nDCG@10")
             fused = {name: value for name, value in entry["dev"].items() if name not in ("sparse", "dense")}
             entry["chosen_on_dev"] = chosen[dataset] = max(fused, key=fused.get)

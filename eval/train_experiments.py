@@ -64,20 +64,31 @@ def train(experiment: Experiment) -> None:
     subprocess.run(command, check=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("eval/results/training_scifact"))
+def train_chosen(description: str, experiments: list, argv: list[str] | None, default_out: Path | None,
+                 out_help: str = "the report's path, without suffix") -> tuple[list, Path | None] | None:
+    """The command line of an experiments script: train the experiments ``--only`` names (all by
+    default; an unknown name is an error), then return them and ``--out`` for the report, or
+    None with ``--train-only``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--out", type=Path, default=default_out, help=out_help)
     parser.add_argument("--only", nargs="*", help="experiment names to run (default: all)")
     parser.add_argument("--train-only", action="store_true", help="train, do not evaluate")
     args = parser.parse_args(argv)
-    chosen = [e for e in EXPERIMENTS if not args.only or e.name in args.only]
+    unknown = sorted(set(args.only or ()) - {e.name for e in experiments})
+    if unknown:
+        parser.error(f"unknown experiment {', '.join(unknown)}; known: {', '.join(e.name for e in experiments)}")
+    chosen = [e for e in experiments if not args.only or e.name in args.only]
     for experiment in chosen:
         train(experiment)
-    if args.train_only:
-        return 0
-    from lsr.eval.train_report import evaluate_experiments
+    return None if args.train_only else (chosen, args.out)
 
-    evaluate_experiments(chosen, args.out)
+
+def main(argv: list[str] | None = None) -> int:
+    to_report = train_chosen(__doc__.splitlines()[0], EXPERIMENTS, argv, Path("eval/results/training_scifact"))
+    if to_report is not None:
+        from lsr.eval.train_report import evaluate_experiments
+
+        evaluate_experiments(*to_report)
     return 0
 
 

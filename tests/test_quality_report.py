@@ -56,3 +56,11 @@ def test_checks_need_the_target_and_bm25_and_the_untrained_start():
     assert met["inference_free free query encode ms"]
     assert met["hybrid adaptive beir/scifact/test"]  # 0.73 >= 0.720
     assert not met["hybrid rrf k=60 msmarco-dl19-mini"]  # 0.612 < 0.62 - 0.005
+
+
+def test_an_unknown_experiment_name_is_an_error_not_an_empty_run(capsys):
+    from lsr.eval.quality_experiments import main
+
+    with pytest.raises(SystemExit):
+        main(["--train-only", "--only", "splade_scifact_nfcorpus", "no_such_run"])
+    assert "unknown experiment no_such_run" in capsys.readouterr().err

@@ -91,6 +91,7 @@ class InferenceFreeEncoder:
         self.query_max_length = query_max_length
         self.doc_max_length = doc_max_length
         self.query_weighting = query_weighting
+        self._table, self._table_of = None, None  # `_lookup_table`'s cache and the weights it was made from
 
     @classmethod
     def from_base(cls, base: str | None, idf: np.ndarray, learn_query_weights: bool = False,
@@ -169,7 +170,7 @@ class InferenceFreeEncoder:
         a tokenisation and a lookup, not a pass over the vocabulary."""
         weights = self.module.query_weights
         key = (weights.data_ptr(), weights._version)
-        if getattr(self, "_table_of", None) != key:
+        if self._table_of != key:
             self._table = torch.relu(weights.detach()).cpu().numpy()
             self._table_of = key
         return self._table

@@ -58,10 +58,10 @@ class SpladeModule(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.mlm(input_ids=input_ids, attention_mask=attention_mask).logits  # (batch, seq_len, hidden)
         # On a CPU only: there it is bound by memory (measured); a GPU's many small launches are not measured.
-        if self.pooling == "max" and hidden.device.type == "cpu" and not torch.is_grad_enabled() and not _tracing():
+        if self.pooling == "max" and hidden.device.type == "cpu" and not _tracing():
+            if torch.is_grad_enabled():  # training: gradients only through each weight's maximising token
+                return max_pool_through_argmax(hidden, self.decoder.weight, self.decoder.bias, attention_mask)
             return max_pool_by_document(hidden, self._decoder_columns(), self.decoder.bias, attention_mask)
-        if self.pooling == "max" and hidden.device.type == "cpu" and torch.is_grad_enabled() and not _tracing():
-            return max_pool_through_argmax(hidden, self.decoder.weight, self.decoder.bias, attention_mask)
         return splade_pool(hidden, self.decoder.weight, self.decoder.bias, attention_mask,
                            self.pooling, self.vocab_chunk_size)  # (batch, vocab)
 
