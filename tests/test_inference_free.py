@@ -39,3 +39,45 @@ def test_query_lookup_table_follows_changed_weights():
     encoder.set_idf(["vitamin", "vitamin bone", "cell"])
     after = encoder.encode_queries(["vitamin bone"])
     assert np.all(before.values == 1.0) and not np.allclose(after.values, before.values)
+
+
+def test_query_encoding_equals_tokenise_unique_and_look_up_on_random_data():
+    """The fast query path against the obvious one: the tokenizer call, np.unique of the ids,
+    the relu'd weights looked up, zero weights dropped; random texts (empty ones and ones above
+    the limit among them) and random weights with negatives and zeros, one query and a batch."""
+    import random
+
+    import numpy as np
+    import torch
+    from transformers import AutoTokenizer
+
+    from lsr.encoders.inference_free import InferenceFreeEncoder
+    from lsr.encoders.models import bundled_splade_path
+
+    rng = np.random.default_rng(3)
+    weights = rng.normal(size=30522).astype(np.float32)
+    weights[rng.random(30522) < 0.2] = 0.0
+    encoder = InferenceFreeEncoder.from_base(None, np.ones(30522, dtype=np.float32), query_max_length=12)
+    with torch.no_grad():
+        encoder.module.query_weights.copy_(torch.from_numpy(weights))
+    tokenizer = AutoTokenizer.from_pretrained(bundled_splade_path())
+    words = ["vitamin", "D", "bone", "bone", "density", "über", "COVID-19", "p53", "naïve", "cells", "of", "the"]
+    text_rng = random.Random(1)
+    texts = ["", *(" ".join(text_rng.choice(words) for _ in range(text_rng.randint(0, 30))) for _ in range(80))]
+    relu = np.maximum(weights, 0)
+    expected_rows = []
+    token_ids = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=12)["input_ids"]
+    assert any(len(ids) == 12 for ids in token_ids)  # the cut at query_max_length is exercised
+    for ids in token_ids:
+        terms = np.unique(np.asarray(ids, dtype=np.int64))
+        terms = terms[relu[terms] > 0]
+        expected_rows.append((terms, relu[terms]))
+    batch = encoder.encode_queries(texts)
+    singles = [encoder.encode_queries([text]) for text in texts]
+    assert len(batch) == len(texts)
+    for row, (terms, values) in enumerate(expected_rows):
+        for got in (batch.row(row), singles[row].row(0)):
+            np.testing.assert_array_equal(got[0], terms)
+            np.testing.assert_array_equal(got[1], values)
+    assert len(expected_rows[0][0]) == 0 and sum(len(terms) for terms, _ in expected_rows) > 50
+    assert len(encoder.encode_queries([])) == 0

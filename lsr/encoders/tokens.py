@@ -36,7 +36,9 @@ def word_piece_ids(tokenizer, texts: list[str], max_length: int) -> list[list[in
     with _ONE_AT_A_TIME:
         backend.no_truncation()
         backend.no_padding()
-        encodings = backend.encode_batch(list(texts), add_special_tokens=False)
+        # encode_batch_fast (tokenizers >= 0.21) skips the character offsets nobody reads here.
+        encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
+        encodings = encode(list(texts), add_special_tokens=False)
     if tokenizer.truncation_side == "left":
         return [e.ids[-max_length:] if len(e.ids) > max_length else e.ids for e in encodings]
     return [e.ids[:max_length] for e in encodings]
