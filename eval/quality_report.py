@@ -210,6 +210,33 @@ def matched_flops(entries: dict, where: str) -> list[dict]:
     return rows
 
 
+# Differences in dev nDCG@10 within the issue's own tolerance (the hybrid's "minus 0.005") are a
+# tie: no seed repeats were run to resolve smaller ones.
+VERDICT_TIE = TOLERANCE
+
+
+def matched_flops_verdict(rows: dict) -> dict:
+    """The verdict of reference against ours at matched FLOPS, decided on dev (mean difference of
+    the reference points inside our curve's range); the test differences only reported beside it."""
+    def differences(where):
+        return [row["difference"] for row in rows.get(where, []) if row["difference"] is not None]
+
+    dev = differences("dev")
+    tests = {where: differences(where) for where in rows if where != "dev"}
+    verdict = {"dev_points": len(dev), "mean_dev_difference": float(np.mean(dev)) if dev else None,
+               "mean_test_difference": {w: float(np.mean(d)) if d else None for w, d in tests.items()}}
+    if not dev:
+        verdict["text"] = "no verdict: no reference point lies inside our curve's FLOPS range on dev"
+    elif abs(verdict["mean_dev_difference"]) <= VERDICT_TIE:
+        verdict["text"] = (f"a tie on dev: the reference is {verdict['mean_dev_difference']:+.4f} nDCG@10 against ours "
+                           f"at the same FLOPS ({len(dev)} points; |difference| <= {VERDICT_TIE})")
+    else:
+        better = "the reference" if verdict["mean_dev_difference"] > 0 else "ours (IDF-aware FLOPS)"
+        verdict["text"] = (f"{better} is better on dev: reference minus ours {verdict['mean_dev_difference']:+.4f} "
+                           f"nDCG@10 at the same FLOPS ({len(dev)} points)")
+    return verdict
+
+
 # -- the report ------------------------------------------------------------------------------
 
 def report_experiments(experiments, out: Path | None, argv: list[str] | None) -> dict:
@@ -232,6 +259,7 @@ def report_experiments(experiments, out: Path | None, argv: list[str] | None) ->
     report = {"experiments": entries, "baselines": baselines, "baselines_on_dev": baseline_dev, "chosen_on_dev": chosen,
               "hybrid": hybrid(runs[chosen["best_sparse"]]),
               "matched_flops": {where: matched_flops(entries, where) for where in ("dev", *TESTS[:2])}}
+    report["matched_flops_verdict"] = matched_flops_verdict(report["matched_flops"])
     report["checks"] = acceptance_checks(report)
     publish(report, markdown, "quality_experiments.py", argv, out)
     if out:
@@ -313,6 +341,9 @@ def markdown(report: dict) -> str:
             ours = "-" if row["ours_at_same_flops"] is None else f"{row['ours_at_same_flops']:.4f}"
             diff = "-" if row["difference"] is None else f"{row['difference']:+.4f}"
             lines.append(f"| {where} | {row['run']} | {row['flops']:.0f} | {row['reference']:.4f} | {ours} | {diff} |")
+    verdict = report["matched_flops_verdict"]
+    tests = ", ".join(f"{w} {'-' if d is None else format(d, '+.4f')}" for w, d in verdict["mean_test_difference"].items())
+    lines += ["", f"Verdict (chosen on dev): {verdict['text']}. Mean difference on test, reported only: {tests}."]
     lines += ["", "## Checks", ""]
     lines += [f"- {c['check']}: {c['value']:.4f} (needs {c['needs']:.4f}) {'met' if c['met'] else 'NOT met'}"
               for c in report["checks"]]

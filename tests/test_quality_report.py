@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lsr.eval.quality_report import _log_interpolate, acceptance_checks, matched_flops
+from lsr.eval.quality_report import _log_interpolate, acceptance_checks, matched_flops, matched_flops_verdict
 
 
 def _entry(family, flops, ndcg, dev_ndcg=0.5):
@@ -30,6 +30,19 @@ def test_each_reference_point_meets_our_curve_at_its_own_flops():
         assert set(rows) == {"ref_in", "ref_out"}
         assert rows["ref_in"]["difference"] == pytest.approx(0.04)
         assert rows["ref_out"]["difference"] is None
+
+
+def test_the_verdict_is_decided_on_dev_with_a_tie_band():
+    def rows(dev_differences, test_difference=0.1):
+        dev = [{"run": f"r{i}", "difference": d} for i, d in enumerate(dev_differences)]
+        return {"dev": dev, "beir/scifact/test": [{"run": "r0", "difference": test_difference}]}
+
+    assert matched_flops_verdict(rows([None]))["text"].startswith("no verdict")
+    tie = matched_flops_verdict(rows([0.004, -0.002]))
+    assert tie["text"].startswith("a tie") and tie["mean_dev_difference"] == pytest.approx(0.001)
+    assert tie["mean_test_difference"] == {"beir/scifact/test": pytest.approx(0.1)}  # reported, never deciding
+    assert matched_flops_verdict(rows([0.02, None]))["text"].startswith("the reference is better")
+    assert matched_flops_verdict(rows([-0.02], 0.3))["text"].startswith("ours (IDF-aware FLOPS) is better")
 
 
 def test_checks_need_the_target_and_bm25_and_the_untrained_start():
