@@ -31,7 +31,7 @@ class Experiment:
     name: str
     config: str
     overrides: list[str] = field(default_factory=list)
-    family: str = "splade"  # splade, reference, ours, learned: how the report groups it
+    family: str = "splade"  # splade, reference, ours, in_batch, learned: how the report groups it
     weight: float | None = None  # regularizer.document_weight, where swept
 
     @property
@@ -60,6 +60,11 @@ EXPERIMENTS = [
     # Evaluated on dev every 100 steps: where along the run the model stands against its start.
     _sweep_point("reference", "inference_free_reference.yaml", 0.0001, "training.eval_steps=100"),
     *[_sweep_point("ours", "inference_free_idf_flops.yaml", w) for w in OURS_WEIGHTS],
+    # The reference's own config distils over the whole batch (use_in_batch_negatives with kldiv):
+    # each query also meets the other queries' documents, scored by the teacher as they come.
+    Experiment("inference_free_reference_in_batch", "inference_free_reference.yaml",
+               ["loss.teacher_in_batch=true", "training.eval_steps=100",
+                "training.output_dir=runs/train/inference_free_reference_in_batch"], "in_batch", 0.001),
     Experiment("inference_free_learned_query_weights", "inference_free_reference.yaml",
                ["model.query_weights=learned", "training.query_weights_learning_rate=0.005",
                 "training.output_dir=runs/train/inference_free_learned_query_weights"],

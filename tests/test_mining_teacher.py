@@ -63,5 +63,48 @@ def test_ensemble_teacher_scores_positives_first_and_caches(training_set, tmp_pa
         values = scores[query_id]
         assert max(values, key=values.get) == positive  # both teachers agree on the obvious one
         assert 0.0 <= min(values.values()) and max(values.values()) <= 2.0  # two [0, 1] teachers summed
-    monkeypatch.setattr(teacher, "_dense_scores", lambda *a: pytest.fail("cache not used"))
+    monkeypatch.setattr(teacher, "_dense_vectors", lambda *a: pytest.fail("cache not used"))
     assert teacher.ensemble_teacher(training_set, candidates, tmp_path) == scores
+
+
+def test_teacher_vectors_score_any_pair_as_the_ensemble_does_on_random_vectors():
+    """`TeacherVectors.scores` against the obvious loop: per query, each teacher's dot products
+    with the documents asked for, min-max normalised over them, summed; random vectors, the
+    documents in any order and repeated."""
+    from scipy import sparse as sp
+
+    from lsr.training.teacher import TeacherVectors
+
+    rng = np.random.default_rng(5)
+    query_ids, doc_ids = [f"q{i}" for i in range(4)], [f"d{i}" for i in range(9)]
+    dense_q, dense_d = rng.normal(size=(4, 6)).astype(np.float32), rng.normal(size=(9, 6)).astype(np.float32)
+    sparse_q = sp.random(4, 40, density=0.3, random_state=1, format="csr", dtype=np.float32)
+    sparse_d = sp.random(9, 40, density=0.3, random_state=2, format="csr", dtype=np.float32)
+    vectors = TeacherVectors(query_ids, doc_ids, dense_q, dense_d, sparse_q, sparse_d)
+    asked_queries, asked_docs = ["q2", "q0"], ["d8", "d1", "d1", "d4", "d0"]
+    got = vectors.scores(asked_queries, asked_docs)
+    assert got.shape == (2, 5)
+    for row, q in enumerate(asked_queries):
+        i = query_ids.index(q)
+        dense = np.array([float(dense_q[i] @ dense_d[doc_ids.index(d)]) for d in asked_docs])
+        sparse = np.array([float(sparse_q[i].toarray().ravel() @ sparse_d[doc_ids.index(d)].toarray().ravel())
+                           for d in asked_docs])
+        normalised = [(s - s.min()) / (s.max() - s.min()) if s.max() > s.min() else np.zeros_like(s)
+                      for s in (dense, sparse)]
+        np.testing.assert_allclose(got[row], normalised[0] + normalised[1], rtol=1e-5, atol=1e-6)
+
+
+def test_teacher_vectors_are_cached_and_agree_with_the_group_scores(training_set, tmp_path, monkeypatch):
+    """The in-batch teacher's vectors come back from the cache; scored over one query's own
+    candidate list they give the group teacher's scores."""
+    from lsr.training import teacher
+
+    candidates = {"q1": ["bone2", "sleep", "virus"], "q2": ["sleep", "bone3"]}
+    documents = sorted(CORPUS)
+    vectors = teacher.teacher_vectors(training_set, documents, tmp_path)
+    group = teacher.ensemble_teacher(training_set, candidates, tmp_path / "group")
+    for query_id, docs in teacher.candidate_lists(training_set, candidates).items():
+        np.testing.assert_allclose(vectors.scores([query_id], docs)[0], [group[query_id][d] for d in docs], atol=1e-6)
+    monkeypatch.setattr(teacher, "_dense_vectors", lambda *a: pytest.fail("cache not used"))
+    again = teacher.teacher_vectors(training_set, documents, tmp_path)
+    np.testing.assert_array_equal(again.scores(["q1", "q2"], documents), vectors.scores(["q1", "q2"], documents))

@@ -359,3 +359,60 @@ def test_learned_query_weights_train_at_their_own_rate(monkeypatch, tiny_model, 
     moved = (final.module.query_weights - start).abs()
     assert moved.max() > 0.1  # a transformer's 0.001 would move them by about 0.002 in two steps
     assert int((moved > 0).sum()) < 200  # only word pieces of the training queries moved
+
+
+def test_in_batch_distillation_scores_every_document_of_the_batch():
+    """loss.teacher_in_batch: the sampler asks the teacher for each query against every
+    document of the batch (column order = the batch's documents), and the loss compares them
+    with the student's full score matrix."""
+    from lsr.losses.distillation import KlDivergenceLoss
+    from lsr.training.batches import BatchSampler
+    from lsr.training.data import TrainingExample, TrainingSet
+    from lsr.training.trainer import Trainer
+
+    class Pairs:  # a teacher that names the pair it scored
+        def scores(self, query_ids, doc_ids):
+            return np.array([[int(q[1:]) * 100 + int(d[1:]) for d in doc_ids] for q in query_ids], dtype=np.float32)
+
+    examples = [TrainingExample(f"q{i}", f"query {i}", [f"d{i}"]) for i in range(4)]
+    corpus = {f"d{i}": f"document {i}" for i in range(12)}
+    negatives = {f"q{i}": [f"d{4 + i}", f"d{8 + i}"] for i in range(4)}
+    batch = BatchSampler(TrainingSet("t", examples, corpus), negatives, 2, 1, seed=3, teacher=Pairs()).batch(0)
+    assert batch.teacher.shape == (2, 4)
+    doc_numbers = [int(text.split()[1]) for text in batch.documents]
+    query_numbers = [int(text.split()[1]) for text in batch.queries]
+    assert batch.teacher.tolist() == [[q * 100 + d for d in doc_numbers] for q in query_numbers]
+
+    config = load_config(None, ["loss.kind=kl", "loss.teacher=ensemble", "loss.teacher_in_batch=true",
+                                "loss.teacher_scale=2.0"])
+    trainer = Trainer.__new__(Trainer)
+    trainer.config = config
+    generator = torch.Generator().manual_seed(0)
+    queries, documents = torch.rand(2, 30, generator=generator), torch.rand(4, 30, generator=generator)
+    teacher = torch.rand(2, 4, generator=generator)
+    torch.testing.assert_close(trainer._ranking_loss()(queries, documents, teacher),
+                               KlDivergenceLoss()(queries @ documents.T, teacher * 2.0))
+
+
+def test_in_batch_distillation_trains_with_the_real_ensemble_teacher(tiny_model, train_file, tmp_path):
+    """End to end with the bundled dense and SPLADE teachers: their vectors are cached, and the
+    in-batch KL loss is finite and goes down."""
+    from lsr.training.run import run_training
+
+    run_dir = tmp_path / "in-batch"
+    run_training(_config(tiny_model, train_file, run_dir, "loss.kind=kl", "loss.teacher=ensemble",
+                         "loss.teacher_in_batch=true", "loss.teacher_scale=5.0"))
+    steps = [r for r in _log(run_dir) if "loss" in r]
+    assert len(steps) == 2 and all(np.isfinite(r["ranking_loss"]) and r["ranking_loss"] > 0 for r in steps)
+    assert steps[1]["ranking_loss"] < steps[0]["ranking_loss"]
+    assert len(list((run_dir / "cache").glob("teacher-vectors-*.npz"))) == 1
+
+
+def test_in_batch_distillation_needs_the_ensemble_teacher_and_a_kl_term():
+    from lsr.training.config import ConfigError
+
+    for bad in (["loss.kind=kl", "loss.teacher=file"], ["loss.kind=marginmse", "loss.teacher=ensemble"],
+                ["loss.kind=infonce"]):
+        with pytest.raises(ConfigError, match="teacher_in_batch"):
+            load_config(None, [*bad, "loss.teacher_in_batch=true"])
+    load_config(None, ["loss.teacher=ensemble", "loss.distillation_weight=1", "loss.teacher_in_batch=true"])

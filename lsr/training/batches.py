@@ -17,7 +17,9 @@ from lsr.training.data import TrainingExample, TrainingSet
 class Batch:
     queries: list[str]
     documents: list[str]  # per query: its positive, then its negatives (groups of equal size)
-    teacher: np.ndarray | None  # (batch, group) teacher scores, positive first
+    # Teacher scores: (batch, group), each query's own documents, positive first; or, from
+    # `TeacherVectors` (in-batch distillation), (batch, batch * group), every document of the batch.
+    teacher: np.ndarray | None
     group_size: int
 
 
@@ -30,11 +32,12 @@ class BatchSampler:
         batch_size: queries per micro-batch.
         num_negatives: negatives per query (0: in-batch negatives only).
         seed: the run's seed.
-        teacher: per query id, teacher scores of documents (None: no teacher).
+        teacher: per query id, teacher scores of documents; or a `TeacherVectors`, which scores
+            each query against every document of its batch; None: no teacher.
     """
 
     def __init__(self, training_set: TrainingSet, negatives: dict[str, list[str]], batch_size: int,
-                 num_negatives: int, seed: int, teacher: dict[str, dict[str, float]] | None = None) -> None:
+                 num_negatives: int, seed: int, teacher=None) -> None:
         self.examples = [e for e in training_set.examples if num_negatives == 0 or negatives.get(e.query_id)]
         if len(self.examples) < batch_size:
             raise ValueError(f"{len(self.examples)} usable training examples, fewer than batch_size={batch_size}")
@@ -58,15 +61,16 @@ class BatchSampler:
             order = np.random.default_rng([self.seed, epoch]).permutation(n)
             picked.append(self.examples[order[offset]])
         rng = np.random.default_rng([self.seed, 1_000_003, micro_batch])
-        queries, documents, teacher_rows = [], [], []
-        for example in picked:
-            group = self._group(example, rng)
-            queries.append(example.query)
-            documents.extend(self.corpus[d] for d in group)
-            if self.teacher is not None:
-                scores = self.teacher[example.query_id]
-                teacher_rows.append([scores[d] for d in group])
-        teacher = np.asarray(teacher_rows, dtype=np.float32) if self.teacher is not None else None
+        groups = [self._group(example, rng) for example in picked]
+        queries = [example.query for example in picked]
+        documents = [self.corpus[d] for group in groups for d in group]
+        if self.teacher is None:
+            teacher = None
+        elif hasattr(self.teacher, "scores"):
+            teacher = self.teacher.scores([e.query_id for e in picked], [d for group in groups for d in group])
+        else:
+            teacher = [[self.teacher[e.query_id][d] for d in group] for e, group in zip(picked, groups)]
+        teacher = None if teacher is None else np.asarray(teacher, dtype=np.float32)
         return Batch(queries, documents, teacher, 1 + self.num_negatives)
 
     def _group(self, example: TrainingExample, rng: np.random.Generator) -> list[str]:

@@ -85,6 +85,9 @@ class LossConfig:
             margins live on the student's dot-product scale.
         distillation_weight: with ``kind: infonce``, add this times the KL divergence from the
             teacher over each query's group (labels and teacher together); 0: labels only.
+        teacher_in_batch: the KL divergence is taken over every document of the batch, not only
+            the query's own group (the reference's ``use_in_batch_negatives`` with ``kldiv``):
+            the ensemble teacher scores each query against the other queries' documents too.
     """
 
     kind: str = "infonce"
@@ -93,6 +96,7 @@ class LossConfig:
     teacher: str = "none"
     teacher_scale: float = 10.0
     distillation_weight: float = 0.0
+    teacher_in_batch: bool = False
 
 
 @dataclass
@@ -303,6 +307,10 @@ def _validate(config: ExperimentConfig, source: str) -> None:
         raise ConfigError(f"{source}: key 'loss.teacher' must be 'ensemble' or 'file' for loss.kind={config.loss.kind!r}")
     if config.loss.distillation_weight > 0 and (config.loss.kind != "infonce" or config.loss.teacher == "none"):
         raise ConfigError(f"{source}: key 'loss.distillation_weight' needs loss.kind 'infonce' and a loss.teacher")
+    if config.loss.teacher_in_batch and (config.loss.teacher != "ensemble" or config.loss.kind == "marginmse"
+                                         or (config.loss.kind == "infonce" and config.loss.distillation_weight == 0)):
+        raise ConfigError(f"{source}: key 'loss.teacher_in_batch' needs loss.teacher 'ensemble' (it scores any pair) "
+                          "and a KL term (loss.kind 'kl', or 'infonce' with loss.distillation_weight > 0)")
     if config.loss.kind in ("marginmse", "kl") and config.data.num_negatives < 1:
         raise ConfigError(f"{source}: key 'data.num_negatives' must be at least 1 for distillation")
     if config.regularizer.document == "idf_flops" and config.model.type != "inference-free":

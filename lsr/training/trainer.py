@@ -79,16 +79,19 @@ class Trainer:
 
     def _ranking_loss(self):
         loss = self.config.loss
+        # The student's scores the teacher's are compared with: each query's own group, or (in-batch
+        # distillation) every document of the batch, in the teacher matrix's column order.
+        student = (lambda q, d: q @ d.T) if loss.teacher_in_batch else group_scores
         if loss.kind == "infonce" and loss.distillation_weight > 0:
             infonce = InfoNceLoss(loss.temperature, loss.in_batch_negatives)
             kl = KlDivergenceLoss(loss.temperature)
             return lambda q, d, teacher: (infonce(q, d) + loss.distillation_weight
-                                          * kl(group_scores(q, d), teacher * loss.teacher_scale))
+                                          * kl(student(q, d), teacher * loss.teacher_scale))
         if loss.kind == "infonce":
             infonce = InfoNceLoss(loss.temperature, loss.in_batch_negatives)
             return lambda q, d, teacher: infonce(q, d)
         distill = MarginMseLoss() if loss.kind == "marginmse" else KlDivergenceLoss(loss.temperature)
-        return lambda q, d, teacher: distill(group_scores(q, d), teacher * loss.teacher_scale)
+        return lambda q, d, teacher: distill(student(q, d), teacher * loss.teacher_scale)
 
     # -- one optimizer step -------------------------------------------------------------
 
