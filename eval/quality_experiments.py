@@ -31,7 +31,7 @@ class Experiment:
     name: str
     config: str
     overrides: list[str] = field(default_factory=list)
-    family: str = "splade"  # splade, reference, ours, in_batch, learned: how the report groups it
+    family: str = "splade"  # splade, reference, ours, in_batch, labels_and_teacher, learned: the report's groups
     weight: float | None = None  # regularizer.document_weight, where swept
 
     @property
@@ -65,6 +65,12 @@ EXPERIMENTS = [
     Experiment("inference_free_reference_in_batch", "inference_free_reference.yaml",
                ["loss.teacher_in_batch=true", "training.eval_steps=100",
                 "training.output_dir=runs/train/inference_free_reference_in_batch"], "in_batch", 0.001),
+    # SPLADE's dev-best loss (InfoNCE on the labels + the teacher's KL), each query's own group only:
+    # in-batch InfoNCE collapsed inference-free documents (see the config).
+    Experiment("inference_free_labels_and_teacher", "inference_free_reference.yaml",
+               ["loss.kind=infonce", "loss.in_batch_negatives=false", "loss.distillation_weight=1",
+                "training.eval_steps=200", "training.output_dir=runs/train/inference_free_labels_and_teacher"],
+               "labels_and_teacher", 0.001),
     Experiment("inference_free_learned_query_weights", "inference_free_reference.yaml",
                ["model.query_weights=learned", "training.query_weights_learning_rate=0.005",
                 "training.output_dir=runs/train/inference_free_learned_query_weights"],

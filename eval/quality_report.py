@@ -362,7 +362,8 @@ def plot_curve(report: dict, path: Path) -> None:
 
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
     for axis, dataset in zip(axes, TESTS[:2]):
-        for family, marker in (("reference", "o-"), ("ours", "s--"), ("in_batch", "D"), ("learned", "^")):
+        for family, marker in (("reference", "o-"), ("ours", "s--"), ("in_batch", "D"), ("labels_and_teacher", "v"),
+                               ("learned", "^")):
             points = sorted((e["test"][dataset]["efficiency"]["flops_per_query"], e["test"][dataset]["metrics"]["nDCG@10"])
                             for e in report["experiments"].values() if e["family"] == family)
             if points:
