@@ -354,7 +354,7 @@ def markdown(report: dict) -> str:
 
 
 def plot_curve(report: dict, path: Path) -> None:
-    """nDCG@10 against FLOPS/query, per dataset, for both inference-free variants."""
+    """nDCG@10 against FLOPS/query, per dataset, for every inference-free run, by family."""
     import matplotlib
 
     matplotlib.use("Agg")
