@@ -13,8 +13,9 @@ bundled SPLADE-tiny, its untrained inference-free start and BM25 (`eval/quality_
 SPLADE is trained twice, with the ensemble teacher's KL beside InfoNCE (weight 1) and on the
 labels alone; dev chooses. The inference-free sweep trains the reference recipe
 (`inference_free_reference.yaml`) and our earlier reading of IDF-aware FLOPS
-(`inference_free_idf_flops.yaml`) at two document regulariser weights each, so the two are
-compared on an effectiveness-FLOPS curve; and the reference with learned query weights.
+(`inference_free_idf_flops.yaml`) at several document regulariser weights each, so the two are
+compared on an effectiveness-FLOPS curve; then the reference with in-batch distillation, with
+InfoNCE on the labels beside the KL, and with learned query weights.
 """
 
 from __future__ import annotations

@@ -108,3 +108,16 @@ def test_teacher_vectors_are_cached_and_agree_with_the_group_scores(training_set
     monkeypatch.setattr(teacher, "_dense_vectors", lambda *a: pytest.fail("cache not used"))
     again = teacher.teacher_vectors(training_set, documents, tmp_path)
     np.testing.assert_array_equal(again.scores(["q1", "q2"], documents), vectors.scores(["q1", "q2"], documents))
+
+
+def test_teacher_agreement_counts_the_pairs_where_a_candidate_beats_a_judged_positive():
+    from lsr.eval.teacher_agreement import agreement
+
+    examples = [TrainingExample("0:a", "qa", ["0:p1", "0:p2"]), TrainingExample("1:b", "qb", ["1:p"]),
+                TrainingExample("1:c", "qc", ["1:p"])]
+    scores = {"0:a": {"0:p1": 2.0, "0:p2": 0.5, "0:n1": 1.0, "0:n2": 0.1},  # n1 beats p2: 1 of 4 pairs
+              "1:b": {"1:p": 0.2, "1:n": 0.9},  # 1 of 1
+              "1:c": {"1:p": 1.0, "1:n": 1.0}}  # a tie is not "higher": 0 of 1
+    counts = agreement(TrainingSet("t", examples, {}), scores)
+    assert counts["0"] == {"queries": 1, "pairs": 4, "candidate_above": 1, "share_candidate_above": 0.25}
+    assert counts["1"] == {"queries": 2, "pairs": 2, "candidate_above": 1, "share_candidate_above": 0.5}
