@@ -215,6 +215,10 @@ def matched_flops(entries: dict, where: str) -> list[dict]:
 VERDICT_TIE = TOLERANCE
 
 
+def _points(count: int) -> str:
+    return f"{count} point" if count == 1 else f"{count} points"
+
+
 def matched_flops_verdict(rows: dict) -> dict:
     """The verdict of reference against ours at matched FLOPS, decided on dev (mean difference of
     the reference points inside our curve's range); the test differences only reported beside it."""
@@ -229,11 +233,11 @@ def matched_flops_verdict(rows: dict) -> dict:
         verdict["text"] = "no verdict: no reference point lies inside our curve's FLOPS range on dev"
     elif abs(verdict["mean_dev_difference"]) <= VERDICT_TIE:
         verdict["text"] = (f"a tie on dev: the reference is {verdict['mean_dev_difference']:+.4f} nDCG@10 against ours "
-                           f"at the same FLOPS ({len(dev)} points; |difference| <= {VERDICT_TIE})")
+                           f"at the same FLOPS ({_points(len(dev))}; |difference| <= {VERDICT_TIE})")
     else:
         better = "the reference" if verdict["mean_dev_difference"] > 0 else "ours (IDF-aware FLOPS)"
         verdict["text"] = (f"{better} is better on dev: reference minus ours {verdict['mean_dev_difference']:+.4f} "
-                           f"nDCG@10 at the same FLOPS ({len(dev)} points)")
+                           f"nDCG@10 at the same FLOPS ({_points(len(dev))})")
     return verdict
 
 
