@@ -20,12 +20,14 @@ from lsr.eval.report import publish
 DEFAULT_CONFIG = "eval/configs/splade_scifact_nfcorpus.yaml"
 
 
-def agreement(training_set, scores: dict[str, dict[str, float]]) -> dict:
-    """Per source (the ``N:`` prefix of combined ids): queries, pairs, and the share of pairs
-    whose candidate the teacher scores above the judged positive."""
+def agreement(training_set, scores: dict[str, dict[str, float]], source_names: list[str]) -> dict:
+    """Per source (by name; ``source_names`` in the order they were combined): queries, pairs,
+    and the share of pairs whose candidate the teacher scores above the judged positive."""
+    from lsr.training.data import source_of
+
     sources = {}
     for example in training_set.examples:
-        source = example.query_id.split(":", 1)[0] if ":" in example.query_id else ""
+        source = source_names[source_of(example.query_id, len(source_names))]
         positives = set(example.positives)
         candidates = scores.get(example.query_id, {})
         judged = [candidates[d] for d in positives if d in candidates]
@@ -44,8 +46,7 @@ def markdown(report: dict) -> str:
              f"Config: `{report['config']}`; sources: {', '.join(report['source_names'])}.", "",
              "| source | queries | (positive, candidate) pairs | teacher scores the candidate higher |",
              "|---|---|---|---|"]
-    for source, counts in report["sources"].items():
-        name = report["source_names"][int(source)] if source.isdigit() else source
+    for name, counts in report["sources"].items():
         share = "-" if counts["share_candidate_above"] is None else f"{counts['share_candidate_above']:.3f}"
         lines.append(f"| {name} | {counts['queries']} | {counts['pairs']} | {share} |")
     lines += ["", f"Command: `{report['command']}`; machine: {report['machine']}."]
@@ -66,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.config}: loss.teacher is {config.loss.teacher!r}, not 'ensemble'")
     training_set, _ = _sources_and_dev_splits(config)
     scores = ensemble_teacher(training_set, _negatives(config, training_set), config.data.cache_dir)
-    report = {"config": args.config, "source_names": list(config.data.train) if isinstance(config.data.train, list)
-              else [config.data.train], "sources": agreement(training_set, scores)}
+    names = list(config.data.train) if isinstance(config.data.train, list) else [config.data.train]
+    report = {"config": args.config, "source_names": names, "sources": agreement(training_set, scores, names)}
     publish(report, markdown, "teacher_agreement.py", argv, args.out)
     return 0
 

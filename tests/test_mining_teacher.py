@@ -118,6 +118,10 @@ def test_teacher_agreement_counts_the_pairs_where_a_candidate_beats_a_judged_pos
     scores = {"0:a": {"0:p1": 2.0, "0:p2": 0.5, "0:n1": 1.0, "0:n2": 0.1},  # n1 beats p2: 1 of 4 pairs
               "1:b": {"1:p": 0.2, "1:n": 0.9},  # 1 of 1
               "1:c": {"1:p": 1.0, "1:n": 1.0}}  # a tie is not "higher": 0 of 1
-    counts = agreement(TrainingSet("t", examples, {}), scores)
-    assert counts["0"] == {"queries": 1, "pairs": 4, "candidate_above": 1, "share_candidate_above": 0.25}
-    assert counts["1"] == {"queries": 2, "pairs": 2, "candidate_above": 1, "share_candidate_above": 0.5}
+    counts = agreement(TrainingSet("t", examples, {}), scores, ["first", "second"])
+    assert counts["first"] == {"queries": 1, "pairs": 4, "candidate_above": 1, "share_candidate_above": 0.25}
+    assert counts["second"] == {"queries": 2, "pairs": 2, "candidate_above": 1, "share_candidate_above": 0.5}
+    # One source: its ids carry no prefix, a colon in them is part of the id.
+    alone = agreement(TrainingSet("t", [TrainingExample("doi:9", "q", ["p"])], {}), {"doi:9": {"p": 1.0, "n": 2.0}},
+                      ["only"])
+    assert alone == {"only": {"queries": 1, "pairs": 1, "candidate_above": 1, "share_candidate_above": 1.0}}

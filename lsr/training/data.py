@@ -61,6 +61,12 @@ def combine_training_sets(parts: list[TrainingSet]) -> TrainingSet:
     return TrainingSet(" + ".join(part.name for part in parts), examples, corpus, " + ".join(p.corpus_name for p in parts))
 
 
+def source_of(query_id: str, sources: int) -> int:
+    """The position of the source a query id of `combine_training_sets` came from (its ``N:``
+    prefix); 0 when there was one source, whose ids carry no prefix (and may hold a colon)."""
+    return int(query_id.split(":", 1)[0]) if sources > 1 else 0
+
+
 def corpus_name(dataset) -> str:
     """``beir/scifact`` for the dataset ``beir/scifact/train`` (any split of one corpus)."""
     suffix = f"/{dataset.split}"

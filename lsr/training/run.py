@@ -100,9 +100,8 @@ def _teacher(config: ExperimentConfig, training_set: TrainingSet, negatives: dic
         return None
     if config.loss.teacher == "file":
         return given_scores(training_set)
-    from lsr.training.teacher import candidate_lists, ensemble_teacher, teacher_vectors
+    from lsr.training.teacher import candidate_vectors, ensemble_teacher
 
     if config.loss.teacher_in_batch:  # any (query, document) pair of a batch is scored as it comes
-        documents = sorted({d for docs in candidate_lists(training_set, negatives).values() for d in docs})
-        return teacher_vectors(training_set, documents, config.data.cache_dir)
+        return candidate_vectors(training_set, negatives, config.data.cache_dir)
     return ensemble_teacher(training_set, negatives, config.data.cache_dir)

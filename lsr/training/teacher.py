@@ -112,6 +112,14 @@ def candidate_lists(training_set: TrainingSet, candidates: dict[str, list[str]])
             for e in training_set.examples}
 
 
+def candidate_vectors(training_set: TrainingSet, candidates: dict[str, list[str]], cache_dir: str | Path
+                      ) -> TeacherVectors:
+    """`teacher_vectors` of every document a batch can hold: the positives and candidates of all
+    queries."""
+    lists = candidate_lists(training_set, candidates)
+    return teacher_vectors(training_set, sorted({d for docs in lists.values() for d in docs}), cache_dir)
+
+
 def ensemble_teacher(training_set: TrainingSet, candidates: dict[str, list[str]], cache_dir: str | Path
                      ) -> dict[str, dict[str, float]]:
     """Normalised ensemble scores ``{query_id: {doc_id: score}}`` of positives and candidates."""
@@ -123,7 +131,7 @@ def ensemble_teacher(training_set: TrainingSet, candidates: dict[str, list[str]]
     if cached is not None:
         return cached
     lists = candidate_lists(training_set, candidates)
-    vectors = teacher_vectors(training_set, sorted({d for docs in lists.values() for d in docs}), cache_dir)
+    vectors = candidate_vectors(training_set, candidates, cache_dir)
     scores = {}
     for example in training_set.examples:
         docs = lists[example.query_id]
