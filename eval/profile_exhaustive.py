@@ -2,10 +2,10 @@
 
 Times each stage of ``index.scorers.exhaustive`` separately (accumulation, the candidate pass,
 the exact rescoring) at k = 10 and k = 1000, and, interleaved query by query so that a machine
-whose speed drifts treats them alike: the accumulation over the block-partitioned term view
-with a loop per entry (``_accumulate32``), the narrow-block decoding (``_accumulate32_narrow``,
-the default path), and a flat int32/float32 CSR of the same postings held in memory (the
-layout splade-index scans), as the floor a term-major copy without blocks would give.
+whose speed drifts treats them alike: the accumulation over the stored term-major postings
+(``_accumulate32``: low 16-bit doc ids chunk by chunk, uint8 impacts, segment format 2) and
+over a flat int32/float32 CSR of the same postings held in memory (the layout splade-index
+scans, 8 bytes a posting against our 3).
 
 Usage (after ``eval/bench_engines.py`` built the index):
     python eval/profile_exhaustive.py /tmp/lsr-bench-engines/bench-1m-1000000/ours-b8 /tmp/bench-1m \\
@@ -58,16 +58,13 @@ def flat_postings(index, terms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
 def stages(index, queries, k: int) -> dict:
     b = index.postings
     terms, blocks = term_view(b), block_view(b)
-    sums, touched = ex._accumulator(1, b.num_blocks, b.block_size)
-    sums, touched = sums[0], touched[0]
-    firsts = np.empty(ex.CHUNK_ENTRIES * ex.NARROW_BLOCK + ex.NARROW_BLOCK, dtype=np.int32)
+    sums = ex._accumulator(1, b.num_blocks * b.block_size)[0]
     times, candidates = [], []
     for q_terms, q_weights in queries:
         started = time.perf_counter()
-        ex._accumulate32_narrow(q_terms, q_weights, terms, sums, touched, firsts)
+        ex._accumulate32(q_terms, q_weights, terms, sums)
         accumulated = time.perf_counter()
-        docs, _, n = ex._collect(sums, touched, index.num_docs, b.block_size, ex.NO_DELETES, k,
-                                 ex._error_bound(q_weights), np.empty(k, np.float32))
+        docs, _, n = ex._collect(sums, ex.NO_DELETES, k, ex._error_bound(q_weights), np.empty(k, np.float32))
         collected = time.perf_counter()
         ex._rank_exact(docs, n, q_terms, q_weights, blocks, False, k, np.empty(k, np.int64), np.empty(k))
         ranked = time.perf_counter()
@@ -82,19 +79,15 @@ def accumulations(index, queries, rounds: int) -> dict:
     b = index.postings
     view = term_view(b)
     sums = np.zeros(b.num_blocks * b.block_size, dtype=np.float32)
-    touched = np.zeros(b.num_blocks, dtype=np.uint8)
-    firsts = np.empty(ex.CHUNK_ENTRIES * ex.NARROW_BLOCK + ex.NARROW_BLOCK, dtype=np.int32)
     indptr, docs, values = flat_postings(index, np.unique(np.concatenate([t for t, _ in queries])))
     ways = {
-        "entry_loop": lambda t, w: ex._accumulate32(t, w, view, sums, touched),
-        "narrow_block": lambda t, w: ex._accumulate32_narrow(t, w, view, sums, touched, firsts),
+        "chunked_low16": lambda t, w: ex._accumulate32(t, w, view, sums),
         "flat_csr_in_memory": lambda t, w: _accumulate_flat(t.astype(np.int64), w, indptr, docs, values, sums),
     }
     spent = {name: [] for name in ways}
     for run in ways.values():  # compile, untimed
         run(*queries[0])
         sums[:] = 0
-        touched[:] = 0
     for _ in range(rounds):
         for q_terms, q_weights in queries:
             for name, run in ways.items():
@@ -102,7 +95,6 @@ def accumulations(index, queries, rounds: int) -> dict:
                 run(q_terms, q_weights)
                 spent[name].append(time.perf_counter() - started)
                 sums[:] = 0
-                touched[:] = 0
     return {f"{name}_ms": float(np.mean(values) * 1e3) for name, values in spent.items()}
 
 

@@ -3,14 +3,17 @@
 Docs ``[j * b, (j + 1) * b)`` form block ``j``; an *entry* is one term's postings inside one
 block. Written arrays:
 
-* term-major postings partitioned by block: term ``t``'s entries are
-  ``term_entry_offsets[t]:term_entry_offsets[t + 1]``, by block; entry ``x`` is in block
-  ``term_entry_blocks[x]`` (uint32), has the largest impact ``term_entry_max[x]`` (uint8;
-  these two are also the sparse block-max list), and its postings are
-  ``term_entry_starts[x]:term_entry_starts[x + 1]`` (uint32 where they fit, else int64): a
-  doc offset inside the block (``term_post_docs``, uint8) and an impact
-  (``term_post_impacts``, uint8). The exhaustive scorer reads a term's postings in one
-  sequential sweep;
+* term-major block-max entries: term ``t``'s entries are
+  ``term_entry_offsets[t]:term_entry_offsets[t + 1]``, by block; entry ``x`` (one term's
+  postings inside one block) is in block ``term_entry_blocks[x]`` (uint32) and has the largest
+  impact ``term_entry_max[x]`` (uint8): BMP's sparse block-max list;
+* term-major postings in doc-id chunks of ``2^16`` docs (``index.format.CHUNK_BITS``): with
+  ``C`` chunks (``index.format.chunk_count`` of ``num_blocks * block_size``), term ``t``'s
+  postings in chunk ``c`` are ``term_chunk_starts[t * C + c]:term_chunk_starts[t * C + c + 1]``
+  (uint32 where the postings fit, else int64; ``T * C + 1`` of them): the low 16 bits of the
+  doc id (``term_post_docs``, uint16, increasing) and an impact (``term_post_impacts``, uint8).
+  The exhaustive scorer adds a term's postings in one sequential sweep with no per-block step
+  (a doc id is ``c << 16 | low``);
 * the per-block forward index, a second copy of the postings laid out block by block so that
   scoring one block reads one small contiguous region: block ``j``'s entries are
   ``block_term_offsets[j]:block_term_offsets[j + 1]`` with sorted terms ``block_terms``
@@ -25,10 +28,13 @@ block. Written arrays:
   (0 when fewer postings), seeds for the top-k threshold (a column serves a k up to its own,
   less the deleted documents at or above that impact).
 
-Term-major postings with 4-byte doc ids cost 5 bytes a posting; this layout costs 4 a posting
-(2 in each copy) plus about 19 an entry, and BP makes entries several times fewer than postings.
-Measured on 1M docs: one copy in term order made BMP 30% slower, one copy in block order made
-the exhaustive scorer 3 times slower; two copies stay within 1.2 times BMP's own index size.
+Term-major postings with 4-byte doc ids cost 5 bytes a posting; this layout costs 5 a posting
+(3 term-major, 2 in the forward index) plus about 11 an entry, and BP makes entries several
+times fewer than postings. Measured on 1M docs: one copy in term order made BMP 30% slower, one
+copy in block order made the exhaustive scorer 3 times slower. Until segment format 2 the
+term-major postings were an in-block offset (uint8) per posting and a start per entry (uint32):
+a byte a posting less but 4 an entry more, and a sweep 2.4 times slower (a block step per
+entry of about three postings).
 """
 
 from __future__ import annotations
@@ -38,7 +44,9 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
-from lsr.index.format import load_array, new_array_file
+from lsr.index.format import CHUNK_BITS, chunk_count, load_array, new_array_file
+
+CHUNK_MASK = (1 << CHUNK_BITS) - 1
 
 SEED_KS = (10, 100, 1000, 2000, 5000)  # the wider ones serve k = 1000 with deletions
 MAX_BLOCK_SIZE = 256  # doc offsets inside a block are uint8
@@ -65,45 +73,73 @@ def _count_entries(offsets, docs, block_size, num_blocks):
 
 
 @njit(cache=True, nogil=True)
-def _fill_term_view(offsets, docs, impacts, block_size, term_entry_blocks, term_entry_max, term_entry_starts,
+def _fill_term_view(offsets, docs, impacts, block_size, chunks, term_entry_blocks, term_entry_max, term_chunk_starts,
                     term_post_docs):
     x = -1
     for t in range(offsets.shape[0] - 1):
         last = -1
+        c = 0
         for p in range(offsets[t], offsets[t + 1]):
-            blk = docs[p] // block_size
+            doc = np.int64(docs[p])
+            blk = doc // block_size
             if blk != last:
                 x += 1
                 term_entry_blocks[x] = blk
-                term_entry_starts[x] = p
                 term_entry_max[x] = 0
                 last = blk
             if impacts[p] > term_entry_max[x]:
                 term_entry_max[x] = impacts[p]
-            term_post_docs[p] = docs[p] - blk * block_size
-    term_entry_starts[x + 1] = offsets[offsets.shape[0] - 1]
+            while c <= doc >> CHUNK_BITS:  # chunks up to this doc's start here
+                term_chunk_starts[t * chunks + c] = p
+                c += 1
+            term_post_docs[p] = doc & CHUNK_MASK
+        while c < chunks:
+            term_chunk_starts[t * chunks + c] = offsets[t + 1]
+            c += 1
+    term_chunk_starts[term_chunk_starts.shape[0] - 1] = offsets[offsets.shape[0] - 1]
 
 
 @njit(cache=True, nogil=True)
-def _fill_blocks(term_entry_offsets, term_entry_blocks, term_entry_starts, term_post_docs, term_post_impacts,
-                 block_term_offsets, block_post_offsets, block_terms, block_entry_starts, block_post_docs,
-                 block_post_impacts):
+def _fill_blocks(offsets, docs, impacts, block_size, block_term_offsets, block_post_offsets, block_terms,
+                 block_entry_starts, block_post_docs, block_post_impacts):
     """The forward index: each block's entries, terms ascending, postings copied block by block."""
     entry_cursor = block_term_offsets[:-1].copy()
     post_cursor = block_post_offsets[:-1].copy()
-    for t in range(term_entry_offsets.shape[0] - 1):
-        for x in range(term_entry_offsets[t], term_entry_offsets[t + 1]):
-            blk = term_entry_blocks[x]
-            e = entry_cursor[blk]
-            block_terms[e] = t
-            block_entry_starts[e] = post_cursor[blk] - block_post_offsets[blk]
-            entry_cursor[blk] = e + 1
+    for t in range(offsets.shape[0] - 1):
+        last = -1
+        for p in range(offsets[t], offsets[t + 1]):
+            doc = np.int64(docs[p])
+            blk = doc // block_size
+            if blk != last:
+                e = entry_cursor[blk]
+                block_terms[e] = t
+                block_entry_starts[e] = post_cursor[blk] - block_post_offsets[blk]
+                entry_cursor[blk] = e + 1
+                last = blk
             q = post_cursor[blk]
-            for p in range(term_entry_starts[x], term_entry_starts[x + 1]):
-                block_post_docs[q] = term_post_docs[p]
-                block_post_impacts[q] = term_post_impacts[p]
-                q += 1
-            post_cursor[blk] = q
+            block_post_docs[q] = doc - blk * block_size
+            block_post_impacts[q] = impacts[p]
+            post_cursor[blk] = q + 1
+
+
+@njit(cache=True, nogil=True)
+def _chunk_entry_postings(entry_offsets, entry_blocks, entry_starts, in_block_docs, block_size, chunks, chunk_starts,
+                          low_docs):
+    for t in range(entry_offsets.shape[0] - 1):
+        c = 0
+        for x in range(entry_offsets[t], entry_offsets[t + 1]):
+            first = np.int64(entry_blocks[x]) * block_size
+            for p in range(entry_starts[x], entry_starts[x + 1]):
+                doc = first + np.int64(in_block_docs[p])
+                while c <= doc >> CHUNK_BITS:
+                    chunk_starts[t * chunks + c] = p
+                    c += 1
+                low_docs[p] = doc & CHUNK_MASK
+        end = entry_starts[entry_offsets[t + 1]]
+        while c < chunks:
+            chunk_starts[t * chunks + c] = end
+            c += 1
+    chunk_starts[chunk_starts.shape[0] - 1] = in_block_docs.shape[0]
 
 
 @njit(cache=True, nogil=True)
@@ -162,13 +198,15 @@ def build_bmp_arrays(offsets: np.ndarray, docs: np.ndarray, impacts: np.ndarray,
     start_type = np.uint32 if num_postings < 2**32 else np.int64
     block_start_type = np.uint16 if block_postings.max(initial=0) < 2**16 else np.uint32
     # The big ones are memory-mapped files, so a large index builds in bounded memory.
+    chunks = chunk_count(num_blocks * block_size)
     arrays = {
         "term_entry_blocks": new_array_file(out_dir, "term_entry_blocks", np.uint32, num_entries),
         "term_entry_max": new_array_file(out_dir, "term_entry_max", np.uint8, num_entries),
-        "term_entry_starts": new_array_file(out_dir, "term_entry_starts", start_type, num_entries + 1),
-        "term_post_docs": new_array_file(out_dir, "term_post_docs", np.uint8, num_postings),
+        "term_chunk_starts": new_array_file(out_dir, "term_chunk_starts", start_type,
+                                            (len(offsets) - 1) * chunks + 1),
+        "term_post_docs": new_array_file(out_dir, "term_post_docs", np.uint16, num_postings),
     }
-    _fill_term_view(offsets, docs, impacts, block_size, *arrays.values())
+    _fill_term_view(offsets, docs, impacts, block_size, chunks, *arrays.values())
     term_entry_offsets = _prefix(term_entries)
     block_term_offsets, block_post_offsets = _prefix(block_entries), _prefix(block_postings)
     forward = {
@@ -177,8 +215,7 @@ def build_bmp_arrays(offsets: np.ndarray, docs: np.ndarray, impacts: np.ndarray,
         "block_post_docs": new_array_file(out_dir, "block_post_docs", np.uint8, num_postings),
         "block_post_impacts": new_array_file(out_dir, "block_post_impacts", np.uint8, num_postings),
     }
-    _fill_blocks(term_entry_offsets, arrays["term_entry_blocks"], arrays["term_entry_starts"], arrays["term_post_docs"],
-                 impacts, block_term_offsets, block_post_offsets, *forward.values())
+    _fill_blocks(offsets, docs, impacts, block_size, block_term_offsets, block_post_offsets, *forward.values())
     arrays.update(forward)
     # A dense row costs num_blocks bytes where the term's entries (kept anyway) cost 5 each to
     # scan; a row is added where it is faster to sum: the term is in a fifth of the blocks.
@@ -201,6 +238,24 @@ def build_bmp_arrays(offsets: np.ndarray, docs: np.ndarray, impacts: np.ndarray,
         elif array.size or not (out_dir / f"{name}.npy").exists():
             np.save(out_dir / f"{name}.npy", array)
     return num_blocks
+
+
+def chunk_term_postings(out_dir: Path, num_blocks: int, block_size: int) -> None:
+    """Segment format 1's term postings (``term_entry_starts`` and in-block ``term_post_docs``,
+    uint8) in ``out_dir`` become format 2's (``term_chunk_starts`` and low 16-bit doc ids): the
+    same postings in the same order, so ``term_post_impacts`` is kept as it is. The old files are
+    replaced (their names unlinked first: they may be hard links into another index)."""
+    offsets, blocks = load_array(out_dir / "term_entry_offsets.npy"), load_array(out_dir / "term_entry_blocks.npy")
+    starts, old_docs = load_array(out_dir / "term_entry_starts.npy"), load_array(out_dir / "term_post_docs.npy")
+    chunks = chunk_count(num_blocks * block_size)
+    chunk_starts = np.empty((len(offsets) - 1) * chunks + 1, dtype=starts.dtype)
+    low_docs = np.empty(len(old_docs), dtype=np.uint16)
+    _chunk_entry_postings(offsets, blocks, starts, old_docs, block_size, chunks, chunk_starts, low_docs)
+    del starts, old_docs
+    for name in ("term_entry_starts", "term_post_docs"):
+        (out_dir / f"{name}.npy").unlink()
+    np.save(out_dir / "term_chunk_starts.npy", chunk_starts)
+    np.save(out_dir / "term_post_docs.npy", low_docs)
 
 
 def finish_postings(out_dir: Path, num_docs: int, block_size: int) -> int:

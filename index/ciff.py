@@ -43,8 +43,8 @@ from lsr.index.builder import DEFAULT_BLOCK_SIZE, finalize_segment
 from lsr.index.ciff_protobuf import (INT32_MAX, MAX_POSTING_BYTES, CiffFormatError, CiffHeader, DelimitedReader,
                                  PostingsListDecoder, WireError, decode_doc_records, encode_doc_records,
                                  encode_postings_list, encode_varint)
-from lsr.index.format import Segment, new_array_file
-from lsr.index.postings_view import term_view
+from lsr.index.format import CHUNK_BITS, Segment, new_array_file
+from lsr.index.postings_view import chunk_postings, term_view
 from lsr.index.quantize import MAX_IMPACT, QuantizationStats
 
 __all__ = ["CiffFormatError", "CiffHeader", "export_ciff", "import_ciff", "read_ciff_header"]
@@ -56,11 +56,12 @@ DOC_RECORDS_PER_CHUNK = 1 << 16
 
 @njit(cache=True, nogil=True)
 def _doc_lengths(view, out):
-    """Sum of each doc's impacts, entry by entry of a `TermView`."""
-    for x in range(view.entry_blocks.shape[0]):
-        first = view.entry_blocks[x] * view.block_size
-        for p in range(view.entry_starts[x], view.entry_starts[x + 1]):
-            out[first + view.post_docs[p]] += view.post_impacts[p]
+    """Sum of each doc's impacts, term by term of a `TermView`."""
+    for t in range(view.entry_offsets.shape[0] - 1):
+        for c in range(view.chunks):
+            start, end = chunk_postings(view, t, c)
+            for p in range(start, end):
+                out[(c << CHUNK_BITS) | np.int64(view.post_docs[p])] += view.post_impacts[p]
 
 
 # wrappers

@@ -1,7 +1,7 @@
 """One segment on disk: ``meta.json`` plus ``.npy`` arrays opened with ``mmap_mode="r"``.
 
 An index directory (``index.commit``) is a set of immutable segments named by a commit point;
-each segment is a directory in this format (segment format version 1):
+each segment is a directory in this format (segment format version 2):
 
 * the postings, as a per-block forward index with a term view of it, block maxima and
   top-k seeds (``POSTINGS_ARRAY_NAMES``, layout in ``index.bmp_build``); impacts are uint8
@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 
 SEGMENT_FORMAT = "lsr-segment"
-SEGMENT_FORMAT_VERSION = 1
+SEGMENT_FORMAT_VERSION = 2
+UPGRADABLE_VERSIONS = (1,)  # 1 kept term postings as entry starts and in-block offsets (``index.upgrade``)
 META_FILE = "meta.json"
 ARRAY_NAMES = (
     "term_scales",
@@ -49,7 +50,7 @@ POSTINGS_ARRAY_NAMES = (
     "term_entry_offsets",
     "term_entry_blocks",
     "term_entry_max",
-    "term_entry_starts",
+    "term_chunk_starts",
     "term_post_docs",
     "term_post_impacts",
     "block_term_offsets",
@@ -70,6 +71,7 @@ TEXT_ARRAY_NAMES = ("doc_text_offsets", "doc_text_bytes")
 FINE_ARRAY_NAMES = ("block_post_impacts16",)
 OPTIONAL_ARRAY_NAMES = TEXT_ARRAY_NAMES + FINE_ARRAY_NAMES
 CRC_BLOCK = 1 << 22
+CHUNK_BITS = 16  # term-major doc ids are stored as their low 16 bits, chunk by chunk
 
 
 class IndexFormatError(RuntimeError):
@@ -114,13 +116,15 @@ def describe_arrays(directory: Path, names=ALL_ARRAY_NAMES) -> dict:
     return entries
 
 
-def read_segment_meta(directory: Path, expected: dict | None = None) -> dict:
+def read_segment_meta(directory: Path, expected: dict | None = None,
+                      versions: tuple[int, ...] = (SEGMENT_FORMAT_VERSION,)) -> dict:
     """Read and check a segment's ``meta.json``.
 
     Args:
         directory: the segment directory.
         expected: the commit's checksum record of ``meta.json`` (``bytes``, ``crc32``), checked
             before the file is parsed.
+        versions: the segment format versions accepted (``index.upgrade`` reads older ones).
     """
     path = Path(directory) / META_FILE
     if expected is not None and (problem := check_file(path, expected)):
@@ -133,9 +137,10 @@ def read_segment_meta(directory: Path, expected: dict | None = None) -> dict:
         raise IndexFormatError(f"{path}: invalid JSON ({error})") from error
     if not isinstance(meta, dict) or meta.get("format") != SEGMENT_FORMAT:
         raise IndexFormatError(f"{path}: not a segment of format {SEGMENT_FORMAT!r}")
-    if meta.get("format_version") != SEGMENT_FORMAT_VERSION:
+    if meta.get("format_version") not in versions:
+        how = " (run `lsr index upgrade` on the index)" if meta.get("format_version") in UPGRADABLE_VERSIONS else ""
         raise IndexFormatError(f"{path}: segment format version {meta.get('format_version')}, but this build "
-                               f"reads version {SEGMENT_FORMAT_VERSION}")
+                               f"reads version {SEGMENT_FORMAT_VERSION}{how}")
     return meta
 
 
@@ -185,7 +190,7 @@ class PostingsArrays:
     term_entry_offsets: np.ndarray
     term_entry_blocks: np.ndarray
     term_entry_max: np.ndarray
-    term_entry_starts: np.ndarray
+    term_chunk_starts: np.ndarray
     term_post_docs: np.ndarray
     term_post_impacts: np.ndarray
     block_term_offsets: np.ndarray
@@ -202,6 +207,20 @@ class PostingsArrays:
     @property
     def num_blocks(self) -> int:
         return len(self.block_term_offsets) - 1
+
+    @property
+    def chunks(self) -> int:
+        """Doc-id chunks of ``2^CHUNK_BITS`` docs in the term-major postings (``index.bmp_build``)."""
+        return chunk_count(self.num_blocks * self.block_size)
+
+    def postings_per_term(self) -> np.ndarray:
+        """Each term's number of postings (its document frequency in the segment), int64."""
+        return np.diff(self.term_chunk_starts[:: self.chunks].astype(np.int64))
+
+
+def chunk_count(num_docs: int) -> int:
+    """How many chunks of ``2^CHUNK_BITS`` doc ids cover ``num_docs`` docs (at least one)."""
+    return max((int(num_docs) + (1 << CHUNK_BITS) - 1) >> CHUNK_BITS, 1)
 
 
 @dataclass
@@ -306,22 +325,21 @@ class Segment:
 
             return block_range_impacts(self, 0, self.postings.num_blocks, fine=True)
 
+        from lsr.index.postings_view import term_post_doc_ids
+
         b = self.postings
-        entry_lengths = np.diff(b.term_entry_starts.astype(np.int64))
-        docs = np.repeat(b.term_entry_blocks.astype(np.int64) * b.block_size, entry_lengths) + b.term_post_docs
-        per_term = np.diff(b.term_entry_starts[b.term_entry_offsets].astype(np.int64))
-        terms = np.repeat(np.arange(self.vocab_size), per_term)
-        return sp.csr_matrix((b.term_post_impacts.astype(np.float32), (docs, terms)),
+        terms = np.repeat(np.arange(self.vocab_size), b.postings_per_term())
+        return sp.csr_matrix((b.term_post_impacts.astype(np.float32), (term_post_doc_ids(b), terms)),
                              shape=(self.num_docs, self.vocab_size))
 
     def term_postings(self, term: int) -> tuple[np.ndarray, np.ndarray]:
         """One term's postings: internal doc ids (uint32, increasing) and uint8 impacts."""
         b = self.postings
-        entries = slice(b.term_entry_offsets[term], b.term_entry_offsets[term + 1])
-        starts = b.term_entry_starts[b.term_entry_offsets[term] : b.term_entry_offsets[term + 1] + 1].astype(np.int64)
-        postings = slice(starts[0], starts[-1]) if len(starts) else slice(0, 0)
-        first_docs = np.repeat(b.term_entry_blocks[entries].astype(np.int64) * b.block_size, np.diff(starts))
-        return (first_docs + b.term_post_docs[postings]).astype(np.uint32), np.asarray(b.term_post_impacts[postings])
+        chunks = b.chunks
+        starts = b.term_chunk_starts[term * chunks : (term + 1) * chunks + 1].astype(np.int64)
+        high = np.repeat(np.arange(chunks, dtype=np.int64) << CHUNK_BITS, np.diff(starts))
+        postings = slice(starts[0], starts[-1])
+        return (high + b.term_post_docs[postings]).astype(np.uint32), np.asarray(b.term_post_impacts[postings])
 
 
 def new_array_file(directory: Path, name: str, dtype, shape) -> np.ndarray:

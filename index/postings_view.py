@@ -13,20 +13,22 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-from lsr.index.format import PostingsArrays
+from lsr.index.format import CHUNK_BITS, PostingsArrays
 
 
 class TermView(NamedTuple):
-    """Term-major postings, partitioned by block: term ``t``'s entries are
-    ``entry_offsets[t]:entry_offsets[t + 1]``; entry ``x`` is in block ``entry_blocks[x]``,
-    its largest impact is ``entry_max[x]``, and its postings are
-    ``entry_starts[x]:entry_starts[x + 1]`` (doc offset in the block, impact)."""
+    """Term-major postings and their block-max entries. Term ``t``'s entries are
+    ``entry_offsets[t]:entry_offsets[t + 1]``: entry ``x`` is in block ``entry_blocks[x]`` and
+    its largest impact is ``entry_max[x]``. Term ``t``'s postings with a doc id in chunk ``c``
+    (ids ``[c * 2^16, (c + 1) * 2^16)``) are `chunk_postings` ``(view, t, c)``: the low 16 bits
+    of the doc id (``post_docs``, increasing) and the impact; ``chunks`` chunks per term."""
 
     block_size: np.int64
+    chunks: np.int64
     entry_offsets: np.ndarray
     entry_blocks: np.ndarray
     entry_max: np.ndarray
-    entry_starts: np.ndarray
+    chunk_starts: np.ndarray
     post_docs: np.ndarray
     post_impacts: np.ndarray
 
@@ -84,9 +86,14 @@ def block_view(postings: PostingsArrays) -> BlockView:
 
 def _make_term_view(postings: PostingsArrays) -> TermView:
     p = postings
-    return TermView(np.int64(p.block_size), *(readonly(a) for a in (
-        p.term_entry_offsets, p.term_entry_blocks, p.term_entry_max, p.term_entry_starts, p.term_post_docs,
+    return TermView(np.int64(p.block_size), np.int64(p.chunks), *(readonly(a) for a in (
+        p.term_entry_offsets, p.term_entry_blocks, p.term_entry_max, p.term_chunk_starts, p.term_post_docs,
         p.term_post_impacts)))
+
+
+def term_post_doc_ids(postings: PostingsArrays) -> np.ndarray:
+    """The doc id (int64) of every term-major posting, materialised (for tests and small indexes)."""
+    return _doc_ids_of(term_view(postings), np.empty(len(postings.term_post_docs), dtype=np.int64))
 
 
 def _make_block_view(postings: PostingsArrays) -> BlockView:
@@ -110,6 +117,30 @@ def find_sorted(sorted_values, lo, hi, value):
         else:
             hi = mid
     return lo
+
+
+@njit(cache=True, nogil=True)
+def chunk_postings(view, t, c):
+    """The posting range ``[start, end)`` of term ``t`` in chunk ``c`` of a `TermView`; a doc
+    id there is ``c << CHUNK_BITS | post_docs[p]``."""
+    i = t * view.chunks + c
+    return np.int64(view.chunk_starts[i]), np.int64(view.chunk_starts[i + 1])
+
+
+@njit(cache=True, nogil=True)
+def term_postings(view, t):
+    """The posting range ``[start, end)`` of every posting of term ``t`` in a `TermView`."""
+    return np.int64(view.chunk_starts[t * view.chunks]), np.int64(view.chunk_starts[(t + 1) * view.chunks])
+
+
+@njit(cache=True, nogil=True)
+def _doc_ids_of(view, out):
+    for t in range(view.entry_offsets.shape[0] - 1):
+        for c in range(view.chunks):
+            start, end = chunk_postings(view, t, c)
+            for p in range(start, end):
+                out[p] = (c << CHUNK_BITS) | np.int64(view.post_docs[p])
+    return out
 
 
 @njit(cache=True, nogil=True)

@@ -8,9 +8,10 @@ per document, uint8 impacts, zeros already dropped, and with ``fine`` their 16-b
   ``.npy`` files, `index.npy_stream`), with ``fine`` also ``block_post_impacts16``: the 16-bit
   impacts beside ``block_post_impacts``, posting for posting (only the forward index has them:
   rescoring reads blocks);
-* the term view, by an external sort: each chunk of blocks becomes a *run* sorted by term
-  (a counting sort), kept on disk; at the end the runs are merged term range by term range
-  (a term's entries: run 1's, then run 2's, ..., so still in block order);
+* the term view (block-max entries and the chunked term-major postings), by an external sort:
+  each chunk of blocks becomes a *run* sorted by term (a counting sort), kept on disk; at the
+  end the runs are merged term range by term range (a term's entries: run 1's, then run 2's,
+  ..., so still in block order);
 * the dense block-maxima rows (terms in a fifth of the blocks or more), one row at a time
   from the finished term view, and the per-term k-th impacts from impact histograms.
 
@@ -27,7 +28,8 @@ import numpy as np
 from numba import njit
 
 from lsr.index import storage
-from lsr.index.bmp_build import MAX_BLOCK_SIZE, SEED_KS, kth_levels
+from lsr.index.bmp_build import CHUNK_MASK, MAX_BLOCK_SIZE, SEED_KS, kth_levels
+from lsr.index.format import CHUNK_BITS, chunk_count
 from lsr.index.npy_stream import NpyAppender, read_slice
 
 CHUNK_POSTINGS = 1 << 23
@@ -314,10 +316,11 @@ class PostingsWriter:
         np.save(self.out_dir / "term_entry_offsets.npy", _prefix(term_entries))
         out = {"term_entry_blocks": NpyAppender(self.out_dir / "term_entry_blocks.npy", np.uint32),
                "term_entry_max": NpyAppender(self.out_dir / "term_entry_max.npy", np.uint8),
-               "term_entry_starts": NpyAppender(self.out_dir / "term_entry_starts.npy", self.start_type),
-               "term_post_docs": NpyAppender(self.out_dir / "term_post_docs.npy", np.uint8),
+               "term_chunk_starts": NpyAppender(self.out_dir / "term_chunk_starts.npy", self.start_type),
+               "term_post_docs": NpyAppender(self.out_dir / "term_post_docs.npy", np.uint16),
                "term_post_impacts": NpyAppender(self.out_dir / "term_post_impacts.npy", np.uint8)}
-        position = 0  # postings written so far: the next entry's start
+        position = 0  # postings written so far: where the next term range starts
+        chunks = chunk_count(self.num_blocks * self.block_size)
         postings_per_term = counts_p.sum(axis=0)
         kth = np.zeros((self.vocab_size, len(SEED_KS)), dtype=np.uint8)
         for t0, t1 in _term_ranges(postings_per_term, RANGE_POSTINGS):
@@ -342,16 +345,16 @@ class PostingsWriter:
                         entry_bases, post_bases, joined["blocks"], joined["max"], joined["counts"], joined["docs"],
                         joined["impacts"], merged["blocks"], merged["max"], merged["counts"], merged["docs"],
                         merged["impacts"])
-            starts = position + np.concatenate([[0], np.cumsum(merged["counts"][:-1], dtype=np.int64)]) \
-                if total_e else np.zeros(0, np.int64)
+            doc_ids = np.repeat(merged["blocks"].astype(np.int64) * self.block_size, merged["counts"]) + merged["docs"]
+            starts = position + _chunk_starts(doc_ids, postings_per_term[t0:t1], chunks)
             position += total_p
             _kth_impacts(postings_per_term[t0:t1], merged["impacts"], np.array(SEED_KS, dtype=np.int64), kth[t0:t1])
             out["term_entry_blocks"].append(merged["blocks"])
             out["term_entry_max"].append(merged["max"])
-            out["term_entry_starts"].append(starts.astype(self.start_type))
-            out["term_post_docs"].append(merged["docs"])
+            out["term_chunk_starts"].append(starts.astype(self.start_type))
+            out["term_post_docs"].append((doc_ids & CHUNK_MASK).astype(np.uint16))
             out["term_post_impacts"].append(merged["impacts"])
-        out["term_entry_starts"].append(np.array([position], dtype=self.start_type))
+        out["term_chunk_starts"].append(np.array([position], dtype=self.start_type))
         for appender in out.values():
             appender.close()
         return term_entries, kth
@@ -384,6 +387,14 @@ def _npy_slice(path: Path, dtype, start: int, count: int) -> np.ndarray:
     from lsr.index.npy_stream import HEADER_BYTES
 
     return np.fromfile(path, dtype=dtype, count=count, offset=HEADER_BYTES + start * np.dtype(dtype).itemsize)
+
+
+def _chunk_starts(doc_ids: np.ndarray, postings_per_term: np.ndarray, chunks: int) -> np.ndarray:
+    """``term_chunk_starts`` of a term range (relative to its first posting): where each
+    (term, chunk) begins in ``doc_ids``, the range's postings, term by term, docs increasing."""
+    keys = np.repeat(np.arange(len(postings_per_term), dtype=np.int64) * chunks, postings_per_term)
+    keys += doc_ids >> CHUNK_BITS
+    return np.searchsorted(keys, np.arange(len(postings_per_term) * chunks, dtype=np.int64))
 
 
 def _term_ranges(postings_per_term: np.ndarray, budget: int):

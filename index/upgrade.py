@@ -1,12 +1,15 @@
-"""`lsr index upgrade DIR`: an index of format version 2 (one directory) becomes version 3.
+"""`lsr index upgrade DIR`: an index of format version 2 (one directory) becomes version 3, and
+the segments of format 1 in a version 3 index become format 2 (see `_upgrade_segments`).
 
 Version 2 kept its arrays and ``meta.json`` at the top of the directory, a faiss part in
 ``dense/`` and live writes in ``updates.log`` (JSON lines). The upgrade, in place:
 
 1. checks every array against the sha256 its ``meta.json`` recorded (a damaged index is not
    upgraded);
-2. builds one segment from those arrays by hard links (nothing is copied), adding the id hash
-   table and CRC32 checksums; if two documents share an id, the last one stays searchable;
+2. builds one segment from those arrays by hard links (nothing is copied but the term-major
+   postings, rewritten in segment format 2's layout, ``index.bmp_build.chunk_term_postings``),
+   adding the id hash table and CRC32 checksums; if two documents share an id, the last one
+   stays searchable;
 3. writes the records of ``updates.log`` (a torn last line skipped: it was never
    acknowledged) into the write-ahead log;
 4. commits, and only then removes the version 2 files.
@@ -26,13 +29,14 @@ from pathlib import Path
 import numpy as np
 
 from lsr.index import storage
+from lsr.index.bmp_build import chunk_term_postings
 from lsr.index.builder import describe_extra_files
-from lsr.index.commit import SEGMENTS_DIR, Commit, SegmentRecord, generations, write_commit
-from lsr.index.deletes import write_deletes
-from lsr.index.directory import WriteLock, init_layout
+from lsr.index.commit import SEGMENTS_DIR, Commit, SegmentRecord, generations, read_commit, write_commit
+from lsr.index.deletes import read_deletes, write_deletes
+from lsr.index.directory import WriteLock, collect_garbage, init_layout
 from lsr.index.doc_ids import duplicate_positions, hash_ids, sorted_hash_table
 from lsr.index.format import (META_FILE, SEGMENT_FORMAT, SEGMENT_FORMAT_VERSION, IndexFormatError, describe_arrays,
-                          describe_file, load_array)
+                          describe_file, load_array, read_segment_meta, verify_segment_files)
 from lsr.index.wal import WriteAheadLog, create_wal_file, encode_body
 from lsr.index.writer import index_settings
 
@@ -51,7 +55,9 @@ def upgrade_index(directory: str | Path) -> dict:
     old_meta_path = directory / META_FILE
     if generations(directory):
         _remove_old_files(directory, _read_old_meta(directory) if old_meta_path.is_file() else None)
-        return {"format_version": 3, "documents": None, "logged_writes": 0}
+        with _locked(directory):
+            segments = _upgrade_segments(directory)
+        return {"format_version": 3, "documents": None, "logged_writes": 0, "upgraded_segments": segments}
     meta = _read_old_meta(directory)
     _check_old_arrays(directory, meta)
     init_layout(directory)
@@ -71,6 +77,58 @@ def upgrade_index(directory: str | Path) -> dict:
         write_commit(directory, Commit(1, (record,), wal_seq=0, next_segment=2, settings=_settings(directory, meta)))
         _remove_old_files(directory, meta)
     return {"format_version": 3, "documents": int(meta["num_docs"]) - len(duplicates), "logged_writes": writes}
+
+
+def _upgrade_segments(directory: Path) -> int:
+    """Segments of format 1 named by the newest commit, rewritten in format 2 under new names
+    (hard links but for the term-major postings) with their deletes, then one commit names
+    them; the old ones go with the garbage once no reader pins them. Returns how many."""
+    commit = read_commit(directory, generations(directory)[-1])
+    records, next_segment, changed = [], commit.next_segment, 0
+    for record in commit.segments:
+        source = directory / SEGMENTS_DIR / record.name
+        meta = read_segment_meta(source, record.meta, versions=(1, SEGMENT_FORMAT_VERSION))
+        if meta.get("format_version") != 1:
+            records.append(record)
+            continue
+        if problems := verify_segment_files(source, meta):
+            raise IndexFormatError("; ".join(problems) + "; rebuild the index instead")
+        name = f"s{next_segment:06d}-{uuid.uuid4().hex[:8]}"
+        next_segment += 1
+        _rewrite_format_1_segment(source, meta, directory / SEGMENTS_DIR / name)
+        deletes = None
+        if record.deletes:
+            deleted = read_deletes(directory, record.deletes, record.num_docs)
+            deletes = write_deletes(directory, name, commit.generation + 1, deleted)
+        records.append(SegmentRecord(name, record.num_docs, describe_file(directory / SEGMENTS_DIR / name / META_FILE),
+                                     deletes))
+        changed += 1
+    if changed:
+        newest = commit.successor(segments=tuple(records), next_segment=next_segment)
+        write_commit(directory, newest)
+        collect_garbage(directory, newest)
+    return changed
+
+
+def _rewrite_format_1_segment(source: Path, meta: dict, target: Path) -> None:
+    tmp = target.parent / f".{target.name}.building-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        for relative in [info["file"] for info in meta["arrays"].values()] + list(meta.get("files") or {}):
+            (tmp / relative).parent.mkdir(parents=True, exist_ok=True)
+            os.link(source / relative, tmp / relative)
+        block_size = int(meta["block_size"])
+        chunk_term_postings(tmp, max((int(meta["num_docs"]) + block_size - 1) // block_size, 1), block_size)
+        names = [name.replace("term_entry_starts", "term_chunk_starts") for name in meta["arrays"]]
+        segment_meta = {k: v for k, v in meta.items() if k not in ("arrays", "files")}
+        segment_meta.update(format_version=SEGMENT_FORMAT_VERSION, arrays=describe_arrays(tmp, names),
+                            files=describe_extra_files(tmp))
+        (tmp / META_FILE).write_text(json.dumps(segment_meta, indent=2))
+        storage.fsync_tree(tmp)
+        storage.rename(tmp, target)
+    except BaseException:
+        storage.remove(tmp)
+        raise
 
 
 class _locked:
@@ -119,6 +177,8 @@ def _link_segment(directory: Path, meta: dict, target: Path) -> np.ndarray:
             (tmp / "dense").mkdir()
             for path in (directory / "dense").iterdir():
                 os.link(path, tmp / "dense" / path.name)
+        block_size = int(meta["block_size"])
+        chunk_term_postings(tmp, max((int(meta["num_docs"]) + block_size - 1) // block_size, 1), block_size)
         offsets, data = load_array(tmp / "doc_id_offsets.npy"), load_array(tmp / "doc_id_bytes.npy")
         hashes = hash_ids(offsets, data)
         sorted_hashes, docs = sorted_hash_table(hashes)
@@ -129,7 +189,8 @@ def _link_segment(directory: Path, meta: dict, target: Path) -> np.ndarray:
         for position, origin in zip(later.tolist(), first.tolist()):
             groups.setdefault(origin, [origin]).append(position)
         duplicates = np.array(sorted(p for members in groups.values() for p in sorted(members)[:-1]), dtype=np.int64)
-        names = list(meta["arrays"]) + ["doc_id_hashes", "doc_id_hash_docs"]
+        names = [name.replace("term_entry_starts", "term_chunk_starts") for name in meta["arrays"]]
+        names += ["doc_id_hashes", "doc_id_hash_docs"]
         segment_meta = {k: v for k, v in meta.items() if k not in ("arrays", "format", "format_version")}
         segment_meta.update(format=SEGMENT_FORMAT, format_version=SEGMENT_FORMAT_VERSION,
                             upgraded_from=OLD_VERSION, arrays=describe_arrays(tmp, names),

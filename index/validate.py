@@ -4,8 +4,9 @@ The scorers' kernels trust their arrays (no bounds checks on the hot path). Open
 therefore checks, in one pass over its entries and postings, every fact a kernel relies on:
 array lengths agree with each other and with ``meta.json``, offsets start at 0, never
 decrease and end at the array they index, block and term ids are in range and sorted where
-the kernels binary-search them, doc offsets stay inside their block and the segment, an
-entry's recorded maximum is its largest impact, and both copies of the postings hold the same
+the kernels binary-search them, doc ids and offsets stay inside their chunk, block and the
+segment, a term's entries are the blocks of its postings, an entry's recorded maximum is its
+largest impact, and both copies of the postings hold the same
 entries per block. A violation is an `IndexFormatError` naming the file. The checksums
 (``index.format.verify_segment_files``) catch the damage these checks cannot see (a changed
 impact inside its range); these catch, in an index opened without checksums, all damage that
@@ -17,34 +18,56 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from lsr.index.bmp_build import MAX_BLOCK_SIZE, SEED_KS
-from lsr.index.format import IndexFormatError
-from lsr.index.postings_view import block_view, term_view
+from lsr.index.bmp_build import CHUNK_MASK, MAX_BLOCK_SIZE, SEED_KS
+from lsr.index.format import CHUNK_BITS, IndexFormatError, chunk_count
+from lsr.index.postings_view import block_view, chunk_postings, term_view
 
 # kernels
 
 
 @njit(cache=True, nogil=True)
-def _check_term_view(view, num_docs, num_blocks, entries_per_block):
-    """0 when sound, else ``code * 2^40 + position``: 1 block id, 2 doc offset, 3 entry max."""
+def _close_entry(view, x, largest):
+    """Whether entry ``x`` ends sound: its recorded maximum is its largest impact, above 0."""
+    return largest == view.entry_max[x] and largest > 0
+
+
+@njit(cache=True, nogil=True)
+def _check_term_view(view, num_docs, entries_per_block):
+    """0 when sound, else ``code * 2^40 + position``: 1 entry (block id or count), 2 posting
+    (doc id), 3 entry max. A term's postings, chunk by chunk, must have increasing doc ids
+    inside the segment, and its entries must be exactly the blocks those docs fall in, each
+    with its largest impact. (The chunk starts are checked as offsets before this runs.)"""
     for t in range(view.entry_offsets.shape[0] - 1):
-        last_block = -1
-        for x in range(view.entry_offsets[t], view.entry_offsets[t + 1]):
-            blk = np.int64(view.entry_blocks[x])
-            if blk >= num_blocks or blk <= last_block:
-                return 1 * 2**40 + x
-            last_block = blk
-            entries_per_block[blk] += 1
-            largest = 0
-            last_doc = -1
-            for p in range(view.entry_starts[x], view.entry_starts[x + 1]):
-                doc = np.int64(view.post_docs[p])
-                if doc >= view.block_size or doc <= last_doc or blk * view.block_size + doc >= num_docs:
+        x, x_end = view.entry_offsets[t], view.entry_offsets[t + 1]
+        current = -1  # block of entry x, once a posting opened it
+        largest = 0
+        last_doc = -1
+        for c in range(view.chunks):
+            start, end = chunk_postings(view, t, c)
+            for p in range(start, end):
+                low = np.int64(view.post_docs[p])
+                doc = (c << CHUNK_BITS) + low
+                if low < 0 or low > CHUNK_MASK or doc <= last_doc or doc >= num_docs:
                     return 2 * 2**40 + p
                 last_doc = doc
+                blk = doc // view.block_size
+                if blk != current:
+                    if current >= 0:
+                        if not _close_entry(view, x, largest):
+                            return 3 * 2**40 + x
+                        x += 1
+                    if x >= x_end or np.int64(view.entry_blocks[x]) != blk:
+                        return 1 * 2**40 + x
+                    entries_per_block[blk] += 1
+                    current = blk
+                    largest = 0
                 largest = max(largest, np.int64(view.post_impacts[p]))
-            if largest != view.entry_max[x] or largest == 0:
+        if current >= 0:
+            if not _close_entry(view, x, largest):
                 return 3 * 2**40 + x
+            x += 1
+        if x != x_end:
+            return 1 * 2**40 + x
     return 0
 
 
@@ -96,7 +119,8 @@ def validate_segment(segment) -> None:
     num_entries, num_postings = len(b.term_entry_blocks), len(b.term_post_docs)
     _offsets(b.term_entry_offsets, vocab + 1, num_entries, where, "term_entry_offsets")
     _length(b.term_entry_max, num_entries, where, "term_entry_max")
-    _offsets(b.term_entry_starts, num_entries + 1, num_postings, where, "term_entry_starts")
+    _offsets(b.term_chunk_starts, vocab * chunk_count(num_blocks * block_size) + 1, num_postings, where,
+             "term_chunk_starts")
     _length(b.term_post_impacts, num_postings, where, "term_post_impacts")
     _offsets(b.block_term_offsets, num_blocks + 1, num_entries, where, "block_term_offsets")
     _length(b.block_terms, num_entries, where, "block_terms")
@@ -111,9 +135,9 @@ def validate_segment(segment) -> None:
         raise IndexFormatError(f"{where}/term_kth_impacts.npy: shape {b.term_kth_impacts.shape}, "
                                f"expected {(vocab, len(SEED_KS))}")
     per_block = np.zeros(num_blocks, dtype=np.int64)
-    code = _check_term_view(term_view(b), num_docs, num_blocks, per_block)
-    _raise(code, where, {1: ("term_entry_blocks", "entry", "block id out of range or not increasing"),
-                         2: ("term_post_docs", "posting", "doc offset outside its block or not increasing"),
+    code = _check_term_view(term_view(b), num_docs, per_block)
+    _raise(code, where, {1: ("term_entry_blocks", "entry", "not the block of its term's next postings"),
+                         2: ("term_post_docs", "posting", "doc id outside the segment or not increasing"),
                          3: ("term_entry_max", "entry", "not the largest impact of the entry")})
     code = _check_forward_view(block_view(b), vocab, num_docs, per_block)
     _raise(code, where, {1: ("block_terms", "entry", "term id out of range or not increasing"),

@@ -25,8 +25,7 @@ def posting_list_lengths(index: LiveIndex) -> np.ndarray:
     """Document frequency of every term over all segments (deleted documents included): ``(vocab,)`` int64."""
     df = np.zeros(index.vocab_size, dtype=np.int64)
     for state in index.refresh().segments:
-        b = state.segment.postings
-        df += np.diff(b.term_entry_starts[b.term_entry_offsets].astype(np.int64))
+        df += state.segment.postings.postings_per_term()
     return df
 
 

@@ -83,7 +83,7 @@ def test_round_trip_gives_identical_index(tmp_path, name):
     before, after = term_major(original), term_major(back)
     for array in ARRAYS:
         assert np.array_equal(before[array], after[array]), array
-    for name in ("block_terms", "block_entry_starts", "block_post_docs", "term_entry_starts", "term_post_impacts"):
+    for name in ("block_terms", "block_entry_starts", "block_post_docs", "term_chunk_starts", "term_post_docs", "term_post_impacts"):
         assert np.array_equal(getattr(original.postings, name), getattr(back.postings, name)), name
     assert [back.doc_ids[i] for i in range(back.num_docs)] == [original.doc_ids[i] for i in range(original.num_docs)]
     assert back.vocab_size == VOCAB and back.num_docs == 400

@@ -246,3 +246,38 @@ def test_batch_equals_single_with_deletions(tmp_path, threads):
         expected = oracle_kernel(index, *queries.row(q), 30, live)
         assert results.row(q)[0].tolist() == single[0].tolist() == expected[0].tolist()
         assert results.row(q)[1].tolist() == single[1].tolist() == expected[1].tolist()
+
+
+def test_postings_past_the_first_doc_id_chunk_equal_scipy_on_the_input(tmp_path):
+    """More than 2^16 docs: term-major doc ids are stored as low 16 bits chunk by chunk
+    (``index.bmp_build``). Checked against the input matrix itself (integer impacts at scale 1,
+    dyadic weights, so every float64 sum is exact), not through the index's own decoding."""
+    rng = np.random.default_rng(21)
+    n, vocab = 140_001, 30
+    docs = sp.random(n, vocab, density=0.02, random_state=rng, format="csr",
+                     data_rvs=lambda size: rng.integers(1, 256, size).astype(np.float32)).tolil()
+    docs[[0, 65_535, 65_536, 131_072, n - 1], 3] = 255  # the edges of the chunks
+    docs = docs.tocsr()
+    docs.sort_indices()
+    index = build(tmp_path, docs)
+    assert index.postings.chunks == 3
+    assert (index.to_scipy_docs() != docs).nnz == 0
+    doc_ids, impacts = index.term_postings(3)
+    column = docs[:, 3].tocsc()
+    assert doc_ids.tolist() == column.indices.tolist() and impacts.tolist() == column.data.astype(int).tolist()
+    live = (rng.random(n) > 0.1).astype(np.uint8)
+    for q in range(6):
+        terms = rng.choice(vocab, 5, replace=False)
+        weights = (rng.integers(1, 64, 5) / 8).astype(np.float32)
+        scores = docs.astype(np.float64) @ np.bincount(terms, weights.astype(np.float64), minlength=vocab)
+        mask = live if q % 2 else NO_DELETES
+        eligible = np.flatnonzero((scores > 0) & (mask.astype(bool) if q % 2 else True))
+        for k, precision in ((10, "8-bit"), (1000, "8-bit"), (1000, "16-bit")):
+            expected = eligible[np.lexsort((eligible, -scores[eligible]))][:k]
+            canonical = canonical_query(terms, weights, index.term_scales)
+            if precision == "8-bit":
+                found, found_scores = segment_top_k(index, *canonical, k, mask)
+            else:  # at scale 1 the 16-bit impacts are the 8-bit ones times 256: the same ranking
+                found, found_scores = segment_top_k(index, *canonical, k, mask, fine=True)
+            assert found.tolist() == expected.tolist()
+            assert found_scores.tolist() == scores[expected].tolist()

@@ -68,7 +68,7 @@ def test_build_is_independent_of_chunk_size(tmp_path):
     build_index(tmp_path / "a", chunks_of(docs, 7), VOCAB)
     build_index(tmp_path / "b", chunks_of(docs, 500), VOCAB)
     a, b = open_single_segment(tmp_path / "a"), open_single_segment(tmp_path / "b")
-    for name in ("block_terms", "block_entry_starts", "block_post_docs", "term_entry_starts", "term_post_impacts"):
+    for name in ("block_terms", "block_entry_starts", "block_post_docs", "term_chunk_starts", "term_post_docs", "term_post_impacts"):
         assert np.array_equal(getattr(a.postings, name), getattr(b.postings, name))
 
 

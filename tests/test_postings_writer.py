@@ -20,7 +20,8 @@ def random_impacts(rng, n: int, vocab: int, density: float) -> sp.csr_matrix:
 
 
 @pytest.mark.parametrize("block_size, chunk, n", [(8, 1 << 23, 500), (8, 300, 500), (3, 97, 301), (1, 50, 40),
-                                                 (256, 1000, 700), (16, 200, 0)])
+                                                 (256, 1000, 700), (16, 200, 0),
+                                                 (8, 1 << 16, 140_001)])  # three doc-id chunks
 def test_streaming_equals_in_memory_build(tmp_path, monkeypatch, block_size, chunk, n):
     monkeypatch.setattr(postings_writer, "RANGE_POSTINGS", 500)  # many term ranges too
     rng = np.random.default_rng(block_size * 1000 + n)
@@ -49,7 +50,8 @@ def test_streaming_equals_in_memory_build(tmp_path, monkeypatch, block_size, chu
     build_bmp_arrays(low_by_term.indptr.astype(np.int64), low_by_term.indices.astype(np.uint32),
                      low_by_term.data.astype(np.uint8), n, block_size, low_dir)
     nnz = np.diff(docs.indptr)
-    writer = PostingsWriter(streamed_dir, vocab, n, block_size, max_block_postings=int(nnz.sum()) + 1,
+    block_postings = np.add.reduceat(nnz, np.arange(0, n, block_size)) if n else np.zeros(1, np.int64)
+    writer = PostingsWriter(streamed_dir, vocab, n, block_size, max_block_postings=int(block_postings.max()) + 1,
                             max_postings=int(nnz.sum()), chunk_postings=chunk, fine=True)
     for start in range(0, n, 37):  # uneven pieces
         rows, low_rows = docs[start : start + 37], low[start : start + 37]

@@ -7,11 +7,14 @@ import json
 import shutil
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 
 from lsr.index.build import IndexBuild
 from lsr.index.check import verify_index
+from lsr.index.format import IndexFormatError, Segment
 from lsr.index.live import LiveIndex, open_single_segment
+from lsr.index.postings_view import term_post_doc_ids
 from lsr.index.sparse_batch import SparseBatch
 from lsr.cli import main
 
@@ -20,6 +23,17 @@ VOCAB = 120
 
 def _sha256(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _format_1_term_postings(segment) -> dict:
+    """Segment format 1's term postings: each entry's first posting, and doc offsets in the block."""
+    b = segment.postings
+    docs = term_post_doc_ids(b)
+    terms = np.repeat(np.arange(segment.vocab_size), b.postings_per_term())
+    key = terms * b.num_blocks + docs // b.block_size
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(key)) + 1, [len(key)]]).astype(np.uint32)
+    assert len(starts) == len(b.term_entry_blocks) + 1
+    return {"term_entry_starts": starts, "term_post_docs": (docs % b.block_size).astype(np.uint8)}
 
 
 def version_2_index(tmp_path):
@@ -38,10 +52,16 @@ def version_2_index(tmp_path):
     old = tmp_path / "v2"
     old.mkdir()
     arrays = {}
+    format_1 = _format_1_term_postings(segment)
     for name, info in segment.meta["arrays"].items():
         if name.startswith("doc_id_hash"):
             continue  # version 2 had no id hash table
-        shutil.copy(segment.path / info["file"], old / info["file"])
+        if name in ("term_chunk_starts", "term_post_docs"):  # as segment format 1 stored them
+            name = "term_entry_starts" if name == "term_chunk_starts" else name
+            info = {"file": f"{name}.npy", "dtype": str(format_1[name].dtype), "shape": list(format_1[name].shape)}
+            np.save(old / info["file"], format_1[name])
+        else:
+            shutil.copy(segment.path / info["file"], old / info["file"])
         arrays[name] = {"file": info["file"], "dtype": info["dtype"], "shape": info["shape"],
                         "sha256": _sha256(old / info["file"])}
     shutil.copytree(segment.path / "dense", old / "dense")
@@ -63,6 +83,10 @@ def test_upgrade_keeps_documents_vectors_and_logged_writes(tmp_path):
     old, segment = version_2_index(tmp_path)
     assert main(["index", "upgrade", str(old)]) == 0
     assert verify_index(old)[0] == []
+    # format 1's term postings rewritten: equal to those of a fresh build
+    upgraded_segment = Segment.open(next((old / "segments").iterdir()))
+    for name in ("term_chunk_starts", "term_post_docs", "term_post_impacts", "term_entry_blocks"):
+        assert np.array_equal(getattr(upgraded_segment.postings, name), getattr(segment.postings, name)), name
     assert sorted(p.name for p in old.iterdir()) == ["commit-0000000001.json", "deletes", "locks", "segments", "wal"]
     with LiveIndex(old) as live:
         assert live.num_docs == 80  # 80, one deleted, one added from the log
@@ -90,3 +114,51 @@ def test_a_damaged_version_2_index_is_not_upgraded(tmp_path):
     path.write_bytes(bytes(data))
     assert main(["index", "upgrade", str(old)]) == 1
     assert (old / "meta.json").is_file() and not list(old.glob("commit-*"))
+
+
+def _as_format_1(directory):
+    """Rewrite the one segment of an index as segment format 1 stored it, committed as such."""
+    from lsr.index.commit import generations, read_commit, write_commit
+    from lsr.index.format import describe_arrays, describe_file
+
+    commit = read_commit(directory, generations(directory)[-1])
+    (record,) = commit.segments
+    path = directory / "segments" / record.name
+    segment = Segment.open(path)
+    for name, array in _format_1_term_postings(segment).items():
+        np.save(path / f"{name}.npy", array)
+    (path / "term_chunk_starts.npy").unlink()
+    meta = json.loads((path / "meta.json").read_text())
+    names = [name.replace("term_chunk_starts", "term_entry_starts") for name in meta["arrays"]]
+    meta.update(format_version=1, arrays=describe_arrays(path, names))
+    (path / "meta.json").write_text(json.dumps(meta, indent=2))
+    changed = type(record)(record.name, record.num_docs, describe_file(path / "meta.json"), record.deletes)
+    write_commit(directory, commit.successor(segments=(changed,)))
+
+
+def test_segments_of_format_1_are_rewritten_with_their_deletes(tmp_path, capsys):
+    rng = np.random.default_rng(5)
+    docs = sp.random(300, VOCAB, density=0.08, random_state=rng, format="csr", dtype=np.float32)
+    docs.data += 0.1
+    ids = [f"d{i}" for i in range(300)]
+    build = IndexBuild(tmp_path / "ix", VOCAB, {"encoder": {"model": "m"}, "corpus": "c"}, block_size=4)
+    build.add(ids, SparseBatch.from_scipy(docs), ids)
+    build.finish()
+    with LiveIndex(tmp_path / "ix") as live:
+        live.delete("d7")
+        live.flush()
+        terms, weights = np.array([3, 7, 11, 40]), np.array([1.0, 2.0, 0.5, 0.25], np.float32)
+        expected = {scorer: live.search_sparse(terms, weights, 50, scorer=scorer) for scorer in ("exhaustive", "bmp")}
+    _as_format_1(tmp_path / "ix")
+    with pytest.raises(IndexFormatError, match="segment format version 1.*lsr index upgrade"):
+        LiveIndex(tmp_path / "ix", writer="never")
+    assert main(["index", "upgrade", str(tmp_path / "ix")]) == 0
+    assert "1 segment(s) of an older segment format rewritten" in capsys.readouterr().out
+    assert verify_index(tmp_path / "ix")[0] == []
+    with LiveIndex(tmp_path / "ix", writer="never") as live:
+        assert live.num_docs == 299 and not live.contains("d7")
+        for scorer, (expected_ids, expected_scores) in expected.items():
+            found_ids, found_scores = live.search_sparse(terms, weights, 50, scorer=scorer)
+            assert list(found_ids) == list(expected_ids) and list(found_scores) == list(expected_scores)
+    assert len(list((tmp_path / "ix" / "segments").iterdir())) == 1  # the format 1 copy was collected
+    assert main(["index", "upgrade", str(tmp_path / "ix")]) == 0  # nothing left to rewrite

@@ -1,11 +1,13 @@
 """Exhaustive term-at-a-time scorer: float32 sums to find candidates, float64 to rank them.
 
-1. Each query term's postings (``index.postings_view.TermView``) are added, weight x impact in
-   float32, into a per-thread accumulator of every document, reused from query to query; the
-   blocks an entry lands in are marked.
-2. One pass over the marked blocks reads each document's sum, sets it back to zero (the next
-   query starts from zeros without a full reset) and keeps the documents that may be in the
-   top k, with a running k-th best sum as the threshold (a min-heap of k floats).
+1. Each query term's postings (``index.postings_view.TermView``: low 16-bit doc ids chunk by
+   chunk, one sequential sweep a term) are added, weight x impact in float32, into a
+   per-thread accumulator of every document, reused from query to query.
+2. One pass over the whole accumulator, eight sums at a time (a group below the floor is
+   skipped on its largest sum, a test the compiler vectorises), reads each sum, sets it back to
+   zero (the next query starts from zeros without a separate reset) and keeps the documents
+   that may be in the top k, with a running k-th best sum as the threshold (a min-heap of k
+   floats).
 3. Those candidates are rescored exactly through the per-block forward index
    (``index.postings_view.score_block_float64``: float64, query terms in the same order as the
    oracle ``index.scorers.oracle``, so the very same sums) and ranked: score descending, doc id
@@ -20,10 +22,12 @@ m u / (1 - m u)`` (plus ``m * 2^-149`` for float32 results below the normal rang
 documents with ``f(d) > D``: their exact score is positive. If at least ``k`` of them exist, let
 ``F`` be the k-th largest ``f`` among them; those ``k`` documents have ``s >= F - D > 0``, so the
 k-th best exact score ``S_k >= F - D``, and every document of the exact top k has ``s >= S_k``,
-hence ``f >= S_k - D >= F - 2D``. Otherwise every document with ``s > 0`` has ``f > -D``. So
-keeping every live document with ``f >= F - 2D`` (or ``> -D`` while fewer than ``k`` have
-``f > D``) keeps the whole exact top k. The running k-th best only grows, so a document dropped
-against it would be dropped against the final one too. ``D`` is about ``m * 6e-8`` of the best
+hence ``f >= S_k - D >= F - 2D``. And every document with ``s > 0`` has ``f > 0``: the pass
+runs only when every query weight is positive, so each product of a weight and an impact (at
+least 1) rounds to at least the smallest float32 and a float32 sum of such products is at
+least its largest one. So keeping every live document with ``f > 0`` and ``f >= F - 2D`` keeps
+the whole exact top k. The running k-th best only grows, so a document dropped against it
+would be dropped against the final one too. ``D`` is about ``m * 6e-8`` of the best
 possible score, so the candidates are the top k and the few that tie with the k-th within it.
 
 With 16-bit impacts (``fine``; ``index.quantize.fine_impacts``) the result is the exact top k
@@ -34,8 +38,10 @@ order). The float32 pass still sums the 8-bit impacts, and ``|f(d) - g(d)| <= D 
 terms are at most 255 levels too). The argument above holds word for word with ``D + E`` in
 place of ``D``; the band of candidates is about ``2 E`` wide, a level's half for each query term.
 
-Query weights so large that float32 sums could overflow (``sum_j |w_j| * 255 >= 2^120``) go to
-the oracle instead (with 16-bit impacts: every live document is rescored). Deleted documents
+Queries with a weight below zero (a document's score could then be positive while its float32
+sum is not; our encoders never give one) or with weights so large that float32 sums could
+overflow (``sum_j |w_j| * 255 >= 2^120``) go to the oracle instead (with 16-bit impacts: every
+live document is rescored). Deleted documents
 (a ``uint8`` live mask, empty when nothing is deleted) never become candidates. Returned scores
 are in the encoder's units (query weights are scaled per term, see ``index.scorers.query``).
 """
@@ -51,8 +57,8 @@ import numpy as np
 from numba import njit, prange
 
 from lsr.index.bmp_build import SEED_KS
-from lsr.index.format import Segment
-from lsr.index.postings_view import block_view, score_block_float64, term_view
+from lsr.index.format import CHUNK_BITS, Segment
+from lsr.index.postings_view import block_view, chunk_postings, score_block_float64, term_view
 from lsr.index.quantize import FINE_ERROR_LEVELS, FINE_LEVELS
 from lsr.index.scorers.oracle import oracle_top_k
 from lsr.index.scorers.query import canonical_batch, canonical_query
@@ -62,58 +68,26 @@ NO_DELETES = np.zeros(0, dtype=np.uint8)  # a live mask that says: nothing is de
 NO_DELETE_COUNTS = np.zeros((0, len(SEED_KS)), dtype=np.int32)  # deleted docs per term and seed column: none
 FLOAT32_SAFE_TOTAL = 2.0**120  # sum_j |w_j| * 255 below this: float32 sums cannot overflow
 MIN_CANDIDATES = 256  # first capacity of the candidate list (it grows as needed)
-NARROW_BLOCK = 8  # blocks up to this size (the default) take `_accumulate32_narrow`
-CHUNK_ENTRIES = 4096  # entries decoded at a time by `_accumulate32_narrow` (128 KB of scratch)
+GROUP = 8  # sums read at a time by `_collect`: one vector compare skips a group below the floor
 
 # kernels
 
 
 @njit(cache=True, nogil=True)
-def _accumulate32(q_terms, q_weights, view, scores, touched):
-    """Float32 sums of every document into ``scores``; marks the touched blocks."""
+def _accumulate32(q_terms, q_weights, view, scores):
+    """Float32 sums of every document into ``scores``: each query term's postings in one
+    sequential sweep, chunk by chunk (a doc id is the chunk's base plus the stored low bits)."""
     num_terms = view.entry_offsets.shape[0] - 1
     for j in range(q_terms.shape[0]):
         t = q_terms[j]
         if t >= num_terms:  # canonical queries hold only terms of the vocabulary
             continue
         w = np.float32(q_weights[j])
-        for x in range(view.entry_offsets[t], view.entry_offsets[t + 1]):
-            blk = view.entry_blocks[x]
-            touched[blk] = 1
-            first = blk * view.block_size
-            for p in range(view.entry_starts[x], view.entry_starts[x + 1]):
-                scores[first + view.post_docs[p]] += w * np.float32(view.post_impacts[p])
-
-
-@njit(cache=True, nogil=True)
-def _accumulate32_narrow(q_terms, q_weights, view, scores, touched, firsts):
-    """`_accumulate32` for blocks of at most `NARROW_BLOCK` docs, without a loop per entry.
-
-    An entry holds one to `NARROW_BLOCK` postings (three on average here), so a loop per entry
-    ends at an unpredictable branch. Instead, a chunk of entries first writes its block's first
-    doc into `NARROW_BLOCK` slots from the entry's first posting on (a fixed-width store; the
-    next entry overwrites the slots past this one's end), then one straight loop adds every
-    posting of the chunk at ``firsts[i] + doc offset``. ``firsts``: int32 scratch of
-    ``CHUNK_ENTRIES * NARROW_BLOCK + NARROW_BLOCK``."""
-    num_terms = view.entry_offsets.shape[0] - 1
-    for j in range(q_terms.shape[0]):
-        t = q_terms[j]
-        if t >= num_terms:
-            continue
-        w = np.float32(q_weights[j])
-        lo, hi = view.entry_offsets[t], view.entry_offsets[t + 1]
-        for x0 in range(lo, hi, CHUNK_ENTRIES):
-            x1 = min(x0 + CHUNK_ENTRIES, hi)
-            p0 = view.entry_starts[x0]
-            for x in range(x0, x1):
-                blk = view.entry_blocks[x]
-                touched[blk] = 1
-                first = np.int32(blk * view.block_size)
-                s = view.entry_starts[x] - p0
-                for i in range(NARROW_BLOCK):
-                    firsts[s + i] = first
-            for i in range(view.entry_starts[x1] - p0):
-                scores[firsts[i] + view.post_docs[p0 + i]] += w * np.float32(view.post_impacts[p0 + i])
+        for c in range(view.chunks):
+            start, end = chunk_postings(view, t, c)
+            base = c << CHUNK_BITS
+            for p in range(start, end):
+                scores[base + view.post_docs[p]] += w * np.float32(view.post_impacts[p])
 
 
 @njit(cache=True, nogil=True)
@@ -170,37 +144,51 @@ def _keep_above(docs, sums, n, floor):
 
 
 @njit(cache=True, nogil=True)
-def _collect(scores, touched, num_docs, block_size, live, k, bound, heap):
-    """Read and reset the sums of the touched blocks; returns the candidates in doc order as
-    (docs, float32 sums, count), cut at the final floor of the module docstring."""
+def _collect(scores, live, k, bound, heap):
+    """Read and reset every sum (``scores``: a multiple of `GROUP` long); returns the
+    candidates in doc order as (docs, float32 sums, count), cut at the final floor of the
+    module docstring. Only positive sums are candidates (see `_search_one`), so a group of
+    `GROUP` sums is skipped on its largest one, a test the compiler vectorises."""
     docs = np.empty(max(2 * k, MIN_CANDIDATES), dtype=np.int64)
     sums = np.empty(docs.shape[0], dtype=np.float32)
     n = 0
     size = 0
-    floor = -bound
-    for blk in range(touched.shape[0]):
-        if touched[blk] == 0:
-            continue
-        touched[blk] = 0
-        first = blk * block_size
-        for d in range(first, min(first + block_size, num_docs)):
-            s = scores[d]
-            scores[d] = 0
-            if np.float64(s) < floor or (live.shape[0] > 0 and live[d] == 0):
-                continue
-            if n == docs.shape[0]:
-                n = _keep_above(docs, sums, n, floor)
-                if n > docs.shape[0] // 2:  # still crowded: grow
-                    docs = np.concatenate((docs, np.empty(docs.shape[0], dtype=np.int64)))
-                    sums = np.concatenate((sums, np.empty(sums.shape[0], dtype=np.float32)))
-            docs[n] = d
-            sums[n] = s
-            n += 1
-            if np.float64(s) > bound:
-                size = _offer_value(heap, size, k, s)
-                if size == k:
-                    floor = max(floor, np.float64(heap[0]) - 2.0 * bound)
+    floor = 0.0  # candidates need a sum above 0 and at least this
+    lowest = np.float32(0.0)  # the smallest float32 a candidate may have: the float32 at or above floor
+    for g in range(0, scores.shape[0], GROUP):
+        top = scores[g]
+        for i in range(1, GROUP):
+            top = max(top, scores[g + i])
+        if top > 0 and top >= lowest:
+            for d in range(g, g + GROUP):
+                s = scores[d]
+                if not (s > 0 and np.float64(s) >= floor) or (live.shape[0] > 0 and live[d] == 0):
+                    continue
+                if n == docs.shape[0]:
+                    n = _keep_above(docs, sums, n, floor)
+                    if n > docs.shape[0] // 2:  # still crowded: grow
+                        docs = np.concatenate((docs, np.empty(docs.shape[0], dtype=np.int64)))
+                        sums = np.concatenate((sums, np.empty(sums.shape[0], dtype=np.float32)))
+                docs[n] = d
+                sums[n] = s
+                n += 1
+                if np.float64(s) > bound:
+                    size = _offer_value(heap, size, k, s)
+                    if size == k and np.float64(heap[0]) - 2.0 * bound > floor:
+                        floor = np.float64(heap[0]) - 2.0 * bound
+                        lowest = _float32_at_or_above(floor)
+        for i in range(GROUP):
+            scores[g + i] = 0
     return docs, sums, _keep_above(docs, sums, n, floor)
+
+
+@njit(cache=True, nogil=True)
+def _float32_at_or_above(value):
+    """The smallest float32 that is >= ``value`` (a float64), so float32 tests match float64 ones."""
+    low = np.float32(value)
+    if np.float64(low) < value:
+        low = np.nextafter(low, np.float32(np.inf))
+    return low
 
 
 @njit(cache=True, nogil=True)
@@ -243,30 +231,33 @@ def _live_docs(num_docs, live):
 
 
 @njit(cache=True, nogil=True)
-def _search_one(q_terms, q_weights, num_docs, k, live, terms, blocks, fine, scores, touched, out_docs, out_scores):
+def _search_one(q_terms, q_weights, num_docs, k, live, terms, blocks, fine, scores, out_docs, out_scores):
     total = 0.0
+    positive = True
     for j in range(q_weights.shape[0]):
         total += abs(np.float64(q_weights[j])) * 255.0
-    if total >= FLOAT32_SAFE_TOTAL:
+        positive = positive and q_weights[j] > 0
+    # With every weight positive, a doc with a positive exact score has a positive float32 sum
+    # (each product of a weight and an impact, at least 1, is at least the smallest float32, and
+    # adding products never lowers a sum), so only positive sums need reading. Negative weights
+    # (never from our encoders) or sums that could overflow go to the oracle (16-bit: every live
+    # doc is rescored).
+    if total >= FLOAT32_SAFE_TOTAL or not positive:
         if fine:
             everyone = _live_docs(num_docs, live)
             return _rank_exact(everyone, everyone.shape[0], q_terms, q_weights, blocks, fine, k, out_docs, out_scores)
         return oracle_top_k(q_terms, q_weights, num_docs, k, live, terms, out_docs, out_scores)
-    if terms.block_size <= NARROW_BLOCK and touched.shape[0] * terms.block_size < 2**31:
-        firsts = np.empty(CHUNK_ENTRIES * NARROW_BLOCK + NARROW_BLOCK, dtype=np.int32)
-        _accumulate32_narrow(q_terms, q_weights, terms, scores, touched, firsts)
-    else:
-        _accumulate32(q_terms, q_weights, terms, scores, touched)
+    _accumulate32(q_terms, q_weights, terms, scores)
     bound = _error_bound(q_weights)
     if fine:
         bound += total / 255.0 * FINE_ERROR_LEVELS * 1.001  # E of the module docstring
     heap = np.empty(k, dtype=np.float32)
-    docs, _, n = _collect(scores, touched, num_docs, terms.block_size, live, k, bound, heap)
+    docs, _, n = _collect(scores, live, k, bound, heap)
     return _rank_exact(docs, n, q_terms, q_weights, blocks, fine, k, out_docs, out_scores)
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _search_many(q_indptr, q_terms, q_weights, num_docs, k, live, terms, blocks, fine, scores, touched, workers,
+def _search_many(q_indptr, q_terms, q_weights, num_docs, k, live, terms, blocks, fine, scores, workers,
                  out_docs, out_scores, counts):
     """Queries split over ``workers`` threads; worker ``w`` owns accumulator row ``w``."""
     num_queries = q_indptr.shape[0] - 1
@@ -274,7 +265,7 @@ def _search_many(q_indptr, q_terms, q_weights, num_docs, k, live, terms, blocks,
         for q in range(w, num_queries, workers):
             start, end = q_indptr[q], q_indptr[q + 1]
             counts[q] = _search_one(q_terms[start:end], q_weights[start:end], num_docs, k, live, terms, blocks, fine,
-                                    scores[w], touched[w], out_docs[q], out_scores[q])
+                                    scores[w], out_docs[q], out_scores[q])
 
 
 # wrappers
@@ -302,15 +293,15 @@ class SearchResults:
 _accumulators = threading.local()
 
 
-def _accumulator(rows: int, num_blocks: int, block_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """This thread's zeroed float32 sums and block marks (the kernels leave them zeroed), grown
-    to the largest segment seen: a fresh array per query would cost its page faults and a reset."""
-    need = num_blocks * block_size
+def _accumulator(rows: int, num_docs: int) -> np.ndarray:
+    """This thread's zeroed float32 sums, ``rows`` of them, each `GROUP`-aligned and at least
+    ``num_docs`` long (the kernels leave them zeroed), grown to the largest segment seen: a
+    fresh array per query would cost its page faults and a reset."""
+    need = -(-max(num_docs, 1) // GROUP) * GROUP
     cached = getattr(_accumulators, "arrays", None)
-    if cached is None or cached[0].shape[0] < rows or cached[0].shape[1] < need or cached[1].shape[1] < num_blocks:
-        cached = (np.zeros((rows, need), dtype=np.float32), np.zeros((rows, num_blocks), dtype=np.uint8))
-        _accumulators.arrays = cached
-    return cached[0][:rows, :need], cached[1][:rows, :num_blocks]
+    if cached is None or cached.shape[0] < rows or cached.shape[1] < need:
+        cached = _accumulators.arrays = np.zeros((rows, need), dtype=np.float32)
+    return cached[:rows, :need]
 
 
 @contextmanager
@@ -336,10 +327,10 @@ def segment_top_k(segment: Segment, terms: np.ndarray, weights: np.ndarray, k: i
     docs = np.full(k, -1, dtype=np.int64)
     scores = np.zeros(k, dtype=np.float64)
     b = segment.postings
-    sums, touched = _accumulator(1, b.num_blocks, b.block_size)
+    sums = _accumulator(1, b.num_blocks * b.block_size)
     with _dropped_on_error():
         n = _search_one(terms, weights, segment.num_docs, k, live, term_view(b), block_view(b), bool(fine), sums[0],
-                        touched[0], docs, scores)
+                        docs, scores)
     return docs[:n], scores[:n]
 
 
@@ -352,10 +343,10 @@ def segment_top_k_batch(segment: Segment, queries: SparseBatch, k: int, live: np
     counts = np.zeros(n, dtype=np.int64)
     b = segment.postings
     workers = max(1, min(numba.get_num_threads(), n))
-    sums, touched = _accumulator(workers, b.num_blocks, b.block_size)
+    sums = _accumulator(workers, b.num_blocks * b.block_size)
     with _dropped_on_error():
         _search_many(queries.indptr, queries.indices, queries.values, segment.num_docs, k, live, term_view(b),
-                     block_view(b), bool(fine), sums, touched, workers, docs, scores, counts)
+                     block_view(b), bool(fine), sums, workers, docs, scores, counts)
     return SearchResults(docs, scores, counts)
 
 

@@ -16,6 +16,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from lsr.index.format import CHUNK_BITS
+from lsr.index.postings_view import chunk_postings
+
 # kernels
 
 
@@ -28,10 +31,11 @@ def _accumulate(q_terms, q_weights, view, scores):
         if t >= num_terms:  # a term the index has never seen (canonical queries have none)
             continue
         w = np.float64(q_weights[j])  # float32 x uint8 would round to float32
-        for x in range(view.entry_offsets[t], view.entry_offsets[t + 1]):
-            first = view.entry_blocks[x] * view.block_size
-            for p in range(view.entry_starts[x], view.entry_starts[x + 1]):
-                scores[first + view.post_docs[p]] += w * view.post_impacts[p]
+        for c in range(view.chunks):
+            start, end = chunk_postings(view, t, c)
+            base = c << CHUNK_BITS
+            for p in range(start, end):
+                scores[base + view.post_docs[p]] += w * view.post_impacts[p]
 
 
 @njit(cache=True, nogil=True)

@@ -199,6 +199,10 @@ def upgrade(directory: str) -> int:
     from lsr.index.upgrade import upgrade_index
 
     summary = upgrade_index(directory)
+    if summary["documents"] is None:  # already version 3: older segments, if any, rewritten
+        print(f"{directory} is at format version 3: {summary['upgraded_segments']} segment(s) of an older segment "
+              "format rewritten")
+        return 0
     print(f"upgraded {directory} to format version {summary['format_version']}: one segment of "
           f"{summary['documents']} documents, {summary['logged_writes']} writes of its update log carried over")
     return 0
