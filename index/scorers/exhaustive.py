@@ -67,8 +67,8 @@ from lsr.index.sparse_batch import SparseBatch
 NO_DELETES = np.zeros(0, dtype=np.uint8)  # a live mask that says: nothing is deleted
 NO_DELETE_COUNTS = np.zeros((0, len(SEED_KS)), dtype=np.int32)  # deleted docs per term and seed column: none
 FLOAT32_SAFE_TOTAL = 2.0**120  # sum_j |w_j| * 255 below this: float32 sums cannot overflow
-MIN_CANDIDATES = 256  # first capacity of the candidate list (it grows as needed)
 GROUP = 8  # sums read at a time by `_collect`: one vector compare skips a group below the floor
+LEVELS = 4096  # histogram levels of `_group_maxima`
 
 # kernels
 
@@ -132,54 +132,98 @@ def _offer_value(heap, size, k, value):
 
 
 @njit(cache=True, nogil=True)
-def _keep_above(docs, sums, n, floor):
-    """Compact the first ``n`` candidates to those with a sum >= floor (order kept); returns how many."""
-    kept = 0
-    for i in range(n):
-        if np.float64(sums[i]) >= floor:
-            docs[kept] = docs[i]
-            sums[kept] = sums[i]
-            kept += 1
-    return kept
+def _group_maxima(scores, live, maxima, k, bound, ceiling):
+    """Pass 1 of `_collect`: ``maxima[g]``, the largest sum of a live document in group ``g``
+    of `GROUP` sums, or 0 where the group cannot hold a candidate, which is then reset (while
+    its sums are in cache). Returns a value ``G`` that k of the maxima above ``bound`` reach
+    (0.0 when fewer than k are above it), close below the k-th largest of them.
+
+    ``G`` comes from a histogram of the maxima in `LEVELS` levels from 0 to ``ceiling`` (no sum
+    is above it), kept as they are made: ``level`` is the highest level with at least k maxima
+    at or above it, and ``G`` the bottom of the level below (a value's level may be one too high
+    by rounding, never lower). Once k maxima are in, ``G - 2 bound`` is a floor no candidate
+    falls below (k documents reach ``G``), so it already skips groups during the pass."""
+    per_level = LEVELS / ceiling
+    counts = np.zeros(LEVELS, dtype=np.int64)
+    level = 0
+    at_or_above = 0  # maxima above bound at levels >= level
+    lowest = np.float32(0.0)
+    for g in range(maxima.shape[0]):
+        first = g * GROUP
+        if live.shape[0] == 0:
+            top = scores[first]
+            for i in range(1, GROUP):
+                top = max(top, scores[first + i])
+        else:
+            top = np.float32(0.0)
+            for d in range(first, first + GROUP):
+                if d < live.shape[0] and live[d] != 0:
+                    top = max(top, scores[d])
+        if not (top > 0 and top >= lowest):
+            for i in range(GROUP):
+                scores[first + i] = 0
+            maxima[g] = 0
+            continue
+        maxima[g] = top
+        if np.float64(top) > bound:
+            at = min(int(np.float64(top) * per_level), LEVELS - 1)
+            counts[at] += 1
+            if at >= level:
+                at_or_above += 1
+                if at_or_above - counts[level] >= k:
+                    while at_or_above - counts[level] >= k:
+                        at_or_above -= counts[level]
+                        level += 1
+                    lowest = _float32_at_or_above(max(level - 1, 0) / per_level - 2.0 * bound)
+    return max(level - 1, 0) / per_level if at_or_above >= k else 0.0
 
 
 @njit(cache=True, nogil=True)
-def _collect(scores, live, k, bound, heap):
+def _collect(scores, maxima, groups, live, k, bound, ceiling, heap):
     """Read and reset every sum (``scores``: a multiple of `GROUP` long); returns the
     candidates in doc order as (docs, float32 sums, count), cut at the final floor of the
-    module docstring. Only positive sums are candidates (see `_search_one`), so a group of
-    `GROUP` sums is skipped on its largest one, a test the compiler vectorises."""
-    docs = np.empty(max(2 * k, MIN_CANDIDATES), dtype=np.int64)
-    sums = np.empty(docs.shape[0], dtype=np.float32)
-    n = 0
+    module docstring. Only positive sums of live documents are candidates (see `_search_one`).
+
+    1. The largest sum of each group of `GROUP` (`_group_maxima`: ``maxima``, float32 scratch;
+       a loop the compiler vectorises), and a value ``G`` that k of those maxima reach: k
+       documents have a sum of at least ``G``, so the final ``F >= G`` and nothing below
+       ``G - 2 bound`` can be a candidate. ``ceiling``: no sum is above it.
+    2. The groups that reach that first floor are listed (``groups``, int64 scratch), the
+       others reset; the listed groups' sums give the exact ``F`` (a min-heap of k; a few times
+       k sums offered).
+    3. The listed groups' sums at or above the final floor are the candidates; they are reset.
+    """
+    floor = max(0.0, _group_maxima(scores, live, maxima, k, bound, ceiling) - 2.0 * bound)  # and above 0
+    lowest = _float32_at_or_above(floor)
+    listed = 0
     size = 0
-    floor = 0.0  # candidates need a sum above 0 and at least this
-    lowest = np.float32(0.0)  # the smallest float32 a candidate may have: the float32 at or above floor
-    for g in range(0, scores.shape[0], GROUP):
-        top = scores[g]
-        for i in range(1, GROUP):
-            top = max(top, scores[g + i])
-        if top > 0 and top >= lowest:
-            for d in range(g, g + GROUP):
-                s = scores[d]
-                if not (s > 0 and np.float64(s) >= floor) or (live.shape[0] > 0 and live[d] == 0):
-                    continue
-                if n == docs.shape[0]:
-                    n = _keep_above(docs, sums, n, floor)
-                    if n > docs.shape[0] // 2:  # still crowded: grow
-                        docs = np.concatenate((docs, np.empty(docs.shape[0], dtype=np.int64)))
-                        sums = np.concatenate((sums, np.empty(sums.shape[0], dtype=np.float32)))
+    for g in range(maxima.shape[0]):
+        if maxima[g] <= 0:  # reset by pass 1
+            continue
+        if maxima[g] < lowest:
+            for i in range(GROUP):
+                scores[g * GROUP + i] = 0
+            continue
+        groups[listed] = g
+        listed += 1
+        for d in range(g * GROUP, (g + 1) * GROUP):
+            s = scores[d]
+            if np.float64(s) > bound and (live.shape[0] == 0 or live[d] != 0) and (size < k or s > heap[0]):
+                size = _offer_value(heap, size, k, s)
+    if size == k:
+        floor = max(floor, np.float64(heap[0]) - 2.0 * bound)
+    docs = np.empty(listed * GROUP, dtype=np.int64)
+    sums = np.empty(listed * GROUP, dtype=np.float32)
+    n = 0
+    for i in range(listed):
+        for d in range(groups[i] * GROUP, (groups[i] + 1) * GROUP):
+            s = scores[d]
+            scores[d] = 0
+            if s > 0 and np.float64(s) >= floor and (live.shape[0] == 0 or live[d] != 0):
                 docs[n] = d
                 sums[n] = s
                 n += 1
-                if np.float64(s) > bound:
-                    size = _offer_value(heap, size, k, s)
-                    if size == k and np.float64(heap[0]) - 2.0 * bound > floor:
-                        floor = np.float64(heap[0]) - 2.0 * bound
-                        lowest = _float32_at_or_above(floor)
-        for i in range(GROUP):
-            scores[g + i] = 0
-    return docs, sums, _keep_above(docs, sums, n, floor)
+    return docs, sums, n
 
 
 @njit(cache=True, nogil=True)
@@ -231,7 +275,10 @@ def _live_docs(num_docs, live):
 
 
 @njit(cache=True, nogil=True)
-def _search_one(q_terms, q_weights, num_docs, k, live, terms, blocks, fine, scores, out_docs, out_scores):
+def _search_one(q_terms, q_weights, num_docs, k, live, terms, blocks, fine, scores, maxima, groups, out_docs,
+                out_scores):
+    if q_terms.shape[0] == 0:
+        return 0
     total = 0.0
     positive = True
     for j in range(q_weights.shape[0]):
@@ -252,20 +299,21 @@ def _search_one(q_terms, q_weights, num_docs, k, live, terms, blocks, fine, scor
     if fine:
         bound += total / 255.0 * FINE_ERROR_LEVELS * 1.001  # E of the module docstring
     heap = np.empty(k, dtype=np.float32)
-    docs, _, n = _collect(scores, live, k, bound, heap)
+    ceiling = total * (1.0 + 2.0**-20) + bound  # above every float32 sum (each is within bound of one <= total)
+    docs, _, n = _collect(scores, maxima, groups, live, k, bound, ceiling, heap)
     return _rank_exact(docs, n, q_terms, q_weights, blocks, fine, k, out_docs, out_scores)
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _search_many(q_indptr, q_terms, q_weights, num_docs, k, live, terms, blocks, fine, scores, workers,
-                 out_docs, out_scores, counts):
-    """Queries split over ``workers`` threads; worker ``w`` owns accumulator row ``w``."""
+def _search_many(q_indptr, q_terms, q_weights, num_docs, k, live, terms, blocks, fine, scores, maxima, groups,
+                 workers, out_docs, out_scores, counts):
+    """Queries split over ``workers`` threads; worker ``w`` owns accumulator and scratch row ``w``."""
     num_queries = q_indptr.shape[0] - 1
     for w in prange(workers):
         for q in range(w, num_queries, workers):
             start, end = q_indptr[q], q_indptr[q + 1]
             counts[q] = _search_one(q_terms[start:end], q_weights[start:end], num_docs, k, live, terms, blocks, fine,
-                                    scores[w], out_docs[q], out_scores[q])
+                                    scores[w], maxima[w], groups[w], out_docs[q], out_scores[q])
 
 
 # wrappers
@@ -293,15 +341,19 @@ class SearchResults:
 _accumulators = threading.local()
 
 
-def _accumulator(rows: int, num_docs: int) -> np.ndarray:
+def _accumulator(rows: int, num_docs: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """This thread's zeroed float32 sums, ``rows`` of them, each `GROUP`-aligned and at least
-    ``num_docs`` long (the kernels leave them zeroed), grown to the largest segment seen: a
-    fresh array per query would cost its page faults and a reset."""
+    ``num_docs`` long (the kernels leave them zeroed), and as many rows of each group scratch
+    of `_collect` (maxima, listed groups); grown to the largest segment seen: a fresh array per
+    query would cost its page faults and a reset."""
     need = -(-max(num_docs, 1) // GROUP) * GROUP
     cached = getattr(_accumulators, "arrays", None)
-    if cached is None or cached.shape[0] < rows or cached.shape[1] < need:
-        cached = _accumulators.arrays = np.zeros((rows, need), dtype=np.float32)
-    return cached[:rows, :need]
+    if cached is None or cached[0].shape[0] < rows or cached[0].shape[1] < need:
+        cached = _accumulators.arrays = (np.zeros((rows, need), dtype=np.float32),
+                                         np.zeros((rows, need // GROUP), dtype=np.float32),
+                                         np.zeros((rows, need // GROUP), dtype=np.int64))
+    sums, maxima, groups = cached
+    return sums[:rows, :need], maxima[:rows, : need // GROUP], groups[:rows, : need // GROUP]
 
 
 @contextmanager
@@ -327,10 +379,10 @@ def segment_top_k(segment: Segment, terms: np.ndarray, weights: np.ndarray, k: i
     docs = np.full(k, -1, dtype=np.int64)
     scores = np.zeros(k, dtype=np.float64)
     b = segment.postings
-    sums = _accumulator(1, b.num_blocks * b.block_size)
+    sums, maxima, groups = _accumulator(1, b.num_blocks * b.block_size)
     with _dropped_on_error():
         n = _search_one(terms, weights, segment.num_docs, k, live, term_view(b), block_view(b), bool(fine), sums[0],
-                        docs, scores)
+                        maxima[0], groups[0], docs, scores)
     return docs[:n], scores[:n]
 
 
@@ -343,10 +395,10 @@ def segment_top_k_batch(segment: Segment, queries: SparseBatch, k: int, live: np
     counts = np.zeros(n, dtype=np.int64)
     b = segment.postings
     workers = max(1, min(numba.get_num_threads(), n))
-    sums = _accumulator(workers, b.num_blocks * b.block_size)
+    sums, maxima, groups = _accumulator(workers, b.num_blocks * b.block_size)
     with _dropped_on_error():
         _search_many(queries.indptr, queries.indices, queries.values, segment.num_docs, k, live, term_view(b),
-                     block_view(b), bool(fine), sums, workers, docs, scores, counts)
+                     block_view(b), bool(fine), sums, maxima, groups, workers, docs, scores, counts)
     return SearchResults(docs, scores, counts)
 
 
