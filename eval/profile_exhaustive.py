@@ -58,13 +58,14 @@ def flat_postings(index, terms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
 def stages(index, queries, k: int) -> dict:
     b = index.postings
     terms, blocks = term_view(b), block_view(b)
-    sums, groups = (rows[0] for rows in ex._accumulator(1, b.num_blocks * b.block_size))
+    sums, maxima = (rows[0] for rows in ex._accumulator(1, b.num_blocks * b.block_size))
     times, candidates = [], []
     for q_terms, q_weights in queries:
         started = time.perf_counter()
         ex._accumulate32(q_terms, q_weights, terms, sums)
         accumulated = time.perf_counter()
-        docs, _, n = ex._collect(sums, groups, ex.NO_DELETES, k, ex._error_bound(q_weights), np.empty(k, np.float32))
+        bound = ex._error_bound(q_weights)
+        docs, _, n = ex._collect(sums, maxima, ex.NO_DELETES, k, bound, ex._ceiling(q_weights, bound))
         collected = time.perf_counter()
         ex._rank_exact(docs, n, q_terms, q_weights, blocks, False, k, np.empty(k, np.int64), np.empty(k))
         ranked = time.perf_counter()

@@ -3,11 +3,12 @@
 1. Each query term's postings (``index.postings_view.TermView``: low 16-bit doc ids chunk by
    chunk, one sequential sweep a term) are added, weight x impact in float32, into a
    per-thread accumulator of every document, reused from query to query.
-2. One pass over the whole accumulator, eight sums at a time (a group below the floor is
-   skipped on its largest sum, a test the compiler vectorises), reads each sum, sets it back to
-   zero (the next query starts from zeros without a separate reset) and keeps the documents
-   that may be in the top k, with a running k-th best sum as the threshold (a min-heap of k
-   floats).
+2. One pass over the whole accumulator takes the largest sum of every eight (a loop the
+   compiler vectorises) and keeps a histogram of them, whose running k-th largest is a floor
+   below which a group is set back to zero at once (the next query starts from zeros without a
+   separate reset); then the sums of the groups above the final floor give the exact k-th best
+   sum (a selection over a few times k values), and the documents that may be in the top k
+   are kept (`_collect`).
 3. Those candidates are rescored exactly through the per-block forward index
    (``index.postings_view.score_block_float64``: float64, query terms in the same order as the
    oracle ``index.scorers.oracle``, so the very same sums) and ranked: score descending, doc id
@@ -103,32 +104,13 @@ def _error_bound(q_weights):
 
 
 @njit(cache=True, nogil=True)
-def _offer_value(heap, size, k, value):
-    """Offer a value to a min-heap of the k largest; returns the new size."""
-    if size < k:
-        i = size
-        heap[i] = value
-        while i > 0:
-            parent = (i - 1) >> 1
-            if heap[parent] <= heap[i]:
-                break
-            heap[i], heap[parent] = heap[parent], heap[i]
-            i = parent
-        return size + 1
-    if value <= heap[0]:
-        return size
-    heap[0] = value
-    i = 0
-    while True:
-        smallest, left, right = i, 2 * i + 1, 2 * i + 2
-        if left < size and heap[left] < heap[smallest]:
-            smallest = left
-        if right < size and heap[right] < heap[smallest]:
-            smallest = right
-        if smallest == i:
-            return size
-        heap[i], heap[smallest] = heap[smallest], heap[i]
-        i = smallest
+def _ceiling(q_weights, bound):
+    """A number above every float32 sum: each is within ``bound`` of an exact one, at most
+    ``sum_j |w_j| * 255``."""
+    total = 0.0
+    for j in range(q_weights.shape[0]):
+        total += abs(np.float64(q_weights[j])) * 255.0
+    return total * (1.0 + 2.0**-20) + bound
 
 
 @njit(cache=True, nogil=True)
@@ -179,7 +161,7 @@ def _group_maxima(scores, live, maxima, k, bound, ceiling):
 
 
 @njit(cache=True, nogil=True)
-def _collect(scores, maxima, groups, live, k, bound, ceiling, heap):
+def _collect(scores, maxima, live, k, bound, ceiling):
     """Read and reset every sum (``scores``: a multiple of `GROUP` long); returns the
     candidates in doc order as (docs, float32 sums, count), cut at the final floor of the
     module docstring. Only positive sums of live documents are candidates (see `_search_one`).
@@ -188,42 +170,48 @@ def _collect(scores, maxima, groups, live, k, bound, ceiling, heap):
        a loop the compiler vectorises), and a value ``G`` that k of those maxima reach: k
        documents have a sum of at least ``G``, so the final ``F >= G`` and nothing below
        ``G - 2 bound`` can be a candidate. ``ceiling``: no sum is above it.
-    2. The groups that reach that first floor are listed (``groups``, int64 scratch), the
-       others reset; the listed groups' sums give the exact ``F`` (a min-heap of k; a few times
-       k sums offered).
-    3. The listed groups' sums at or above the final floor are the candidates; they are reset.
+    2. The sums at or above that first floor (in the groups that reach it; the others are
+       reset) are gathered, and the exact ``F`` is the k-th largest of those above ``bound``
+       (a selection, not a heap: a few times k values).
+    3. The gathered sums at or above the final floor ``F - 2 bound`` are the candidates.
     """
     floor = max(0.0, _group_maxima(scores, live, maxima, k, bound, ceiling) - 2.0 * bound)  # and above 0
     lowest = _float32_at_or_above(floor)
-    listed = 0
-    size = 0
+    reaching = 0
+    for g in range(maxima.shape[0]):
+        reaching += maxima[g] > 0 and maxima[g] >= lowest
+    docs = np.empty(reaching * GROUP, dtype=np.int64)
+    sums = np.empty(reaching * GROUP, dtype=np.float32)
+    n = 0
+    above = 0  # gathered sums above bound
     for g in range(maxima.shape[0]):
         if maxima[g] <= 0:  # reset by pass 1
             continue
-        if maxima[g] < lowest:
-            for i in range(GROUP):
-                scores[g * GROUP + i] = 0
-            continue
-        groups[listed] = g
-        listed += 1
+        reaches = maxima[g] >= lowest
         for d in range(g * GROUP, (g + 1) * GROUP):
             s = scores[d]
-            if np.float64(s) > bound and (live.shape[0] == 0 or live[d] != 0) and (size < k or s > heap[0]):
-                size = _offer_value(heap, size, k, s)
-    if size == k:
-        floor = max(floor, np.float64(heap[0]) - 2.0 * bound)
-    docs = np.empty(listed * GROUP, dtype=np.int64)
-    sums = np.empty(listed * GROUP, dtype=np.float32)
-    n = 0
-    for i in range(listed):
-        for d in range(groups[i] * GROUP, (groups[i] + 1) * GROUP):
-            s = scores[d]
             scores[d] = 0
-            if s > 0 and np.float64(s) >= floor and (live.shape[0] == 0 or live[d] != 0):
+            if reaches and s > 0 and s >= lowest and (live.shape[0] == 0 or live[d] != 0):
                 docs[n] = d
                 sums[n] = s
                 n += 1
-    return docs, sums, n
+                above += np.float64(s) > bound
+    if above >= k:
+        pool = np.empty(above, dtype=np.float32)
+        i = 0
+        for x in range(n):
+            if np.float64(sums[x]) > bound:
+                pool[i] = sums[x]
+                i += 1
+        kth = np.partition(pool, above - k)[above - k]
+        floor = max(floor, np.float64(kth) - 2.0 * bound)
+    kept = 0
+    for x in range(n):
+        if np.float64(sums[x]) >= floor:
+            docs[kept] = docs[x]
+            sums[kept] = sums[x]
+            kept += 1
+    return docs, sums, kept
 
 
 @njit(cache=True, nogil=True)
@@ -275,8 +263,7 @@ def _live_docs(num_docs, live):
 
 
 @njit(cache=True, nogil=True)
-def _search_one(q_terms, q_weights, num_docs, k, live, terms, blocks, fine, scores, maxima, groups, out_docs,
-                out_scores):
+def _search_one(q_terms, q_weights, num_docs, k, live, terms, blocks, fine, scores, maxima, out_docs, out_scores):
     if q_terms.shape[0] == 0:
         return 0
     total = 0.0
@@ -298,22 +285,20 @@ def _search_one(q_terms, q_weights, num_docs, k, live, terms, blocks, fine, scor
     bound = _error_bound(q_weights)
     if fine:
         bound += total / 255.0 * FINE_ERROR_LEVELS * 1.001  # E of the module docstring
-    heap = np.empty(k, dtype=np.float32)
-    ceiling = total * (1.0 + 2.0**-20) + bound  # above every float32 sum (each is within bound of one <= total)
-    docs, _, n = _collect(scores, maxima, groups, live, k, bound, ceiling, heap)
+    docs, _, n = _collect(scores, maxima, live, k, bound, _ceiling(q_weights, bound))
     return _rank_exact(docs, n, q_terms, q_weights, blocks, fine, k, out_docs, out_scores)
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _search_many(q_indptr, q_terms, q_weights, num_docs, k, live, terms, blocks, fine, scores, maxima, groups,
-                 workers, out_docs, out_scores, counts):
+def _search_many(q_indptr, q_terms, q_weights, num_docs, k, live, terms, blocks, fine, scores, maxima, workers,
+                 out_docs, out_scores, counts):
     """Queries split over ``workers`` threads; worker ``w`` owns accumulator and scratch row ``w``."""
     num_queries = q_indptr.shape[0] - 1
     for w in prange(workers):
         for q in range(w, num_queries, workers):
             start, end = q_indptr[q], q_indptr[q + 1]
             counts[q] = _search_one(q_terms[start:end], q_weights[start:end], num_docs, k, live, terms, blocks, fine,
-                                    scores[w], maxima[w], groups[w], out_docs[q], out_scores[q])
+                                    scores[w], maxima[w], out_docs[q], out_scores[q])
 
 
 # wrappers
@@ -341,19 +326,18 @@ class SearchResults:
 _accumulators = threading.local()
 
 
-def _accumulator(rows: int, num_docs: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _accumulator(rows: int, num_docs: int) -> tuple[np.ndarray, np.ndarray]:
     """This thread's zeroed float32 sums, ``rows`` of them, each `GROUP`-aligned and at least
-    ``num_docs`` long (the kernels leave them zeroed), and as many rows of each group scratch
-    of `_collect` (maxima, listed groups); grown to the largest segment seen: a fresh array per
-    query would cost its page faults and a reset."""
+    ``num_docs`` long (the kernels leave them zeroed), and as many rows of group maxima scratch
+    for `_collect`; grown to the largest segment seen: a fresh array per query would cost its
+    page faults and a reset."""
     need = -(-max(num_docs, 1) // GROUP) * GROUP
     cached = getattr(_accumulators, "arrays", None)
     if cached is None or cached[0].shape[0] < rows or cached[0].shape[1] < need:
         cached = _accumulators.arrays = (np.zeros((rows, need), dtype=np.float32),
-                                         np.zeros((rows, need // GROUP), dtype=np.float32),
-                                         np.zeros((rows, need // GROUP), dtype=np.int64))
-    sums, maxima, groups = cached
-    return sums[:rows, :need], maxima[:rows, : need // GROUP], groups[:rows, : need // GROUP]
+                                         np.zeros((rows, need // GROUP), dtype=np.float32))
+    sums, maxima = cached
+    return sums[:rows, :need], maxima[:rows, : need // GROUP]
 
 
 @contextmanager
@@ -379,10 +363,10 @@ def segment_top_k(segment: Segment, terms: np.ndarray, weights: np.ndarray, k: i
     docs = np.full(k, -1, dtype=np.int64)
     scores = np.zeros(k, dtype=np.float64)
     b = segment.postings
-    sums, maxima, groups = _accumulator(1, b.num_blocks * b.block_size)
+    sums, maxima = _accumulator(1, b.num_blocks * b.block_size)
     with _dropped_on_error():
         n = _search_one(terms, weights, segment.num_docs, k, live, term_view(b), block_view(b), bool(fine), sums[0],
-                        maxima[0], groups[0], docs, scores)
+                        maxima[0], docs, scores)
     return docs[:n], scores[:n]
 
 
@@ -395,10 +379,10 @@ def segment_top_k_batch(segment: Segment, queries: SparseBatch, k: int, live: np
     counts = np.zeros(n, dtype=np.int64)
     b = segment.postings
     workers = max(1, min(numba.get_num_threads(), n))
-    sums, maxima, groups = _accumulator(workers, b.num_blocks * b.block_size)
+    sums, maxima = _accumulator(workers, b.num_blocks * b.block_size)
     with _dropped_on_error():
         _search_many(queries.indptr, queries.indices, queries.values, segment.num_docs, k, live, term_view(b),
-                     block_view(b), bool(fine), sums, maxima, groups, workers, docs, scores, counts)
+                     block_view(b), bool(fine), sums, maxima, workers, docs, scores, counts)
     return SearchResults(docs, scores, counts)
 
 
