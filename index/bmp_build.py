@@ -17,7 +17,7 @@ block. Written arrays:
 * the per-block forward index, a second copy of the postings laid out block by block so that
   scoring one block reads one small contiguous region: block ``j``'s entries are
   ``block_term_offsets[j]:block_term_offsets[j + 1]`` with sorted terms ``block_terms``
-  (uint32); entry ``e``'s postings start at ``block_entry_starts[e]`` (uint16 when every
+  (uint16 when the vocabulary has at most 65,536 terms, else uint32; readers take either); entry ``e``'s postings start at ``block_entry_starts[e]`` (uint16 when every
   block has fewer than 65,536 postings, else uint32; relative to the block's first posting
   ``block_post_offsets[j]``) and end where the next entry of the block starts (or at the
   block's end), as doc offset (``block_post_docs``, uint8) and impact
@@ -49,6 +49,11 @@ from lsr.index.format import CHUNK_BITS, chunk_count, load_array, new_array_file
 CHUNK_MASK = (1 << CHUNK_BITS) - 1
 
 SEED_KS = (10, 100, 1000, 2000, 5000)  # the wider ones serve k = 1000 with deletions
+
+
+def block_term_type(vocab_size: int):
+    """``block_terms``' dtype: uint16 where every term id fits (BERT's 30,522 do), else uint32."""
+    return np.uint16 if vocab_size <= 2**16 else np.uint32
 MAX_BLOCK_SIZE = 256  # doc offsets inside a block are uint8
 
 # kernels
@@ -210,7 +215,7 @@ def build_bmp_arrays(offsets: np.ndarray, docs: np.ndarray, impacts: np.ndarray,
     term_entry_offsets = _prefix(term_entries)
     block_term_offsets, block_post_offsets = _prefix(block_entries), _prefix(block_postings)
     forward = {
-        "block_terms": new_array_file(out_dir, "block_terms", np.uint32, num_entries),
+        "block_terms": new_array_file(out_dir, "block_terms", block_term_type(len(offsets) - 1), num_entries),
         "block_entry_starts": new_array_file(out_dir, "block_entry_starts", block_start_type, num_entries),
         "block_post_docs": new_array_file(out_dir, "block_post_docs", np.uint8, num_postings),
         "block_post_impacts": new_array_file(out_dir, "block_post_impacts", np.uint8, num_postings),

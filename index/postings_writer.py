@@ -28,7 +28,7 @@ import numpy as np
 from numba import njit
 
 from lsr.index import storage
-from lsr.index.bmp_build import CHUNK_MASK, MAX_BLOCK_SIZE, SEED_KS, kth_levels
+from lsr.index.bmp_build import CHUNK_MASK, MAX_BLOCK_SIZE, SEED_KS, block_term_type, kth_levels
 from lsr.index.format import CHUNK_BITS, chunk_count
 from lsr.index.npy_stream import NpyAppender, read_slice
 
@@ -196,7 +196,7 @@ class PostingsWriter:
         self.start_type = np.uint32 if max_postings < 2**32 else np.int64
         self.block_entries = np.zeros(self.num_blocks, dtype=np.int64)
         self.block_postings = np.zeros(self.num_blocks, dtype=np.int64)
-        self.forward = {"block_terms": NpyAppender(self.out_dir / "block_terms.npy", np.uint32),
+        self.forward = {"block_terms": NpyAppender(self.out_dir / "block_terms.npy", block_term_type(vocab_size)),
                         "block_entry_starts": NpyAppender(self.out_dir / "block_entry_starts.npy", self.block_start_type),
                         "block_post_docs": NpyAppender(self.out_dir / "block_post_docs.npy", np.uint8),
                         "block_post_impacts": NpyAppender(self.out_dir / "block_post_impacts.npy", np.uint8)}
@@ -264,7 +264,7 @@ class PostingsWriter:
         entries, _ = _block_view(indptr, terms, impacts, fine, self.block_size, first, blocks, out_terms, out_starts,
                                  out_counts, out_max, out_docs, out_impacts, out_fine,
                                  self.block_entries[first : first + blocks], self.block_postings[first : first + blocks])
-        self.forward["block_terms"].append(out_terms[:entries])
+        self.forward["block_terms"].append(out_terms[:entries].astype(self.forward["block_terms"].dtype))
         self.forward["block_entry_starts"].append(out_starts[:entries].astype(self.block_start_type))
         self.forward["block_post_docs"].append(out_docs)
         self.forward["block_post_impacts"].append(out_impacts)

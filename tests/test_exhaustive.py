@@ -281,3 +281,24 @@ def test_postings_past_the_first_doc_id_chunk_equal_scipy_on_the_input(tmp_path)
                 found, found_scores = segment_top_k(index, *canonical, k, mask, fine=True)
             assert found.tolist() == expected.tolist()
             assert found_scores.tolist() == scores[expected].tolist()
+
+
+@pytest.mark.parametrize("vocab, dtype", [(30_522, np.uint16), (70_000, np.uint32)])
+def test_block_terms_are_16_bit_where_the_vocabulary_fits(tmp_path, vocab, dtype):
+    """The forward index keeps term ids in 16 bits for a BERT-sized vocabulary and in 32 past
+    2^16; both search alike (terms above 2^16 included)."""
+    rng = np.random.default_rng(vocab)
+    docs = sp.random(500, vocab, density=0.002, random_state=rng, format="csr",
+                     data_rvs=lambda size: rng.integers(1, 256, size).astype(np.float32)).tolil()
+    docs[:50, vocab - 1] = 200  # the largest term id
+    docs = docs.tocsr()
+    index = build(tmp_path, docs)
+    assert index.postings.block_terms.dtype == dtype
+    terms = np.concatenate([rng.choice(vocab - 1, 7, replace=False), [vocab - 1]])
+    weights = (rng.integers(1, 64, 8) / 8).astype(np.float32)
+    from lsr.index.scorers.bmp import bmp_search
+
+    for k in (5, 100):
+        expected = oracle(index, sp.csr_matrix((weights, (np.zeros(8, int), terms)), shape=(1, vocab)), k)
+        for found in (search(index, terms, weights, k), bmp_search(index, terms, weights, k)):
+            assert found[0].tolist() == expected[0].tolist() and found[1].tolist() == expected[1].tolist()
