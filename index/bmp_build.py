@@ -17,8 +17,9 @@ block. Written arrays:
 * the per-block forward index, a second copy of the postings laid out block by block so that
   scoring one block reads one small contiguous region: block ``j``'s entries are
   ``block_term_offsets[j]:block_term_offsets[j + 1]`` with sorted terms ``block_terms``
-  (uint16 when the vocabulary has at most 65,536 terms, else uint32; readers take either); entry ``e``'s postings start at ``block_entry_starts[e]`` (uint16 when every
-  block has fewer than 65,536 postings, else uint32; relative to the block's first posting
+  (uint16 when the vocabulary has at most 65,536 terms, else uint32; readers take either);
+  entry ``e``'s postings start at ``block_entry_starts[e]`` (uint16 when every block has
+  fewer than 65,536 postings, else uint32; relative to the block's first posting
   ``block_post_offsets[j]``) and end where the next entry of the block starts (or at the
   block's end), as doc offset (``block_post_docs``, uint8) and impact
   (``block_post_impacts``, uint8). BMP finds a query term in a block by binary search;
@@ -29,8 +30,8 @@ block. Written arrays:
   less the deleted documents at or above that impact).
 
 Term-major postings with 4-byte doc ids cost 5 bytes a posting; this layout costs 5 a posting
-(3 term-major, 2 in the forward index) plus about 11 an entry, and BP makes entries several
-times fewer than postings. Measured on 1M docs: one copy in term order made BMP 30% slower, one
+(3 term-major, 2 in the forward index) plus 9 an entry (4 + 1 + 2 + 2), and BP makes entries
+several times fewer than postings. Measured on 1M docs: one copy in term order made BMP 30% slower, one
 copy in block order made the exhaustive scorer 3 times slower. Until segment format 2 the
 term-major postings were an in-block offset (uint8) per posting and a start per entry (uint32):
 a byte a posting less but 4 an entry more, and a sweep 2.4 times slower (a block step per
