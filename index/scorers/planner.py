@@ -7,14 +7,17 @@ for very long queries (loose block bounds, a binary search per term per block). 
 thresholds are the measured crossovers of ``eval/bench_planner.py`` (block size 8, BP order,
 ``eval/results/bench_planner.json``), mean latency on 2 cores:
 
-* k = 10: at 100k docs BMP won for queries of up to 32 terms (17-32 terms: 1.25 against
-  1.43 ms) and lost above (33-64 terms: 4.45 against 2.82 ms); from 300k docs on it won for
-  every length but the longest, where it tied (65-128 terms at 300k: 7.99 against 8.09 ms);
-* k = 1000: the exhaustive scorer (rebuilt in issue 13: a reused float32 accumulator, one pass
-  with a running k-th best) won at every measured size, 1M included (11.3 against 17.4 ms;
-  4.5 against 9.7 at 100k, 4.9 against 10.1 at 300k). Its lead shrinks with size (BMP's time
-  grows more slowly); the k = 1000 threshold is put at 4M docs, an extrapolation of that trend
-  and not a measurement (measured on 2026-12-01, a slow day of this machine, 500 queries).
+* k = 10 (refit on 2026-12-01 after the exhaustive scorer's second rebuild, segment format 2):
+  at 100k docs the exhaustive scorer won on the mean (0.35 against 0.67 ms) and for every
+  query length but the shortest (1-8 terms: 0.24 against 0.19 ms, 12 of 500 queries); at
+  300k BMP won for queries of up to 32 terms (17-32 terms: 0.74 against 0.80 ms) and lost
+  above (33-64 terms: 2.50 against 1.57 ms); at 1M it won up to 64 terms (3.84 against 4.73),
+  tied at 65-128 (8.11 against 8.03) and lost on the two longest queries (11.8 against 10.0);
+* k = 1000: the exhaustive scorer won at every measured size, 1M included (3.77 against
+  10.58 ms; 1.51 against 4.43 at 100k, 2.18 against 7.16 at 300k). Its lead does not grow with
+  size (2.9x, 3.3x, 2.8x), and BMP's time grows more slowly (from 1M to 4M about 1.4x against
+  the exhaustive scorer's 4 to 5x in the 4M benchmark), so the k = 1000 threshold stays at 4M
+  docs: an extrapolation, not a measurement (500 queries, 2 cores, one thread).
 
 Sizes between the measured ones go to the exhaustive scorer; k up to 100 follows the k = 10 rule.
 """
@@ -27,8 +30,8 @@ from lsr.index.format import Segment
 from lsr.index.scorers.exhaustive import SearchResults
 from lsr.index.sparse_batch import SparseBatch
 
-MIN_DOCS_FOR_BMP = 100_000  # small k
-MIN_DOCS_FOR_BMP_LONG_QUERIES = 300_000  # small k, more than MAX_QUERY_TERMS_FOR_BMP terms
+MIN_DOCS_FOR_BMP = 300_000  # small k
+MIN_DOCS_FOR_BMP_LONG_QUERIES = 1_000_000  # small k, more than MAX_QUERY_TERMS_FOR_BMP terms
 MAX_QUERY_TERMS_FOR_BMP = 32
 MIN_DOCS_FOR_BMP_LARGE_K = 4_000_000
 LARGE_K = 100  # k above this follows the k = 1000 measurements
