@@ -162,3 +162,21 @@ def test_segments_of_format_1_are_rewritten_with_their_deletes(tmp_path, capsys)
             assert list(found_ids) == list(expected_ids) and list(found_scores) == list(expected_scores)
     assert len(list((tmp_path / "ix" / "segments").iterdir())) == 1  # the format 1 copy was collected
     assert main(["index", "upgrade", str(tmp_path / "ix")]) == 0  # nothing left to rewrite
+
+
+def test_each_shard_of_a_sharded_index_is_upgraded(tmp_path, capsys):
+    from lsr.index.sharded import open_index
+    from lsr.index.shards import shard_directories
+    from tests.test_shards import build_sharded
+
+    build_sharded(tmp_path / "ix", 2, num_docs=200)
+    terms, weights = np.array([1, 5, 9]), np.array([1.0, 0.5, 2.0], np.float32)
+    with open_index(tmp_path / "ix") as index:
+        expected = index.search_sparse(terms, weights, 20)
+    for shard in shard_directories(tmp_path / "ix").values():
+        _as_format_1(shard)
+    assert main(["index", "upgrade", str(tmp_path / "ix")]) == 0
+    assert capsys.readouterr().out.count("1 segment(s) of an older segment format rewritten") == 2
+    with open_index(tmp_path / "ix") as index:
+        found = index.search_sparse(terms, weights, 20)
+    assert list(found[0]) == list(expected[0]) and list(found[1]) == list(expected[1])

@@ -196,15 +196,18 @@ def merge(directory: str, max_segments: int) -> int:
 
 
 def upgrade(directory: str) -> int:
+    """Upgrade an index, or each shard of a sharded one."""
+    from lsr.index.shards import is_sharded
     from lsr.index.upgrade import upgrade_index
 
-    summary = upgrade_index(directory)
-    if summary["documents"] is None:  # already version 3: older segments, if any, rewritten
-        print(f"{directory} is at format version 3: {summary['upgraded_segments']} segment(s) of an older segment "
-              "format rewritten")
-        return 0
-    print(f"upgraded {directory} to format version {summary['format_version']}: one segment of "
-          f"{summary['documents']} documents, {summary['logged_writes']} writes of its update log carried over")
+    for path in _index_directories(directory) if is_sharded(directory) else [directory]:
+        summary = upgrade_index(path)
+        if summary["documents"] is None:  # already version 3: older segments, if any, rewritten
+            print(f"{path} is at format version 3: {summary['upgraded_segments']} segment(s) of an older segment "
+                  "format rewritten")
+            continue
+        print(f"upgraded {path} to format version {summary['format_version']}: one segment of "
+              f"{summary['documents']} documents, {summary['logged_writes']} writes of its update log carried over")
     return 0
 
 
