@@ -213,10 +213,18 @@ class _TwoSmallest:
         return [s.name for s in sorted(segments, key=lambda s: s.num_live)[:2]]
 
 
-def check_cut(recorder: IoRecorder, cut: int, work: Path, rng) -> str | None:
-    """Rebuild the directory a cut leaves and check it; the problem found, or None."""
+def check_cut(recorder: IoRecorder, cut: int, work: Path, rng, recover=None) -> str | None:
+    """Rebuild the directory a cut leaves and check it; the problem found, or None.
+    ``recover``: what a user runs on that directory before opening it (``lsr index upgrade``
+    after an upgrade cut short, say), called with its path."""
     target = work / f"cut-{cut}"
     recorder.durable_tree(cut, target)
+    if recover is not None:
+        try:
+            recover(target)
+        except Exception as error:
+            shutil.rmtree(target, ignore_errors=True)
+            return f"cut {cut}: recovery failed: {type(error).__name__}: {error}"
     acked, in_flight = recorder.state_at(cut)
     candidates = [acked]
     for write in in_flight:  # the write in flight may have reached the disk, or not

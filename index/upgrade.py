@@ -104,9 +104,9 @@ def _upgrade_segments(directory: Path) -> int:
                                      deletes))
         changed += 1
     if changed:
-        newest = commit.successor(segments=tuple(records), next_segment=next_segment)
-        write_commit(directory, newest)
-        collect_garbage(directory, newest)
+        commit = commit.successor(segments=tuple(records), next_segment=next_segment)
+        write_commit(directory, commit)
+    collect_garbage(directory, commit)  # also what an upgrade killed after its commit left
     return changed
 
 

@@ -110,3 +110,47 @@ def test_the_harness_catches_float_vectors_kept_without_fsync(tmp_path, monkeypa
 def test_every_cut_of_an_indexing_job_recovers(tmp_path):
     cuts, problems = job_failures(tmp_path, 2, every=1)
     assert problems == []
+
+
+def upgrade_recorder(tmp_path) -> IoRecorder:
+    """An index of one format 1 segment with a delete file and logged writes, then
+    ``lsr index upgrade`` run on it with its I/O recorded."""
+    from lsr.eval.crash_sim import _vector
+    from lsr.index.live import LiveIndex
+    from lsr.index.upgrade import upgrade_index
+    from tests.test_upgrade import _as_format_1
+
+    rng = np.random.default_rng(7)
+    path = tmp_path / "ix"
+    acked = initial_index(path, rng, n=60)
+    with LiveIndex(path, writer="required") as live:
+        for doc_id in ("d3", "d17", "d40"):
+            live.delete(doc_id)
+            acked[doc_id] = None
+        live.flush()  # the deletes become a delete file of the segment
+        for i in range(4):  # and these stay in the log
+            vector = _vector(rng)
+            live.add_many([(f"n{i}", "", "", vector.indices, vector.data, None)])
+            acked[f"n{i}"] = vector
+    _as_format_1(path)
+    recorder = IoRecorder(path, acked)
+    storage.set_recorder(recorder)
+    try:
+        assert upgrade_index(path)["upgraded_segments"] == 1
+    finally:
+        storage.set_recorder(None)
+    return recorder
+
+
+def test_every_cut_of_a_segment_upgrade_recovers_when_it_runs_again(tmp_path):
+    """Power lost at any fsync of `lsr index upgrade` (new segment, its deletes, the commit,
+    the cleanup): running it again gives the index every acknowledged write, deletes kept,
+    search equal to brute force."""
+    from lsr.index.upgrade import upgrade_index
+
+    recorder = upgrade_recorder(tmp_path)
+    assert len(recorder.cut_points) > 10
+    rng = np.random.default_rng(99)
+    problems = [problem for cut in recorder.cut_points
+                if (problem := check_cut(recorder, cut, tmp_path, rng, recover=upgrade_index))]
+    assert problems == []

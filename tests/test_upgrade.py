@@ -180,3 +180,56 @@ def test_each_shard_of_a_sharded_index_is_upgraded(tmp_path, capsys):
     with open_index(tmp_path / "ix") as index:
         found = index.search_sparse(terms, weights, 20)
     assert list(found[0]) == list(expected[0]) and list(found[1]) == list(expected[1])
+
+
+@pytest.mark.parametrize("point", ["segment", "deletes", "commit"])
+def test_an_upgrade_killed_at_any_step_finishes_when_run_again(tmp_path, point):
+    """`lsr index upgrade` killed (SIGKILL) after writing the new segment, its delete file, or
+    the commit: a second run finishes, nothing is lost, nothing is left behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(9)
+    docs = sp.random(300, VOCAB, density=0.08, random_state=rng, format="csr", dtype=np.float32)
+    docs.data += 0.1
+    ids = [f"d{i}" for i in range(300)]
+    build = IndexBuild(tmp_path / "ix", VOCAB, {"encoder": {"model": "m"}, "corpus": "c"}, block_size=4)
+    build.add(ids, SparseBatch.from_scipy(docs), ids)
+    build.finish()
+    terms, weights = np.array([3, 7, 11, 40]), np.array([1.0, 2.0, 0.5, 0.25], np.float32)
+    with LiveIndex(tmp_path / "ix") as live:
+        live.delete("d7")
+        live.flush()
+        live.add_many([("logged", "", "", np.array([3, 7]), np.array([5.0, 5.0], np.float32), None)])
+        expected = live.search_sparse(terms, weights, 50)
+    _as_format_1(tmp_path / "ix")
+    script = (
+        "import sys\n"
+        "import lsr.index.upgrade as U\n"
+        "def pausing(fn):\n"
+        "    def wrapper(*args, **kwargs):\n"
+        "        result = fn(*args, **kwargs)\n"
+        "        print('ready', flush=True)\n"
+        "        sys.stdin.read()\n"
+        "        return result\n"
+        "    return wrapper\n"
+        "name = {'segment': '_rewrite_format_1_segment', 'deletes': 'write_deletes', 'commit': 'write_commit'}[sys.argv[2]]\n"
+        "setattr(U, name, pausing(getattr(U, name)))\n"
+        "U.upgrade_index(sys.argv[1])\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "ix"), point],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert main(["index", "upgrade", str(tmp_path / "ix")]) == 0
+    assert verify_index(tmp_path / "ix")[0] == []
+    with LiveIndex(tmp_path / "ix", writer="never") as live:
+        assert live.num_docs == 300 and not live.contains("d7") and live.contains("logged")
+        found = live.search_sparse(terms, weights, 50)
+    assert list(found[0]) == list(expected[0]) and list(found[1]) == list(expected[1])
+    segments = list((tmp_path / "ix" / "segments").iterdir())
+    assert len(segments) == 1 and not segments[0].name.startswith(".")
+    assert [p.name.split(".")[0] for p in (tmp_path / "ix" / "deletes").iterdir()] == [segments[0].name]
