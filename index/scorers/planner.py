@@ -14,10 +14,10 @@ thresholds are the measured crossovers of ``eval/bench_planner.py`` (block size 
   above (33-64 terms: 2.50 against 1.57 ms); at 1M it won up to 64 terms (3.84 against 4.73),
   tied at 65-128 (8.11 against 8.03) and lost on the two longest queries (11.8 against 10.0);
 * k = 1000: the exhaustive scorer won at every measured size, 1M included (3.77 against
-  10.58 ms; 1.51 against 4.43 at 100k, 2.18 against 7.16 at 300k). Its lead does not grow with
-  size (2.9x, 3.3x, 2.8x), and BMP's time grows more slowly (from 1M to 4M about 1.4x against
-  the exhaustive scorer's 4 to 5x in the 4M benchmark), so the k = 1000 threshold stays at 4M
-  docs: an extrapolation, not a measurement (500 queries, 2 cores, one thread).
+  10.58 ms; 1.51 against 4.43 at 100k, 2.18 against 7.16 at 300k), and at 4M in the engine
+  benchmark too (``eval/results/bench_engines_4m_chunked.md``, 200 queries: 15.39 against
+  17.78 ms). From 1M to 4M it grew 4.2x and BMP 1.7x, so the two cross near 5-6M docs; the
+  k = 1000 threshold is put at 6M: an extrapolation of that trend, not a measurement.
 
 Sizes between the measured ones go to the exhaustive scorer; k up to 100 follows the k = 10 rule.
 """
@@ -33,7 +33,7 @@ from lsr.index.sparse_batch import SparseBatch
 MIN_DOCS_FOR_BMP = 300_000  # small k
 MIN_DOCS_FOR_BMP_LONG_QUERIES = 1_000_000  # small k, more than MAX_QUERY_TERMS_FOR_BMP terms
 MAX_QUERY_TERMS_FOR_BMP = 32
-MIN_DOCS_FOR_BMP_LARGE_K = 4_000_000
+MIN_DOCS_FOR_BMP_LARGE_K = 6_000_000
 LARGE_K = 100  # k above this follows the k = 1000 measurements
 SCORERS = ("auto", "exhaustive", "bmp")
 
