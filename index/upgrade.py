@@ -117,18 +117,29 @@ def _rewrite_format_1_segment(source: Path, meta: dict, target: Path) -> None:
         for relative in [info["file"] for info in meta["arrays"].values()] + list(meta.get("files") or {}):
             (tmp / relative).parent.mkdir(parents=True, exist_ok=True)
             os.link(source / relative, tmp / relative)
-        block_size = int(meta["block_size"])
-        chunk_term_postings(tmp, max((int(meta["num_docs"]) + block_size - 1) // block_size, 1), block_size)
-        names = [name.replace("term_entry_starts", "term_chunk_starts") for name in meta["arrays"]]
+        names = _rewrite_term_postings(tmp, meta)
         segment_meta = {k: v for k, v in meta.items() if k not in ("arrays", "files")}
         segment_meta.update(format_version=SEGMENT_FORMAT_VERSION, arrays=describe_arrays(tmp, names),
                             files=describe_extra_files(tmp))
-        (tmp / META_FILE).write_text(json.dumps(segment_meta, indent=2))
-        storage.fsync_tree(tmp)
-        storage.rename(tmp, target)
+        _publish(tmp, segment_meta, target)
     except BaseException:
         storage.remove(tmp)
         raise
+
+
+def _rewrite_term_postings(tmp: Path, meta: dict) -> list[str]:
+    """Segment format 1's term postings in ``tmp`` rewritten as format 2's; the array names of
+    the result, for ``meta.json``."""
+    block_size = int(meta["block_size"])
+    chunk_term_postings(tmp, max((int(meta["num_docs"]) + block_size - 1) // block_size, 1), block_size)
+    return [name.replace("term_entry_starts", "term_chunk_starts") for name in meta["arrays"]]
+
+
+def _publish(tmp: Path, segment_meta: dict, target: Path) -> None:
+    """Write a built segment's ``meta.json``, make the whole directory durable, rename it in."""
+    (tmp / META_FILE).write_text(json.dumps(segment_meta, indent=2))
+    storage.fsync_tree(tmp)
+    storage.rename(tmp, target)
 
 
 class _locked:
@@ -177,8 +188,7 @@ def _link_segment(directory: Path, meta: dict, target: Path) -> np.ndarray:
             (tmp / "dense").mkdir()
             for path in (directory / "dense").iterdir():
                 os.link(path, tmp / "dense" / path.name)
-        block_size = int(meta["block_size"])
-        chunk_term_postings(tmp, max((int(meta["num_docs"]) + block_size - 1) // block_size, 1), block_size)
+        names = _rewrite_term_postings(tmp, meta) + ["doc_id_hashes", "doc_id_hash_docs"]
         offsets, data = load_array(tmp / "doc_id_offsets.npy"), load_array(tmp / "doc_id_bytes.npy")
         hashes = hash_ids(offsets, data)
         sorted_hashes, docs = sorted_hash_table(hashes)
@@ -189,15 +199,11 @@ def _link_segment(directory: Path, meta: dict, target: Path) -> np.ndarray:
         for position, origin in zip(later.tolist(), first.tolist()):
             groups.setdefault(origin, [origin]).append(position)
         duplicates = np.array(sorted(p for members in groups.values() for p in sorted(members)[:-1]), dtype=np.int64)
-        names = [name.replace("term_entry_starts", "term_chunk_starts") for name in meta["arrays"]]
-        names += ["doc_id_hashes", "doc_id_hash_docs"]
         segment_meta = {k: v for k, v in meta.items() if k not in ("arrays", "format", "format_version")}
         segment_meta.update(format=SEGMENT_FORMAT, format_version=SEGMENT_FORMAT_VERSION,
                             upgraded_from=OLD_VERSION, arrays=describe_arrays(tmp, names),
                             files=describe_extra_files(tmp))
-        (tmp / META_FILE).write_text(json.dumps(segment_meta, indent=2))
-        storage.fsync_tree(tmp)
-        storage.rename(tmp, target)
+        _publish(tmp, segment_meta, target)
     except BaseException:
         storage.remove(tmp)
         raise

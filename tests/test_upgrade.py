@@ -136,14 +136,19 @@ def _as_format_1(directory):
     write_commit(directory, commit.successor(segments=(changed,)))
 
 
-def test_segments_of_format_1_are_rewritten_with_their_deletes(tmp_path, capsys):
-    rng = np.random.default_rng(5)
+def _index_of_300(path, seed: int) -> None:
+    """A committed index of 300 random documents d0..d299 (one segment, blocks of 4)."""
+    rng = np.random.default_rng(seed)
     docs = sp.random(300, VOCAB, density=0.08, random_state=rng, format="csr", dtype=np.float32)
     docs.data += 0.1
     ids = [f"d{i}" for i in range(300)]
-    build = IndexBuild(tmp_path / "ix", VOCAB, {"encoder": {"model": "m"}, "corpus": "c"}, block_size=4)
+    build = IndexBuild(path, VOCAB, {"encoder": {"model": "m"}, "corpus": "c"}, block_size=4)
     build.add(ids, SparseBatch.from_scipy(docs), ids)
     build.finish()
+
+
+def test_segments_of_format_1_are_rewritten_with_their_deletes(tmp_path, capsys):
+    _index_of_300(tmp_path / "ix", 5)
     with LiveIndex(tmp_path / "ix") as live:
         live.delete("d7")
         live.flush()
@@ -191,13 +196,7 @@ def test_an_upgrade_killed_at_any_step_finishes_when_run_again(tmp_path, point):
     import subprocess
     import sys
 
-    rng = np.random.default_rng(9)
-    docs = sp.random(300, VOCAB, density=0.08, random_state=rng, format="csr", dtype=np.float32)
-    docs.data += 0.1
-    ids = [f"d{i}" for i in range(300)]
-    build = IndexBuild(tmp_path / "ix", VOCAB, {"encoder": {"model": "m"}, "corpus": "c"}, block_size=4)
-    build.add(ids, SparseBatch.from_scipy(docs), ids)
-    build.finish()
+    _index_of_300(tmp_path / "ix", 9)
     terms, weights = np.array([3, 7, 11, 40]), np.array([1.0, 2.0, 0.5, 0.25], np.float32)
     with LiveIndex(tmp_path / "ix") as live:
         live.delete("d7")
