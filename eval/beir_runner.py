@@ -113,9 +113,11 @@ def run_beir(config: BeirRunConfig) -> dict:
 
 def _index_if_needed(dataset, index_dir: Path, out_dir: Path, config: BeirRunConfig):
     from lsr.encoders.loading import load_encoder
+    from lsr.index.upgrade import upgrade_if_needed
     from lsr.indexing import index_corpus
 
     if generations(index_dir):
+        upgrade_if_needed(index_dir)  # a run directory kept from an older build of this project
         meta = read_newest_commit(index_dir).settings["meta"]
         recorded = meta["encoder"]
         if meta.get("corpus") != dataset.name:

@@ -49,6 +49,9 @@ def doc_chunks(docs: SparseBatch):
 def build_or_open(docs: SparseBatch, index_dir: Path, **options) -> tuple[Segment, float]:
     """Build our index once (cached on disk by ``index_dir``); returns it and the build seconds."""
     if generations(index_dir):
+        from lsr.index.upgrade import upgrade_if_needed
+
+        upgrade_if_needed(index_dir)  # built by an older build of this project
         index = open_single_segment(index_dir)
         return index, float(index.meta["build_seconds"])
     started = time.perf_counter()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import uuid
 from pathlib import Path
 
@@ -35,8 +36,8 @@ from lsr.index.commit import SEGMENTS_DIR, Commit, SegmentRecord, generations, r
 from lsr.index.deletes import read_deletes, write_deletes
 from lsr.index.directory import WriteLock, collect_garbage, init_layout
 from lsr.index.doc_ids import duplicate_positions, hash_ids, sorted_hash_table
-from lsr.index.format import (META_FILE, SEGMENT_FORMAT, SEGMENT_FORMAT_VERSION, IndexFormatError, describe_arrays,
-                          describe_file, load_array, read_segment_meta, verify_segment_files)
+from lsr.index.format import (META_FILE, SEGMENT_FORMAT, SEGMENT_FORMAT_VERSION, UPGRADABLE_VERSIONS, IndexFormatError,
+                          describe_arrays, describe_file, load_array, read_segment_meta, verify_segment_files)
 from lsr.index.wal import WriteAheadLog, create_wal_file, encode_body
 from lsr.index.writer import index_settings
 
@@ -77,6 +78,28 @@ def upgrade_index(directory: str | Path) -> dict:
         write_commit(directory, Commit(1, (record,), wal_seq=0, next_segment=2, settings=_settings(directory, meta)))
         _remove_old_files(directory, meta)
     return {"format_version": 3, "documents": int(meta["num_docs"]) - len(duplicates), "logged_writes": writes}
+
+
+def older_segments(directory: str | Path) -> list[str]:
+    """Segments named by the newest commit of an index that are of an older segment format."""
+    directory = Path(directory)
+    commit = read_commit(directory, generations(directory)[-1])
+    return [record.name for record in commit.segments
+            if read_segment_meta(directory / SEGMENTS_DIR / record.name, record.meta,
+                                 versions=(*UPGRADABLE_VERSIONS, SEGMENT_FORMAT_VERSION))["format_version"]
+            != SEGMENT_FORMAT_VERSION]
+
+
+def upgrade_if_needed(directory: str | Path) -> int:
+    """For the indexes this project keeps as caches (evaluation runs, mining): rewrite segments
+    of an older format in place (`upgrade_index`) and say so on stderr; a current index is only
+    read (no lock taken). Returns how many segments were rewritten."""
+    if not generations(directory) or not older_segments(directory):
+        return 0
+    count = upgrade_index(directory)["upgraded_segments"]
+    print(f"{directory}: {count} segment(s) of an older segment format rewritten (lsr index upgrade)",
+          file=sys.stderr)
+    return count
 
 
 def _upgrade_segments(directory: Path) -> int:

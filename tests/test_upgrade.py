@@ -232,3 +232,22 @@ def test_an_upgrade_killed_at_any_step_finishes_when_run_again(tmp_path, point):
     segments = list((tmp_path / "ix" / "segments").iterdir())
     assert len(segments) == 1 and not segments[0].name.startswith(".")
     assert [p.name.split(".")[0] for p in (tmp_path / "ix" / "deletes").iterdir()] == [segments[0].name]
+
+
+def test_a_cached_index_of_an_older_format_is_upgraded_when_reused(tmp_path, capsys):
+    """Evaluation runs and mining reuse the index they built before (`upgrade_if_needed`): one
+    of an older segment format is rewritten in place, a current one is only read."""
+    from lsr.index.directory import WriteLock
+    from lsr.index.upgrade import upgrade_if_needed
+
+    _index_of_300(tmp_path / "ix", 3)
+    lock = WriteLock.acquire(tmp_path / "ix")  # another writer holds the index: a current one needs no lock
+    try:
+        assert upgrade_if_needed(tmp_path / "ix") == 0
+    finally:
+        lock.release()
+    _as_format_1(tmp_path / "ix")
+    assert upgrade_if_needed(tmp_path / "ix") == 1
+    assert "1 segment(s) of an older segment format rewritten" in capsys.readouterr().err
+    with LiveIndex(tmp_path / "ix", writer="never") as live:
+        assert live.num_docs == 300

@@ -24,6 +24,10 @@ def corpus_index(training_set: TrainingSet, encoder, cache_dir: Path) -> Path:
     if not generations(directory):
         documents = (Document(doc_id, "", text) for doc_id, text in training_set.corpus.items())
         index_corpus(documents, encoder, directory, training_set.name, overwrite=True)
+    else:
+        from lsr.index.upgrade import upgrade_if_needed
+
+        upgrade_if_needed(directory)  # a cache kept from an older build of this project
     return directory
 
 
