@@ -65,7 +65,7 @@ def stages(index, queries, k: int) -> dict:
         ex._accumulate32(q_terms, q_weights, terms, sums)
         accumulated = time.perf_counter()
         bound = ex._error_bound(q_weights)
-        docs, _, n = ex._collect(sums, maxima, ex.NO_DELETES, k, bound, ex._ceiling(q_weights, bound))
+        docs, n = ex._collect(sums, maxima, ex.NO_DELETES, k, bound, ex._ceiling(q_weights, bound))
         collected = time.perf_counter()
         ex._rank_exact(docs, n, q_terms, q_weights, blocks, False, k, np.empty(k, np.int64), np.empty(k))
         ranked = time.perf_counter()

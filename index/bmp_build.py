@@ -45,17 +45,16 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
-from lsr.index.format import CHUNK_BITS, chunk_count, load_array, new_array_file
-
-CHUNK_MASK = (1 << CHUNK_BITS) - 1
+from lsr.index.format import CHUNK_BITS, CHUNK_MASK, chunk_count, load_array, new_array_file
 
 SEED_KS = (10, 100, 1000, 2000, 5000)  # the wider ones serve k = 1000 with deletions
+MAX_BLOCK_SIZE = 256  # doc offsets inside a block are uint8
 
 
 def block_term_type(vocab_size: int):
     """``block_terms``' dtype: uint16 where every term id fits (BERT's 30,522 do), else uint32."""
     return np.uint16 if vocab_size <= 2**16 else np.uint32
-MAX_BLOCK_SIZE = 256  # doc offsets inside a block are uint8
+
 
 # kernels
 
@@ -79,6 +78,16 @@ def _count_entries(offsets, docs, block_size, num_blocks):
 
 
 @njit(cache=True, nogil=True)
+def _start_chunks(chunk_starts, t, chunks, c, until, position):
+    """Term ``t``'s chunks ``c`` up to ``until`` (exclusive) start at posting ``position``;
+    returns the next chunk to start (``chunk_starts`` as the module docstring lays it out)."""
+    while c < until:
+        chunk_starts[t * chunks + c] = position
+        c += 1
+    return c
+
+
+@njit(cache=True, nogil=True)
 def _fill_term_view(offsets, docs, impacts, block_size, chunks, term_entry_blocks, term_entry_max, term_chunk_starts,
                     term_post_docs):
     x = -1
@@ -95,13 +104,9 @@ def _fill_term_view(offsets, docs, impacts, block_size, chunks, term_entry_block
                 last = blk
             if impacts[p] > term_entry_max[x]:
                 term_entry_max[x] = impacts[p]
-            while c <= doc >> CHUNK_BITS:  # chunks up to this doc's start here
-                term_chunk_starts[t * chunks + c] = p
-                c += 1
+            c = _start_chunks(term_chunk_starts, t, chunks, c, (doc >> CHUNK_BITS) + 1, p)
             term_post_docs[p] = doc & CHUNK_MASK
-        while c < chunks:
-            term_chunk_starts[t * chunks + c] = offsets[t + 1]
-            c += 1
+        _start_chunks(term_chunk_starts, t, chunks, c, chunks, offsets[t + 1])
     term_chunk_starts[term_chunk_starts.shape[0] - 1] = offsets[offsets.shape[0] - 1]
 
 
@@ -137,14 +142,9 @@ def _chunk_entry_postings(entry_offsets, entry_blocks, entry_starts, in_block_do
             first = np.int64(entry_blocks[x]) * block_size
             for p in range(entry_starts[x], entry_starts[x + 1]):
                 doc = first + np.int64(in_block_docs[p])
-                while c <= doc >> CHUNK_BITS:
-                    chunk_starts[t * chunks + c] = p
-                    c += 1
+                c = _start_chunks(chunk_starts, t, chunks, c, (doc >> CHUNK_BITS) + 1, p)
                 low_docs[p] = doc & CHUNK_MASK
-        end = entry_starts[entry_offsets[t + 1]]
-        while c < chunks:
-            chunk_starts[t * chunks + c] = end
-            c += 1
+        _start_chunks(chunk_starts, t, chunks, c, chunks, entry_starts[entry_offsets[t + 1]])
     chunk_starts[chunk_starts.shape[0] - 1] = in_block_docs.shape[0]
 
 

@@ -72,6 +72,7 @@ FINE_ARRAY_NAMES = ("block_post_impacts16",)
 OPTIONAL_ARRAY_NAMES = TEXT_ARRAY_NAMES + FINE_ARRAY_NAMES
 CRC_BLOCK = 1 << 22
 CHUNK_BITS = 16  # term-major doc ids are stored as their low 16 bits, chunk by chunk
+CHUNK_MASK = (1 << CHUNK_BITS) - 1
 
 
 class IndexFormatError(RuntimeError):

@@ -128,12 +128,6 @@ def chunk_postings(view, t, c):
 
 
 @njit(cache=True, nogil=True)
-def term_postings(view, t):
-    """The posting range ``[start, end)`` of every posting of term ``t`` in a `TermView`."""
-    return np.int64(view.chunk_starts[t * view.chunks]), np.int64(view.chunk_starts[(t + 1) * view.chunks])
-
-
-@njit(cache=True, nogil=True)
 def _doc_ids_of(view, out):
     for t in range(view.entry_offsets.shape[0] - 1):
         for c in range(view.chunks):

@@ -28,8 +28,8 @@ import numpy as np
 from numba import njit
 
 from lsr.index import storage
-from lsr.index.bmp_build import CHUNK_MASK, MAX_BLOCK_SIZE, SEED_KS, block_term_type, kth_levels
-from lsr.index.format import CHUNK_BITS, chunk_count
+from lsr.index.bmp_build import MAX_BLOCK_SIZE, SEED_KS, block_term_type, kth_levels
+from lsr.index.format import CHUNK_BITS, CHUNK_MASK, chunk_count
 from lsr.index.npy_stream import NpyAppender, read_slice
 
 CHUNK_POSTINGS = 1 << 23

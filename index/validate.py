@@ -18,8 +18,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from lsr.index.bmp_build import CHUNK_MASK, MAX_BLOCK_SIZE, SEED_KS
-from lsr.index.format import CHUNK_BITS, IndexFormatError, chunk_count
+from lsr.index.bmp_build import MAX_BLOCK_SIZE, SEED_KS
+from lsr.index.format import CHUNK_BITS, CHUNK_MASK, IndexFormatError, chunk_count
 from lsr.index.postings_view import block_view, chunk_postings, term_view
 
 # kernels

@@ -163,7 +163,7 @@ def _group_maxima(scores, live, maxima, k, bound, ceiling):
 @njit(cache=True, nogil=True)
 def _collect(scores, maxima, live, k, bound, ceiling):
     """Read and reset every sum (``scores``: a multiple of `GROUP` long); returns the
-    candidates in doc order as (docs, float32 sums, count), cut at the final floor of the
+    candidates in doc order as (docs, count), cut at the final floor of the
     module docstring. Only positive sums of live documents are candidates (see `_search_one`).
 
     1. The largest sum of each group of `GROUP` (`_group_maxima`: ``maxima``, float32 scratch;
@@ -211,7 +211,7 @@ def _collect(scores, maxima, live, k, bound, ceiling):
             docs[kept] = docs[x]
             sums[kept] = sums[x]
             kept += 1
-    return docs, sums, kept
+    return docs, kept
 
 
 @njit(cache=True, nogil=True)
@@ -285,7 +285,7 @@ def _search_one(q_terms, q_weights, num_docs, k, live, terms, blocks, fine, scor
     bound = _error_bound(q_weights)
     if fine:
         bound += total / 255.0 * FINE_ERROR_LEVELS * 1.001  # E of the module docstring
-    docs, _, n = _collect(scores, maxima, live, k, bound, _ceiling(q_weights, bound))
+    docs, n = _collect(scores, maxima, live, k, bound, _ceiling(q_weights, bound))
     return _rank_exact(docs, n, q_terms, q_weights, blocks, fine, k, out_docs, out_scores)
 
 
