@@ -146,18 +146,51 @@ def block_entry_postings(view, blk, e):
     return base + view.entry_starts[e], view.post_offsets[blk + 1]
 
 
+# A query with more terms than this scores a block by one pass over the block's entries (about
+# 540 on the 1M benchmark) instead of a binary search per query term: the crossover on the dev
+# query sample (``eval/results/bench_block_scoring_1m``: the pass takes 0.6-0.7x the searches'
+# time past 48 terms, 1.1-2x below 29, where the block-max data lets most searches be skipped).
+SCAN_MIN_TERMS = 32
+MAX_POSITION = np.iinfo(np.int16).max
+
+
 @njit(cache=True, nogil=True)
-def score_block_float64(view, impacts, blk, q_terms, q_weights, mask, sparse_bit, acc):
+def query_positions(q_terms, vocab_size):
+    """For `score_block_float64`: the position of each term in the query (int16, -1 for a term
+    not in it, ``vocab_size`` entries at least; a small table stays in cache) when the query is
+    long enough to score blocks by a pass, else an empty array."""
+    if q_terms.shape[0] <= SCAN_MIN_TERMS or q_terms.shape[0] > MAX_POSITION:
+        return np.empty(0, dtype=np.int16)
+    size = vocab_size
+    for j in range(q_terms.shape[0]):
+        size = max(size, np.int64(q_terms[j]) + 1)
+    positions = np.full(size, -1, dtype=np.int16)
+    for j in range(q_terms.shape[0]):
+        positions[q_terms[j]] = j
+    return positions
+
+
+@njit(cache=True, nogil=True)
+def score_block_float64(view, impacts, blk, q_terms, q_weights, mask, sparse_bit, positions, acc):
     """Add ``q_weights[j] * impact`` (float64) of every query term found in block ``blk`` to
     ``acc[doc offset]``, query terms in their order (sorted ascending, as canonical queries are):
     the same products in the same order as a term-at-a-time float64 sweep, so the same sums.
     ``impacts``: ``view.post_impacts`` or ``view.post_impacts16`` (each product of a float32
     weight and a 16-bit impact is exact in float64, as with 8 bits).
 
-    A term the block-max data says is absent costs no binary search: a zero in its dense row,
-    or, for query term ``j`` with ``sparse_bit[j] >= 0``, a clear bit ``sparse_bit[j]`` of
-    ``mask`` (BMP's bounds pass sets them; ``-1`` everywhere when not known)."""
+    Two ways to find the query terms, with the same sums (the block's entries are in term order
+    too): with ``positions`` (`query_positions`, a long query) one pass over the block's entries
+    looks each up; without (empty), a binary search per query term, where a term the block-max
+    data says is absent costs none: a zero in its dense row, or, for query term ``j`` with
+    ``sparse_bit[j] >= 0``, a clear bit ``sparse_bit[j]`` of ``mask`` (BMP's bounds pass sets
+    them; ``-1`` everywhere when not known)."""
     lo, hi = view.term_offsets[blk], view.term_offsets[blk + 1]
+    if positions.shape[0] > 0:
+        for e in range(lo, hi):
+            j = positions[view.terms[e]]
+            if j >= 0:
+                _add_entry(view, impacts, blk, e, np.float64(q_weights[j]), acc)
+        return
     for j in range(q_terms.shape[0]):
         slot = view.dense_slot[q_terms[j]]
         if slot >= 0:
@@ -171,8 +204,12 @@ def score_block_float64(view, impacts, blk, q_terms, q_weights, mask, sparse_bit
         lo = e
         if view.terms[e] != q_terms[j]:
             continue
-        w = np.float64(q_weights[j])
-        start, end = block_entry_postings(view, blk, e)
-        for p in range(start, end):
-            acc[view.post_docs[p]] += w * impacts[p]
+        _add_entry(view, impacts, blk, e, np.float64(q_weights[j]), acc)
         lo = e + 1
+
+
+@njit(cache=True, nogil=True)
+def _add_entry(view, impacts, blk, e, w, acc):
+    start, end = block_entry_postings(view, blk, e)
+    for p in range(start, end):
+        acc[view.post_docs[p]] += w * impacts[p]

@@ -62,8 +62,8 @@ from numba.typed import List
 from lsr.index.bmp_build import MAX_BLOCK_SIZE, SEED_KS
 from lsr.index.format import Segment
 from lsr.index.quantize import FINE_ERROR_LEVELS, FINE_LEVELS
-from lsr.index.postings_view import (BlockView, TermView, block_entry_postings, block_view, readonly,
-                                 score_block_float64, term_view)
+from lsr.index.postings_view import (BlockView, TermView, block_entry_postings, block_view, query_positions,
+                                 readonly, score_block_float64, term_view)
 from lsr.index.scorers.exhaustive import NO_DELETES, NO_DELETE_COUNTS, SearchResults
 from lsr.index.scorers.heap import heap_offer, heap_ranked
 from lsr.index.sparse_batch import SparseBatch
@@ -251,6 +251,10 @@ def _bmp_multi(segments, q_terms, q_merged, k, alpha, budget, fine, ub, sparse_m
     floor = max(seed, heap_scores[0]) if size == k else seed
     num_ordered, scale = _order_blocks(ub[: offsets[count]], margin, floor, order, scratch)
     acc = np.zeros(MAX_BLOCK_SIZE, dtype=np.float64)
+    vocab_size = 0
+    for s in range(count):
+        vocab_size = max(vocab_size, segments[s].blocks.dense_slot.shape[0])
+    positions = query_positions(q_terms, vocab_size)
     used = 0
     current = 0
     seg = segments[0]
@@ -280,10 +284,10 @@ def _bmp_multi(segments, q_terms, q_merged, k, alpha, budget, fine, ub, sparse_m
         blk = block - offsets[current]
         if fine:
             score_block_float64(seg.blocks, seg.blocks.post_impacts16, blk, q_terms, fine_weights[current],
-                                sparse_mask[block], sparse_bits[current], acc)
+                                sparse_mask[block], sparse_bits[current], positions, acc)
         else:
             score_block_float64(seg.blocks, seg.blocks.post_impacts, blk, q_terms, weights[current],
-                                sparse_mask[block], sparse_bits[current], acc)
+                                sparse_mask[block], sparse_bits[current], positions, acc)
         num_docs, block_size, live, base = seg.num_docs, seg.blocks.block_size, seg.live, seg.base
         has_deletes = live.shape[0] > 0
         first = blk * block_size

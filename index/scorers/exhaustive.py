@@ -59,7 +59,7 @@ from numba import njit, prange
 
 from lsr.index.bmp_build import SEED_KS
 from lsr.index.format import CHUNK_BITS, Segment
-from lsr.index.postings_view import block_view, chunk_postings, score_block_float64, term_view
+from lsr.index.postings_view import block_view, chunk_postings, query_positions, score_block_float64, term_view
 from lsr.index.quantize import FINE_ERROR_LEVELS, FINE_LEVELS
 from lsr.index.scorers.oracle import oracle_top_k
 from lsr.index.scorers.query import canonical_batch, canonical_query
@@ -231,6 +231,7 @@ def _rank_exact(docs, n, q_terms, q_weights, view, fine, k, out_docs, out_scores
     exact = np.zeros(n, dtype=np.float64)
     acc = np.zeros(view.block_size, dtype=np.float64)
     unknown_bits = np.full(q_terms.shape[0], -1, dtype=np.int64)  # only the dense rows skip terms
+    positions = query_positions(q_terms, view.dense_slot.shape[0])
     fine_weights = np.empty(q_terms.shape[0], dtype=np.float64)
     for j in range(q_terms.shape[0]):
         fine_weights[j] = np.float64(q_weights[j]) / FINE_LEVELS  # exact in float64
@@ -239,9 +240,11 @@ def _rank_exact(docs, n, q_terms, q_weights, view, fine, k, out_docs, out_scores
         blk = docs[i] // view.block_size
         acc[:] = 0.0
         if fine:
-            score_block_float64(view, view.post_impacts16, blk, q_terms, fine_weights, np.uint16(0), unknown_bits, acc)
+            score_block_float64(view, view.post_impacts16, blk, q_terms, fine_weights, np.uint16(0), unknown_bits,
+                                positions, acc)
         else:
-            score_block_float64(view, view.post_impacts, blk, q_terms, q_weights, np.uint16(0), unknown_bits, acc)
+            score_block_float64(view, view.post_impacts, blk, q_terms, q_weights, np.uint16(0), unknown_bits, positions,
+                                acc)
         while i < n and docs[i] // view.block_size == blk:
             exact[i] = acc[docs[i] - blk * view.block_size]
             i += 1
