@@ -92,8 +92,8 @@ def run(collection: Path, index_dir: Path, num_queries: int, seed: int, rounds: 
             row["search_ms"] += times["search_ms"]
             row["pass_ms"] += times["pass_ms"]
         report["k"][str(k)] = [
-            {"terms": f"{lo + 1}-{hi}", "queries": r["queries"], "blocks_mean": r["blocks"] / max(r["queries"], 1),
-             "search_ms_mean": r["search_ms"] / max(r["queries"], 1), "pass_ms_mean": r["pass_ms"] / max(r["queries"], 1),
+            {"terms": f"{lo + 1}-{hi}", "queries": r["queries"], "blocks_mean": r["blocks"] / r["queries"],
+             "search_ms_mean": r["search_ms"] / r["queries"], "pass_ms_mean": r["pass_ms"] / r["queries"],
              "pass_over_search": r["pass_ms"] / r["search_ms"] if r["search_ms"] else None}
             for (lo, hi), r in rows.items() if r["queries"]]
     return report
@@ -103,7 +103,8 @@ def markdown(report: dict) -> str:
     lines = [f"# Finding query terms in a block: a search per term or one pass ({report['docs']:,} docs, "
              f"{report['queries']} dev queries (seed {report['query_seed']}), one thread)", "",
              "Blocks a safe BMP search scores, in bound order, scored both ways; mean per query, best of "
-             f"{report['rounds']} rounds. `SCAN_MIN_TERMS` = {report['scan_min_terms']}: longer queries use the pass.", ""]
+             f"{report['rounds']} rounds. `SCAN_MIN_TERMS` = {report['scan_min_terms']}: longer queries use "
+             "the pass.", ""]
     for k, rows in report["k"].items():
         lines += [f"## k = {k}", "", "| query terms | queries | blocks | search ms | pass ms | pass / search |",
                   "|---|---|---|---|---|---|"]

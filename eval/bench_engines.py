@@ -39,6 +39,7 @@ from lsr.index.live import open_single_segment
 from lsr.index.scorers.bmp import bmp_search, bmp_search_batch
 from lsr.index.scorers.exhaustive import search
 from lsr.index.scorers.query import canonical_batch
+from lsr.index.search import search_sparse, single_segment_view
 from lsr.index.sparse_batch import SparseBatch
 
 KS = (10, 1000)
@@ -126,11 +127,17 @@ def _timed(fn) -> float:
 
 
 def our_engines(index: Segment) -> list[tuple[str, object]]:
-    engines = [("ours exhaustive", lambda t, w, k: search(index, t, w, k)),
-               ("ours bmp safe", lambda t, w, k: bmp_search(index, t, w, k)),
-               # exact over the 16-bit copy (issue 13, item 4): the default precision of a search
-               ("ours exhaustive 16-bit", lambda t, w, k: search(index, t, w, k, "16-bit")),
-               ("ours bmp safe 16-bit", lambda t, w, k: bmp_search(index, t, w, k, precision="16-bit"))]
+    view = single_segment_view(index)
+    engines = [
+        # the exact search a user gets: the planner picks the scorer per query (index.scorers.planner)
+        ("ours auto", lambda t, w, k: search_sparse(view, t, w, k, precision="8-bit")),
+        ("ours auto 16-bit", lambda t, w, k: search_sparse(view, t, w, k, precision="16-bit")),
+        ("ours exhaustive", lambda t, w, k: search(index, t, w, k)),
+        ("ours bmp safe", lambda t, w, k: bmp_search(index, t, w, k)),
+        # exact over the 16-bit copy (issue 13, item 4): the default precision of a search
+        ("ours exhaustive 16-bit", lambda t, w, k: search(index, t, w, k, "16-bit")),
+        ("ours bmp safe 16-bit", lambda t, w, k: bmp_search(index, t, w, k, precision="16-bit")),
+    ]
     for alpha, beta in APPROXIMATE:
         engines.append((f"ours bmp alpha={alpha} beta={beta}",
                         lambda t, w, k, a=alpha, b=beta: bmp_search(index, t, w, k, a, b)))
