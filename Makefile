@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 LSR := $(VENV)/bin/lsr
 TORCH ?= torch==2.13.0
 
-.PHONY: run test install install-dev browser results train-results quality-results hybrid-results service-results bench-engines bench-engines-4m reliability-results index-results library-results ray-results shards-results clean
+.PHONY: run test install install-dev browser results train-results quality-results hybrid-results service-results bench-engines bench-engines-4m reliability-results index-results library-results ray-results shards-results clean clean-kernels
 
 $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -166,6 +166,12 @@ bench-engines-4m: install-dev
 	test -d $(BENCH_4M_DIR) || $(PY) ../shared/tools/make_bench_corpus.py --docs 4000000 --out $(BENCH_4M_DIR)
 	$(PY) eval/bench_engines.py $(BENCH_4M_DIR) --queries 200 --peers pisa,bmp --bmp-block-sizes 64 \
 	  --out eval/results/bench_engines_4m
+
+# Numba caches each compiled kernel beside its source and checks only that file's time: a kernel
+# in index/postings_view.py inlined into a cached caller in another file stays old there until
+# the cache goes (a fresh checkout, as in CI, has none).
+clean-kernels:
+	find index lsr eval -name '*.nbi' -delete -o -name '*.nbc' -delete
 
 clean:
 	rm -rf runs

@@ -9,8 +9,9 @@
    counts of every segment add up: `_combined_seed`).
 3. Blocks above the seed are bucket-sorted by bound and visited best first (one pass over all
    blocks collects them; the sort runs over those alone); each is scored through the per-block
-   forward index (a binary search per query term, then that term's postings in the block)
-   into a block-local float64 accumulator (exact sums, see ``index.scorers.exhaustive``) and
+   forward index (a binary search per query term, then that term's postings in the block; a
+   query of more than ``SCAN_MIN_TERMS`` terms makes one pass over the block's entries instead,
+   ``index.postings_view.score_block_float64``) into a block-local float64 accumulator (exact sums, see ``index.scorers.exhaustive``) and
    its docs offered to a top-k heap. A term the block-max data says is absent from the block
    (a zero in its dense row, or a clear bit in a 16-bit mask kept for the sparse ones) costs no
    search. (A 64-bit mask of every query term, set while summing the bounds, cost 0.11 ms of

@@ -37,6 +37,10 @@ def merge_query(terms, weights, vocab_size: int) -> tuple[np.ndarray, np.ndarray
     if terms.size and (terms.min() < 0 or not np.all(np.isfinite(weights))):
         raise ValueError("query terms must be non-negative ids and weights finite")
     known = terms < vocab_size
+    if terms.size < 2 or np.all(terms[1:] > terms[:-1]):  # sorted and unique already (a CSR row is)
+        summed = weights[known].astype(np.float32)
+        keep = summed != 0
+        return terms[known][keep].astype(np.uint32), summed[keep]
     unique, inverse = np.unique(terms[known].astype(np.int64), return_inverse=True)
     summed = np.zeros(len(unique), dtype=np.float64)
     np.add.at(summed, inverse, weights[known].astype(np.float64))
