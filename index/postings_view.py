@@ -149,7 +149,8 @@ def block_entry_postings(view, blk, e):
 # A query with more terms than this scores a block by one pass over the block's entries (about
 # 540 on the 1M benchmark) instead of a binary search per query term: the crossover on the dev
 # query sample (``eval/results/bench_block_scoring_1m``: the pass takes 0.69-0.74x the searches'
-# time past 48 terms, 1.1-2x below 29, where the block-max data lets most searches be skipped).
+# time past 48 terms, 0.90-0.97x at 33-48, 1.05-2x at 32 and fewer, where the block-max data
+# lets most searches be skipped).
 SCAN_MIN_TERMS = 32
 MAX_POSITION = np.iinfo(np.int16).max
 

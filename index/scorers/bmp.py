@@ -11,11 +11,12 @@
    blocks collects them; the sort runs over those alone); each is scored through the per-block
    forward index (a binary search per query term, then that term's postings in the block; a
    query of more than ``SCAN_MIN_TERMS`` terms makes one pass over the block's entries instead,
-   ``index.postings_view.score_block_float64``) into a block-local float64 accumulator (exact sums, see ``index.scorers.exhaustive``) and
-   its docs offered to a top-k heap. A term the block-max data says is absent from the block
-   (a zero in its dense row, or a clear bit in a 16-bit mask kept for the sparse ones) costs no
-   search. (A 64-bit mask of every query term, set while summing the bounds, cost 0.11 ms of
-   a 1M-doc k=10 query; the dense rows and a small mask give most of its skips for less.)
+   ``index.postings_view.score_block_float64``) into a block-local float64 accumulator (exact
+   sums, see ``index.scorers.exhaustive``) and its docs offered to a top-k heap. A term the
+   block-max data says is absent from the block (a zero in its dense row, or a clear bit in a
+   16-bit mask kept for the sparse ones) costs no search. (A 64-bit mask of every query term,
+   set while summing the bounds, cost 0.11 ms of a 1M-doc k=10 query; the dense rows and a
+   small mask give most of its skips for less.)
 4. The search stops at the first bucket whose bound, times ``alpha``, is below the current
    k-th score. A block whose bound equals the k-th score is still scored, so a doc that ties
    with it and has a lower id comes in: ties break by doc id as in the exhaustive scorer,
