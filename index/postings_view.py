@@ -156,11 +156,11 @@ MAX_POSITION = np.iinfo(np.int16).max
 
 
 @njit(cache=True, nogil=True)
-def query_positions(q_terms, vocab_size):
+def query_positions(q_terms, vocab_size, min_terms=SCAN_MIN_TERMS):
     """For `score_block_float64`: the position of each term in the query (int16, -1 for a term
-    not in it, ``vocab_size`` entries at least; a small table stays in cache) when the query is
-    long enough to score blocks by a pass, else an empty array."""
-    if q_terms.shape[0] <= SCAN_MIN_TERMS or q_terms.shape[0] > MAX_POSITION:
+    not in it, ``vocab_size`` entries at least; a small table stays in cache) when the query has
+    more than ``min_terms`` terms (long enough to score blocks by a pass), else an empty array."""
+    if q_terms.shape[0] <= min_terms or q_terms.shape[0] > MAX_POSITION:
         return np.empty(0, dtype=np.int16)
     size = vocab_size
     for j in range(q_terms.shape[0]):

@@ -165,15 +165,13 @@ def search_sparse(view: View, terms, weights, k: int = 10, scorer: str = "auto",
         bmp_into(view.kernel_groups(), *_keep_top_terms(merged_terms, merged_weights, beta), k, alpha, budget, heap,
                  fine)
     else:
-        if len(view.segments) == 1 and not (view.buffer is not None and view.buffer.num_live):
-            # one ranked list (score descending, id ascending): it is the answer, no heap to pass
-            state = view.segments[0]
-            scaled = scale_query(merged_terms, merged_weights, state.segment.term_scales)
-            docs, scores = segment_top_k(state.segment, merged_terms, scaled, k, state.live, fine)
-            return docs + state.base, scores
+        only_list = len(view.segments) == 1 and not (view.buffer is not None and view.buffer.num_live)
         for state in view.segments:
             scaled = scale_query(merged_terms, merged_weights, state.segment.term_scales)
-            heap.offer(*reversed(segment_top_k(state.segment, merged_terms, scaled, k, state.live, fine)), state.base)
+            docs, scores = segment_top_k(state.segment, merged_terms, scaled, k, state.live, fine)
+            if only_list:  # one ranked list (score descending, id ascending) is the answer: no heap
+                return docs + state.base, scores
+            heap.offer(scores, docs, state.base)
     if view.buffer is not None and view.buffer.num_live:
         scores = view.buffer.sparse_scores(merged_terms, merged_weights, view.vocab_size)
         rows = np.flatnonzero(scores > 0)
