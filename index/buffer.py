@@ -10,9 +10,14 @@ forgets the records it holds.
 Arrays grow by doubling and are only ever appended to, and so are the lists of ids, titles
 and texts, so a `BufferView` (a search's snapshot) stays valid while writes continue without
 copying them: it sees a prefix, plus its own copy of the live mask (a buffered document
-replaced or deleted later is dead) and of the heads of the term chains (each posting links
-to the previous posting of its term, so a query reads only its terms' postings). Building a
-view costs those two copies, not a pass over the buffered documents.
+replaced or deleted later is dead). A query reads only its own terms' postings: each term's
+postings sit in a chain of nodes of `NODE_SLOTS` postings, oldest first (Lucene's in-memory
+postings use such slices), so walking a term reads a few cache lines per node where a chain
+of single postings cost a cache miss each. Whatever is written after a view was taken is
+invisible to it without a copy: a new posting has a row at or past the view's rows, a new
+node an index at or past its nodes, and the view stops at both (a slot not yet written holds
+`UNWRITTEN`, past every row). Building a view costs the live mask's copy, not a pass over the
+buffered documents.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ from numba import njit
 
 from lsr.index.doc_ids import hash_id
 from lsr.index.wal import WalRecord
+
+NODE_SLOTS = 16  # postings of one term per node: 64 bytes of rows, 64 of values
+UNWRITTEN = np.iinfo(np.int32).max  # the row of a slot not yet written
 
 # kernels
 
@@ -41,27 +49,50 @@ def _vector_problem(terms, weights, vocab_size):
 
 
 @njit(cache=True, nogil=True)
-def _link_row(indices, start, end, row, term_head, post_next, post_row):
-    """Put the postings ``start:end`` (one row's) at the head of their terms' chains."""
+def _link_row(indices, values, start, end, row, term_first, term_last, node_fill, node_next, node_rows, node_values,
+              num_nodes):
+    """Append the postings ``start:end`` (one row's) to their terms' node chains; returns the
+    number of nodes (the caller made room for one more node per posting). A new node is filled
+    and its row written before anything links to it, so a reader that reaches it sees them."""
     for p in range(start, end):
         term = indices[p]
-        post_next[p] = term_head[term]
-        post_row[p] = row
-        term_head[term] = p
+        node = term_last[term]
+        if node < 0 or node_fill[node] == NODE_SLOTS:
+            fresh = num_nodes
+            num_nodes += 1
+            node_fill[fresh] = 0
+            node_next[fresh] = -1
+            if node < 0:
+                term_first[term] = fresh
+            else:
+                node_next[node] = fresh
+            term_last[term] = fresh
+            node = fresh
+        slot = node_fill[node]
+        node_values[node, slot] = values[p]
+        node_rows[node, slot] = row
+        node_fill[node] = slot + 1
+    return num_nodes
 
 
 @njit(cache=True, nogil=True)
-def _score_chains(q_terms, q_weights, term_head, post_next, post_row, values, live, out):
-    """Add ``weight x value`` of every posting of the query's terms to its row (float64);
+def _score_nodes(q_terms, q_weights, term_first, node_next, node_rows, node_values, live, out):
+    """Add ``weight x value`` of every posting of the query's terms to its row (float64), for
+    the rows and nodes of a view (``out`` has one slot per row, ``node_next`` one per node);
     dead rows end at 0. Rows meet their terms in query order, as a row-by-row pass over
     term-sorted rows would add them."""
+    num_rows, num_nodes = out.shape[0], node_next.shape[0]
     for j in range(q_terms.shape[0]):
         w = np.float64(q_weights[j])
-        p = term_head[q_terms[j]]
-        while p >= 0:
-            out[post_row[p]] += w * np.float64(values[p])
-            p = post_next[p]
-    for r in range(out.shape[0]):
+        node = term_first[q_terms[j]]
+        while 0 <= node < num_nodes:
+            for slot in range(NODE_SLOTS):
+                row = node_rows[node, slot]
+                if row >= num_rows:  # written after the view (or not yet): rows only grow
+                    break
+                out[row] += w * np.float64(node_values[node, slot])
+            node = node_next[node]
+    for r in range(num_rows):
         if not live[r]:
             out[r] = 0.0
 
@@ -80,8 +111,10 @@ class BufferView:
     Attributes:
         num_rows: buffered documents seen (dead rows included).
         indptr, indices, values: the rows' sparse vectors (CSR; uint32 terms, float32 weights).
-        term_head, post_next, post_row: the same postings chained by term (newest first, -1
-            ends a chain), so a query visits only the postings of its own terms.
+        term_first: per term, the first node of its chain (shared with the buffer, which only
+            ever sets an entry from -1 to a node past the view's).
+        node_next, node_rows, node_values: per node, the next node of its term (-1 at the
+            end), and its `NODE_SLOTS` postings' rows and values (module docstring).
         dense: ``(rows, dim)`` float32, or None when the index has no dense part.
         live: bool per row: False once a later record replaced or deleted it.
         num_shadowed: ids whose segment copies are out of date, as of this view (a prefix of
@@ -93,9 +126,10 @@ class BufferView:
     indptr: np.ndarray
     indices: np.ndarray
     values: np.ndarray
-    term_head: np.ndarray
-    post_next: np.ndarray
-    post_row: np.ndarray
+    term_first: np.ndarray
+    node_next: np.ndarray
+    node_rows: np.ndarray
+    node_values: np.ndarray
     dense: np.ndarray | None
     live: np.ndarray
     num_shadowed: int
@@ -128,8 +162,8 @@ class BufferView:
         """Float64 scores of every row for a merged query (``index.scorers.query.merge_query``)."""
         out = np.zeros(self.num_rows, dtype=np.float64)
         if self.num_rows and len(merged_terms):
-            _score_chains(np.asarray(merged_terms, dtype=np.int64), np.asarray(merged_weights, dtype=np.float64),
-                          self.term_head, self.post_next, self.post_row, self.values, self.live, out)
+            _score_nodes(np.asarray(merged_terms, dtype=np.int64), np.asarray(merged_weights, dtype=np.float64),
+                         self.term_first, self.node_next, self.node_rows, self.node_values, self.live, out)
         return out
 
     def dense_scores(self, vector: np.ndarray) -> np.ndarray:
@@ -168,9 +202,13 @@ class WriteBuffer:
         self._indptr = np.zeros(17, dtype=np.int64)
         self._indices = np.zeros(256, dtype=np.uint32)
         self._values = np.zeros(256, dtype=np.float32)
-        self._term_head = np.full(vocab_size, -1, dtype=np.int64)
-        self._post_next = np.zeros(256, dtype=np.int64)
-        self._post_row = np.zeros(256, dtype=np.int32)
+        self._term_first = np.full(vocab_size, -1, dtype=np.int32)
+        self._term_last = np.full(vocab_size, -1, dtype=np.int32)
+        self._node_fill = np.zeros(64, dtype=np.int32)
+        self._node_next = np.zeros(64, dtype=np.int32)
+        self._node_rows = np.full((64, NODE_SLOTS), UNWRITTEN, dtype=np.int32)
+        self._node_values = np.zeros((64, NODE_SLOTS), dtype=np.float32)
+        self._num_nodes = 0
         self._dense = np.zeros((16, dense_dim), dtype=np.float32) if dense_dim else None
         self._live = np.zeros(16, dtype=bool)
         self._nnz = 0
@@ -234,11 +272,17 @@ class WriteBuffer:
         if self._nnz + nnz > len(self._indices):
             self._indices = _grown(self._indices, self._nnz + nnz)
             self._values = _grown(self._values, self._nnz + nnz)
-            self._post_next = _grown(self._post_next, self._nnz + nnz)
-            self._post_row = _grown(self._post_row, self._nnz + nnz)
+        if self._num_nodes + nnz > len(self._node_next):  # at most a new node per posting
+            needed = self._num_nodes + nnz
+            self._node_fill = _grown(self._node_fill, needed)
+            self._node_next = _grown(self._node_next, needed)
+            self._node_rows = _grown(self._node_rows, needed, fill=UNWRITTEN)
+            self._node_values = _grown(self._node_values, needed)
         self._indices[self._nnz : self._nnz + nnz] = record.terms
         self._values[self._nnz : self._nnz + nnz] = record.weights
-        _link_row(self._indices, self._nnz, self._nnz + nnz, row, self._term_head, self._post_next, self._post_row)
+        self._num_nodes = _link_row(self._indices, self._values, self._nnz, self._nnz + nnz, row, self._term_first,
+                                    self._term_last, self._node_fill, self._node_next, self._node_rows,
+                                    self._node_values, self._num_nodes)
         self._nnz += nnz
         self._indptr[row + 1] = self._nnz
         if self._dense is not None:  # stored normalised, as the segments' faiss part is
@@ -257,7 +301,7 @@ class WriteBuffer:
             rows = len(self._ids)
             self._view = BufferView(
                 rows, self._indptr[: rows + 1], self._indices[: self._nnz], self._values[: self._nnz],
-                self._term_head.copy(), self._post_next[: self._nnz], self._post_row[: self._nnz],
+                self._term_first, self._node_next[: self._num_nodes], self._node_rows, self._node_values,
                 None if self._dense is None else self._dense[:rows], self._live[:rows].copy(),
                 len(self.shadow_order), self._shadow_hashes[: len(self.shadow_order)], self._ids, self._titles,
                 self._texts, self._shadow_rank, self._rows_of, self.shadow_order)
@@ -279,9 +323,10 @@ class WriteBuffer:
         return fresh
 
 
-def _grown(array: np.ndarray, needed: int) -> np.ndarray:
-    """A copy with room for at least ``needed`` rows (doubling); old views keep the old array."""
+def _grown(array: np.ndarray, needed: int, fill=0) -> np.ndarray:
+    """A copy with room for at least ``needed`` rows (doubling), the new ones ``fill``; old views
+    keep the old array."""
     size = max(needed, 2 * len(array))
-    out = np.zeros((size,) + array.shape[1:], dtype=array.dtype)
+    out = np.full((size,) + array.shape[1:], fill, dtype=array.dtype)
     out[: len(array)] = array
     return out

@@ -30,7 +30,7 @@ from lsr.index.scorers.bmp import (KernelGroup, _block_budget, _check_alpha_beta
                                bmp_into_batch, kernel_groups, kernel_segment, keep_top_terms_batch, ranked_results)
 from lsr.index.scorers.exhaustive import (NO_DELETE_COUNTS, NO_DELETES, SearchResults, _check_k, segment_top_k,
                                       segment_top_k_batch)
-from lsr.index.scorers.heap import TopK, heap_offer_many
+from lsr.index.scorers.heap import TopK, heap_offer_many, heap_offer_positive
 from lsr.index.postings_view import has_fine_impacts
 from lsr.index.scorers.planner import SCORERS, choose_scorer
 from lsr.index.scorers.query import merge_batch, merge_query, scale_batch, scale_query
@@ -119,19 +119,25 @@ class View:
         return self.buffer.doc_id(local) if state is None else state.segment.doc_ids[local]
 
     def doc_ids(self, keys: np.ndarray) -> list[str]:
-        """`doc_id` of many keys, grouped by segment (a search's hits; per key, the lookup cost
-        ten times the search at k = 1000)."""
+        """`doc_id` of many keys, grouped by owner: a segment or the buffer (a search's hits; per
+        key, the lookup cost ten times the search at k = 1000)."""
         keys = np.asarray(keys, dtype=np.int64)
-        bases = np.array([s.base for s in self.segments] + [self.buffer_base], dtype=np.int64)
-        owner = np.searchsorted(bases, keys, side="right") - 1  # as `locate`: the last base <= key
+        if "bases" not in self.cache:
+            self.cache["bases"] = np.array([s.base for s in self.segments] + [self.buffer_base], dtype=np.int64)
+        owner = np.searchsorted(self.cache["bases"], keys, side="right") - 1  # as `locate`: the last base <= key
+        if len(keys) and owner[0] < len(self.segments) and (owner == owner[0]).all():  # one segment holds them all
+            state = self.segments[owner[0]]
+            return state.segment.doc_ids.take(keys - state.base)
         names: list = [None] * len(keys)
-        for i, state in enumerate(self.segments):
+        for i in np.unique(owner).tolist():
             rows = np.flatnonzero(owner == i)
-            if rows.size:
+            if i < len(self.segments):
+                state = self.segments[i]
                 for row, name in zip(rows.tolist(), state.segment.doc_ids.take(keys[rows] - state.base)):
                     names[row] = name
-        for row in np.flatnonzero(owner == len(self.segments)).tolist():
-            names[row] = self.buffer.doc_id(int(keys[row] - self.buffer_base))
+            else:
+                for row in rows.tolist():
+                    names[row] = self.buffer.doc_id(int(keys[row] - self.buffer_base))
         return names
 
 
@@ -173,9 +179,7 @@ def search_sparse(view: View, terms, weights, k: int = 10, scorer: str = "auto",
                 return docs + state.base, scores
             heap.offer(scores, docs, state.base)
     if view.buffer is not None and view.buffer.num_live:
-        scores = view.buffer.sparse_scores(merged_terms, merged_weights, view.vocab_size)
-        rows = np.flatnonzero(scores > 0)
-        heap.offer(scores[rows], rows, view.buffer_base)
+        heap.offer_positive(view.buffer.sparse_scores(merged_terms, merged_weights, view.vocab_size), view.buffer_base)
     return heap.ranked()
 
 
@@ -207,11 +211,10 @@ def search_sparse_batch(view: View, queries: SparseBatch, k: int = 10, scorer: s
             for i, q in enumerate(exhaustive_rows):
                 _offer_row(heaps, q, k, *reversed(found.row(i)), state.base)
     if view.buffer is not None and view.buffer.num_live:
+        all_scores, keys, sizes = heaps
         for q in range(n):
-            terms, weights = merged.row(q)
-            scores = view.buffer.sparse_scores(terms, weights, view.vocab_size)
-            rows = np.flatnonzero(scores > 0)
-            _offer_row(heaps, q, k, scores[rows], rows, view.buffer_base)
+            scores = view.buffer.sparse_scores(*merged.row(q), view.vocab_size)
+            sizes[q] = heap_offer_positive(all_scores[q], keys[q], sizes[q], k, scores, np.int64(view.buffer_base))
     return ranked_results(heaps)
 
 

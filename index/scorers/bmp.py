@@ -124,9 +124,9 @@ def _combined_seed(segments, q_terms, weights, k, slack):
 
     A segment says, per term and seed column c, that ``SEED_KS[c]`` documents have an impact of
     at least ``kth[t, c]``, less its deleted ones among them (``kth_deleted``) and those deleted
-    since its commit (``extra_deleted``, anywhere). Going down the values of every (segment,
-    column) of a term, each segment counts with its largest column reached so far; the value
-    at which the counts add up to k is the term's seed.
+    since its commit (``extra_deleted``, anywhere). At a value v, segment s contributes the
+    largest count of its columns whose value is at least v; a term's seed is the largest value
+    at which the contributions add up to k (`_term_seed`).
     """
     count, nq, columns = len(segments), q_terms.shape[0], len(SEED_KS)
     for j in range(nq):
@@ -134,7 +134,7 @@ def _combined_seed(segments, q_terms, weights, k, slack):
             return 0.0
     values = np.zeros((nq, count * columns), dtype=np.float64)
     lives = np.zeros((nq, count * columns), dtype=np.int64)
-    for s in range(count):
+    for s in range(count):  # segment by segment: fetching a segment from the list has a cost
         seg = segments[s]
         kth, kth_deleted, extra = seg.kth_impacts, seg.kth_deleted, seg.extra_deleted
         for j in range(nq):
@@ -147,22 +147,49 @@ def _combined_seed(segments, q_terms, weights, k, slack):
                     live -= kth_deleted[t, c]
                 values[j, s * columns + c] = np.float64(weights[s, j]) * (kth[t, c] - slack)
                 lives[j, s * columns + c] = max(live, 0)
+                if live >= k:  # later columns hold lower values: this one already beats them
+                    break
     seed = 0.0
     reached = np.zeros(count, dtype=np.int64)
     for j in range(nq):
-        order = np.argsort(-values[j])
-        reached[:] = 0
-        total = 0
-        for i in order:
-            if values[j, i] <= seed:  # this term cannot raise the seed any more
-                break
-            s = i // columns
-            if lives[j, i] > reached[s]:
-                total += lives[j, i] - reached[s]
-                reached[s] = lives[j, i]
-            if total >= k:
-                seed = values[j, i]
-                break
+        seed = _term_seed(values[j], lives[j], columns, k, seed, reached)
+    return seed
+
+
+@njit(cache=True, nogil=True)
+def _term_seed(values, lives, columns, k, seed, reached):
+    """``max(seed, v)`` for the largest value v in ``values`` at which the segments' counts add
+    up to k (entry i belongs to segment ``i // columns``; ``reached``: scratch, one per segment).
+
+    Two cheap passes settle almost every term without a sort: an entry whose own count reaches
+    k is a candidate by itself, so the answer is at least the largest such value; and if the
+    counts of the entries above that (each segment's largest) do not add up to k, no larger
+    value can. Only otherwise are those entries sorted and walked down.
+    """
+    for i in range(values.shape[0]):
+        if lives[i] >= k and values[i] > seed:
+            seed = values[i]
+    reached[:] = 0
+    total = 0
+    for i in range(values.shape[0]):
+        s = i // columns
+        if values[i] > seed and lives[i] > reached[s]:
+            total += lives[i] - reached[s]
+            reached[s] = lives[i]
+    if total < k:
+        return seed
+    order = np.argsort(-values)
+    reached[:] = 0
+    total = 0
+    for i in order:
+        if values[i] <= seed:  # this term cannot raise the seed any more
+            break
+        s = i // columns
+        if lives[i] > reached[s]:
+            total += lives[i] - reached[s]
+            reached[s] = lives[i]
+        if total >= k:
+            return values[i]
     return seed
 
 

@@ -64,6 +64,15 @@ def heap_offer_many(scores, docs, size, k, new_scores, new_docs, base):
 
 
 @njit(cache=True, nogil=True)
+def heap_offer_positive(scores, docs, size, k, row_scores, base):
+    """Offer every row whose score is positive, with key ``base + row``; returns the new size."""
+    for row in range(row_scores.shape[0]):
+        if row_scores[row] > 0:
+            size = heap_offer(scores, docs, size, k, row_scores[row], base + row)
+    return size
+
+
+@njit(cache=True, nogil=True)
 def heap_ranked(scores, docs, size):
     """The heap's entries ranked: score descending, key ascending (sorts in place, returns size)."""
     ranked = np.argsort(docs[:size], kind="mergesort")
@@ -90,6 +99,10 @@ class TopK:
     def offer(self, scores: np.ndarray, docs: np.ndarray, base: int) -> None:
         self.size = heap_offer_many(self.scores, self.keys, self.size, self.k, np.asarray(scores, np.float64),
                                     np.asarray(docs, np.int64), np.int64(base))
+
+    def offer_positive(self, row_scores: np.ndarray, base: int) -> None:
+        """Offer the rows of ``row_scores`` that score above 0 (keys ``base + row``)."""
+        self.size = heap_offer_positive(self.scores, self.keys, self.size, self.k, row_scores, np.int64(base))
 
     def ranked(self) -> tuple[np.ndarray, np.ndarray]:
         """Keys and scores, best first (the heap is consumed)."""

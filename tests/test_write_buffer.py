@@ -1,0 +1,80 @@
+"""The write buffer's scores against scipy, and its snapshots against later writes."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lsr.index.buffer import NODE_SLOTS, WriteBuffer
+from lsr.index.wal import WalRecord
+
+VOCAB = 40  # few terms, so a term's postings fill several nodes
+
+
+def random_records(rng, count: int, ids: int) -> list[WalRecord]:
+    """Adds (some replacing an earlier id) and deletes, in log order."""
+    records = []
+    for seq in range(1, count + 1):
+        doc_id = f"d{rng.integers(ids)}"
+        if rng.random() < 0.15:
+            records.append(WalRecord(seq, "delete", doc_id))
+            continue
+        nnz = int(rng.integers(0, 12))
+        terms = np.sort(rng.choice(VOCAB, size=nnz, replace=False)).astype(np.uint32)
+        weights = (rng.random(nnz) * 3).astype(np.float32)
+        weights[rng.random(nnz) < 0.1] = 0.0
+        records.append(WalRecord(seq, "add", doc_id, terms=terms, weights=weights))
+    return records
+
+
+def oracle_scores(records: list[WalRecord], terms: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Per buffered row (each add is a row), the float64 dot product with the query; 0 for a row
+    a later record replaced or deleted."""
+    adds = [r for r in records if r.op == "add"]
+    rows = sp.csr_matrix((np.concatenate([r.weights for r in adds] + [np.zeros(0, np.float32)]).astype(np.float64),
+                          np.concatenate([r.terms for r in adds] + [np.zeros(0, np.uint32)]),
+                          np.concatenate([[0], np.cumsum([len(r.terms) for r in adds])])), shape=(len(adds), VOCAB))
+    query = np.zeros(VOCAB)
+    query[terms] = weights
+    scores = rows @ query
+    last_record = {r.doc_id: i for i, r in enumerate(records)}
+    row_records = [i for i, r in enumerate(records) if r.op == "add"]
+    for row, i in enumerate(row_records):
+        if last_record[records[i].doc_id] != i:
+            scores[row] = 0.0
+    return scores
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), count=st.integers(1, 400), ids=st.integers(1, 300))
+def test_buffer_scores_equal_scipy_and_a_view_keeps_its_prefix(seed, count, ids):
+    rng = np.random.default_rng(seed)
+    records = random_records(rng, count, ids)
+    buffer = WriteBuffer(VOCAB, None)
+    cut = int(rng.integers(0, count + 1))
+    for record in records[:cut]:
+        buffer.apply(record)
+    early = buffer.view()  # taken before the rest: later writes (and array growth) must not show
+    for record in records[cut:]:
+        buffer.apply(record)
+    late = buffer.view()
+    for _ in range(3):
+        terms = np.sort(rng.choice(VOCAB, size=int(rng.integers(1, 10)), replace=False)).astype(np.int64)
+        weights = rng.random(len(terms)) * 2
+        for view, seen in ((early, records[:cut]), (late, records)):
+            expected = oracle_scores(seen, terms, weights)
+            got = view.sparse_scores(terms, weights, VOCAB)
+            assert got.shape == expected.shape
+            np.testing.assert_allclose(got, expected, rtol=1e-12, atol=0)
+
+
+def test_a_term_of_many_documents_spans_many_nodes():
+    buffer = WriteBuffer(VOCAB, None)
+    count = 5 * NODE_SLOTS + 3
+    for seq in range(1, count + 1):
+        buffer.apply(WalRecord(seq, "add", f"d{seq}", terms=np.array([7], np.uint32),
+                               weights=np.array([seq], np.float32)))
+    scores = buffer.view().sparse_scores(np.array([7]), np.array([0.5]), VOCAB)
+    np.testing.assert_array_equal(scores, 0.5 * np.arange(1, count + 1))
