@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+from numba.typed import List
 
-from lsr.index.postings_view import find_sorted
+from lsr.index.postings_view import find_sorted, readonly
 
 # kernels
 
@@ -44,6 +45,25 @@ def _hash_matches(table, hashes, out_query, out_position):
             out_query[found] = i
             out_position[found] = low
             found += 1
+    return found
+
+
+@njit(cache=True, nogil=True)
+def _hash_matches_in(tables, hashes, out_table, out_query, out_position):
+    """`_hash_matches` over several sorted tables (a typed list) in one call: for each (table,
+    hash) match, the table's index too. Returns how many were found."""
+    found = 0
+    for s in range(len(tables)):
+        table = tables[s]
+        n = table.shape[0]
+        for i in range(hashes.shape[0]):
+            h = hashes[i]
+            low = find_sorted(table, 0, n, h)
+            if low < n and table[low] == h:
+                out_table[found] = s
+                out_query[found] = i
+                out_position[found] = low
+                found += 1
     return found
 
 
@@ -98,16 +118,46 @@ def find_ids(segment, doc_ids: list[str], hashes: np.ndarray) -> list[tuple[int,
     # nothing, and numpy's per-call overhead per segment was most of its cost.
     queries, positions = np.empty(len(hashes), dtype=np.int64), np.empty(len(hashes), dtype=np.int64)
     count = _hash_matches(table, hashes, queries, positions)
-    found = []
-    for i, position in zip(queries[:count].tolist(), positions[:count].tolist()):
-        h = hashes[i]
-        while position < len(table) and table[position] == h:
-            doc = int(segment.doc_id_hash_docs[position])
-            if segment.doc_ids[doc] == doc_ids[i]:
-                found.append((i, doc))
-                break
-            position += 1
-    return found
+    return [(i, doc) for i, position in zip(queries[:count].tolist(), positions[:count].tolist())
+            if (doc := _confirmed(segment, position, hashes[i], doc_ids[i])) is not None]
+
+
+class IdTables:
+    """The sorted id hashes of several segments, searched in one compiled call (`find`): a
+    refresh looks up every newly written id in every segment, and a call per segment cost
+    more than the searches."""
+
+    def __init__(self, segments: list) -> None:
+        self.segments = segments
+        self._tables = List()
+        for segment in segments:
+            self._tables.append(readonly(np.ascontiguousarray(segment.doc_id_hashes, dtype=np.uint64)))
+
+    def find(self, doc_ids: list[str], hashes: np.ndarray) -> list[tuple[int, int, int]]:
+        """``(segment index, position in doc_ids, internal id)`` for each segment copy of an id."""
+        if not len(doc_ids) or not self.segments:
+            return []
+        hashes = np.asarray(hashes, dtype=np.uint64)
+        size = len(self.segments) * len(hashes)
+        tables, queries, positions = (np.empty(size, dtype=np.int64) for _ in range(3))
+        count = _hash_matches_in(self._tables, hashes, tables, queries, positions)
+        found = []
+        for s, i, position in zip(tables[:count].tolist(), queries[:count].tolist(), positions[:count].tolist()):
+            if (doc := _confirmed(self.segments[s], position, hashes[i], doc_ids[i])) is not None:
+                found.append((s, i, doc))
+        return found
+
+
+def _confirmed(segment, position: int, h: np.uint64, doc_id: str) -> int | None:
+    """The internal id of ``doc_id`` among the table entries of hash ``h`` from ``position``
+    (equal hashes of different ids are told apart by the strings), or None."""
+    table = segment.doc_id_hashes
+    while position < len(table) and table[position] == h:
+        doc = int(segment.doc_id_hash_docs[position])
+        if segment.doc_ids[doc] == doc_id:
+            return doc
+        position += 1
+    return None
 
 
 def duplicate_positions(offsets: np.ndarray, data: np.ndarray, hashes: np.ndarray | None = None):

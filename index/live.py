@@ -35,7 +35,7 @@ from lsr.index.commit import SEGMENTS_DIR, Commit, generations, read_commit, rea
 from lsr.index.deletes import read_deletes
 from lsr.index.directory import CommitPin, IndexBusyError
 from lsr.index.dense import DenseIndexError
-from lsr.index.doc_ids import find_ids, hash_id
+from lsr.index.doc_ids import IdTables, find_ids, hash_id
 from lsr.index.forward import document_impacts
 from lsr.index.format import IndexFormatError, Segment
 from lsr.index.quantize import FINE_LEVELS
@@ -77,6 +77,7 @@ class _CommitState:
     def __init__(self, commit: Commit, pin: CommitPin, entries: list[_SegmentEntry]) -> None:
         self.commit = commit
         self.entries = entries
+        self.id_tables = IdTables([entry.segment for entry in entries])
         weakref.finalize(self, pin.release)  # released once no view uses this commit any more
 
 
@@ -110,7 +111,7 @@ class LiveIndex:
         self._extra: dict[int, list[int]] = {}  # segment index -> internal ids the buffer deleted
         self._watch = storage.ChangeWatch()
         self._masks: dict[int, tuple[int, np.ndarray, int]] = {}  # segment index -> (extra count, live mask, live)
-        self._kernel_cache: tuple = (None, {})  # (what it was built for, the view cache holding it)
+        self._segments_cache: tuple = (None, (), {})  # (what it was built for, segment states, view cache)
         self.wal = WriteAheadLog(self.directory)
         self.writer: IndexWriter | None = None
         self.flush_policy = FlushPolicy()
@@ -278,21 +279,22 @@ class LiveIndex:
     def _build_view(self) -> View:
         buffer = self._buffer.view()
         self._resolve(buffer)
-        extra = self._extra
-        states, base = [], 0
-        for index, entry in enumerate(self._state.entries):
-            live, num_live = self._live_mask(index, entry, extra.get(index, []))
-            dense = entry.segment.dense if self.dense_dim else None
-            states.append(SegmentState(entry.segment, base, live, num_live, entry.kth_deleted,
-                                       len(extra.get(index, [])), dense))
-            base += entry.segment.num_docs
-        # What the BMP kernel reads of the segments changes with the commit and the live masks
-        # only: views that differ by buffered adds alone share it (building it costs about 0.1
-        # ms a segment).
-        signature = (self._state.commit.generation, tuple((id(s.live), s.extra_deleted) for s in states))
-        if self._kernel_cache[0] != signature:
-            self._kernel_cache = (signature, {})
-        return View(tuple(states), buffer, self.vocab_size, owner=self._state, cache=self._kernel_cache[1])
+        # The segments' states change with the commit and the buffer's deletions in them only:
+        # views that differ by buffered adds alone share them, and the cache of what the BMP
+        # kernel reads of them (building that costs about 0.1 ms a segment, the states a few
+        # microseconds each, on every refresh that reads a new record).
+        key = (self._state.commit.generation, tuple(sorted((i, len(ids)) for i, ids in self._extra.items())))
+        if self._segments_cache[0] != key:
+            states, base = [], 0
+            for index, entry in enumerate(self._state.entries):
+                extra = self._extra.get(index, [])
+                live, num_live = self._live_mask(index, entry, extra)
+                dense = entry.segment.dense if self.dense_dim else None
+                states.append(SegmentState(entry.segment, base, live, num_live, entry.kth_deleted, len(extra), dense))
+                base += entry.segment.num_docs
+            self._segments_cache = (key, tuple(states), {})
+        _, states, cache = self._segments_cache
+        return View(states, buffer, self.vocab_size, owner=self._state, cache=cache)
 
     def _resolve(self, buffer) -> None:
         """Find the segment copies of the ids newly shadowed (replaced or deleted by buffered
@@ -302,10 +304,10 @@ class LiveIndex:
             return
         ids = buffer.shadow_order[start : buffer.num_shadowed]
         hashes = buffer.shadow_hashes[start : buffer.num_shadowed]
-        for index, entry in enumerate(self._state.entries):
-            for _, local in find_ids(entry.segment, ids, hashes):
-                if entry.deleted is None or not entry.deleted[local]:
-                    self._extra.setdefault(index, []).append(local)
+        for index, _, local in self._state.id_tables.find(ids, hashes):
+            entry = self._state.entries[index]
+            if entry.deleted is None or not entry.deleted[local]:
+                self._extra.setdefault(index, []).append(local)
         self._resolved = buffer.num_shadowed
 
     def _live_mask(self, index: int, entry: _SegmentEntry, extra: list[int]) -> tuple[np.ndarray, int]:

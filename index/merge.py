@@ -38,15 +38,23 @@ BLOCKS_PER_STEP = 512
 # Merges up to this many live documents reorder them (graph bisection, whose memory grows with
 # the merge); larger ones keep their sources' orders and stream (``index.concat_builder``).
 REORDER_MAX_DOCS = 250_000
+# Merges of fewer live documents keep their sources' orders too: like a flushed segment, a small
+# merged one is soon merged again, and graph bisection was most of its cost (ten segments of
+# 1,000 documents of the 1M benchmark collection: 2.4 of 2.9 s). The merge that first makes a
+# segment of this size reorders all of its documents.
+REORDER_MIN_DOCS = 20_000
 
 
 @dataclass
 class TieredMergePolicy:
     """Which segments to merge (see the module docstring)."""
 
-    segments_per_tier: int = 10
+    # Fewer segments per tier than Lucene's 10 and a higher floor: each segment costs a search a
+    # few microseconds per query term (bounds, seeds), about 1% of a 1 ms query, and flushed
+    # segments are small (``eval/bench_writes.py``: search beside 1,000 adds a second).
+    segments_per_tier: int = 4
     max_merge_at_once: int = 10
-    floor_docs: int = 2_000
+    floor_docs: int = 20_000
     max_merged_docs: int = 5_000_000
     deletes_pct_allowed: float = 33.0
 
@@ -111,7 +119,8 @@ def merge(writer, names: list[str], floats: dict[str, Path] | None = None,
             job keeps them): read instead of the dequantised impacts.
         float_vectors_dir: keep the merged segment's float vectors there.
         concatenate: keep the sources' document orders (streaming, bounded memory) instead of
-            reordering the merged documents; by default when they are more than `REORDER_MAX_DOCS`.
+            reordering the merged documents; by default when they are more than `REORDER_MAX_DOCS`
+            or fewer than `REORDER_MIN_DOCS`.
 
     Returns:
         The commit that replaced them.
@@ -121,7 +130,7 @@ def merge(writer, names: list[str], floats: dict[str, Path] | None = None,
     deleted_at_start = [read_deletes(writer.directory, s.deletes, s.num_docs) for s in sources]
     floats = floats or {}
     if concatenate is None:
-        concatenate = sum(s.num_live for s in sources) > REORDER_MAX_DOCS
+        concatenate = not REORDER_MIN_DOCS <= sum(s.num_live for s in sources) <= REORDER_MAX_DOCS
     scan = None
     if concatenate:  # a first pass finds the merged segment's quantisation scales
         from lsr.index.concat_builder import TermMaxScan

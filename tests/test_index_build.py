@@ -13,7 +13,7 @@ from lsr.index.build import build_index
 from lsr.index.builder import SegmentBuilder
 from lsr.index.check import verify_index
 from lsr.index.commit import read_newest_commit
-from lsr.index.doc_ids import DuplicateIdError, find_ids, hash_id
+from lsr.index.doc_ids import DuplicateIdError, IdTables, find_ids, hash_id
 from lsr.index.format import IndexFormatError
 from lsr.index.live import LiveIndex, open_single_segment
 from lsr.index.quantize import quantize
@@ -240,6 +240,20 @@ def test_lookup_by_id_one_and_many_equal_a_dictionary(tmp_path):
         assert index.find(doc_id) == oracle.get(doc_id)
     found = find_ids(index, asked, np.array([hash_id(d) for d in asked], dtype=np.uint64))
     assert found == [(i, oracle[d]) for i, d in enumerate(asked) if d in oracle]
+
+
+def test_lookup_in_many_segments_at_once_equals_one_segment_at_a_time(tmp_path):
+    segments = []
+    for n, (start, count) in enumerate([(0, 200), (150, 100), (400, 8), (0, 60)]):  # ids shared between them
+        matrix = random_docs(count, seed=n)
+        ids = [f"doc-{i}" for i in range(start, start + count)]
+        build_index(tmp_path / f"ix{n}", [(ids, SparseBatch.from_scipy(matrix), None)], VOCAB)
+        segments.append(open_single_segment(tmp_path / f"ix{n}"))
+    asked = [f"doc-{i}" for i in range(0, 420, 7)] + ["doc-403", "", "nope"]
+    hashes = np.array([hash_id(d) for d in asked], dtype=np.uint64)
+    expected = sorted((s, i, doc) for s, segment in enumerate(segments) for i, doc in find_ids(segment, asked, hashes))
+    assert sorted(IdTables(segments).find(asked, hashes)) == expected
+    assert {s for s, _, _ in expected} == set(range(len(segments)))  # every segment holds some of them
 
 
 def test_lookup_by_id_compares_strings_when_hashes_collide():
