@@ -38,11 +38,6 @@ BLOCKS_PER_STEP = 512
 # Merges up to this many live documents reorder them (graph bisection, whose memory grows with
 # the merge); larger ones keep their sources' orders and stream (``index.concat_builder``).
 REORDER_MAX_DOCS = 250_000
-# Merges of fewer live documents keep their sources' orders too: like a flushed segment, a small
-# merged one is soon merged again, and graph bisection was most of its cost (ten segments of
-# 1,000 documents of the 1M benchmark collection: 2.4 of 2.9 s). The merge that first makes a
-# segment of this size reorders all of its documents.
-REORDER_MIN_DOCS = 20_000
 
 
 @dataclass
@@ -57,6 +52,15 @@ class TieredMergePolicy:
     floor_docs: int = 20_000
     max_merged_docs: int = 5_000_000
     deletes_pct_allowed: float = 33.0
+    # Its merges of fewer live documents keep their sources' orders: like a flushed segment, a
+    # small merged one is soon merged again, and graph bisection was most of its cost (ten
+    # flushed segments of 1,000 documents of the 1M benchmark collection: 2.4 of 2.9 s). The
+    # merge that first makes a segment of this size reorders all of its documents.
+    reorder_min_docs: int = 20_000
+
+    def concatenates(self, segments: list[SegmentRecord]) -> bool:
+        """Whether its merge of ``segments`` keeps their document orders (`merge`'s ``concatenate``)."""
+        return not self.reorder_min_docs <= sum(s.num_live for s in segments) <= REORDER_MAX_DOCS
 
     def find_merge(self, segments: tuple[SegmentRecord, ...]) -> list[str] | None:
         """Names of the segments to merge next, or None when the index is in shape."""
@@ -119,8 +123,7 @@ def merge(writer, names: list[str], floats: dict[str, Path] | None = None,
             job keeps them): read instead of the dequantised impacts.
         float_vectors_dir: keep the merged segment's float vectors there.
         concatenate: keep the sources' document orders (streaming, bounded memory) instead of
-            reordering the merged documents; by default when they are more than `REORDER_MAX_DOCS`
-            or fewer than `REORDER_MIN_DOCS`.
+            reordering the merged documents; by default when they are more than `REORDER_MAX_DOCS`.
 
     Returns:
         The commit that replaced them.
@@ -130,7 +133,7 @@ def merge(writer, names: list[str], floats: dict[str, Path] | None = None,
     deleted_at_start = [read_deletes(writer.directory, s.deletes, s.num_docs) for s in sources]
     floats = floats or {}
     if concatenate is None:
-        concatenate = not REORDER_MIN_DOCS <= sum(s.num_live for s in sources) <= REORDER_MAX_DOCS
+        concatenate = sum(s.num_live for s in sources) > REORDER_MAX_DOCS
     scan = None
     if concatenate:  # a first pass finds the merged segment's quantisation scales
         from lsr.index.concat_builder import TermMaxScan

@@ -318,8 +318,13 @@ class IndexWriter:
         """Run the merge the policy picks (``index.merge.TieredMergePolicy`` by default), if any."""
         from lsr.index.merge import TieredMergePolicy, merge
 
-        names = (policy or TieredMergePolicy()).find_merge(self.commit.segments)
-        return merge(self, names) if names else None
+        policy = policy or TieredMergePolicy()
+        names = policy.find_merge(self.commit.segments)
+        if not names:
+            return None
+        concatenate = policy.concatenates([self.commit.segment(n) for n in names]) if hasattr(
+            policy, "concatenates") else None
+        return merge(self, names, concatenate=concatenate)
 
     def force_merge(self, max_segments: int = 1) -> Commit:
         """Flush, then merge until at most ``max_segments`` segments remain, none with deletions

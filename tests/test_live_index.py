@@ -148,9 +148,8 @@ def test_random_writes_flushes_and_merges_match_the_oracle(index_dir):
 def test_hypothesis_add_delete_merge_sequences(tmp_path_factory, seed, block_size, reorder, concatenate):
     from lsr.index import merge
 
-    defaults = merge.REORDER_MIN_DOCS, merge.REORDER_MAX_DOCS
-    # merges keep their sources' orders, or reorder (these merges are all small)
-    merge.REORDER_MIN_DOCS, merge.REORDER_MAX_DOCS = (0, 0) if concatenate else (0, defaults[1])
+    default = merge.REORDER_MAX_DOCS
+    merge.REORDER_MAX_DOCS = 0 if concatenate else default  # merges keep their sources' orders, or reorder
     try:
         rng = np.random.default_rng(seed)
         path = tmp_path_factory.mktemp("h") / "idx"
@@ -164,7 +163,7 @@ def test_hypothesis_add_delete_merge_sequences(tmp_path_factory, seed, block_siz
                     assert_matches_oracle(live, query.indices, query.data, k, scorer)
             model.check(live)
     finally:
-        merge.REORDER_MIN_DOCS, merge.REORDER_MAX_DOCS = defaults
+        merge.REORDER_MAX_DOCS = default
 
 
 def test_bmp_seeds_stay_exact_when_the_top_documents_are_deleted(tmp_path):
