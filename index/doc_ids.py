@@ -33,17 +33,21 @@ def _hash_table(offsets, data, out):
 
 
 @njit(cache=True, nogil=True)
+def _first_position(table, h):
+    """The first position of hash ``h`` in the sorted ``table`` (binary search), or -1."""
+    low = find_sorted(table, 0, table.shape[0], h)
+    return low if low < table.shape[0] and table[low] == h else -1
+
+
+@njit(cache=True, nogil=True)
 def _hash_matches(table, hashes, out_query, out_position):
     """For each hash present in the sorted ``table``: its index and the first table position
-    holding it (binary search). Returns how many were found."""
+    holding it. Returns how many were found."""
     found = 0
-    n = table.shape[0]
     for i in range(hashes.shape[0]):
-        h = hashes[i]
-        low = find_sorted(table, 0, n, h)
-        if low < n and table[low] == h:
-            out_query[found] = i
-            out_position[found] = low
+        position = _first_position(table, hashes[i])
+        if position >= 0:
+            out_query[found], out_position[found] = i, position
             found += 1
     return found
 
@@ -55,14 +59,10 @@ def _hash_matches_in(tables, hashes, out_table, out_query, out_position):
     found = 0
     for s in range(len(tables)):
         table = tables[s]
-        n = table.shape[0]
         for i in range(hashes.shape[0]):
-            h = hashes[i]
-            low = find_sorted(table, 0, n, h)
-            if low < n and table[low] == h:
-                out_table[found] = s
-                out_query[found] = i
-                out_position[found] = low
+            position = _first_position(table, hashes[i])
+            if position >= 0:
+                out_table[found], out_query[found], out_position[found] = s, i, position
                 found += 1
     return found
 
