@@ -12,10 +12,12 @@ A merge reads the live documents of its sources block range by block range (impa
 dequantised with each source's scales and quantised again with the merged segment's, which
 keeps them exact for the source whose scale is the largest), builds the merged segment
 without any lock, then commits it in place of its sources. Up to `REORDER_MAX_DOCS` live
-documents the merged documents are reordered (graph bisection); beyond, each source keeps its
-order and the merged segment streams to disk in bounded memory (``index.concat_builder``). Deletions committed on a source
-while the merge ran are carried over to the merged segment through the map from (source,
-internal id) to merged id; deletions still in the log resolve by id against the new commit.
+documents the merged documents are reordered (graph bisection), except in the policy's own
+merges of fewer than ``reorder_min_docs`` (small young segments, soon merged again); beyond,
+each source keeps its order and the merged segment streams to disk in bounded memory
+(``index.concat_builder``). Deletions committed on a source while the merge ran are carried
+over to the merged segment through the map from (source, internal id) to merged id;
+deletions still in the log resolve by id against the new commit.
 """
 
 from __future__ import annotations

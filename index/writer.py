@@ -315,7 +315,8 @@ class IndexWriter:
         return self._open_segment(record)
 
     def maybe_merge(self, policy=None) -> Commit | None:
-        """Run the merge the policy picks (``index.merge.TieredMergePolicy`` by default), if any."""
+        """Run the merge the policy picks (``index.merge.TieredMergePolicy`` by default), if any;
+        a policy with a ``concatenates`` method says whether that merge keeps its sources' orders."""
         from lsr.index.merge import TieredMergePolicy, merge
 
         policy = policy or TieredMergePolicy()
