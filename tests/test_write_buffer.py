@@ -78,3 +78,36 @@ def test_a_term_of_many_documents_spans_many_nodes():
                                weights=np.array([seq], np.float32)))
     scores = buffer.view().sparse_scores(np.array([7]), np.array([0.5]), VOCAB)
     np.testing.assert_array_equal(scores, 0.5 * np.arange(1, count + 1))
+
+
+def test_views_searched_while_another_thread_writes_see_exactly_their_prefix():
+    """A view is searched without a lock while writes go on (kernels release the GIL): each
+    view's scores equal the oracle's over the records applied when it was taken."""
+    import threading
+
+    rng = np.random.default_rng(11)
+    records = random_records(rng, 3000, 1500)
+    buffer = WriteBuffer(VOCAB, None)
+    lock = threading.Lock()
+    done = threading.Event()
+
+    def write() -> None:
+        for record in records:
+            with lock:  # as LiveIndex applies records under its lock
+                buffer.apply(record)
+        done.set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    checked = 0
+    query_rng = np.random.default_rng(12)
+    while not done.is_set() or checked < 5:
+        with lock:
+            view, seen = buffer.view(), len(buffer.records)
+        terms = np.sort(query_rng.choice(VOCAB, size=6, replace=False)).astype(np.int64)
+        weights = query_rng.random(6)
+        got = view.sparse_scores(terms, weights, VOCAB)  # while the writer appends
+        np.testing.assert_allclose(got, oracle_scores(records[:seen], terms, weights), rtol=1e-12, atol=0)
+        checked += 1
+    writer.join()
+    assert checked >= 5, checked
