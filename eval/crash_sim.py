@@ -185,8 +185,8 @@ def run_scenario(path: Path, recorder: IoRecorder, rng, steps: int, kinds: tuple
                 del alive[doc_id]
             elif kind == "flush":
                 live.flush()
-            elif kind == "merge":
-                live.merge(policy=_TwoSmallest())
+            elif kind == "merge":  # in turn reordering and keeping the sources' orders (small merges do)
+                live.merge(policy=_TwoSmallest(concatenate=step % 2 == 1))
             elif kind == "force_merge":
                 live.merge(max_segments=1)
             elif kind == "rebuild":
@@ -207,6 +207,12 @@ def run_scenario(path: Path, recorder: IoRecorder, rng, steps: int, kinds: tuple
 
 
 class _TwoSmallest:
+    def __init__(self, concatenate: bool) -> None:
+        self.concatenate = concatenate
+
+    def concatenates(self, segments) -> bool:
+        return self.concatenate
+
     def find_merge(self, segments):
         if len(segments) < 2:
             return None
