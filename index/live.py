@@ -35,7 +35,7 @@ from lsr.index.commit import SEGMENTS_DIR, Commit, generations, read_commit, rea
 from lsr.index.deletes import read_deletes
 from lsr.index.directory import CommitPin, IndexBusyError
 from lsr.index.dense import DenseIndexError
-from lsr.index.doc_ids import IdTables, find_ids, hash_id
+from lsr.index.doc_ids import IdTables, hash_id
 from lsr.index.forward import document_impacts
 from lsr.index.format import IndexFormatError, Segment
 from lsr.index.quantize import FINE_LEVELS
@@ -464,11 +464,11 @@ class LiveIndex:
         building a view: `_locate` on one says the same)."""
         if self._buffer.touched(doc_id):
             return self._buffer.holds(doc_id)
-        hashes = np.array([hash_id(doc_id)], dtype=np.uint64)  # hashed once for every segment
-        for entry in reversed(self._state.entries):
-            for _, local in find_ids(entry.segment, [doc_id], hashes):
-                if entry.deleted is None or not entry.deleted[local]:
-                    return True
+        hashes = np.array([hash_id(doc_id)], dtype=np.uint64)
+        for index, _, local in self._state.id_tables.find([doc_id], hashes):  # every segment in one call
+            deleted = self._state.entries[index].deleted
+            if deleted is None or not deleted[local]:
+                return True
         return False
 
     def _check_document(self, doc_id, terms, weights, dense) -> None:
