@@ -13,6 +13,7 @@ from lsr.index.build import build_index
 from lsr.index.commit import generations
 from lsr.index.format import Segment
 from lsr.index.live import open_single_segment
+from lsr.index.npy_stream import NpyReader
 from lsr.index.sparse_batch import SparseBatch
 
 VOCAB_SIZE = 30522
@@ -35,6 +36,16 @@ def sample_queries(collection: Path, count: int, seed: int = 0) -> tuple[np.ndar
                           VOCAB_SIZE)
     chosen = np.sort(np.random.default_rng(seed).choice(len(queries), size=min(count, len(queries)), replace=False))
     return chosen, SparseBatch.from_scipy(queries.to_scipy()[chosen])
+
+
+def document_vectors(collection: Path, count: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The vectors (term ids, weights) of ``count`` seeded random documents of a collection, in
+    memory: what the write benchmarks add under new ids."""
+    indptr = np.load(collection / "docs" / "indptr.npy")
+    indices, values = NpyReader(collection / "docs" / "indices.npy"), NpyReader(collection / "docs" / "values.npy")
+    rows = np.random.default_rng(seed).choice(len(indptr) - 1, size=count, replace=False)
+    return [(indices.read(int(indptr[r]), int(indptr[r + 1])), values.read(int(indptr[r]), int(indptr[r + 1])))
+            for r in rows]
 
 
 def doc_chunks(docs: SparseBatch):

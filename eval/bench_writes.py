@@ -29,9 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lsr.eval.bench_collection import link_copy, sample_queries
+from lsr.eval.bench_collection import document_vectors, link_copy, sample_queries
 from lsr.eval.report import publish
-from lsr.index.npy_stream import NpyReader
 
 
 def _pin(cpus: list[int] | None) -> None:
@@ -73,15 +72,6 @@ def _searcher(path: str, collection: str, num_queries: int, seconds: float, read
                      "segments_seen": len(live.refresh().segments)})
 
 
-def _vectors(collection: Path, count: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The vectors of ``count`` random documents of the collection, in memory."""
-    indptr = np.load(collection / "docs" / "indptr.npy")
-    indices, values = NpyReader(collection / "docs" / "indices.npy"), NpyReader(collection / "docs" / "values.npy")
-    rows = np.random.default_rng(0).choice(len(indptr) - 1, size=count, replace=False)
-    return [(indices.read(int(indptr[r]), int(indptr[r + 1])), values.read(int(indptr[r]), int(indptr[r + 1])))
-            for r in rows]
-
-
 def _writer(path: str, collection: str, threads: int, rate: float | None, seconds: float, start, results,
             flush_docs: int, cpus: list[int] | None = None) -> None:
     _pin(cpus)
@@ -90,7 +80,7 @@ def _writer(path: str, collection: str, threads: int, rate: float | None, second
     live = LiveIndex(path, writer="required")
     live.flush_policy.max_docs = flush_docs
     live.flush_policy.max_seconds = 1.0
-    pool = _vectors(Path(collection), 20_000)  # read before the clock starts
+    pool = document_vectors(Path(collection), 20_000)  # read before the clock starts
     stop = threading.Event()
     counts = [0] * threads
     latencies: list[list[float]] = [[] for _ in range(threads)]

@@ -60,6 +60,7 @@ def _link_row(indices, values, start, end, row, term_first, term_last, node_fill
         if node < 0 or node_fill[node] == NODE_SLOTS:
             fresh = num_nodes
             num_nodes += 1
+            node_rows[fresh, :] = UNWRITTEN  # the arrays are allocated uninitialised
             node_fill[fresh] = 0
             node_next[fresh] = -1
             if node < 0:
@@ -187,7 +188,7 @@ class WriteBuffer:
         dense_dim: the dense dimension, or None when the index has no dense part.
     """
 
-    def __init__(self, vocab_size: int, dense_dim: int | None) -> None:
+    def __init__(self, vocab_size: int, dense_dim: int | None, capacity: tuple[int, int, int] = (16, 256, 64)) -> None:
         self.vocab_size = vocab_size
         self.dense_dim = dense_dim
         self.records: list[WalRecord] = []
@@ -198,19 +199,22 @@ class WriteBuffer:
         self._rows_of: dict[str, list[int]] = {}  # id -> every row it had (append-only, for views)
         self.shadow_order: list[str] = []  # ids in the order a record first touched them
         self._shadow_rank: dict[str, int] = {}
-        self._shadow_hashes = np.zeros(16, dtype=np.uint64)
-        self._indptr = np.zeros(17, dtype=np.int64)
-        self._indices = np.zeros(256, dtype=np.uint32)
-        self._values = np.zeros(256, dtype=np.float32)
+        # Room for (rows, postings, nodes) to start with; arrays grow by doubling. Unused slots
+        # are never read (views stop at the counts), so they are left uninitialised.
+        rows, postings, nodes = capacity
+        self._shadow_hashes = np.empty(rows, dtype=np.uint64)
+        self._indptr = np.zeros(rows + 1, dtype=np.int64)
+        self._indices = np.empty(postings, dtype=np.uint32)
+        self._values = np.empty(postings, dtype=np.float32)
         self._term_first = np.full(vocab_size, -1, dtype=np.int32)
         self._term_last = np.full(vocab_size, -1, dtype=np.int32)
-        self._node_fill = np.zeros(64, dtype=np.int32)
-        self._node_next = np.zeros(64, dtype=np.int32)
-        self._node_rows = np.full((64, NODE_SLOTS), UNWRITTEN, dtype=np.int32)
-        self._node_values = np.zeros((64, NODE_SLOTS), dtype=np.float32)
+        self._node_fill = np.empty(nodes, dtype=np.int32)
+        self._node_next = np.empty(nodes, dtype=np.int32)
+        self._node_rows = np.empty((nodes, NODE_SLOTS), dtype=np.int32)
+        self._node_values = np.empty((nodes, NODE_SLOTS), dtype=np.float32)
         self._num_nodes = 0
-        self._dense = np.zeros((16, dense_dim), dtype=np.float32) if dense_dim else None
-        self._live = np.zeros(16, dtype=bool)
+        self._dense = np.empty((rows, dense_dim), dtype=np.float32) if dense_dim else None
+        self._live = np.empty(rows, dtype=bool)
         self._nnz = 0
         self._view: BufferView | None = None
 
@@ -276,7 +280,7 @@ class WriteBuffer:
             needed = self._num_nodes + nnz
             self._node_fill = _grown(self._node_fill, needed)
             self._node_next = _grown(self._node_next, needed)
-            self._node_rows = _grown(self._node_rows, needed, fill=UNWRITTEN)
+            self._node_rows = _grown(self._node_rows, needed)
             self._node_values = _grown(self._node_values, needed)
         self._indices[self._nnz : self._nnz + nnz] = record.terms
         self._values[self._nnz : self._nnz + nnz] = record.weights
@@ -316,17 +320,19 @@ class WriteBuffer:
         return self._rebuilt(vocab_size, dense_dim, after=-1)
 
     def _rebuilt(self, vocab_size: int, dense_dim: int | None, after: int) -> "WriteBuffer":
-        fresh = WriteBuffer(vocab_size, dense_dim)
+        # As much room as this buffer had: the next one fills about as far before its flush,
+        # and growing by doubling from nothing cost a few milliseconds of copies each time.
+        fresh = WriteBuffer(vocab_size, dense_dim, (len(self._live), len(self._indices), len(self._node_next)))
         for record in self.records:
             if record.seq > after:
                 fresh.apply(record)
         return fresh
 
 
-def _grown(array: np.ndarray, needed: int, fill=0) -> np.ndarray:
-    """A copy with room for at least ``needed`` rows (doubling), the new ones ``fill``; old views
-    keep the old array."""
+def _grown(array: np.ndarray, needed: int) -> np.ndarray:
+    """A copy with room for at least ``needed`` rows (doubling; the new ones uninitialised, see
+    `WriteBuffer.__init__`); old views keep the old array."""
     size = max(needed, 2 * len(array))
-    out = np.full((size,) + array.shape[1:], fill, dtype=array.dtype)
+    out = np.empty((size,) + array.shape[1:], dtype=array.dtype)
     out[: len(array)] = array
     return out

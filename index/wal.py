@@ -34,6 +34,7 @@ import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -61,9 +62,10 @@ class WalGap(RuntimeError):
     """Records a reader has not seen were trimmed: a newer commit holds them."""
 
 
-@dataclass(frozen=True)
-class WalRecord:
-    """One logged write. ``op`` is ``"add"`` (add or replace) or ``"delete"``."""
+class WalRecord(NamedTuple):
+    """One logged write. ``op`` is ``"add"`` (add or replace) or ``"delete"``. (A named tuple:
+    a reader makes one per record on every refresh, and a frozen dataclass's constructor cost
+    a few times more.)"""
 
     seq: int
     op: str
@@ -106,24 +108,23 @@ def _frame(seq: int, body: bytes) -> bytes:
 def decode_payload(payload: bytes) -> WalRecord:
     """Parse a payload whose CRC matched; ValueError on a malformed one."""
     seq, op_code, header_length = HEAD.unpack_from(payload, 0)
-    pos = HEAD.size
-    header = json.loads(payload[pos : pos + header_length].decode("utf-8"))
-    pos += header_length
+    pos = HEAD.size + header_length
+    header = json.loads(payload[HEAD.size : pos].decode("utf-8"))
     (nnz,) = COUNT.unpack_from(payload, pos)
     pos += COUNT.size
+    (dim,) = COUNT.unpack_from(payload, pos + 8 * nnz)
+    if pos + 8 * nnz + COUNT.size + 4 * dim != len(payload):
+        raise ValueError("payload length does not match its contents")
+    op = OP_NAMES.get(op_code)
+    if op is None or type(header) is not dict:
+        raise ValueError("unknown op or header")
+    doc_id, title, text = header.get("id"), header.get("title"), header.get("text")
+    if type(doc_id) is not str or type(title) is not str or type(text) is not str:
+        raise ValueError("header fields id, title and text must be strings")
     terms = np.frombuffer(payload, dtype=np.uint32, count=nnz, offset=pos)
     weights = np.frombuffer(payload, dtype=np.float32, count=nnz, offset=pos + 4 * nnz)
-    pos += 8 * nnz
-    (dim,) = COUNT.unpack_from(payload, pos)
-    pos += COUNT.size
-    dense = np.frombuffer(payload, dtype=np.float32, count=dim, offset=pos)
-    if pos + 4 * dim != len(payload):
-        raise ValueError("payload length does not match its contents")
-    if op_code not in OP_NAMES or not isinstance(header, dict) or not all(
-            isinstance(header.get(key), str) for key in ("id", "title", "text")):
-        raise ValueError("unknown op or header fields")
-    return WalRecord(seq, OP_NAMES[op_code], header["id"], header["title"], header["text"], terms, weights,
-                     dense if dim else None)
+    dense = np.frombuffer(payload, dtype=np.float32, count=dim, offset=pos + 8 * nnz + COUNT.size) if dim else None
+    return WalRecord(seq, op, doc_id, title, text, terms, weights, dense)
 
 
 @dataclass
@@ -134,50 +135,57 @@ class _Scan:
 
 
 def _read_frame(data: bytes, offset: int):
-    """The record at ``offset``: a `WalRecord`, None if incomplete, or "bad"."""
+    """The record at ``offset`` and the offset after it: ``(WalRecord, end)``, ``(None, offset)``
+    if incomplete, or ``("bad", offset)``."""
     if len(data) - offset < FRAME.size:
-        return None
+        return None, offset
     magic, length, crc = FRAME.unpack_from(data, offset)
     if magic != MAGIC or length < HEAD.size or length > MAX_PAYLOAD:
-        return "bad"
+        return "bad", offset
     start = offset + FRAME.size
-    if len(data) - start < length:
-        return None
-    payload = data[start : start + length]
+    end = start + length
+    if len(data) < end:
+        return None, offset
+    payload = data[start:end]
     if zlib.crc32(payload) != crc:
-        return "bad"
+        return "bad", offset
     try:
-        return decode_payload(payload)
+        return decode_payload(payload), end
     except (ValueError, struct.error, UnicodeDecodeError):
-        return "bad"
+        return "bad", offset
 
 
 def _scan(data: bytes, offset: int) -> _Scan:
     records = []
     while True:
-        frame = _read_frame(data, offset)
+        frame, end = _read_frame(data, offset)
         if frame is None:
             return _Scan(records, offset, None)
         if frame == "bad":
             return _Scan(records, offset, offset)
         records.append(frame)
-        offset += FRAME.size + FRAME.unpack_from(data, offset)[1]
+        offset = end
 
 
 def _valid_record_after(data: bytes, offset: int) -> bool:
     """Whether a complete record with a good checksum starts anywhere after ``offset``."""
     position = data.find(MAGIC, offset + 1)
     while position >= 0:
-        if isinstance(_read_frame(data, position), WalRecord):
+        if isinstance(_read_frame(data, position)[0], WalRecord):
             return True
         position = data.find(MAGIC, position + 1)
     return False
 
 
-def _read_from(path: Path, offset: int) -> bytes:
-    with open(path, "rb") as handle:
-        handle.seek(offset)
-        return handle.read()
+def _read_from(path: Path | str, offset: int) -> bytes:
+    """The file's bytes from ``offset`` to its end (raw calls: a buffered file object cost
+    twice as much, on every refresh that finds new records)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        return os.pread(fd, size - offset, offset) if size > offset else b""
+    finally:
+        os.close(fd)
 
 
 def wal_files(directory: Path) -> list[tuple[int, Path]]:
@@ -209,7 +217,6 @@ class WriteAheadLog:
         self._mutex = threading.Lock()  # flock is per open file: threads of this process take this first
         self._append_state: tuple[int, int, int] | None = None  # (file first seq, validated end, last seq)
         self._read_cursor: tuple[int, int, int] | None = None  # (file first seq, offset read to, last seq read)
-        self._watch = storage.ChangeWatch()
         self._read_watch, self._append_watch = storage.ChangeWatch(), storage.ChangeWatch()
         self._listings: dict[storage.ChangeWatch, list] = {}  # each watch's last listing
         self._cond = threading.Condition()
@@ -350,8 +357,6 @@ class WriteAheadLog:
             WalGap: the next record the caller needs was trimmed (reload the commit).
             WalCorruptError: a damaged record with valid records after it, or a gap in the seqs.
         """
-        if self._nothing_new(after_seq):
-            return []
         files = self._files(self._read_watch)
         # The file holding after_seq + 1 is the last one starting at or before it.
         start = max((i for i, (first, _) in enumerate(files) if first <= after_seq + 1), default=None)
@@ -359,37 +364,42 @@ class WriteAheadLog:
             if files:
                 raise WalGap(f"records after seq {after_seq} were trimmed")
             return []
-        records, expected = [], after_seq + 1
+        cursor = self._read_cursor
+        if start == len(files) - 1 and cursor is not None and cursor[0] == files[-1][0] and cursor[2] == after_seq:
+            # The last read ended in the newest file: one stat says whether it grew.
+            try:
+                if os.stat(files[-1][1]).st_size == cursor[1]:
+                    return []
+            except FileNotFoundError as error:
+                raise WalGap(f"{files[-1][1]} was trimmed while being read") from error
+        records = []
         for first, path in files[start:]:
             cursor = self._read_cursor
+            expected = after_seq + 1 + len(records)
             offset = cursor[1] if cursor and cursor[0] == first and cursor[2] == expected - 1 else 0
             try:
-                data = _read_from(path, offset)
+                records += self._records_in(first, path, offset, expected)
             except FileNotFoundError as error:
                 raise WalGap(f"{path} was trimmed while being read") from error
-            scan = _scan(data, 0)
-            if scan.bad is not None:
-                scan = self._recheck(path, offset, scan)
-            for record in scan.records:
-                if record.seq < expected:
-                    continue
-                if record.seq != expected:
-                    raise WalCorruptError(f"{path}: record at seq {record.seq}, expected {expected}")
-                records.append(record)
-                expected += 1
-            self._read_cursor = (first, offset + scan.end, expected - 1)
         return records
 
-    def _nothing_new(self, after_seq: int) -> bool:
-        """Cheaply (two ``stat``), whether the log surely holds nothing after ``after_seq``: no
-        file was added or removed, and the file the cursor is in did not grow."""
-        cursor = self._read_cursor
-        if cursor is None or cursor[2] != after_seq or self._watch.changed(self._wal_dir_name):
-            return False
-        try:
-            return os.stat(os.path.join(self._wal_dir_name, wal_file_name(cursor[0]))).st_size == cursor[1]
-        except FileNotFoundError:
-            return False
+    def _records_in(self, first: int, path, offset: int, expected: int) -> list[WalRecord]:
+        """The records of one file from ``offset`` with seq >= ``expected`` (which must follow
+        without a gap); moves the read cursor past them."""
+        data = _read_from(path, offset)
+        scan = _scan(data, 0)
+        if scan.bad is not None:
+            scan = self._recheck(path, offset, scan)
+        records = []
+        for record in scan.records:
+            if record.seq < expected:
+                continue
+            if record.seq != expected:
+                raise WalCorruptError(f"{path}: record at seq {record.seq}, expected {expected}")
+            records.append(record)
+            expected += 1
+        self._read_cursor = (first, offset + scan.end, expected - 1)
+        return records
 
     def _recheck(self, path: Path, offset: int, scan: _Scan) -> _Scan:
         """A record failed its check while reading without the lock: look again under it, where

@@ -17,7 +17,7 @@ from lsr.index.commit import read_newest_commit
 from lsr.index.directory import IndexBusyError
 from lsr.index.live import DocumentNotFound, LiveIndex
 from lsr.index.sparse_batch import SparseBatch
-from lsr.index.wal import WAL_DIR, WalCorruptError, encode_body, wal_files
+from lsr.index.wal import WAL_DIR, WalCorruptError, WriteAheadLog, encode_body, wal_files
 
 VOCAB = 300
 
@@ -241,6 +241,35 @@ def test_a_second_process_sees_writes_and_commits(index_dir):
     assert second.document("fresh")["segment"] != "buffer"  # the new commit, seen before answering
     first.merge(max_segments=1)
     assert len(second.refresh().segments) == 1 and second.contains("fresh")
+
+
+def test_a_log_reader_follows_appends_rolls_and_trims(index_dir):
+    """`WriteAheadLog.read` against the seqs appended: a read that ends in the newest file
+    answers the next from one stat (nothing new) or from that file's new bytes, a roll or a
+    trim sends it back to the listing, and a read from another position (a flush's) moves the
+    cursor without losing the reader's place."""
+    LiveIndex(index_dir).close()  # makes the log's first file
+    appender, reader = WriteAheadLog(index_dir), WriteAheadLog(index_dir)
+    body = encode_body("add", "x", "", "", [1], [1.0])
+    seqs, applied, trimmed = [], 0, 0
+    for step in range(40):
+        action = step % 5
+        if action == 3:
+            appender.roll()
+        elif action == 4 and seqs:
+            appender.trim(applied)  # only what the reader has read (as a commit would cover)
+            trimmed = applied
+        else:
+            seqs += appender.append([body] * (1 + step % 3))
+        if step % 7 == 6:  # someone else reads from what the last trim left (a flush)
+            assert [r.seq for r in reader.read(trimmed)] == [s for s in seqs if s > trimmed]
+        got = [r.seq for r in reader.read(applied)]
+        assert got == [s for s in seqs if s > applied]
+        applied = seqs[-1] if seqs else 0
+        assert reader.read(applied) == []
+    seqs += appender.append([body] * 3)
+    assert [r.seq for r in WriteAheadLog(index_dir).read(trimmed)] == [s for s in seqs if s > trimmed]
+    assert [r.seq for r in reader.read(applied)] == seqs[-3:]
 
 
 def test_only_one_writer(index_dir):

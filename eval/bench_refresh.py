@@ -1,0 +1,97 @@
+"""What a reader's refresh costs when the log grew: the per-search price of seeing every write.
+
+    python eval/bench_refresh.py /tmp/lsr-bench-segments/one /tmp/bench-1m --out eval/results/bench_refresh_1m
+
+A copy of an index (hard links) is opened twice in one process, as two service workers would
+open it: a writer appends documents of the collection under new ids (batches of 1, 4 and 16
+records, each batch one log write and one fsync; flushing off, so the buffer grows to the
+number of records written, as between two flushes), and after each batch a reader refreshes:
+it reads the new records from the log into its write buffer and builds the view that its
+next search would read. Timed: that refresh, and a second one right after, which finds
+nothing new (what every search pays when nobody writes). No search runs in between, so the
+figures are a warm cache's; beside a search they grow (``eval/bench_writes.py`` measures the
+refresh inside a searching process while another writes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from lsr.eval.bench_collection import document_vectors, link_copy
+from lsr.eval.report import publish
+from lsr.index.live import LiveIndex
+
+BATCHES = (1, 4, 16)
+
+
+def run(index: Path, collection: Path, work: Path, records: int) -> dict:
+    copy = work / "index"
+    shutil.rmtree(work, ignore_errors=True)
+    link_copy(index, copy)
+    vectors = document_vectors(collection, records * len(BATCHES) + 100)
+    rows = {}
+    with LiveIndex(copy, writer="required") as writer, LiveIndex(copy, writer="never") as reader:
+        writer.flush_policy.max_docs, writer.flush_policy.max_seconds = 10 ** 9, 1e9  # no flush: one buffer
+        for i in range(100):  # warm up: compiled kernels, page cache
+            writer.add(f"warm-{i}", "", "", *vectors[i])
+            reader.refresh()
+        taken = 100
+        for batch in BATCHES:
+            grown, quiet = [], []
+            for start in range(0, records, batch):
+                writer.add_many([(f"b{batch}-{start + j}", "", "", *vectors[taken + j], None) for j in range(batch)])
+                taken += batch
+                began = time.perf_counter()
+                reader.refresh()
+                middle = time.perf_counter()
+                reader.refresh()
+                grown.append((middle - began) * 1e6)
+                quiet.append((time.perf_counter() - middle) * 1e6)
+            rows[str(batch)] = {"refreshes": len(grown), "p50_us": float(np.percentile(grown, 50)),
+                                "mean_us": float(np.mean(grown)), "p99_us": float(np.percentile(grown, 99)),
+                                "nothing_new_p50_us": float(np.percentile(quiet, 50)),
+                                "per_record_mean_us": float(np.mean(grown)) / batch}
+            print(f"batch {batch}: {rows[str(batch)]}", flush=True)
+        buffered = reader.refresh().buffer.num_live
+    shutil.rmtree(work, ignore_errors=True)
+    return {"batches": rows, "records_per_batch_size": records, "buffered_at_end": buffered}
+
+
+def markdown(report: dict) -> str:
+    lines = ["# A reader's refresh after the log grew (one process, warm cache)", "",
+             f"Index of {report['docs']:,} documents; per batch size, {report['records_per_batch_size']} records "
+             f"appended in batches (one fsync each), the reader refreshing after each "
+             f"({report['buffered_at_end']:,} documents buffered at the end). Microseconds.", "",
+             "| records per batch | refresh p50 | mean | p99 | mean per record | nothing new, p50 |",
+             "|---|---|---|---|---|---|"]
+    for batch, row in report["batches"].items():
+        lines.append(f"| {batch} | {row['p50_us']:.1f} | {row['mean_us']:.1f} | {row['p99_us']:.1f} | "
+                     f"{row['per_record_mean_us']:.1f} | {row['nothing_new_p50_us']:.1f} |")
+    lines += ["", f"Machine: {report['machine']['platform']}, {report['machine']['cpus']} CPUs  ",
+              f"Command: `{report['command']}`", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("index", type=Path, help="an index of the collection (copied by hard links)")
+    parser.add_argument("collection", type=Path)
+    parser.add_argument("--records", type=int, default=1600, help="records written per batch size")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/lsr-bench-refresh"))
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    report = run(args.index, args.collection, args.work, args.records)
+    with LiveIndex(args.index, writer="never") as index:
+        report["docs"] = index.num_docs
+    publish(report, markdown, "bench_refresh.py", argv, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
