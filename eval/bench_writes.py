@@ -38,7 +38,7 @@ def _pin(cpus: list[int] | None) -> None:
         os.sched_setaffinity(0, cpus)
 
 
-def _searcher(path: str, collection: str, num_queries: int, seconds: float, ready, results,
+def _searcher(path: str, collection: str, num_queries: int, seconds: float, ready, start, results,
               cpus: list[int] | None) -> None:
     _pin(cpus)
     from lsr.index.live import LiveIndex
@@ -49,6 +49,7 @@ def _searcher(path: str, collection: str, num_queries: int, seconds: float, read
         for q in range(len(queries)):  # warm up: page cache, JIT
             live.search_sparse(*queries.row(q), 10, scorer="bmp")
         ready.set()
+        start.wait()  # the writer is ready too: the clocks start together
         # What LiveIndex.search_sparse does, timed in its two parts: the refresh (new log
         # records, a new commit) and the search of the view it returns.
         times, refreshes, segments, buffered = [], [], [], []
@@ -72,7 +73,7 @@ def _searcher(path: str, collection: str, num_queries: int, seconds: float, read
                      "segments_seen": len(live.refresh().segments)})
 
 
-def _writer(path: str, collection: str, threads: int, rate: float | None, seconds: float, start, results,
+def _writer(path: str, collection: str, threads: int, rate: float | None, seconds: float, loaded, start, results,
             flush_docs: int, cpus: list[int] | None = None) -> None:
     _pin(cpus)
     from lsr.index.live import LiveIndex
@@ -81,6 +82,7 @@ def _writer(path: str, collection: str, threads: int, rate: float | None, second
     live.flush_policy.max_docs = flush_docs
     live.flush_policy.max_seconds = 1.0
     pool = document_vectors(Path(collection), 20_000)  # read before the clock starts
+    loaded.set()
     stop = threading.Event()
     counts = [0] * threads
     latencies: list[list[float]] = [[] for _ in range(threads)]
@@ -147,20 +149,23 @@ def run(index: Path, collection: Path, work: Path, rate: float, threads: int, se
         if phase == "search beside writes elsewhere":
             link_copy(index, other)
             written_copy = other
-        ready, start, searched, written = context.Event(), context.Event(), context.Queue(), context.Queue()
+        ready, loaded, start = context.Event(), context.Event(), context.Event()
+        searched, written = context.Queue(), context.Queue()
         processes = []
         if phase != "writes unpaced":
             processes.append(context.Process(target=_searcher, args=(str(copy), str(collection), queries, seconds,
-                                                                     ready, searched, search_cpus)))
+                                                                     ready, start, searched, search_cpus)))
         if phase != "search alone":
             processes.append(context.Process(target=_writer, args=(str(written_copy), str(collection), threads,
                                                                    rate if phase != "writes unpaced" else None,
-                                                                   seconds, start, written, flush_docs,
+                                                                   seconds, loaded, start, written, flush_docs,
                                                                    write_cpus)))
         for process in processes:
             process.start()
         if phase != "writes unpaced":
             ready.wait()
+        if phase != "search alone":
+            loaded.wait()
         start.set()
         row = {}
         if phase != "writes unpaced":
