@@ -8,7 +8,9 @@ records, each batch one log write and one fsync; flushing off, so the buffer gro
 number of records written, as between two flushes), and after each batch a reader refreshes:
 it reads the new records from the log into its write buffer and builds the view that its
 next search would read. Timed: that refresh, and a second one right after, which finds
-nothing new (what every search pays when nobody writes). No search runs in between, so the
+nothing new (what every search pays when nobody writes). With ``--replace`` every record
+replaces a document of the index (the collection's ids ``d0``, ``d1``, ...), so each refresh
+also hides a segment document. No search runs in between, so the
 figures are a warm cache's; beside a search they grow (``eval/bench_writes.py`` measures the
 refresh inside a searching process while another writes).
 """
@@ -30,12 +32,17 @@ from lsr.index.live import LiveIndex
 BATCHES = (1, 4, 16)
 
 
-def run(index: Path, collection: Path, work: Path, records: int) -> dict:
+def run(index: Path, collection: Path, work: Path, records: int, replace: bool) -> dict:
     copy = work / "index"
     shutil.rmtree(work, ignore_errors=True)
     link_copy(index, copy)
     vectors = document_vectors(collection, records * len(BATCHES) + 100)
     rows = {}
+    with LiveIndex(index, writer="never") as opened:
+        num_docs = opened.num_docs
+    # Replaced documents: distinct ids of the collection (its documents are named d0, d1, ...).
+    replaced = np.random.default_rng(1).choice(num_docs, size=records * len(BATCHES), replace=False)
+    name = (lambda i: f"d{replaced[i]}") if replace else (lambda i: f"new-{i}")
     with LiveIndex(copy, writer="required") as writer, LiveIndex(copy, writer="never") as reader:
         writer.flush_policy.max_docs, writer.flush_policy.max_seconds = 10 ** 9, 1e9  # no flush: one buffer
         for i in range(100):  # warm up: compiled kernels, page cache
@@ -45,7 +52,7 @@ def run(index: Path, collection: Path, work: Path, records: int) -> dict:
         for batch in BATCHES:
             grown, quiet = [], []
             for start in range(0, records, batch):
-                writer.add_many([(f"b{batch}-{start + j}", "", "", *vectors[taken + j], None) for j in range(batch)])
+                writer.add_many([(name(taken - 100 + j), "", "", *vectors[taken + j], None) for j in range(batch)])
                 taken += batch
                 began = time.perf_counter()
                 reader.refresh()
@@ -60,13 +67,15 @@ def run(index: Path, collection: Path, work: Path, records: int) -> dict:
             print(f"batch {batch}: {rows[str(batch)]}", flush=True)
         buffered = reader.refresh().buffer.num_live
     shutil.rmtree(work, ignore_errors=True)
-    return {"batches": rows, "records_per_batch_size": records, "buffered_at_end": buffered}
+    return {"batches": rows, "records_per_batch_size": records, "buffered_at_end": buffered, "replace": replace,
+            "docs": num_docs}
 
 
 def markdown(report: dict) -> str:
     lines = ["# A reader's refresh after the log grew (one process, warm cache)", "",
              f"Index of {report['docs']:,} documents; per batch size, {report['records_per_batch_size']} records "
-             f"appended in batches (one fsync each), the reader refreshing after each "
+             + ("replacing documents of the index, " if report["replace"] else "of new documents, ")
+             + "appended in batches (one fsync each), the reader refreshing after each "
              f"({report['buffered_at_end']:,} documents buffered at the end). Microseconds.", "",
              "| records per batch | refresh p50 | mean | p99 | mean per record | nothing new, p50 |",
              "|---|---|---|---|---|---|"]
@@ -83,12 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("index", type=Path, help="an index of the collection (copied by hard links)")
     parser.add_argument("collection", type=Path)
     parser.add_argument("--records", type=int, default=1600, help="records written per batch size")
+    parser.add_argument("--replace", action="store_true", help="each record replaces a document of the index")
     parser.add_argument("--work", type=Path, default=Path("/tmp/lsr-bench-refresh"))
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
-    report = run(args.index, args.collection, args.work, args.records)
-    with LiveIndex(args.index, writer="never") as index:
-        report["docs"] = index.num_docs
+    report = run(args.index, args.collection, args.work, args.records, args.replace)
     publish(report, markdown, "bench_refresh.py", argv, args.out)
     return 0
 

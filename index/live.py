@@ -317,9 +317,18 @@ class LiveIndex:
         cached = self._masks.get(index)
         if cached is not None and cached[0] == len(extra):
             return cached[1], cached[2]
-        live = np.ones(entry.segment.num_docs, dtype=np.uint8) if entry.deleted is None else (~entry.deleted).astype(np.uint8)
-        live[extra] = 0
-        num_live = int(np.count_nonzero(live))
+        if cached is not None and cached[0] < len(extra):
+            # ``extra`` only grows until the next commit: the last mask (which views may hold,
+            # so a copy) plus the documents deleted since, without a pass over the segment.
+            newly = np.unique(np.asarray(extra[cached[0] :], dtype=np.int64))
+            live = cached[1].copy()
+            num_live = cached[2] - int(np.count_nonzero(live[newly]))
+            live[newly] = 0
+        else:
+            live = (np.ones(entry.segment.num_docs, dtype=np.uint8) if entry.deleted is None
+                    else (~entry.deleted).astype(np.uint8))
+            live[extra] = 0
+            num_live = int(np.count_nonzero(live))
         self._masks[index] = (len(extra), live, num_live)
         return live, num_live
 
