@@ -7,8 +7,9 @@ open it: a writer appends documents of the collection under new ids (batches of 
 records, each batch one log write and one fsync; flushing off, so the buffer grows to the
 number of records written, as between two flushes), and after each batch a reader refreshes:
 it reads the new records from the log into its write buffer and builds the view that its
-next search would read. Timed: that refresh, and a second one right after, which finds
-nothing new (what every search pays when nobody writes). With ``--replace`` every record
+next search would read. Timed: that refresh; the view's kernel data, which that search builds
+first when the segments' live masks changed (reused otherwise); and a second refresh right
+after, which finds nothing new (what every search pays when nobody writes). With ``--replace`` every record
 replaces a document of the index (the collection's ids ``d0``, ``d1``, ...), so each refresh
 also hides a segment document. No search runs in between, so the
 figures are a warm cache's; beside a search they grow (``eval/bench_writes.py`` measures the
@@ -50,19 +51,24 @@ def run(index: Path, collection: Path, work: Path, records: int, replace: bool) 
             reader.refresh()
         taken = 100
         for batch in BATCHES:
-            grown, quiet = [], []
+            grown, kernel, quiet = [], [], []
             for start in range(0, records, batch):
                 writer.add_many([(name(taken - 100 + j), "", "", *vectors[taken + j], None) for j in range(batch)])
                 taken += batch
                 began = time.perf_counter()
-                reader.refresh()
+                view = reader.refresh()
+                refreshed = time.perf_counter()
+                view.kernel_groups()
                 middle = time.perf_counter()
                 reader.refresh()
-                grown.append((middle - began) * 1e6)
+                grown.append((refreshed - began) * 1e6)
+                kernel.append((middle - refreshed) * 1e6)
                 quiet.append((time.perf_counter() - middle) * 1e6)
             rows[str(batch)] = {"refreshes": len(grown), "p50_us": float(np.percentile(grown, 50)),
                                 "mean_us": float(np.mean(grown)), "p99_us": float(np.percentile(grown, 99)),
                                 "nothing_new_p50_us": float(np.percentile(quiet, 50)),
+                                "kernel_data_p50_us": float(np.percentile(kernel, 50)),
+                                "kernel_data_mean_us": float(np.mean(kernel)),
                                 "per_record_mean_us": float(np.mean(grown)) / batch}
             print(f"batch {batch}: {rows[str(batch)]}", flush=True)
         buffered = reader.refresh().buffer.num_live
@@ -77,11 +83,12 @@ def markdown(report: dict) -> str:
              + ("replacing documents of the index, " if report["replace"] else "of new documents, ")
              + "appended in batches (one fsync each), the reader refreshing after each "
              f"({report['buffered_at_end']:,} documents buffered at the end). Microseconds.", "",
-             "| records per batch | refresh p50 | mean | p99 | mean per record | nothing new, p50 |",
-             "|---|---|---|---|---|---|"]
+             "| records per batch | refresh p50 | mean | p99 | mean per record | kernel data p50 / mean | "
+             "nothing new, p50 |", "|---|---|---|---|---|---|---|"]
     for batch, row in report["batches"].items():
         lines.append(f"| {batch} | {row['p50_us']:.1f} | {row['mean_us']:.1f} | {row['p99_us']:.1f} | "
-                     f"{row['per_record_mean_us']:.1f} | {row['nothing_new_p50_us']:.1f} |")
+                     f"{row['per_record_mean_us']:.1f} | {row['kernel_data_p50_us']:.1f} / "
+                     f"{row['kernel_data_mean_us']:.1f} | {row['nothing_new_p50_us']:.1f} |")
     lines += ["", f"Machine: {report['machine']['platform']}, {report['machine']['cpus']} CPUs  ",
               f"Command: `{report['command']}`", ""]
     return "\n".join(lines)
