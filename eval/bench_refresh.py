@@ -9,11 +9,11 @@ number of records written, as between two flushes), and after each batch a reade
 it reads the new records from the log into its write buffer and builds the view that its
 next search would read. Timed: that refresh; the view's kernel data, which that search builds
 first when the segments' live masks changed (reused otherwise); and a second refresh right
-after, which finds nothing new (what every search pays when nobody writes). With ``--replace`` every record
-replaces a document of the index (the collection's ids ``d0``, ``d1``, ...), so each refresh
-also hides a segment document. No search runs in between, so the
-figures are a warm cache's; beside a search they grow (``eval/bench_writes.py`` measures the
-refresh inside a searching process while another writes).
+after, which finds nothing new (what every search pays when nobody writes). With
+``--replace`` every record replaces a document of the index (the collection's ids ``d0``,
+``d1``, ...), so each refresh also hides a segment document. No search runs in between, so
+the figures are a warm cache's; beside a search they grow (``eval/bench_writes.py`` measures
+the refresh inside a searching process while another writes).
 """
 
 from __future__ import annotations

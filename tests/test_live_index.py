@@ -286,8 +286,11 @@ def test_a_log_reader_follows_appends_rolls_and_trims(index_dir):
         applied = seqs[-1] if seqs else 0
         assert reader.read(applied) == []
     seqs += appender.append([body] * 3)
-    assert [r.seq for r in WriteAheadLog(index_dir).read(trimmed)] == [s for s in seqs if s > trimmed]
+    fresh = WriteAheadLog(index_dir)
+    assert [r.seq for r in fresh.read(trimmed)] == [s for s in seqs if s > trimmed]
     assert [r.seq for r in reader.read(applied)] == seqs[-3:]
+    for log in (appender, reader, fresh):
+        log.close()
 
 
 def test_only_one_writer(index_dir):
