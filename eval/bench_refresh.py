@@ -11,7 +11,9 @@ next search would read. Timed: that refresh; the view's kernel data, which that 
 first when the segments' live masks changed (reused otherwise); and a second refresh right
 after, which finds nothing new (what every search pays when nobody writes). With
 ``--replace`` every record replaces a document of the index (the collection's ids ``d0``,
-``d1``, ...), so each refresh also hides a segment document. No search runs in between, so
+``d1``, ...), so each refresh also hides a segment document. ``--flushed-segments N`` first
+flushes N segments of 1,000 other documents of the collection into the copy (the young
+segments an index beside writes holds). No search runs in between, so
 the figures are a warm cache's; beside a search they grow (``eval/bench_writes.py`` measures
 the refresh inside a searching process while another writes).
 """
@@ -31,21 +33,28 @@ from lsr.eval.report import publish
 from lsr.index.live import LiveIndex
 
 BATCHES = (1, 4, 16)
+FLUSHED_DOCS = 1000
 
 
-def run(index: Path, collection: Path, work: Path, records: int, replace: bool) -> dict:
+def run(index: Path, collection: Path, work: Path, records: int, replace: bool, flushed_segments: int = 0) -> dict:
     copy = work / "index"
     shutil.rmtree(work, ignore_errors=True)
     link_copy(index, copy)
-    vectors = document_vectors(collection, records * len(BATCHES) + 100)
-    rows = {}
+    flushed = FLUSHED_DOCS * flushed_segments
+    vectors = document_vectors(collection, records * len(BATCHES) + 100 + flushed)
     with LiveIndex(index, writer="never") as opened:
         num_docs = opened.num_docs
     # Replaced documents: distinct ids of the collection (its documents are named d0, d1, ...).
     replaced = np.random.default_rng(1).choice(num_docs, size=records * len(BATCHES), replace=False)
     name = (lambda i: f"d{replaced[i]}") if replace else (lambda i: f"new-{i}")
+    rows = {}
     with LiveIndex(copy, writer="required") as writer, LiveIndex(copy, writer="never") as reader:
         writer.flush_policy.max_docs, writer.flush_policy.max_seconds = 10 ** 9, 1e9  # no flush: one buffer
+        for segment in range(flushed_segments):
+            first = len(vectors) - flushed + segment * FLUSHED_DOCS
+            writer.add_many([(f"flushed-{segment}-{i}", "", "", *vectors[first + i], None)
+                             for i in range(FLUSHED_DOCS)])
+            writer.flush()
         for i in range(100):  # warm up: compiled kernels, page cache
             writer.add(f"warm-{i}", "", "", *vectors[i])
             reader.refresh()
@@ -72,14 +81,16 @@ def run(index: Path, collection: Path, work: Path, records: int, replace: bool) 
                                 "per_record_mean_us": float(np.mean(grown)) / batch}
             print(f"batch {batch}: {rows[str(batch)]}", flush=True)
         buffered = reader.refresh().buffer.num_live
+        segments = len(reader.refresh().segments)
     shutil.rmtree(work, ignore_errors=True)
     return {"batches": rows, "records_per_batch_size": records, "buffered_at_end": buffered, "replace": replace,
-            "docs": num_docs}
+            "docs": num_docs + flushed, "segments": segments}
 
 
 def markdown(report: dict) -> str:
     lines = ["# A reader's refresh after the log grew (one process, warm cache)", "",
-             f"Index of {report['docs']:,} documents; per batch size, {report['records_per_batch_size']} records "
+             f"Index of {report['docs']:,} documents in {report.get('segments', 1)} segment(s); per batch size, "
+             f"{report['records_per_batch_size']} records "
              + ("replacing documents of the index, " if report["replace"] else "of new documents, ")
              + "appended in batches (one fsync each), the reader refreshing after each "
              f"({report['buffered_at_end']:,} documents buffered at the end). Microseconds.", "",
@@ -100,10 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("collection", type=Path)
     parser.add_argument("--records", type=int, default=1600, help="records written per batch size")
     parser.add_argument("--replace", action="store_true", help="each record replaces a document of the index")
+    parser.add_argument("--flushed-segments", type=int, default=0,
+                        help="segments of 1,000 other documents flushed into the copy first")
     parser.add_argument("--work", type=Path, default=Path("/tmp/lsr-bench-refresh"))
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
-    report = run(args.index, args.collection, args.work, args.records, args.replace)
+    report = run(args.index, args.collection, args.work, args.records, args.replace, args.flushed_segments)
     publish(report, markdown, "bench_refresh.py", argv, args.out)
     return 0
 
