@@ -13,9 +13,9 @@ after, which finds nothing new (what every search pays when nobody writes). With
 ``--replace`` every record replaces a document of the index (the collection's ids ``d0``,
 ``d1``, ...), so each refresh also hides a segment document. ``--flushed-segments N`` first
 flushes N segments of 1,000 other documents of the collection into the copy (the young
-segments an index beside writes holds). No search runs in between, so
-the figures are a warm cache's; beside a search they grow (``eval/bench_writes.py`` measures
-the refresh inside a searching process while another writes).
+segments an index beside writes holds). No search runs in between, so the figures are a warm
+cache's; beside a search they grow (``eval/bench_writes.py`` measures the refresh inside a
+searching process while another writes).
 """
 
 from __future__ import annotations
@@ -80,8 +80,8 @@ def run(index: Path, collection: Path, work: Path, records: int, replace: bool, 
                                 "kernel_data_mean_us": float(np.mean(kernel)),
                                 "per_record_mean_us": float(np.mean(grown)) / batch}
             print(f"batch {batch}: {rows[str(batch)]}", flush=True)
-        buffered = reader.refresh().buffer.num_live
-        segments = len(reader.refresh().segments)
+        view = reader.refresh()
+        buffered, segments = view.buffer.num_live, len(view.segments)
     shutil.rmtree(work, ignore_errors=True)
     return {"batches": rows, "records_per_batch_size": records, "buffered_at_end": buffered, "replace": replace,
             "docs": num_docs + flushed, "segments": segments}
@@ -89,7 +89,7 @@ def run(index: Path, collection: Path, work: Path, records: int, replace: bool, 
 
 def markdown(report: dict) -> str:
     lines = ["# A reader's refresh after the log grew (one process, warm cache)", "",
-             f"Index of {report['docs']:,} documents in {report.get('segments', 1)} segment(s); per batch size, "
+             f"Index of {report['docs']:,} documents in {report['segments']} segment(s); per batch size, "
              f"{report['records_per_batch_size']} records "
              + ("replacing documents of the index, " if report["replace"] else "of new documents, ")
              + "appended in batches (one fsync each), the reader refreshing after each "

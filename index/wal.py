@@ -372,33 +372,25 @@ class WriteAheadLog:
                     return []
             except FileNotFoundError as error:
                 raise WalGap(f"{files[-1][1]} was trimmed while being read") from error
-        records = []
+        records, expected = [], after_seq + 1
         for first, path in files[start:]:
             cursor = self._read_cursor
-            expected = after_seq + 1 + len(records)
             offset = cursor[1] if cursor and cursor[0] == first and cursor[2] == expected - 1 else 0
             try:
-                records += self._records_in(first, path, offset, expected)
+                data = _read_from(path, offset)
             except FileNotFoundError as error:
                 raise WalGap(f"{path} was trimmed while being read") from error
-        return records
-
-    def _records_in(self, first: int, path, offset: int, expected: int) -> list[WalRecord]:
-        """The records of one file from ``offset`` with seq >= ``expected`` (which must follow
-        without a gap); moves the read cursor past them."""
-        data = _read_from(path, offset)
-        scan = _scan(data, 0)
-        if scan.bad is not None:
-            scan = self._recheck(path, offset, scan)
-        records = []
-        for record in scan.records:
-            if record.seq < expected:
-                continue
-            if record.seq != expected:
-                raise WalCorruptError(f"{path}: record at seq {record.seq}, expected {expected}")
-            records.append(record)
-            expected += 1
-        self._read_cursor = (first, offset + scan.end, expected - 1)
+            scan = _scan(data, 0)
+            if scan.bad is not None:
+                scan = self._recheck(path, offset, scan)
+            for record in scan.records:
+                if record.seq < expected:
+                    continue
+                if record.seq != expected:
+                    raise WalCorruptError(f"{path}: record at seq {record.seq}, expected {expected}")
+                records.append(record)
+                expected += 1
+            self._read_cursor = (first, offset + scan.end, expected - 1)
         return records
 
     def _recheck(self, path: Path, offset: int, scan: _Scan) -> _Scan:
