@@ -110,7 +110,7 @@ index-results: install-dev
 	test -d $(BENCH_DIR) || $(PY) ../shared/tools/make_bench_corpus.py --docs 1000000 --out $(BENCH_DIR)
 	$(PY) eval/bench_segments.py $(BENCH_DIR) --out eval/results/bench_segments_1m
 	$(PY) eval/bench_writes.py /tmp/lsr-bench-segments/one $(BENCH_DIR) --seconds 30 --pin --threads 16 \
-	  --out eval/results/bench_writes_1m
+	  --out eval/results/bench_writes_1m_interleaved
 	test -d $(BENCH_4M_DIR) || $(PY) ../shared/tools/make_bench_corpus.py --docs 4000000 --out $(BENCH_4M_DIR)
 	$(PY) eval/bench_build.py $(BENCH_4M_DIR) --segment-docs 1000000 --out eval/results/bench_build_4m
 

@@ -8,11 +8,17 @@ a writer process adds documents (vectors of the collection's documents under new
 ``--threads`` threads, paced to ``--rate`` adds per second, with the write-ahead log's group
 commit (threads share fsyncs), flushing and merging in the background as the service does;
 a search process answers the sampled queries one at a time (safe BMP, k = 10), refreshing
-before each (so it sees every acknowledged write). Search latency is measured first alone,
-then beside the same writes into another copy of the index (what the machine's sharing costs:
-caches, memory bandwidth, the hypervisor; the searched index does not change), then while the
-writes go into the searched index (adding what the index's own work costs: new segments, the
-buffer, refreshes); then the writer runs unpaced to find its ceiling.
+before each (so it sees every acknowledged write).
+
+The searcher alternates search by search between that copy and a second one that nobody
+writes (the control), each search with the next query (so each reads its data as cold as
+one query after another does). Search latency is measured alone (no writer), then while the
+writes go into the first copy; the pair of phases runs ``--repeats`` times, one after the
+other, and the writer then runs unpaced to find its ceiling. Within the writing phase, the
+written copy against the control is the index's own work (new segments, the buffer,
+refreshes), measured search by search in the same seconds, so free of the drift between
+phases; the control against the alone phase is the machine's sharing (caches, memory
+bandwidth, the hypervisor), and drifts with the machine.
 """
 
 from __future__ import annotations
@@ -38,39 +44,48 @@ def _pin(cpus: list[int] | None) -> None:
         os.sched_setaffinity(0, cpus)
 
 
-def _searcher(path: str, collection: str, num_queries: int, seconds: float, ready, start, results,
+def _searcher(paths: tuple[str, str], collection: str, num_queries: int, seconds: float, ready, start, results,
               cpus: list[int] | None) -> None:
     _pin(cpus)
     from lsr.index.live import LiveIndex
     from lsr.index.search import search_sparse
 
     _, queries = sample_queries(Path(collection), num_queries)
-    with LiveIndex(path, writer="never") as live:
+    indexes = [LiveIndex(path, writer="never") for path in paths]
+    for live in indexes:
         for q in range(len(queries)):  # warm up: page cache, JIT
             live.search_sparse(*queries.row(q), 10, scorer="bmp")
-        ready.set()
-        start.wait()  # the writer is ready too: the clocks start together
-        # What LiveIndex.search_sparse does, timed in its two parts: the refresh (new log
-        # records, a new commit) and the search of the view it returns.
-        times, refreshes, segments, buffered = [], [], [], []
-        deadline, q = time.perf_counter() + seconds, 0
-        while time.perf_counter() < deadline:
-            started = time.perf_counter()
-            view = live.refresh()
-            refreshed = time.perf_counter()
-            keys, _ = search_sparse(view, *queries.row(q % len(queries)), 10, scorer="bmp")
-            view.doc_ids(keys)
-            times.append((time.perf_counter() - started) * 1000)
-            refreshes.append((refreshed - started) * 1000)
-            segments.append(len(view.segments))
-            buffered.append(view.buffer.num_live if view.buffer is not None else 0)
-            q += 1
-        results.put({"searches": len(times), "p50_ms": float(np.percentile(times, 50)),
-                     "mean_ms": float(np.mean(times)), "p99_ms": float(np.percentile(times, 99)),
-                     "refresh_p50_ms": float(np.percentile(refreshes, 50)),
-                     "refresh_mean_ms": float(np.mean(refreshes)),
-                     "segments_mean": float(np.mean(segments)), "buffered_mean": float(np.mean(buffered)),
-                     "segments_seen": len(live.refresh().segments)})
+    ready.set()
+    start.wait()  # the writer is ready too: the clocks start together
+    # What LiveIndex.search_sparse does, timed in its two parts: the refresh (new log records,
+    # a new commit) and the search of the view it returns; the two indexes take turns, and an
+    # odd cycle of queries gives each of them every query.
+    cycle = len(queries) - (len(queries) % 2 == 0)
+    rows: list[dict[str, list]] = [{"times": [], "refreshes": [], "segments": [], "buffered": []} for _ in paths]
+    deadline, step = time.perf_counter() + seconds, 0
+    while time.perf_counter() < deadline:
+        live, row = indexes[step % 2], rows[step % 2]
+        started = time.perf_counter()
+        view = live.refresh()
+        refreshed = time.perf_counter()
+        keys, _ = search_sparse(view, *queries.row(step % cycle), 10, scorer="bmp")
+        view.doc_ids(keys)
+        row["times"].append((time.perf_counter() - started) * 1000)
+        row["refreshes"].append((refreshed - started) * 1000)
+        row["segments"].append(len(view.segments))
+        row["buffered"].append(view.buffer.num_live if view.buffer is not None else 0)
+        step += 1
+    results.put([_latency_summary(row, live) for row, live in zip(rows, indexes)])
+    for live in indexes:
+        live.close()
+
+
+def _latency_summary(row: dict[str, list], live) -> dict:
+    times, refreshes = row["times"], row["refreshes"]
+    return {"searches": len(times), "p50_ms": float(np.percentile(times, 50)), "mean_ms": float(np.mean(times)),
+            "p99_ms": float(np.percentile(times, 99)), "refresh_p50_ms": float(np.percentile(refreshes, 50)),
+            "refresh_mean_ms": float(np.mean(refreshes)), "segments_mean": float(np.mean(row["segments"])),
+            "buffered_mean": float(np.mean(row["buffered"])), "segments_seen": len(live.refresh().segments)}
 
 
 def _writer(path: str, collection: str, threads: int, rate: float | None, seconds: float, loaded, start, results,
@@ -113,7 +128,7 @@ def _writer(path: str, collection: str, threads: int, rate: float | None, second
     for thread in background:
         thread.start()
     start.wait()
-    began = time.perf_counter()
+    began, cpu_began = time.perf_counter(), time.process_time()
     workers = [threading.Thread(target=add, args=(w,), daemon=True) for w in range(threads)]
     for thread in workers:
         thread.start()
@@ -122,10 +137,11 @@ def _writer(path: str, collection: str, threads: int, rate: float | None, second
     for thread in workers:
         thread.join()
     elapsed = time.perf_counter() - began
+    cpu_share = (time.process_time() - cpu_began) / elapsed  # of one CPU, every thread of the writer
     all_latencies = [x for worker in latencies for x in worker]
     results.put({"adds": sum(counts), "adds_per_second": sum(counts) / elapsed,
                  "add_p50_ms": float(np.percentile(all_latencies, 50)),
-                 "add_p99_ms": float(np.percentile(all_latencies, 99)),
+                 "add_p99_ms": float(np.percentile(all_latencies, 99)), "writer_cpu": cpu_share,
                  "commits": live.commit.generation, "segments_at_end": len(live.commit.segments)})
     for thread in background:
         thread.join()
@@ -133,30 +149,28 @@ def _writer(path: str, collection: str, threads: int, rate: float | None, second
 
 
 def run(index: Path, collection: Path, work: Path, rate: float, threads: int, seconds: float, queries: int,
-        flush_docs: int, pin: bool) -> dict:
+        flush_docs: int, pin: bool, repeats: int = 2) -> dict:
     context = multiprocessing.get_context("spawn")
     cpus = sorted(os.sched_getaffinity(0))
     if pin and len(cpus) < 2:
         raise SystemExit("--pin needs at least 2 CPUs")
     search_cpus, write_cpus = (cpus[-1:], cpus[:-1]) if pin else (None, None)
-    results = {}
-    for phase in ("search alone", "search beside writes elsewhere", "search while writing", "writes unpaced"):
-        copy, other = work / "index", work / "other"
-        for directory in (copy, other):
+    phases = [name for _ in range(repeats) for name in ("search alone", "search while writing")] + ["writes unpaced"]
+    runs = []
+    for phase in phases:
+        copy, control = work / "index", work / "control"
+        for directory in (copy, control):
             shutil.rmtree(directory, ignore_errors=True)
-        link_copy(index, copy)
-        written_copy = copy
-        if phase == "search beside writes elsewhere":
-            link_copy(index, other)
-            written_copy = other
+            link_copy(index, directory)
         ready, loaded, start = context.Event(), context.Event(), context.Event()
         searched, written = context.Queue(), context.Queue()
         processes = []
         if phase != "writes unpaced":
-            processes.append(context.Process(target=_searcher, args=(str(copy), str(collection), queries, seconds,
-                                                                     ready, start, searched, search_cpus)))
+            processes.append(context.Process(target=_searcher, args=((str(copy), str(control)), str(collection),
+                                                                     queries, seconds, ready, start, searched,
+                                                                     search_cpus)))
         if phase != "search alone":
-            processes.append(context.Process(target=_writer, args=(str(written_copy), str(collection), threads,
+            processes.append(context.Process(target=_writer, args=(str(copy), str(collection), threads,
                                                                    rate if phase != "writes unpaced" else None,
                                                                    seconds, loaded, start, written, flush_docs,
                                                                    write_cpus)))
@@ -167,63 +181,68 @@ def run(index: Path, collection: Path, work: Path, rate: float, threads: int, se
         if phase != "search alone":
             loaded.wait()
         start.set()
-        row = {}
+        row = {"phase": phase}
         if phase != "writes unpaced":
-            row["search"] = searched.get()
+            row["written"], row["control"] = searched.get()
         if phase != "search alone":
             row["writes"] = written.get()
         for process in processes:
             process.join()
-        results[phase] = row
-        print(f"{phase}: {json.dumps(row)}", flush=True)
-    base, loaded = results["search alone"]["search"], results["search while writing"]["search"]
-    beside = results["search beside writes elsewhere"]["search"]
-    return {"phases": results, "p50_ratio": loaded["p50_ms"] / base["p50_ms"],
-            "mean_ratio": loaded["mean_ms"] / base["mean_ms"],
-            "machine_p50_ratio": beside["p50_ms"] / base["p50_ms"],
-            "index_p50_ratio": loaded["p50_ms"] / beside["p50_ms"], "rate": rate, "threads": threads,
-            "seconds": seconds, "flush_docs": flush_docs,
+        runs.append(row)
+        print(json.dumps(row), flush=True)
+    pairs = []
+    for alone, writing in zip(runs[0:-1:2], runs[1:-1:2]):
+        # Alone, both copies are unwritten: their searches together are the reference.
+        reference = float(np.median([alone["written"]["p50_ms"], alone["control"]["p50_ms"]]))
+        pairs.append({"alone_p50_ms": reference, "p50_ratio": writing["written"]["p50_ms"] / reference,
+                      "machine_p50_ratio": writing["control"]["p50_ms"] / reference,
+                      "index_p50_ratio": writing["written"]["p50_ms"] / writing["control"]["p50_ms"],
+                      "index_mean_ratio": writing["written"]["mean_ms"] / writing["control"]["mean_ms"]})
+    return {"runs": runs, "pairs": pairs,
+            **{key: float(np.median([pair[key] for pair in pairs]))
+               for key in ("p50_ratio", "machine_p50_ratio", "index_p50_ratio", "index_mean_ratio")},
+            "rate": rate, "threads": threads, "seconds": seconds, "flush_docs": flush_docs, "repeats": repeats,
             "cpus": {"searcher": search_cpus, "writer": write_cpus} if pin else "shared"}
 
 
 def markdown(report: dict) -> str:
-    phases = report["phases"]
-    base, loaded = phases["search alone"]["search"], phases["search while writing"]["search"]
-    paced, free = phases["search while writing"]["writes"], phases["writes unpaced"]["writes"]
-    beside, elsewhere = (phases["search beside writes elsewhere"]["search"],
-                         phases["search beside writes elsewhere"]["writes"])
-    return "\n".join([
+    runs, pairs = report["runs"], report["pairs"]
+    free = runs[-1]["writes"]
+    lines = [
         "# Writes through the index layer (vectors given) and search beside them", "",
         f"Two processes on one index of {report['docs']:,} documents: a writer ({report['threads']} threads, group "
         f"commit, flushes every {report['flush_docs']} writes or second, merges in the background) and a searcher "
-        f"(safe BMP, k = 10, one query at a time, a refresh before each). {report['seconds']:.0f} s per phase.", "",
-        "| phase | adds/s | add p50 / p99 ms | search p50 / mean / p99 ms | segments |", "|---|---|---|---|---|",
-        f"| search alone | - | - | {base['p50_ms']:.3f} / {base['mean_ms']:.3f} / {base['p99_ms']:.2f} | "
-        f"{base['segments_seen']} |",
-        f"| writes paced at {report['rate']:.0f}/s into another copy, search beside | "
-        f"{elsewhere['adds_per_second']:.0f} | {elsewhere['add_p50_ms']:.2f} / {elsewhere['add_p99_ms']:.2f} | "
-        f"{beside['p50_ms']:.3f} / {beside['mean_ms']:.3f} / {beside['p99_ms']:.2f} | {beside['segments_seen']} |",
-        f"| writes paced at {report['rate']:.0f}/s, search beside | {paced['adds_per_second']:.0f} | "
-        f"{paced['add_p50_ms']:.2f} / {paced['add_p99_ms']:.2f} | {loaded['p50_ms']:.3f} / {loaded['mean_ms']:.3f} / "
-        f"{loaded['p99_ms']:.2f} | {loaded['segments_seen']} |",
-        f"| writes unpaced | **{free['adds_per_second']:.0f}** | {free['add_p50_ms']:.2f} / {free['add_p99_ms']:.2f} "
-        f"| - | {free['segments_at_end']} |", "",
-        f"Search p50 while writing / alone: **{report['p50_ratio']:.3f}x** (mean {report['mean_ratio']:.3f}x): "
-        f"the machine's sharing (writes into another copy / alone) {report['machine_p50_ratio']:.3f}x, "
-        f"the index's own work (writes into the searched index / into another copy) "
-        f"{report['index_p50_ratio']:.3f}x.", "",
-        "Where a search's time goes (p50 / mean ms of the refresh, which reads new log records into "
-        "the buffer and opens new commits, inside the search's total; the segments and buffered "
-        "documents it searched, on average):", "",
-        "| phase | refresh p50 / mean ms | search p50 / mean ms | segments | buffered docs |", "|---|---|---|---|---|",
-        *[f"| {name} | {row['refresh_p50_ms']:.3f} / {row['refresh_mean_ms']:.3f} | {row['p50_ms']:.3f} / "
-          f"{row['mean_ms']:.3f} | {row['segments_mean']:.1f} | {row['buffered_mean']:.0f} |"
-          for name, row in (("search alone", base), ("beside writes into another copy", beside),
-                            ("beside writes into the searched index", loaded))], "",
-        f"Machine: {report['machine']['platform']}, {report['machine']['cpus']} CPUs ("
-        + (f"searcher pinned to CPU {report['cpus']['searcher']}, writer to {report['cpus']['writer']}"
-           if report["cpus"] != "shared" else "both processes share them") + ")  ",
-        f"Command: `{report['command']}`", ""])
+        f"(safe BMP, k = 10, one query at a time, a refresh before each) that alternates search by search between "
+        f"the written copy and a control copy nobody writes. {report['seconds']:.0f} s per phase; the pair of "
+        f"phases (alone, writing) ran {report['repeats']} times, one after the other.", "",
+        "| phase | adds/s | add p50 / p99 ms | writer CPU | search p50 / mean / p99 ms: written copy | control copy "
+        "| refresh p50 / mean ms | segments (mean) | buffered docs (mean) |",
+        "|---|---|---|---|---|---|---|---|---|"]
+    for row in runs[:-1]:
+        written, control, writes = row["written"], row["control"], row.get("writes")
+        paced = (f"{writes['adds_per_second']:.0f} | {writes['add_p50_ms']:.2f} / {writes['add_p99_ms']:.2f} | "
+                 f"{writes['writer_cpu']:.2f}") if writes else "- | - | -"
+        lines.append(f"| {row['phase']} | {paced} | {written['p50_ms']:.3f} / {written['mean_ms']:.3f} / "
+                     f"{written['p99_ms']:.2f} | {control['p50_ms']:.3f} / {control['mean_ms']:.3f} / "
+                     f"{control['p99_ms']:.2f} | {written['refresh_p50_ms']:.3f} / {written['refresh_mean_ms']:.3f} | "
+                     f"{written['segments_mean']:.1f} | {written['buffered_mean']:.0f} |")
+    lines += [f"| writes unpaced | **{free['adds_per_second']:.0f}** | {free['add_p50_ms']:.2f} / "
+              f"{free['add_p99_ms']:.2f} | {free['writer_cpu']:.2f} | - | - | - | {free['segments_at_end']} at the end "
+              f"| - |", "",
+              "| pair | search p50 alone ms | written / alone (the target) | control / alone (the machine's sharing) "
+              "| written / control p50 (the index's own work) | the same, mean |", "|---|---|---|---|---|---|",
+              *[f"| {i + 1} | {pair['alone_p50_ms']:.3f} | {pair['p50_ratio']:.3f}x | {pair['machine_p50_ratio']:.3f}x | "
+                f"{pair['index_p50_ratio']:.3f}x | {pair['index_mean_ratio']:.3f}x |" for i, pair in enumerate(pairs)],
+              "",
+              f"Search p50 while writing / alone, median over the pairs: **{report['p50_ratio']:.3f}x**; of it the "
+              f"index's own work (written / control, the same seconds) **{report['index_p50_ratio']:.3f}x** and the "
+              f"machine's sharing {report['machine_p50_ratio']:.3f}x. Writer CPU: the writer process's CPU time "
+              f"over the phase, in CPUs.", "",
+              f"Machine: {report['machine']['platform']}, {report['machine']['cpus']} CPUs ("
+              + (f"searcher pinned to CPU {report['cpus']['searcher']}, writer to {report['cpus']['writer']}"
+                 if report["cpus"] != "shared" else "both processes share them") + ")  ",
+              f"Command: `{report['command']}`", ""]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -235,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--flush-docs", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=2, help="pairs of phases (alone, writing)")
     parser.add_argument("--pin", action="store_true",
                         help="the searcher on the last CPU, the writer on the others (as on a machine with a "
                              "core for each), instead of both sharing every CPU")
@@ -242,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     report = run(args.index, args.collection, args.work, args.rate, args.threads, args.seconds, args.queries,
-                 args.flush_docs, args.pin)
+                 args.flush_docs, args.pin, args.repeats)
     from lsr.index.commit import read_newest_commit
 
     report.update(docs=read_newest_commit(args.index).num_docs)
