@@ -13,7 +13,9 @@ after, which finds nothing new (what every search pays when nobody writes). With
 ``--replace`` every record replaces a document of the index (the collection's ids ``d0``,
 ``d1``, ...), so each refresh also hides a segment document. ``--flushed-segments N`` first
 flushes N segments of 1,000 other documents of the collection into the copy (the young
-segments an index beside writes holds). No search runs in between, so the figures are a warm
+segments an index beside writes holds), timing the reader's refresh that loads each flush's
+commit (it opens and checks the new segment and drops the flushed records from its buffer)
+and the kernel data built after it. No search runs in between, so the figures are a warm
 cache's; beside a search they grow (``eval/bench_writes.py`` measures the refresh inside a
 searching process while another writes).
 """
@@ -50,11 +52,18 @@ def run(index: Path, collection: Path, work: Path, records: int, replace: bool, 
     rows = {}
     with LiveIndex(copy, writer="required") as writer, LiveIndex(copy, writer="never") as reader:
         writer.flush_policy.max_docs, writer.flush_policy.max_seconds = 10 ** 9, 1e9  # no flush: one buffer
+        loads = []  # (refresh that loads the flush's commit, the kernel data after it), us
         for segment in range(flushed_segments):
             first = len(vectors) - flushed + segment * FLUSHED_DOCS
             writer.add_many([(f"flushed-{segment}-{i}", "", "", *vectors[first + i], None)
                              for i in range(FLUSHED_DOCS)])
+            reader.refresh()  # the records, as a reader beside the writer holds them
             writer.flush()
+            began = time.perf_counter()
+            view = reader.refresh()  # the new segment opened and checked, the buffer dropped
+            loaded = time.perf_counter()
+            view.kernel_groups()
+            loads.append(((loaded - began) * 1e6, (time.perf_counter() - loaded) * 1e6))
         for i in range(100):  # warm up: compiled kernels, page cache
             writer.add(f"warm-{i}", "", "", *vectors[i])
             reader.refresh()
@@ -83,8 +92,11 @@ def run(index: Path, collection: Path, work: Path, records: int, replace: bool, 
         view = reader.refresh()
         buffered, segments = view.buffer.num_live, len(view.segments)
     shutil.rmtree(work, ignore_errors=True)
+    # The first load also compiles the typed list of several segments' kernel data.
+    commit_loads = {"loads": len(loads), "first_us": loads[0], "p50_us": np.percentile(loads[1:], 50, axis=0).tolist(),
+                    "mean_us": np.mean(loads[1:], axis=0).tolist()} if len(loads) > 1 else None
     return {"batches": rows, "records_per_batch_size": records, "buffered_at_end": buffered, "replace": replace,
-            "docs": num_docs + flushed, "segments": segments}
+            "docs": num_docs + flushed, "segments": segments, "commit_loads": commit_loads}
 
 
 def markdown(report: dict) -> str:
@@ -100,6 +112,12 @@ def markdown(report: dict) -> str:
         lines.append(f"| {batch} | {row['p50_us']:.1f} | {row['mean_us']:.1f} | {row['p99_us']:.1f} | "
                      f"{row['per_record_mean_us']:.1f} | {row['kernel_data_p50_us']:.1f} / "
                      f"{row['kernel_data_mean_us']:.1f} | {row['nothing_new_p50_us']:.1f} |")
+    if loads := report.get("commit_loads"):
+        lines += ["", f"Loading a flush's commit ({loads['loads']} flushes of 1,000 documents, the reader holding "
+                  "their records; after the first, which also compiles): the refresh p50 "
+                  f"{loads['p50_us'][0]:,.0f} us (mean {loads['mean_us'][0]:,.0f}), then the kernel data p50 "
+                  f"{loads['p50_us'][1]:,.0f} us (mean {loads['mean_us'][1]:,.0f}); the first "
+                  f"{loads['first_us'][0]:,.0f} and {loads['first_us'][1]:,.0f} us."]
     lines += ["", f"Machine: {report['machine']['platform']}, {report['machine']['cpus']} CPUs  ",
               f"Command: `{report['command']}`", ""]
     return "\n".join(lines)

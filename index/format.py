@@ -1,4 +1,4 @@
-"""One segment on disk: ``meta.json`` plus ``.npy`` arrays opened with ``mmap_mode="r"``.
+"""One segment on disk: ``meta.json`` plus ``.npy`` arrays, memory-mapped (read whole when small).
 
 An index directory (``index.commit``) is a set of immutable segments named by a commit point;
 each segment is a directory in this format (segment format version 2):
@@ -26,7 +26,9 @@ the input order, ``bp`` is recursive graph bisection, ``random`` a seeded shuffl
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +73,10 @@ TEXT_ARRAY_NAMES = ("doc_text_offsets", "doc_text_bytes")
 FINE_ARRAY_NAMES = ("block_post_impacts16",)
 OPTIONAL_ARRAY_NAMES = TEXT_ARRAY_NAMES + FINE_ARRAY_NAMES
 CRC_BLOCK = 1 << 22
+# A verified array file up to this size is read whole, checked and parsed from the one read: a
+# reader opens each new flushed segment (23 small files), and a memory map of each plus a
+# second pass for its CRC cost it most of the open.
+SMALL_FILE_BYTES = 1 << 20
 CHUNK_BITS = 16  # term-major doc ids are stored as their low 16 bits, chunk by chunk
 CHUNK_MASK = (1 << CHUNK_BITS) - 1
 
@@ -99,8 +105,34 @@ def check_file(path: Path, record: dict) -> str | None:
         return f"{path}: missing"
     size = path.stat().st_size
     if size != record.get("bytes"):
-        return f"{path}: {size} bytes, but {record.get('bytes')} were written (truncated or damaged)"
-    actual = f"{crc32_file(path):08x}"
+        return _size_problem(path, size, record)
+    return _crc_problem(path, crc32_file(path), record)
+
+
+def read_checked(path: Path, record: dict) -> tuple[bytes | None, str | None]:
+    """A small file's bytes, or None and the problem with them against its checksum record
+    (`check_file`'s, from the one read)."""
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size != record.get("bytes"):  # not read: it may be far larger than recorded
+                return None, _size_problem(path, size, record)
+            data = handle.read()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None, f"{path}: missing"
+    if len(data) != size:
+        return None, _size_problem(path, len(data), record)
+    if problem := _crc_problem(path, zlib.crc32(data), record):
+        return None, problem
+    return data, None
+
+
+def _size_problem(path: Path, size: int, record: dict) -> str:
+    return f"{path}: {size} bytes, but {record.get('bytes')} were written (truncated or damaged)"
+
+
+def _crc_problem(path: Path, crc: int, record: dict) -> str | None:
+    actual = f"{crc:08x}"
     if actual != record.get("crc32"):
         return f"{path}: CRC32 {actual} does not match the recorded {record.get('crc32')} (damaged)"
     return None
@@ -145,18 +177,21 @@ def read_segment_meta(directory: Path, expected: dict | None = None,
     return meta
 
 
-def verify_segment_files(directory: Path, meta: dict) -> list[str]:
+def verify_segment_files(directory: Path, meta: dict, skip: frozenset[str] = frozenset()) -> list[str]:
     """Compare every file of a segment with the checksums in its ``meta.json``.
+
+    Args:
+        skip: file names (relative to ``directory``) checked already.
 
     Returns:
         One line per problem (empty when the segment is intact).
     """
     problems = []
     for info in meta.get("arrays", {}).values():
-        if problem := check_file(Path(directory) / info["file"], info):
+        if info["file"] not in skip and (problem := check_file(Path(directory) / info["file"], info)):
             problems.append(problem)
     for relative, info in (meta.get("files") or {}).items():
-        if problem := check_file(Path(directory) / relative, info):
+        if relative not in skip and (problem := check_file(Path(directory) / relative, info)):
             problems.append(problem)
     return problems
 
@@ -255,11 +290,10 @@ class Segment:
 
         directory = Path(directory)
         meta = read_segment_meta(directory, expected_meta)
-        if verify and (problems := verify_segment_files(directory, meta)):
-            raise IndexFormatError("; ".join(problems))
         listed = meta.get("arrays", {}) if isinstance(meta.get("arrays"), dict) else {}
         names = ALL_ARRAY_NAMES + tuple(name for name in OPTIONAL_ARRAY_NAMES if name in listed)
-        arrays = {name: _open_array(directory, meta, name) for name in names}
+        contents = _verified_contents(directory, meta, {name: listed.get(name) for name in names}) if verify else {}
+        arrays = {name: _open_array(directory, meta, name, contents.get(name)) for name in names}
         segment = cls(
             path=directory,
             meta=meta,
@@ -362,6 +396,37 @@ def load_array(path: Path) -> np.ndarray:
         return np.load(path)
 
 
+def _verified_contents(directory: Path, meta: dict, arrays: dict) -> dict[str, bytes]:
+    """Check every file of a segment against its checksums, reading the small ones of
+    ``arrays`` (name: its ``meta.json`` entry) whole: their bytes by name, to be parsed
+    without a second read (`SMALL_FILE_BYTES`).
+
+    Raises:
+        IndexFormatError: naming every file that does not match.
+    """
+    contents, problems, read = {}, [], set()
+    for name, info in arrays.items():
+        if isinstance(info, dict) and isinstance(info.get("file"), str) and isinstance(info.get("bytes"), int) \
+                and info["bytes"] <= SMALL_FILE_BYTES:
+            data, problem = read_checked(directory / info["file"], info)
+            read.add(info["file"])
+            if problem:
+                problems.append(problem)
+            else:
+                contents[name] = data
+    if problems := problems + verify_segment_files(directory, meta, frozenset(read)):
+        raise IndexFormatError("; ".join(problems))
+    return contents
+
+
+def _parse_npy(contents: bytes) -> np.ndarray:
+    """An ``.npy`` file's array from its bytes, read-only as a memory map's is (Numba compiles
+    a kernel once for read-only arrays and again for writable ones)."""
+    array = np.load(io.BytesIO(contents), allow_pickle=False)
+    array.flags.writeable = False
+    return array
+
+
 def _meta_int(meta: dict, key: str, directory: Path) -> int:
     value = meta.get(key)
     if isinstance(value, bool) or not isinstance(value, int):
@@ -369,13 +434,14 @@ def _meta_int(meta: dict, key: str, directory: Path) -> int:
     return value
 
 
-def _open_array(directory: Path, meta: dict, name: str) -> np.ndarray:
+def _open_array(directory: Path, meta: dict, name: str, contents: bytes | None = None) -> np.ndarray:
+    """A segment's array, memory-mapped, or parsed from ``contents`` (the file, read whole)."""
     info = meta.get("arrays", {}).get(name)
     if not isinstance(info, dict) or "file" not in info:
         raise IndexFormatError(f"{directory / META_FILE} lists no array {name!r}")
     path = directory / info["file"]
     try:
-        array = load_array(path)
+        array = load_array(path) if contents is None else _parse_npy(contents)
     except Exception as error:  # numpy raises many kinds on a damaged header
         raise IndexFormatError(f"{path}: not a readable .npy array ({error})") from error
     if str(array.dtype) != info.get("dtype") or list(array.shape) != info.get("shape"):

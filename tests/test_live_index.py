@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from lsr.eval.crash_sim import brute_force_top_k
 from lsr.index.buffer import BufferRecordError
 from lsr.index.build import build_index
-from lsr.index.commit import read_newest_commit
+from lsr.index.commit import SEGMENTS_DIR, read_newest_commit
 from lsr.index.directory import IndexBusyError
 from lsr.index.live import DocumentNotFound, LiveIndex
 from lsr.index.sparse_batch import SparseBatch
@@ -471,3 +471,29 @@ def test_ids_of_many_keys_equal_the_one_key_lookup(index_dir):
     assert view.doc_ids(keys) == [view.doc_id(int(key)) for key in keys]
     assert view.doc_ids(np.empty(0, np.int64)) == []
     assert {"new-1", "new-2"} <= set(view.doc_ids(keys))
+
+
+def test_small_arrays_read_whole_equal_the_memory_maps_and_damage_is_named(index_dir):
+    """A verified open reads the small array files whole (one read for the checksum and the
+    array): the arrays equal those of an unverified open (memory maps), read-only as those are;
+    a file longer than its record is named without being read."""
+    import lsr.index.format as fmt
+
+    commit = read_newest_commit(index_dir)
+    record = commit.segments[0]
+    directory = index_dir / SEGMENTS_DIR / record.name
+    read_whole, mapped = fmt.Segment.open(directory, record.meta), fmt.Segment.open(directory, record.meta, verify=False)
+    whole = {n for n, info in read_whole.meta["arrays"].items() if info["bytes"] <= fmt.SMALL_FILE_BYTES}
+    assert "term_scales" in whole and len(whole) >= 10
+    pairs = [(read_whole.term_scales, mapped.term_scales), (read_whole.doc_id_hashes, mapped.doc_id_hashes),
+             *[(getattr(read_whole.postings, n), getattr(mapped.postings, n)) for n in fmt.POSTINGS_ARRAY_NAMES]]
+    for got, expected in pairs:
+        assert got.dtype == expected.dtype and np.array_equal(got, expected)
+        assert not got.flags.writeable and got.flags.aligned and got.flags.c_contiguous
+    assert read_whole.doc_ids[3] == mapped.doc_ids[3]
+
+    path = directory / read_whole.meta["arrays"]["term_scales"]["file"]
+    with open(path, "ab") as handle:  # grown past its record (and past the size read whole)
+        handle.write(b"\0" * (fmt.SMALL_FILE_BYTES + 1))
+    with pytest.raises(fmt.IndexFormatError, match=r"term_scales\.npy: \d+ bytes, but \d+ were written"):
+        fmt.Segment.open(directory, record.meta)
