@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+import lsr.index.format as format_module
 from lsr.index.build import build_index
 from lsr.index.builder import SegmentBuilder
 from lsr.index.check import verify_index
@@ -40,7 +41,7 @@ def chunks_of(matrix, size, titles=True):
         )
 
 
-def test_build_then_open_equals_quantised_input(tmp_path):
+def test_build_then_open_equals_quantised_input(tmp_path, monkeypatch):
     docs = random_docs()
     build_index(tmp_path / "ix", chunks_of(docs, 64), VOCAB, {"encoder": {"model": "m"}})
     index = open_single_segment(tmp_path / "ix")
@@ -54,7 +55,11 @@ def test_build_then_open_equals_quantised_input(tmp_path):
     assert index.num_docs == 500 and index.meta["num_postings"] == expected.nnz
     assert [index.doc_ids[i] for i in (0, 5, 499)] == ["doc-0", "doc-5", "doc-499"]
     assert index.doc_titles[7] == "title 7"
-    assert isinstance(index.postings.term_post_impacts.base, np.memmap)  # mapped, not read
+    # Files up to SMALL_FILE_BYTES are read whole when checked, larger ones mapped, not read.
+    assert index.meta["arrays"]["term_post_impacts"]["bytes"] <= format_module.SMALL_FILE_BYTES
+    assert not isinstance(index.postings.term_post_impacts.base, np.memmap)
+    monkeypatch.setattr(format_module, "SMALL_FILE_BYTES", 0)
+    assert isinstance(format_module.Segment.open(index.path).postings.term_post_impacts.base, np.memmap)
     by_term = expected.T.tocsr()
     for term in range(0, VOCAB, 7):  # the term view gives the same postings
         docs, impacts = index.term_postings(term)
