@@ -62,7 +62,7 @@ def run(index: Path, collection: Path, work: Path, rate: float, seconds: float, 
     time.sleep(3)  # the first flushes and merges
     times: dict[str, list[float]] = {name: [] for name in READINGS}
     refreshes, segments, buffered = [], [], []
-    first_segment_kernels: dict[int, dict] = {}  # per first segment: its kernel data, built once
+    first_segment_kernels: dict[str, dict] = {}  # per first segment (by name): its kernel data, built once
     deadline, step = time.perf_counter() + seconds, 0
     while time.perf_counter() < deadline:
         name = READINGS[step % len(READINGS)]
@@ -79,7 +79,7 @@ def run(index: Path, collection: Path, work: Path, rate: float, seconds: float, 
             elif name == "first segment + buffer":
                 first = view.segments[0]
                 view = View(view.segments[:1], view.buffer, view.vocab_size,
-                            cache=first_segment_kernels.setdefault(id(first.segment), {}))
+                            cache=first_segment_kernels.setdefault(first.segment.name, {}))
         began = time.perf_counter()
         search_sparse(view, *queries.row(step % cycle), 10, scorer="bmp")
         times[name].append((time.perf_counter() - began) * 1000)
