@@ -15,7 +15,7 @@ import numpy as np
 
 from lsr.index import storage
 from lsr.index.commit import DELETES_DIR
-from lsr.index.format import IndexFormatError, check_file, describe_file
+from lsr.index.format import IndexFormatError, describe_file, read_checked
 
 
 def deletes_file_name(segment: str, generation: int) -> str:
@@ -36,9 +36,10 @@ def read_deletes(directory: Path, record: dict | None, num_docs: int) -> np.ndar
     if record is None:
         return np.zeros(num_docs, dtype=bool)
     path = Path(directory) / record["file"]
-    if problem := check_file(path, record):
+    data, problem = read_checked(path, record)  # the bytes checked are the bytes decoded: one read
+    if problem:
         raise IndexFormatError(problem)
-    bits = np.frombuffer(path.read_bytes(), dtype=np.uint8)
+    bits = np.frombuffer(data, dtype=np.uint8)
     if len(bits) != (num_docs + 7) // 8:
         raise IndexFormatError(f"{path}: {len(bits)} bytes for {num_docs} documents")
     deleted = np.unpackbits(bits, bitorder="little", count=num_docs).astype(bool)

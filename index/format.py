@@ -160,12 +160,15 @@ def read_segment_meta(directory: Path, expected: dict | None = None,
         versions: the segment format versions accepted (``index.upgrade`` reads older ones).
     """
     path = Path(directory) / META_FILE
-    if expected is not None and (problem := check_file(path, expected)):
-        raise IndexFormatError(problem)
-    if not path.is_file():
+    data = None
+    if expected is not None:  # the bytes checked are the bytes parsed: one read
+        data, problem = read_checked(path, expected)
+        if problem:
+            raise IndexFormatError(problem)
+    elif not path.is_file():
         raise IndexFormatError(f"{directory} is not a segment: {META_FILE} is missing")
     try:
-        meta = json.loads(path.read_bytes())
+        meta = json.loads(path.read_bytes() if data is None else data)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise IndexFormatError(f"{path}: invalid JSON ({error})") from error
     if not isinstance(meta, dict) or meta.get("format") != SEGMENT_FORMAT:
