@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numba import njit
 
-from lsr.index.doc_ids import hash_id
+from lsr.index.doc_ids import hash_many
 from lsr.index.wal import WalRecord
 
 NODE_SLOTS = 16  # postings of one term per node: 64 bytes of rows, 64 of values
@@ -73,6 +73,17 @@ def _link_row(indices, values, start, end, row, term_first, term_last, node_fill
         node_values[node, slot] = values[p]
         node_rows[node, slot] = row
         node_fill[node] = slot + 1
+    return num_nodes
+
+
+@njit(cache=True, nogil=True)
+def _link_rows(indices, values, indptr, first_row, end_row, term_first, term_last, node_fill, node_next, node_rows,
+               node_values, num_nodes):
+    """`_link_row` for the rows ``first_row:end_row`` (their postings at ``indptr``): one call
+    for every record a refresh read."""
+    for row in range(first_row, end_row):
+        num_nodes = _link_row(indices, values, indptr[row], indptr[row + 1], row, term_first, term_last, node_fill,
+                              node_next, node_rows, node_values, num_nodes)
     return num_nodes
 
 
@@ -235,21 +246,36 @@ class WriteBuffer:
 
     def apply(self, record: WalRecord) -> None:
         """Apply one record, in log order."""
-        self._check(record)
-        previous = self._row_of.pop(record.doc_id, None)
-        if previous is not None:
-            self._live[previous] = False
-        if record.doc_id not in self._shadow_rank:
-            rank = len(self.shadow_order)
-            if rank + 1 > len(self._shadow_hashes):
-                self._shadow_hashes = _grown(self._shadow_hashes, rank + 1)
-            self._shadow_hashes[rank] = hash_id(record.doc_id)
-            self._shadow_rank[record.doc_id] = rank
-            self.shadow_order.append(record.doc_id)
-        if record.op == "add":
-            self._append_row(record)
-        self.records.append(record)
-        self._view = None
+        self.apply_many([record])
+
+    def apply_many(self, records: list[WalRecord]) -> None:
+        """Apply records in log order: their vectors checked in one compiled pass and linked in
+        another (a refresh reads a few records at a time, and two calls per record were most of
+        its cost).
+
+        Raises:
+            BufferRecordError: a record does not fit the index (the records before it are applied).
+        """
+        if not records:
+            return
+        adds = [record for record in records if record.op == "add"]
+        terms, weights = _joined([r.terms for r in adds], np.uint32), _joined([r.weights for r in adds], np.float32)
+        if _vector_problem(terms, weights, self.vocab_size) or any(self._dense_misfit(r) for r in adds):
+            bad = next(i for i, record in enumerate(records) if self._misfit(record))
+            if bad:
+                self.apply_many(records[:bad])
+            self._check(records[bad])  # raises, naming the record
+        self._apply_fitting(records, terms, weights)
+
+    def _misfit(self, record: WalRecord) -> bool:
+        try:
+            self._check(record)
+        except BufferRecordError:
+            return True
+        return False
+
+    def _dense_misfit(self, record: WalRecord) -> bool:
+        return (0 if record.dense is None else len(record.dense)) != (self.dense_dim or 0)
 
     def _check(self, record: WalRecord) -> None:
         if record.op == "delete":
@@ -260,19 +286,58 @@ class WriteBuffer:
                                     f"is outside the vocabulary of {self.vocab_size}")
         if problem == 2:
             raise BufferRecordError(f"log record {record.seq} ({record.doc_id!r}): weights must be finite, >= 0")
-        dim = 0 if record.dense is None else len(record.dense)
-        if dim != (self.dense_dim or 0):
+        if self._dense_misfit(record):
+            dim = 0 if record.dense is None else len(record.dense)
             raise BufferRecordError(f"log record {record.seq} ({record.doc_id!r}): dense vector of {dim} values, "
                                     f"the index needs {self.dense_dim or 0}")
 
-    def _append_row(self, record: WalRecord) -> None:
-        row, nnz = len(self._ids), len(record.terms)
-        if row + 2 > len(self._indptr):
-            self._indptr = _grown(self._indptr, row + 2)
-        if row + 1 > len(self._live):
-            self._live = _grown(self._live, row + 1)
-        if self._dense is not None and row + 1 > len(self._dense):
-            self._dense = _grown(self._dense, row + 1)
+    def _apply_fitting(self, records: list[WalRecord], terms: np.ndarray, weights: np.ndarray) -> None:
+        """`apply_many` once every record is known to fit; ``terms``, ``weights``: the adds'
+        vectors one after the other."""
+        first_row = row = len(self._ids)
+        dead_rows, lengths, newly_shadowed, dense_rows = [], [], [], []
+        for record in records:  # the ids' bookkeeping, in log order
+            doc_id = record.doc_id
+            previous = self._row_of.pop(doc_id, None)
+            if previous is not None:
+                dead_rows.append(previous)
+            if doc_id not in self._shadow_rank:
+                self._shadow_rank[doc_id] = len(self.shadow_order)
+                self.shadow_order.append(doc_id)
+                newly_shadowed.append(doc_id)
+            if record.op == "add":
+                lengths.append(len(record.terms))
+                dense_rows.append(record.dense)
+                self._ids.append(doc_id)
+                self._titles.append(record.title)
+                self._texts.append(record.text)
+                self._row_of[doc_id] = row
+                self._rows_of.setdefault(doc_id, []).append(row)
+                row += 1
+            self.records.append(record)
+        if row > first_row:
+            self._append_rows(first_row, row, lengths, terms, weights, dense_rows)
+            self._live[first_row:row] = True
+        if dead_rows:  # after the new rows: a record may replace a row added before it in this batch
+            self._live[dead_rows] = False
+        if newly_shadowed:
+            start, end = len(self.shadow_order) - len(newly_shadowed), len(self.shadow_order)
+            if end > len(self._shadow_hashes):
+                self._shadow_hashes = _grown(self._shadow_hashes, end)
+            self._shadow_hashes[start:end] = hash_many(newly_shadowed)
+        self._view = None
+
+    def _append_rows(self, first_row: int, end_row: int, lengths: list[int], terms: np.ndarray, weights: np.ndarray,
+                     dense_rows: list) -> None:
+        """Store rows ``first_row:end_row`` (``lengths`` postings each, from ``terms``, ``weights``)
+        and link their postings into the term chains."""
+        nnz = len(terms)
+        if end_row + 1 > len(self._indptr):
+            self._indptr = _grown(self._indptr, end_row + 1)
+        if end_row > len(self._live):
+            self._live = _grown(self._live, end_row)
+        if self._dense is not None and end_row > len(self._dense):
+            self._dense = _grown(self._dense, end_row)
         if self._nnz + nnz > len(self._indices):
             self._indices = _grown(self._indices, self._nnz + nnz)
             self._values = _grown(self._values, self._nnz + nnz)
@@ -282,22 +347,17 @@ class WriteBuffer:
             self._node_next = _grown(self._node_next, needed)
             self._node_rows = _grown(self._node_rows, needed)
             self._node_values = _grown(self._node_values, needed)
-        self._indices[self._nnz : self._nnz + nnz] = record.terms
-        self._values[self._nnz : self._nnz + nnz] = record.weights
-        self._num_nodes = _link_row(self._indices, self._values, self._nnz, self._nnz + nnz, row, self._term_first,
-                                    self._term_last, self._node_fill, self._node_next, self._node_rows,
-                                    self._node_values, self._num_nodes)
+        self._indices[self._nnz : self._nnz + nnz] = terms
+        self._values[self._nnz : self._nnz + nnz] = weights
+        self._indptr[first_row + 1 : end_row + 1] = self._nnz + np.cumsum(lengths, dtype=np.int64)
+        self._num_nodes = _link_rows(self._indices, self._values, self._indptr, first_row, end_row, self._term_first,
+                                     self._term_last, self._node_fill, self._node_next, self._node_rows,
+                                     self._node_values, self._num_nodes)
         self._nnz += nnz
-        self._indptr[row + 1] = self._nnz
         if self._dense is not None:  # stored normalised, as the segments' faiss part is
-            norm = float(np.linalg.norm(record.dense))
-            self._dense[row] = record.dense / norm if norm > 0 else record.dense
-        self._live[row] = True
-        self._ids.append(record.doc_id)
-        self._titles.append(record.title)
-        self._texts.append(record.text)
-        self._row_of[record.doc_id] = row
-        self._rows_of.setdefault(record.doc_id, []).append(row)
+            for row, dense in enumerate(dense_rows, start=first_row):
+                norm = float(np.linalg.norm(dense))
+                self._dense[row] = dense / norm if norm > 0 else dense
 
     def view(self) -> BufferView:
         """The current snapshot (built on first use after a change)."""
@@ -323,10 +383,15 @@ class WriteBuffer:
         # As much room as this buffer had: the next one fills about as far before its flush,
         # and growing by doubling from nothing cost a few milliseconds of copies each time.
         fresh = WriteBuffer(vocab_size, dense_dim, (len(self._live), len(self._indices), len(self._node_next)))
-        for record in self.records:
-            if record.seq > after:
-                fresh.apply(record)
+        fresh.apply_many([record for record in self.records if record.seq > after])
         return fresh
+
+
+def _joined(arrays: list[np.ndarray], dtype) -> np.ndarray:
+    """The arrays one after the other (the only one itself, without a copy)."""
+    if len(arrays) == 1 and arrays[0].dtype == dtype:
+        return arrays[0]
+    return np.concatenate(arrays).astype(dtype, copy=False) if arrays else np.empty(0, dtype=dtype)
 
 
 def _grown(array: np.ndarray, needed: int) -> np.ndarray:

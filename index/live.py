@@ -210,9 +210,14 @@ class LiveIndex:
                 self._watch = storage.ChangeWatch()
         else:
             raise IndexFormatError(f"{self.directory}: the write-ahead log misses records that no commit holds")
-        for record in records:
-            self._buffer.apply(record)
-            self._applied_seq = record.seq
+        if records:
+            applied = len(self._buffer)
+            try:
+                self._buffer.apply_many(records)
+            finally:  # a record that does not fit stops there: the ones before it are applied
+                applied = len(self._buffer) - applied
+                if applied:
+                    self._applied_seq = records[applied - 1].seq
         if changed or records:
             self._view = None
 

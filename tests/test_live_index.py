@@ -263,7 +263,7 @@ def test_a_second_process_sees_writes_and_commits(index_dir):
 
 def test_a_log_reader_follows_appends_rolls_and_trims(index_dir):
     """`WriteAheadLog.read` against the seqs appended: a read that ends in the newest file
-    answers the next from one stat (nothing new) or from that file's new bytes, a roll or a
+    answers the next from one read of that file (kept open: nothing new, or its new bytes), a roll or a
     trim sends it back to the listing, and a read from another position (a flush's) moves the
     cursor without losing the reader's place."""
     LiveIndex(index_dir).close()  # makes the log's first file
@@ -291,6 +291,51 @@ def test_a_log_reader_follows_appends_rolls_and_trims(index_dir):
     assert [r.seq for r in reader.read(applied)] == seqs[-3:]
     for log in (appender, reader, fresh):
         log.close()
+
+
+def test_log_reads_from_several_threads_while_appends_and_rolls_go_on(index_dir):
+    """A writer's flush reads the log from its thread while searches refresh from theirs, all
+    through one kept-open newest file: every read returns exactly the records after its seq,
+    at least those acknowledged before it began."""
+    import threading
+
+    LiveIndex(index_dir).close()
+    appender, reader = WriteAheadLog(index_dir), WriteAheadLog(index_dir)
+    body = encode_body("add", "x", "", "", [1], [1.0])
+    acknowledged = [0]
+    done = threading.Event()
+    failures = []
+
+    def append() -> None:
+        for step in range(300):
+            if step % 10 == 9:
+                appender.roll()  # a new newest file: readers reopen it
+            acknowledged[0] = appender.append([body] * (1 + step % 3))[-1]
+        done.set()
+
+    def read(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        while not done.is_set():
+            known = acknowledged[0]
+            after = int(rng.integers(0, known + 1))
+            try:
+                got = [r.seq for r in reader.read(after)]
+            except Exception as error:  # a thread's exception would only be a warning
+                failures.append(repr(error))
+                return
+            expected = list(range(after + 1, after + 1 + len(got)))
+            if got != expected or len(got) < known - after:
+                failures.append((after, known, got[:5]))
+
+    threads = [threading.Thread(target=append)] + [threading.Thread(target=read, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures, failures[:3]
+    assert [r.seq for r in reader.read(0)] == list(range(1, acknowledged[0] + 1))
+    appender.close()
+    reader.close()
 
 
 def test_only_one_writer(index_dir):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lsr.index.buffer import NODE_SLOTS, WriteBuffer
+from lsr.index.buffer import NODE_SLOTS, BufferRecordError, WriteBuffer
 from lsr.index.wal import WalRecord
 
 VOCAB = 40  # few terms, so a term's postings fill several nodes
@@ -27,6 +28,17 @@ def random_records(rng, count: int, ids: int) -> list[WalRecord]:
         weights[rng.random(nnz) < 0.1] = 0.0
         records.append(WalRecord(seq, "add", doc_id, terms=terms, weights=weights))
     return records
+
+
+def random_batches(rng, records: list[WalRecord]) -> list[list[WalRecord]]:
+    """The records cut into consecutive batches of 1 to 20 (a replace and what it replaces
+    often in one batch)."""
+    batches, start = [], 0
+    while start < len(records):
+        end = start + int(rng.integers(1, 21))
+        batches.append(records[start:end])
+        start = end
+    return batches
 
 
 def oracle_scores(records: list[WalRecord], terms: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -54,12 +66,19 @@ def test_buffer_scores_equal_scipy_and_a_view_keeps_its_prefix(seed, count, ids)
     records = random_records(rng, count, ids)
     buffer = WriteBuffer(VOCAB, None)
     cut = int(rng.integers(0, count + 1))
-    for record in records[:cut]:
-        buffer.apply(record)
+    for batch in random_batches(rng, records[:cut]):  # a refresh applies what it read at once
+        buffer.apply_many(batch)
     early = buffer.view()  # taken before the rest: later writes (and array growth) must not show
-    for record in records[cut:]:
-        buffer.apply(record)
+    for batch in random_batches(rng, records[cut:]):
+        buffer.apply_many(batch)
     late = buffer.view()
+    one_by_one = WriteBuffer(VOCAB, None)
+    for record in records:
+        one_by_one.apply(record)
+    single = one_by_one.view()
+    for name in ("indptr", "indices", "values", "live", "shadow_hashes"):
+        np.testing.assert_array_equal(getattr(late, name), getattr(single, name), err_msg=name)
+    assert late.shadow_order == single.shadow_order and late._ids == single._ids
     for _ in range(3):
         terms = np.sort(rng.choice(VOCAB, size=int(rng.integers(1, 10)), replace=False)).astype(np.int64)
         weights = rng.random(len(terms)) * 2
@@ -111,3 +130,19 @@ def test_views_searched_while_another_thread_writes_see_exactly_their_prefix():
         checked += 1
     writer.join()
     assert checked >= 5, checked
+
+
+def test_a_record_that_does_not_fit_stops_a_batch_after_the_records_before_it():
+    records = [WalRecord(1, "add", "a", terms=np.array([3], np.uint32), weights=np.array([1.0], np.float32)),
+               WalRecord(2, "delete", "x"),
+               WalRecord(3, "add", "b", terms=np.array([VOCAB], np.uint32), weights=np.array([1.0], np.float32)),
+               WalRecord(4, "add", "c", terms=np.array([5], np.uint32), weights=np.array([1.0], np.float32))]
+    buffer = WriteBuffer(VOCAB, None)
+    with pytest.raises(BufferRecordError, match=r"log record 3 \('b'\): term id 40 is outside the vocabulary of 40"):
+        buffer.apply_many(records)
+    assert [r.seq for r in buffer.records] == [1, 2]
+    assert buffer.view()._ids == ["a"] and buffer.touched("x") and not buffer.touched("c")
+    nan = WalRecord(5, "add", "d", terms=np.array([1], np.uint32), weights=np.array([np.nan], np.float32))
+    with pytest.raises(BufferRecordError, match=r"log record 5 \('d'\): weights must be finite"):
+        buffer.apply_many([nan])
+    assert len(buffer) == 2
