@@ -22,12 +22,12 @@ buffered documents.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
 
-from lsr.index.doc_ids import hash_many
+from lsr.index.doc_ids import hash_id
 from lsr.index.wal import WalRecord
 
 NODE_SLOTS = 16  # postings of one term per node: 64 bytes of rows, 64 of values
@@ -77,10 +77,14 @@ def _link_row(indices, values, start, end, row, term_first, term_last, node_fill
 
 
 @njit(cache=True, nogil=True)
-def _link_rows(indices, values, indptr, first_row, end_row, term_first, term_last, node_fill, node_next, node_rows,
-               node_values, num_nodes):
-    """`_link_row` for the rows ``first_row:end_row`` (their postings at ``indptr``): one call
-    for every record a refresh read."""
+def _check_and_link(indices, values, indptr, first_row, end_row, vocab_size, term_first, term_last, node_fill,
+                    node_next, node_rows, node_values, num_nodes):
+    """`_link_row` for the rows ``first_row:end_row`` (their postings at ``indptr``) if every
+    posting fits the index (`_vector_problem`); returns the number of nodes, or -1 (nothing
+    linked) if one does not."""
+    start, end = indptr[first_row], indptr[end_row]
+    if _vector_problem(indices[start:end], values[start:end], vocab_size):
+        return -1
     for row in range(first_row, end_row):
         num_nodes = _link_row(indices, values, indptr[row], indptr[row + 1], row, term_first, term_last, node_fill,
                               node_next, node_rows, node_values, num_nodes)
@@ -116,9 +120,9 @@ class BufferRecordError(ValueError):
     """A log record whose content does not fit the index (term ids, weights, dense size)."""
 
 
-@dataclass(frozen=True)
-class BufferView:
-    """A snapshot of the buffer, safe to search without a lock.
+class BufferView(NamedTuple):
+    """A snapshot of the buffer, safe to search without a lock. (A named tuple: a refresh that
+    reads new records builds one, and a frozen dataclass's constructor cost several times more.)
 
     Attributes:
         num_rows: buffered documents seen (dead rows included).
@@ -132,6 +136,10 @@ class BufferView:
         num_shadowed: ids whose segment copies are out of date, as of this view (a prefix of
             the buffer's `WriteBuffer.shadow_order`: every id a buffered record touched).
         shadow_hashes: the `index.doc_ids.hash_id` of each of those ids, in that order.
+        ids, titles, texts: per row (lists the buffer appends to; read below ``num_rows``).
+        shadow_rank: id -> position in ``shadow_order`` (never changes once set).
+        rows_of: id -> its rows, ascending.
+        shadow_order: the buffer's list of shadowed ids (read below ``num_shadowed``).
     """
 
     num_rows: int
@@ -146,29 +154,29 @@ class BufferView:
     live: np.ndarray
     num_shadowed: int
     shadow_hashes: np.ndarray
-    _ids: list = field(repr=False)
-    _titles: list = field(repr=False)
-    _texts: list = field(repr=False)
-    _shadow_rank: dict = field(repr=False)  # id -> position in shadow_order (never changes once set)
-    _rows_of: dict = field(repr=False)  # id -> its rows, ascending
-    shadow_order: list = field(repr=False)
+    ids: list
+    titles: list
+    texts: list
+    shadow_rank: dict
+    rows_of: dict
+    shadow_order: list
 
     @property
     def num_live(self) -> int:
         return int(np.count_nonzero(self.live))
 
     def doc_id(self, row: int) -> str:
-        return self._ids[row]
+        return self.ids[row]
 
     def title(self, row: int) -> str:
-        return self._titles[row]
+        return self.titles[row]
 
     def text(self, row: int) -> str:
-        return self._texts[row]
+        return self.texts[row]
 
     def is_shadowed(self, doc_id: str) -> bool:
         """Whether a buffered record (as of this view) touched ``doc_id``."""
-        return self._shadow_rank.get(doc_id, self.num_shadowed) < self.num_shadowed
+        return self.shadow_rank.get(doc_id, self.num_shadowed) < self.num_shadowed
 
     def sparse_scores(self, merged_terms: np.ndarray, merged_weights: np.ndarray, vocab_size: int) -> np.ndarray:
         """Float64 scores of every row for a merged query (``index.scorers.query.merge_query``)."""
@@ -185,7 +193,7 @@ class BufferView:
 
     def row_of(self, doc_id: str) -> int | None:
         """The live row holding ``doc_id``, or None."""
-        for row in reversed(self._rows_of.get(doc_id, ())):
+        for row in reversed(self.rows_of.get(doc_id, ())):
             if row < self.num_rows:
                 return row if self.live[row] else None
         return None
@@ -249,9 +257,12 @@ class WriteBuffer:
         self.apply_many([record])
 
     def apply_many(self, records: list[WalRecord]) -> None:
-        """Apply records in log order: their vectors checked in one compiled pass and linked in
-        another (a refresh reads a few records at a time, and two calls per record were most of
-        its cost).
+        """Apply records in log order.
+
+        The adds' postings are staged past the stored ones (slots no view reads), then checked
+        and linked in one compiled call; the ids' bookkeeping follows once they fit. (A refresh
+        reads a few records between searches, which leave the caches cold: every distinct
+        numpy or Numba call on this path cost several microseconds, so it makes few.)
 
         Raises:
             BufferRecordError: a record does not fit the index (the records before it are applied).
@@ -259,13 +270,28 @@ class WriteBuffer:
         if not records:
             return
         adds = [record for record in records if record.op == "add"]
-        terms, weights = _joined([r.terms for r in adds], np.uint32), _joined([r.weights for r in adds], np.float32)
-        if _vector_problem(terms, weights, self.vocab_size) or any(self._dense_misfit(r) for r in adds):
+        first_row, nnz = len(self._ids), self._nnz
+        self._reserve(first_row + len(adds), nnz + sum(len(record.terms) for record in adds))
+        indices, values, indptr = self._indices, self._values, self._indptr
+        end, row = nnz, first_row
+        for record in adds:
+            start, end, row = end, end + len(record.terms), row + 1
+            indices[start:end] = record.terms
+            values[start:end] = record.weights
+            indptr[row] = end
+        num_nodes = -1
+        if not any(self._dense_misfit(record) for record in adds):
+            num_nodes = _check_and_link(indices, values, indptr, first_row, row, self.vocab_size, self._term_first,
+                                        self._term_last, self._node_fill, self._node_next, self._node_rows,
+                                        self._node_values, self._num_nodes)
+        if num_nodes < 0:  # nothing was linked
             bad = next(i for i, record in enumerate(records) if self._misfit(record))
             if bad:
                 self.apply_many(records[:bad])
             self._check(records[bad])  # raises, naming the record
-        self._apply_fitting(records, terms, weights)
+        self._num_nodes, self._nnz = num_nodes, end
+        self._book(records, first_row)
+        self._view = None
 
     def _misfit(self, record: WalRecord) -> bool:
         try:
@@ -291,23 +317,25 @@ class WriteBuffer:
             raise BufferRecordError(f"log record {record.seq} ({record.doc_id!r}): dense vector of {dim} values, "
                                     f"the index needs {self.dense_dim or 0}")
 
-    def _apply_fitting(self, records: list[WalRecord], terms: np.ndarray, weights: np.ndarray) -> None:
-        """`apply_many` once every record is known to fit; ``terms``, ``weights``: the adds'
-        vectors one after the other."""
-        first_row = row = len(self._ids)
-        dead_rows, lengths, newly_shadowed, dense_rows = [], [], [], []
-        for record in records:  # the ids' bookkeeping, in log order
+    def _book(self, records: list[WalRecord], first_row: int) -> None:
+        """The ids' bookkeeping of records whose rows ``first_row:`` are stored and linked."""
+        row, dead_rows = first_row, []
+        for record in records:  # in log order
             doc_id = record.doc_id
             previous = self._row_of.pop(doc_id, None)
             if previous is not None:
                 dead_rows.append(previous)
             if doc_id not in self._shadow_rank:
-                self._shadow_rank[doc_id] = len(self.shadow_order)
+                rank = len(self.shadow_order)
+                if rank == len(self._shadow_hashes):
+                    self._shadow_hashes = _grown(self._shadow_hashes, rank + 1)
+                self._shadow_hashes[rank] = hash_id(doc_id)
+                self._shadow_rank[doc_id] = rank
                 self.shadow_order.append(doc_id)
-                newly_shadowed.append(doc_id)
             if record.op == "add":
-                lengths.append(len(record.terms))
-                dense_rows.append(record.dense)
+                if self._dense is not None:  # stored normalised, as the segments' faiss part is
+                    norm = float(np.linalg.norm(record.dense))
+                    self._dense[row] = record.dense / norm if norm > 0 else record.dense
                 self._ids.append(doc_id)
                 self._titles.append(record.title)
                 self._texts.append(record.text)
@@ -315,49 +343,27 @@ class WriteBuffer:
                 self._rows_of.setdefault(doc_id, []).append(row)
                 row += 1
             self.records.append(record)
-        if row > first_row:
-            self._append_rows(first_row, row, lengths, terms, weights, dense_rows)
-            self._live[first_row:row] = True
+        self._live[first_row:row] = True
         if dead_rows:  # after the new rows: a record may replace a row added before it in this batch
             self._live[dead_rows] = False
-        if newly_shadowed:
-            start, end = len(self.shadow_order) - len(newly_shadowed), len(self.shadow_order)
-            if end > len(self._shadow_hashes):
-                self._shadow_hashes = _grown(self._shadow_hashes, end)
-            self._shadow_hashes[start:end] = hash_many(newly_shadowed)
-        self._view = None
 
-    def _append_rows(self, first_row: int, end_row: int, lengths: list[int], terms: np.ndarray, weights: np.ndarray,
-                     dense_rows: list) -> None:
-        """Store rows ``first_row:end_row`` (``lengths`` postings each, from ``terms``, ``weights``)
-        and link their postings into the term chains."""
-        nnz = len(terms)
-        if end_row + 1 > len(self._indptr):
-            self._indptr = _grown(self._indptr, end_row + 1)
-        if end_row > len(self._live):
-            self._live = _grown(self._live, end_row)
-        if self._dense is not None and end_row > len(self._dense):
-            self._dense = _grown(self._dense, end_row)
-        if self._nnz + nnz > len(self._indices):
-            self._indices = _grown(self._indices, self._nnz + nnz)
-            self._values = _grown(self._values, self._nnz + nnz)
-        if self._num_nodes + nnz > len(self._node_next):  # at most a new node per posting
-            needed = self._num_nodes + nnz
+    def _reserve(self, rows: int, postings: int) -> None:
+        """Room for ``rows`` rows and ``postings`` postings (and a node per new posting)."""
+        if rows + 1 > len(self._indptr):
+            self._indptr = _grown(self._indptr, rows + 1)
+        if rows > len(self._live):
+            self._live = _grown(self._live, rows)
+        if self._dense is not None and rows > len(self._dense):
+            self._dense = _grown(self._dense, rows)
+        if postings > len(self._indices):
+            self._indices = _grown(self._indices, postings)
+            self._values = _grown(self._values, postings)
+        needed = self._num_nodes + postings - self._nnz  # at most a new node per new posting
+        if needed > len(self._node_next):
             self._node_fill = _grown(self._node_fill, needed)
             self._node_next = _grown(self._node_next, needed)
             self._node_rows = _grown(self._node_rows, needed)
             self._node_values = _grown(self._node_values, needed)
-        self._indices[self._nnz : self._nnz + nnz] = terms
-        self._values[self._nnz : self._nnz + nnz] = weights
-        self._indptr[first_row + 1 : end_row + 1] = self._nnz + np.cumsum(lengths, dtype=np.int64)
-        self._num_nodes = _link_rows(self._indices, self._values, self._indptr, first_row, end_row, self._term_first,
-                                     self._term_last, self._node_fill, self._node_next, self._node_rows,
-                                     self._node_values, self._num_nodes)
-        self._nnz += nnz
-        if self._dense is not None:  # stored normalised, as the segments' faiss part is
-            for row, dense in enumerate(dense_rows, start=first_row):
-                norm = float(np.linalg.norm(dense))
-                self._dense[row] = dense / norm if norm > 0 else dense
 
     def view(self) -> BufferView:
         """The current snapshot (built on first use after a change)."""
@@ -385,13 +391,6 @@ class WriteBuffer:
         fresh = WriteBuffer(vocab_size, dense_dim, (len(self._live), len(self._indices), len(self._node_next)))
         fresh.apply_many([record for record in self.records if record.seq > after])
         return fresh
-
-
-def _joined(arrays: list[np.ndarray], dtype) -> np.ndarray:
-    """The arrays one after the other (the only one itself, without a copy)."""
-    if len(arrays) == 1 and arrays[0].dtype == dtype:
-        return arrays[0]
-    return np.concatenate(arrays).astype(dtype, copy=False) if arrays else np.empty(0, dtype=dtype)
 
 
 def _grown(array: np.ndarray, needed: int) -> np.ndarray:

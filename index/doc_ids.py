@@ -9,6 +9,8 @@ comparing the strings.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 from numba import njit
 from numba.typed import List
@@ -86,14 +88,6 @@ def hash_id(doc_id: str) -> np.uint64:
     return np.uint64(_fnv1a(data, 0, data.shape[0]))
 
 
-def hash_many(doc_ids: list[str]) -> np.ndarray:
-    """`hash_id` of each id (one compiled call for all)."""
-    encoded = [doc_id.encode("utf-8") for doc_id in doc_ids]
-    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
-    np.cumsum([len(e) for e in encoded], out=offsets[1:])
-    return hash_ids(offsets, np.frombuffer(b"".join(encoded), dtype=np.uint8))
-
-
 def hash_ids(offsets: np.ndarray, data: np.ndarray) -> np.ndarray:
     """FNV-1a of every string of a string table (``offsets`` int64, ``data`` uint8)."""
     out = np.empty(len(offsets) - 1, dtype=np.uint64)
@@ -140,17 +134,25 @@ class IdTables:
         self._tables = List()
         for segment in segments:
             self._tables.append(readonly(np.ascontiguousarray(segment.doc_id_hashes, dtype=np.uint64)))
+        self._found = np.empty((3, 0), dtype=np.int64)  # scratch: table, query, position per match
+        self._mutex = threading.Lock()
 
     def find(self, doc_ids: list[str], hashes: np.ndarray) -> list[tuple[int, int, int]]:
         """``(segment index, position in doc_ids, internal id)`` for each segment copy of an id."""
         if not len(doc_ids) or not self.segments:
             return []
         hashes = np.asarray(hashes, dtype=np.uint64)
-        size = len(self.segments) * len(hashes)
-        tables, queries, positions = (np.empty(size, dtype=np.int64) for _ in range(3))
-        count = _hash_matches_in(self._tables, hashes, tables, queries, positions)
+        with self._mutex:  # the scratch arrays are reused (a refresh finds a few new ids, mostly in no segment)
+            size = len(self.segments) * len(hashes)
+            if self._found.shape[1] < size:
+                self._found = np.empty((3, 2 * size), dtype=np.int64)
+            tables, queries, positions = self._found
+            count = _hash_matches_in(self._tables, hashes, tables, queries, positions)
+            if not count:
+                return []
+            tables, queries, positions = tables[:count].tolist(), queries[:count].tolist(), positions[:count].tolist()
         found = []
-        for s, i, position in zip(tables[:count].tolist(), queries[:count].tolist(), positions[:count].tolist()):
+        for s, i, position in zip(tables, queries, positions):
             if (doc := _confirmed(self.segments[s], position, hashes[i], doc_ids[i])) is not None:
                 found.append((s, i, doc))
         return found

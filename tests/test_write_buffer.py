@@ -78,7 +78,7 @@ def test_buffer_scores_equal_scipy_and_a_view_keeps_its_prefix(seed, count, ids)
     single = one_by_one.view()
     for name in ("indptr", "indices", "values", "live", "shadow_hashes"):
         np.testing.assert_array_equal(getattr(late, name), getattr(single, name), err_msg=name)
-    assert late.shadow_order == single.shadow_order and late._ids == single._ids
+    assert late.shadow_order == single.shadow_order and late.ids == single.ids
     for _ in range(3):
         terms = np.sort(rng.choice(VOCAB, size=int(rng.integers(1, 10)), replace=False)).astype(np.int64)
         weights = rng.random(len(terms)) * 2
@@ -141,8 +141,23 @@ def test_a_record_that_does_not_fit_stops_a_batch_after_the_records_before_it():
     with pytest.raises(BufferRecordError, match=r"log record 3 \('b'\): term id 40 is outside the vocabulary of 40"):
         buffer.apply_many(records)
     assert [r.seq for r in buffer.records] == [1, 2]
-    assert buffer.view()._ids == ["a"] and buffer.touched("x") and not buffer.touched("c")
+    assert buffer.view().ids == ["a"] and buffer.touched("x") and not buffer.touched("c")
     nan = WalRecord(5, "add", "d", terms=np.array([1], np.uint32), weights=np.array([np.nan], np.float32))
     with pytest.raises(BufferRecordError, match=r"log record 5 \('d'\): weights must be finite"):
         buffer.apply_many([nan])
     assert len(buffer) == 2
+
+
+def test_a_dense_vector_of_the_wrong_size_stops_a_batch_and_leaves_the_buffer_whole():
+    def add(seq, doc_id, term, dense):
+        return WalRecord(seq, "add", doc_id, terms=np.array([term], np.uint32), weights=np.array([1.0], np.float32),
+                         dense=np.array(dense, np.float32))
+
+    buffer = WriteBuffer(VOCAB, 2)
+    with pytest.raises(BufferRecordError, match=r"log record 2 \('b'\): dense vector of 3 values, the index needs 2"):
+        buffer.apply_many([add(1, "a", 3, [1, 0]), add(2, "b", 3, [1, 0, 0]), add(3, "c", 3, [0, 1])])
+    buffer.apply_many([add(4, "c", 3, [0, 2]), add(5, "a", 4, [3, 4])])  # the failed batch left nothing half-linked
+    view = buffer.view()
+    assert view.ids == ["a", "c", "a"] and view.live.tolist() == [False, True, True]
+    np.testing.assert_array_equal(view.sparse_scores(np.array([3, 4]), np.array([1.0, 2.0]), VOCAB), [0.0, 1.0, 2.0])
+    np.testing.assert_allclose(view.dense, [[1, 0], [0, 1], [0.6, 0.8]])
