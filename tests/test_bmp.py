@@ -224,7 +224,8 @@ def test_kernels_under_numba_boundscheck(tmp_path):
     env = dict(os.environ, NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"))
     tests = ["tests/test_bmp.py", "tests/test_exhaustive.py", "tests/test_reorder.py", "tests/test_postings_writer.py",
              "tests/test_live_index.py::test_random_writes_flushes_and_merges_match_the_oracle",
-             "tests/test_live_index.py::test_bmp_seeds_stay_exact_when_the_top_documents_are_deleted"]
+             "tests/test_live_index.py::test_bmp_seeds_stay_exact_when_the_top_documents_are_deleted",
+             "tests/test_write_buffer.py"]
     out = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "--hypothesis-seed=0", *tests],
         env=env, capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)),
