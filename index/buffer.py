@@ -285,37 +285,39 @@ class WriteBuffer:
                                         self._term_last, self._node_fill, self._node_next, self._node_rows,
                                         self._node_values, self._num_nodes)
         if num_nodes < 0:  # nothing was linked
-            bad = next(i for i, record in enumerate(records) if self._misfit(record))
-            if bad:
-                self.apply_many(records[:bad])
-            self._check(records[bad])  # raises, naming the record
+            self._refuse_first_misfit(records, nnz)
         self._num_nodes, self._nnz = num_nodes, end
         self._book(records, first_row)
         self._view = None
 
-    def _misfit(self, record: WalRecord) -> bool:
-        try:
-            self._check(record)
-        except BufferRecordError:
-            return True
-        return False
-
     def _dense_misfit(self, record: WalRecord) -> bool:
         return (0 if record.dense is None else len(record.dense)) != (self.dense_dim or 0)
 
-    def _check(self, record: WalRecord) -> None:
-        if record.op == "delete":
-            return
-        problem = _vector_problem(record.terms, record.weights, self.vocab_size)
-        if problem == 1:
-            raise BufferRecordError(f"log record {record.seq} ({record.doc_id!r}): term id {int(record.terms.max())} "
-                                    f"is outside the vocabulary of {self.vocab_size}")
-        if problem == 2:
-            raise BufferRecordError(f"log record {record.seq} ({record.doc_id!r}): weights must be finite, >= 0")
-        if self._dense_misfit(record):
-            dim = 0 if record.dense is None else len(record.dense)
-            raise BufferRecordError(f"log record {record.seq} ({record.doc_id!r}): dense vector of {dim} values, "
-                                    f"the index needs {self.dense_dim or 0}")
+    def _refuse_first_misfit(self, records: list[WalRecord], start: int) -> None:
+        """Apply the records before the first that does not fit the index, then raise
+        `BufferRecordError` naming it; the adds' postings are judged as staged from ``start``
+        (as they would be stored: float32 weights, uint32 term ids)."""
+        for i, record in enumerate(records):
+            if record.op != "add":
+                continue
+            end = start + len(record.terms)
+            terms, weights = self._indices[start:end], self._values[start:end]
+            start = end
+            problem = _vector_problem(terms, weights, self.vocab_size)
+            where = f"log record {record.seq} ({record.doc_id!r})"
+            if problem == 1:
+                message = f"{where}: term id {int(terms.max())} is outside the vocabulary of {self.vocab_size}"
+            elif problem == 2:
+                message = f"{where}: weights must be finite, >= 0"
+            elif self._dense_misfit(record):
+                dim = 0 if record.dense is None else len(record.dense)
+                message = f"{where}: dense vector of {dim} values, the index needs {self.dense_dim or 0}"
+            else:
+                continue
+            if i:
+                self.apply_many(records[:i])  # stages them again: the message is made first
+            raise BufferRecordError(message)
+        raise AssertionError("a batch failed its check, yet none of its records does")
 
     def _book(self, records: list[WalRecord], first_row: int) -> None:
         """The ids' bookkeeping of records whose rows ``first_row:`` are stored and linked."""

@@ -194,7 +194,7 @@ def _valid_record_after(data: bytes, offset: int) -> bool:
 
 def _read_from(path: Path | str, offset: int) -> bytes:
     """The file's bytes from ``offset`` to its end (raw calls: a buffered file object cost
-    twice as much, on every refresh that finds new records)."""
+    twice as much; a reader tails the newest file through `_TailFile` instead)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         size = os.fstat(fd).st_size

@@ -161,3 +161,17 @@ def test_a_dense_vector_of_the_wrong_size_stops_a_batch_and_leaves_the_buffer_wh
     assert view.ids == ["a", "c", "a"] and view.live.tolist() == [False, True, True]
     np.testing.assert_array_equal(view.sparse_scores(np.array([3, 4]), np.array([1.0, 2.0]), VOCAB), [0.0, 1.0, 2.0])
     np.testing.assert_allclose(view.dense, [[1, 0], [0, 1], [0.6, 0.8]])
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast")
+@pytest.mark.parametrize("terms, weights, message", [
+    (np.array([3], np.int64), np.array([1e39]), r"log record 1 \('a'\): weights must be finite"),  # inf in float32
+    (np.array([-1], np.int64), np.array([1.0]), r"log record 1 \('a'\): term id 4294967295 is outside"),
+])
+def test_vectors_are_judged_as_they_would_be_stored(terms, weights, message):
+    """A record built in Python (not read from the log) with other dtypes: its vector is
+    judged after the conversion to uint32 term ids and float32 weights the buffer stores."""
+    buffer = WriteBuffer(VOCAB, None)
+    with pytest.raises(BufferRecordError, match=message):
+        buffer.apply_many([WalRecord(1, "add", "a", terms=terms, weights=weights)])
+    assert len(buffer) == 0 and buffer.view().num_rows == 0
